@@ -1,0 +1,1 @@
+"""One module per `herdwatch` subcommand; see herdwatch/cli.py."""

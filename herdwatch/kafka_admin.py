@@ -1,0 +1,34 @@
+"""Creating herdwatch's topics (idempotently) with confluent-kafka's AdminClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from herdwatch import topics as t
+from herdwatch.settings import KafkaSettings
+
+
+def ensure_topics(settings: KafkaSettings, specs: Iterable[t.TopicSpec] = t.ALL,
+                  partitions: int | None = None, timeout: float = 30.0) -> list[str]:
+    """Create any missing topic from `specs`; returns the names. `partitions` overrides every spec's."""
+    admin = AdminClient(settings.confluent_config())
+    names = settings.topics
+    new = []
+    for spec in specs:
+        config = {"cleanup.policy": "compact" if spec.compacted else "delete"}
+        if spec.retention_ms is not None:
+            config["retention.ms"] = str(spec.retention_ms)
+        new.append(NewTopic(names.name(spec), num_partitions=partitions or spec.partitions,
+                            replication_factor=1, config=config))
+    futures = admin.create_topics(new, request_timeout=timeout)
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create topic {name}: {e}; is Kafka reachable at "
+                                   f"{settings.bootstrap}? (`herdwatch kafka status`)") from e
+    return [n.topic for n in new]

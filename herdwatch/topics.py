@@ -1,0 +1,67 @@
+"""Every Kafka topic herdwatch uses, declared once: name, key, value format and layout.
+
+Names are `<prefix>.<suffix>`; the prefix comes from settings (HERDWATCH_KAFKA_TOPIC_PREFIX) so tests
+and several deployments can share one broker. Values are JSON (orjson) so any Kafka client can read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    suffix: str
+    key: str
+    """What the message key holds (UTF-8)."""
+    value: str
+    """What the message value holds."""
+    partitions: int = 8
+    compacted: bool = False
+    retention_ms: int | None = None
+
+
+TELEMETRY = TopicSpec("telemetry", key="host_id", value="JSON array of event envelopes from one host")
+OBSERVATIONS = TopicSpec("observations", key="image_family",
+                         value="JSON host feature deltas, repartitioned so one worker owns a family")
+ANOMALIES = TopicSpec("anomalies", key="host_id", value="JSON finding with a plain explanation")
+ROLLOUTS = TopicSpec("rollouts", key="image_family", value="JSON rollout event (started/progress/...)")
+LIFECYCLE = TopicSpec("lifecycle", key="host_id", value="JSON host lifecycle event (up/gone)")
+DEADLETTER = TopicSpec("deadletter", key="source topic:partition:offset",
+                       value="the original bytes; headers: reason, source, component", partitions=1)
+
+ALL: tuple[TopicSpec, ...] = (TELEMETRY, OBSERVATIONS, ANOMALIES, ROLLOUTS, LIFECYCLE, DEADLETTER)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Resolved topic names for one prefix."""
+
+    prefix: str = "herdwatch"
+
+    def name(self, spec: TopicSpec) -> str:
+        return f"{self.prefix}.{spec.suffix}"
+
+    @property
+    def telemetry(self) -> str:
+        return self.name(TELEMETRY)
+
+    @property
+    def observations(self) -> str:
+        return self.name(OBSERVATIONS)
+
+    @property
+    def anomalies(self) -> str:
+        return self.name(ANOMALIES)
+
+    @property
+    def rollouts(self) -> str:
+        return self.name(ROLLOUTS)
+
+    @property
+    def lifecycle(self) -> str:
+        return self.name(LIFECYCLE)
+
+    @property
+    def deadletter(self) -> str:
+        return self.name(DEADLETTER)
