@@ -1,0 +1,48 @@
+# herdwatch developer commands. Prerequisites: Python 3.11+, Java 17+, Maven. Everything else is
+# installed by these targets into ./.venv and ./deploy/kafka/libs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+JARS   := deploy/kafka/libs/.stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test pytest lint typecheck kafka-jars clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("herdwatch needs Python 3.11+") if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(JARS): deploy/kafka/pom.xml
+	@command -v java >/dev/null || { echo "Java 17+ is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
+	mvn -B -q -f deploy/kafka/pom.xml package
+	touch $@
+
+kafka-jars: $(JARS)  ## fetch Apache Kafka's jars from Maven Central
+
+setup: $(STAMP) $(JARS)  ## create .venv, install herdwatch and its tools, fetch Kafka
+
+demo: setup  ## run a simulated clone fleet through Kafka, the workers and ClickHouse, then report
+	$(BIN)/herdwatch demo
+
+test: setup lint typecheck pytest  ## everything CI checks: lint, types, unit + integration tests
+
+pytest: setup  ## unit + integration tests (starts its own Kafka broker)
+	$(BIN)/pytest
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+
+typecheck: setup  ## mypy
+	$(BIN)/mypy
+
+clean:  ## remove var/ (local Kafka data and the embedded ClickHouse store)
+	-$(BIN)/herdwatch kafka stop
+	rm -rf var
