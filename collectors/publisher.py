@@ -42,8 +42,10 @@ class Publisher:
     def publish(self, events: list[Event], on_delivery: DeliveryCallback | None = None) -> None:
         if not events:
             return
-        key = events[0].host_id.encode()
-        value = encode_batch(events)
+        self.publish_value(encode_batch(events), events[0].host_id.encode(), on_delivery)
+
+    def publish_value(self, value: bytes, key: bytes, on_delivery: DeliveryCallback | None = None) -> None:
+        """Send one already encoded batch (the agent sends spooled records this way)."""
         while True:
             try:
                 self.producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)

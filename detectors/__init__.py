@@ -1,0 +1,44 @@
+"""herdwatch detectors: a pure library (plain Python, numpy, scikit-learn; no Kafka, Faust or ClickHouse).
+
+    from detectors import HostState, FamilyEngine, SequenceGap
+
+HostState turns one host's events into Observations; FamilyEngine learns and scores them against the
+host's cohort (hosts cloned from the same image) with rollout awareness; SequenceGap spots lost events.
+The detector classes (river style: learn_one / score_one, constructor args are the whole config) are
+exported for reuse and listed in DETECTORS. See docs/detection.md.
+"""
+
+from detectors.baseline import CohortBaseline
+from detectors.drift import ConfigDrift
+from detectors.engine import FamilyEngine
+from detectors.host_state import HostState
+from detectors.multivariate import MultivariateOutlier
+from detectors.peers import PeerDeviation
+from detectors.policy import PolicyCheck
+from detectors.rarity import CohortRarity
+from detectors.rollout import RolloutTracker
+from detectors.sequence import SequenceGap
+from detectors.types import Finding, FindingKind, Observation, RolloutEvent, RolloutStatus, Severity
+
+DETECTORS = (CohortRarity, PeerDeviation, MultivariateOutlier, ConfigDrift, PolicyCheck, RolloutTracker)
+"""Every exported detector class (the conformance test runs over these)."""
+
+__all__ = [
+    "DETECTORS",
+    "CohortBaseline",
+    "CohortRarity",
+    "ConfigDrift",
+    "FamilyEngine",
+    "Finding",
+    "FindingKind",
+    "HostState",
+    "MultivariateOutlier",
+    "Observation",
+    "PeerDeviation",
+    "PolicyCheck",
+    "RolloutEvent",
+    "RolloutStatus",
+    "RolloutTracker",
+    "SequenceGap",
+    "Severity",
+]

@@ -52,16 +52,31 @@ class Observation:
     """True for the host's first observation (it joins its cohort with `added` = its whole state)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host_id": self.host_id, "image_id": self.image_id, "image_family": self.image_family,
-                "time": self.time.isoformat(), "added": list(self.added), "removed": list(self.removed),
-                "metrics": self.metrics, "gone": self.gone, "first": self.first}
+        return {
+            "host_id": self.host_id,
+            "image_id": self.image_id,
+            "image_family": self.image_family,
+            "time": self.time.isoformat(),
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "metrics": self.metrics,
+            "gone": self.gone,
+            "first": self.first,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Observation:
-        return cls(host_id=d["host_id"], image_id=d["image_id"], image_family=d["image_family"],
-                   time=_aware(d["time"]), added=tuple(d.get("added", ())),
-                   removed=tuple(d.get("removed", ())), metrics=dict(d.get("metrics", {})),
-                   gone=bool(d.get("gone", False)), first=bool(d.get("first", False)))
+        return cls(
+            host_id=d["host_id"],
+            image_id=d["image_id"],
+            image_family=d["image_family"],
+            time=_aware(d["time"]),
+            added=tuple(d.get("added", ())),
+            removed=tuple(d.get("removed", ())),
+            metrics=dict(d.get("metrics", {})),
+            gone=bool(d.get("gone", False)),
+            first=bool(d.get("first", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +101,34 @@ class Finding:
         return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"finding_id": self.finding_id, "kind": self.kind.value, "host_id": self.host_id,
-                "image_id": self.image_id, "image_family": self.image_family,
-                "time": self.time.isoformat(), "score": self.score, "severity": self.severity.value,
-                "subject": self.subject, "explanation": self.explanation, "details": self.details}
+        return {
+            "finding_id": self.finding_id,
+            "kind": self.kind.value,
+            "host_id": self.host_id,
+            "image_id": self.image_id,
+            "image_family": self.image_family,
+            "time": self.time.isoformat(),
+            "score": self.score,
+            "severity": self.severity.value,
+            "subject": self.subject,
+            "explanation": self.explanation,
+            "details": self.details,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
-        return cls(kind=FindingKind(d["kind"]), host_id=d["host_id"], image_id=d["image_id"],
-                   image_family=d["image_family"], time=_aware(d["time"]), score=float(d["score"]),
-                   severity=Severity(d["severity"]), subject=d["subject"], explanation=d["explanation"],
-                   details=dict(d.get("details", {})))
+        return cls(
+            kind=FindingKind(d["kind"]),
+            host_id=d["host_id"],
+            image_id=d["image_id"],
+            image_family=d["image_family"],
+            time=_aware(d["time"]),
+            score=float(d["score"]),
+            severity=Severity(d["severity"]),
+            subject=d["subject"],
+            explanation=d["explanation"],
+            details=dict(d.get("details", {})),
+        )
 
 
 class RolloutStatus(StrEnum):
@@ -121,15 +153,29 @@ class RolloutEvent:
     """Features the new image brings or drops: {"added": [...], "removed": [...]}."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image_family": self.image_family, "old_image": self.old_image,
-                "new_image": self.new_image, "status": self.status.value, "share": self.share,
-                "time": self.time.isoformat(), "explanation": self.explanation, "diff": self.diff}
+        return {
+            "image_family": self.image_family,
+            "old_image": self.old_image,
+            "new_image": self.new_image,
+            "status": self.status.value,
+            "share": self.share,
+            "time": self.time.isoformat(),
+            "explanation": self.explanation,
+            "diff": self.diff,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RolloutEvent:
-        return cls(image_family=d["image_family"], old_image=d["old_image"], new_image=d["new_image"],
-                   status=RolloutStatus(d["status"]), share=float(d["share"]), time=_aware(d["time"]),
-                   explanation=d["explanation"], diff=dict(d.get("diff", {})))
+        return cls(
+            image_family=d["image_family"],
+            old_image=d["old_image"],
+            new_image=d["new_image"],
+            status=RolloutStatus(d["status"]),
+            share=float(d["share"]),
+            time=_aware(d["time"]),
+            explanation=d["explanation"],
+            diff=dict(d.get("diff", {})),
+        )
 
 
 def _aware(s: str) -> datetime:

@@ -20,7 +20,8 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="herdwatch", description="herdwatch: does this host still look like its clone army?")
+    parser = argparse.ArgumentParser(
+        prog="herdwatch", description="herdwatch: does this host still look like its clone army?")
     parser.add_argument("--version", action="version", version=f"herdwatch {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -32,3 +32,33 @@ def ensure_topics(settings: KafkaSettings, specs: Iterable[t.TopicSpec] = t.ALL,
                 raise RuntimeError(f"could not create topic {name}: {e}; is Kafka reachable at "
                                    f"{settings.bootstrap}? (`herdwatch kafka status`)") from e
     return [n.topic for n in new]
+
+
+def group_lag(settings: KafkaSettings, group: str, topic_names: Iterable[str], timeout: float = 10.0) -> int:
+    """Messages in `topic_names` not yet committed by consumer group `group` (-1 if unknown yet).
+
+    A partition the group has never committed counts in full, so a group that has not started is behind.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    conf = settings.confluent_config()
+    conf.update({"group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+        partitions = []
+        for name in topic_names:
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                continue
+            partitions += [TopicPartition(name, p) for p in topic.partitions]
+        lag = 0
+        for tp in consumer.committed(partitions, timeout=timeout):
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            committed = tp.offset if tp.offset >= 0 else low
+            lag += max(0, high - committed)
+        return lag
+    except KafkaException:
+        return -1
+    finally:
+        consumer.close()

@@ -6,6 +6,7 @@ under <var>/kafka/. Used by `herdwatch kafka start|stop|status`, the demo and th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -141,10 +142,8 @@ class LocalKafka:
             try:
                 os.kill(pid, 0)
                 # reap if it is our child
-                try:
+                with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
             except ProcessLookupError:
                 break
             time.sleep(0.2)

@@ -1,0 +1,280 @@
+"""Collector benchmark: what the host agent costs, how fast its first event lands, and what a broker
+outage does to delivery.
+
+    .venv/bin/python benchmarks/bench_collectors.py                  # 150 s overhead + 60 s outage
+    .venv/bin/python benchmarks/bench_collectors.py --duration 120 --outage 60 --procs 300
+
+1. Overhead: starts a Kafka broker, makes sure at least --procs processes run (idle `sleep`s), then runs
+   `herdwatch collect` with its default intervals and, side by side, `prometheus-node-exporter` (the
+   Debian package; installed with apt-get if missing and allowed) scraped every 15 s as Prometheus would.
+   Prints each one's mean CPU (% of one core, from process start, children included) and peak RSS
+   (VmHWM), plus the agent's time to its first acknowledged event.
+2. Outage: adds steady load (a short-lived process every 0.5 s), stops the broker for --outage seconds,
+   restarts it on the same ports and data, waits for the agent to drain its spool, stops the agent with
+   SIGTERM and reads the whole topic back: events lost, duplicated, out of order, and the replay time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+from confluent_kafka import Consumer, TopicPartition
+
+from herdwatch import topics
+from herdwatch.contract import decode_batch
+from herdwatch.kafka_admin import ensure_topics
+from herdwatch.kafka_local import LocalKafka, free_port
+from herdwatch.settings import KafkaSettings
+
+NODE_EXPORTER = "prometheus-node-exporter"
+
+
+class Meter:
+    """Samples one process: CPU seconds (own + reaped children) and peak RSS."""
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.proc = proc
+        self.peak_rss = 0
+        self.hwm_kb = 0
+        self.cpu_at: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def cpu(self) -> float:
+        t = self.proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.cpu_at.append((time.time(), self.cpu()))
+                self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+                status = Path(f"/proc/{self.proc.pid}/status").read_text()
+                self.hwm_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            except (psutil.Error, OSError, AttributeError):
+                return
+            self._stop.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mean_cpu_pct(self, since: float | None = None) -> float:
+        """Mean CPU % of one core from process start (or from `since`) to the last sample."""
+        t_end, c_end = self.cpu_at[-1]
+        if since is None:
+            return 100.0 * c_end / (t_end - self.proc.create_time())
+        t0, c0 = next((t, c) for t, c in self.cpu_at if t >= since)
+        return 100.0 * (c_end - c0) / (t_end - t0)
+
+
+def ensure_node_exporter() -> str | None:
+    found = shutil.which(NODE_EXPORTER)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {NODE_EXPORTER} with apt-get (reference point for the overhead figures) ...")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", NODE_EXPORTER], env=env,
+                       capture_output=True, check=False)
+        found = shutil.which(NODE_EXPORTER)
+    if not found:
+        print(f"{NODE_EXPORTER} is not installed and could not be installed here (needs root and apt-get: "
+              f"`apt-get install {NODE_EXPORTER}`); its reference column is left out.")
+    return found
+
+
+def scrape_every(url: str, period: float, stop: threading.Event) -> None:
+    while not stop.wait(period):
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(url, timeout=5).read()
+
+
+def spawn_idle(total: int) -> list[subprocess.Popen]:
+    idle = []
+    while len(psutil.pids()) < total:
+        idle.append(subprocess.Popen(["sleep", "100000"]))
+    return idle
+
+
+class TopicReader:
+    """Reads every telemetry message from the start, in a thread; records when the first one arrived."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "bench", "log_level": 2,
+                                  "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(kafka.topics.telemetry, p, -2)
+                              for p in range(topics.TELEMETRY.partitions)])
+        self.events: list[tuple[int, int, str, str]] = []  # (partition, seq, kind, event_id)
+        self.first_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self.consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            if self.first_at is None:
+                self.first_at = time.time()
+            events, rejected = decode_batch(msg.value())
+            assert not rejected, rejected
+            self.events += [(msg.partition() or 0, e.seq, e.kind.value, e.event_id) for e in events]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.consumer.close()
+
+
+def metric(url: str, name: str) -> float | None:
+    try:
+        body = urllib.request.urlopen(url, timeout=2).read().decode()
+    except OSError:
+        return None
+    m = re.search(rf"^{name} ([0-9.e+-]+)$", body, re.M)
+    return float(m.group(1)) if m else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=150.0, help="overhead measurement, seconds (>= 120)")
+    ap.add_argument("--outage", type=float, default=60.0, help="broker outage, seconds (0 skips phase 2)")
+    ap.add_argument("--procs", type=int, default=300, help="at least this many processes during the run")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-collectors-"))
+    broker = LocalKafka(work / "kafka", free_port(), free_port())
+    cleanup: list[subprocess.Popen] = []
+    stop_threads = threading.Event()
+    try:
+        broker.start()
+        kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench")
+        ensure_topics(kafka, specs=[topics.TELEMETRY])
+        cleanup += spawn_idle(args.procs)
+        print(f"machine: {psutil.cpu_count()} cores, {len(psutil.pids())} processes running; "
+              f"Kafka at {broker.bootstrap}")
+
+        reader = TopicReader(kafka)
+        metrics_port = free_port()
+        env = {**os.environ, "HERDWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap,
+               "HERDWATCH_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+               "HERDWATCH_COLLECTOR_STATE_DIR": str(work / "agent"),
+               "HERDWATCH_COLLECTOR_METRICS_PORT": str(metrics_port)}
+        log_path = work / "agent.log"
+        spawned_at = time.time()
+        with open(log_path, "w") as log:
+            agent = subprocess.Popen([sys.executable, "-m", "herdwatch.cli", "collect"], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        cleanup.append(agent)
+        agent_meter = Meter(psutil.Process(agent.pid))
+
+        ne_meter = None
+        ne_bin = ensure_node_exporter()
+        if ne_bin:
+            ne_port = free_port()
+            ne = subprocess.Popen([ne_bin, f"--web.listen-address=127.0.0.1:{ne_port}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cleanup.append(ne)
+            ne_meter = Meter(psutil.Process(ne.pid))
+            threading.Thread(target=scrape_every, args=(f"http://127.0.0.1:{ne_port}/metrics", 15.0,
+                                                        stop_threads), daemon=True).start()
+
+        print(f"measuring for {args.duration:.0f} s at the default probe intervals ...", flush=True)
+        time.sleep(args.duration)
+        rows = [("herdwatch collect", agent_meter)] + ([(NODE_EXPORTER, ne_meter)] if ne_meter else [])
+        warm = spawned_at + 15
+        print()
+        print(f"{'process':<28}{'mean CPU % of 1 core':>22}{'(after 15 s)':>14}{'peak RSS MB':>13}")
+        for name, meter in rows:
+            assert meter is not None
+            print(f"{name:<28}{meter.mean_cpu_pct():>22.3f}{meter.mean_cpu_pct(warm):>14.3f}"
+                  f"{meter.hwm_kb / 1024:>13.1f}")
+        if ne_meter is not None:
+            ne_meter.stop()
+        ack = re.search(r"first event acknowledged by Kafka ([0-9.]+) s after agent start "
+                        r"\(([0-9.]+) s after process start\)", log_path.read_text())
+        if ack:
+            print(f"first event acknowledged by the broker: {float(ack.group(1)):.3f} s after agent start "
+                  f"({float(ack.group(2)):.2f} s after process start, imports included)")
+        if reader.first_at is not None:
+            print(f"first event read back by a consumer: {reader.first_at - spawned_at:.2f} s after spawning "
+                  f"the agent process")
+        print("targets: mean CPU <= 1% of one core, peak RSS <= 60 MB, first ack <= 2 s")
+
+        if args.outage > 0:
+            print(f"\noutage: steady load (a short-lived process every 0.5 s), broker down "
+                  f"{args.outage:.0f} s")
+            churn_stop = threading.Event()
+
+            def churn() -> None:
+                while not churn_stop.wait(0.5):
+                    subprocess.Popen(["sleep", "1.5"])
+            threading.Thread(target=churn, daemon=True).start()
+            time.sleep(10)
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            before = len(reader.events)
+            broker.stop()
+            down_at = time.time()
+            time.sleep(args.outage)
+            pending = metric(url, "herdwatch_collector_spool_pending_events") or 0
+            broker.start()
+            up_at = time.time()
+            drained = None
+            while time.time() - up_at < 120:
+                if metric(url, "herdwatch_collector_spool_pending_events") == 0:
+                    drained = time.time() - up_at
+                    break
+                time.sleep(0.5)
+            churn_stop.set()
+            time.sleep(3)
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=60)
+            agent_meter.stop()
+            time.sleep(5)
+            reader.stop()
+            by_partition = {p for p, _, _, _ in reader.events}
+            seqs = [s for _, s, _, _ in reader.events]
+            ids = [i for _, _, _, i in reader.events]
+            expected = list(range(max(seqs) + 1))
+            lost = len(set(expected) - set(seqs))
+            dups = len(ids) - len(set(ids))
+            in_order = all(a < b for a, b in itertools.pairwise(seqs))
+            print(f"events read before the outage {before}, spooled at the end of the outage {pending:.0f} "
+                  f"(outage began {down_at - spawned_at:.0f} s after agent start)")
+            print(f"spool drained {drained:.1f} s after the broker was back" if drained is not None
+                  else "spool NOT drained within 120 s")
+            print(f"total events {len(seqs)} (seq 0..{max(seqs)}), lost {lost}, duplicated {dups}, "
+                  f"per-host order preserved: {in_order}, partitions used: {len(by_partition)}, "
+                  f"last event: {reader.events[-1][2]}")
+        else:
+            reader.stop()
+        return 0
+    finally:
+        stop_threads.set()
+        for p in cleanup:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The host agent: runs the probes on their intervals, stamps events with the per-host sequence
+number, and hands each cycle's events, as one batch, to the spool-backed delivery.
+
+Lifecycle: agent.hello first (with host age and anything lost or shed before), agent.heartbeat every
+heartbeat interval (counters, own CPU/RSS, shed probe runs, dropped events), agent.goodbye on a clean
+stop (SIGTERM, SIGINT, --duration). Scheduling uses the monotonic clock, so wall-clock jumps change
+event times but never the probe rhythm; a jump is reported in the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from collectors import signals
+from collectors.budget import Budget
+from collectors.delivery import Delivery
+from collectors.identity import Identity, resolve_identity
+from collectors.probes import (
+    ConfigProbe,
+    LoginProbe,
+    MetricsProbe,
+    ModuleProbe,
+    NetworkProbe,
+    PackageProbe,
+    Probe,
+    ProcessProbe,
+)
+from collectors.settings import CollectorSettings
+from collectors.spool import Spool
+from collectors.state import SeqCounter, read_json, write_json
+from herdwatch import __version__
+from herdwatch.contract import Event, Kind
+from herdwatch.settings import KafkaSettings
+
+log = logging.getLogger("herdwatch.collector")
+
+CLOCK_JUMP_S = 5.0
+SEQ_SAVE_S = 10.0
+
+
+def build_probes(s: CollectorSettings) -> list[Probe]:
+    if s.proc != Path("/proc"):  # e.g. a sidecar reading the host's /proc mounted at /host/proc
+        psutil.PROCFS_PATH = str(s.proc)
+    processes = ProcessProbe(s.process_interval_s, s.process_inventory_s, s.proc, s.max_cmdline_chars)
+    network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets)
+    logins = LoginProbe(s.login_interval_s, s.login_inventory_s, s.auth_logs,
+                        s.state_dir / "journal.cursor" if s.journal else None, s.max_auth_bytes_per_read)
+    metrics = MetricsProbe(s.metrics_interval_s, procs=lambda: len(processes.known),
+                           conns=lambda: network.count, failed_logins=lambda: logins.failed_total)
+    probes: list[Probe] = [processes, network, logins, metrics,
+                           ConfigProbe(s.config_interval_s, s.config_inventory_s, s.root, s.proc),
+                           PackageProbe(s.package_interval_s, s.package_inventory_s, s.root),
+                           ModuleProbe(s.module_interval_s, s.module_inventory_s, s.proc)]
+    return [p for p in probes if p.name not in s.disabled_probes]
+
+
+class Agent:
+    def __init__(self, settings: CollectorSettings, kafka: KafkaSettings, probes: list[Probe] | None = None,
+                 identity: Identity | None = None, budget: Budget | None = None,
+                 wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.wall, self.mono = wall, mono
+        state = settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self.started_mono = mono()
+        self.identity = identity or resolve_identity(settings)
+        self.spool = Spool(state / "spool", settings.spool_max_bytes, settings.spool_segment_bytes,
+                           settings.spool_fsync, settings.spool_fsync_interval_s)
+        self.seq = SeqCounter(state / "seq.json")
+        self.seq.resume_after(self.spool.last_seq)
+        self.delivery = Delivery(kafka, self.spool, self.identity.host.host_id.encode(),
+                                 settings.max_inflight, settings.replay_rate_msgs, settings.replay_rate_bytes,
+                                 settings.max_message_bytes, settings.spool_memory_bytes)
+        self.probes = probes if probes is not None else build_probes(settings)
+        self.budget = budget or Budget(settings.cpu_budget_pct, settings.rss_budget_mb,
+                                       settings.budget_window_s, settings.max_degrade_level)
+        self.stop_event = threading.Event()
+        self.stop_reason = "stopped"
+        self.shed: dict[str, int] = {}
+        self._next_due: dict[str, float] = {}
+        self._next_inventory: dict[str, float] = {}
+        self._next_heartbeat = self.started_mono + settings.heartbeat_interval_s
+        self._clock_jumps: list[float] = []
+        self._last_tick: tuple[float, float] | None = None
+        self._report_file = state / "report.json"
+        previous = read_json(self._report_file) or {}
+        self._carried_dropped = int(previous.get("unreported_dropped", 0))
+        self._carried_shed: dict[str, int] = dict(previous.get("unreported_shed", {}))
+        self._reported_dropped = 0
+        self.topics_ready = threading.Event()
+        self._first_ack_logged = False
+        self._seq_saved_at = -1e18
+
+    # -- events ---------------------------------------------------------------------------------
+    def publish(self, emits: list[tuple[Kind, dict[str, Any]]]) -> list[Event]:
+        """Stamp one cycle's events with consecutive seq numbers and spool them as one batch."""
+        if not emits:
+            return []
+        first = self.seq.take(len(emits))
+        now = datetime.fromtimestamp(self.wall(), UTC)
+        events = [Event.new(self.identity.host, kind, first + i, payload, time=now)
+                  for i, (kind, payload) in enumerate(emits)]
+        self.delivery.submit(events)
+        if self.mono() - self._seq_saved_at >= SEQ_SAVE_S:  # the spool tail also holds the latest seq
+            self.seq.save()
+            self._seq_saved_at = self.mono()
+        return events
+
+    def dropped_total(self) -> int:
+        return self._carried_dropped + self.spool.dropped + sum(self.delivery.dropped.values())
+
+    def _loss_report(self) -> dict[str, Any]:
+        total = self.dropped_total()
+        new = total - self._reported_dropped
+        self._reported_dropped = total
+        shed = dict(self._carried_shed)
+        for name, n in self.shed.items():
+            shed[name] = shed.get(name, 0) + n
+        return {"spool_dropped": new, "events_dropped": total, "dropped_by_reason": self._drop_reasons(),
+                "shed": shed}
+
+    def _drop_reasons(self) -> dict[str, int]:
+        reasons = dict(self.delivery.dropped)
+        if self.spool.dropped:
+            reasons["spool_full"] = reasons.get("spool_full", 0) + self.spool.dropped
+        if self._carried_dropped:
+            reasons["previous_run"] = self._carried_dropped
+        return reasons
+
+    def _save_report(self) -> None:
+        unreported = self.dropped_total() - self._reported_dropped
+        with contextlib.suppress(OSError):
+            write_json(self._report_file, {"unreported_dropped": max(unreported, 0), "unreported_shed": {}})
+
+    def hello(self) -> tuple[Kind, dict[str, Any]]:
+        ident = self.identity
+        now = self.wall()
+        payload = {"agent_version": __version__, "boot_time": ident.boot_time, "hostname": ident.hostname,
+                   "host_age_s": round(max(0.0, now - ident.first_seen), 3),
+                   "uptime_s": round(max(0.0, now - ident.boot_time), 3),
+                   "os": platform.system().lower(), "kernel": platform.release(), "arch": platform.machine(),
+                   "pid": os.getpid(), "identity_sources": ident.sources,
+                   "spool_pending": self.delivery.pending,
+                   "probes": {p.name: p.interval for p in self.probes}}
+        payload.update(self._loss_report())
+        self._carried_shed = {}
+        return Kind.HELLO, payload
+
+    def heartbeat(self) -> tuple[Kind, dict[str, Any]]:
+        payload: dict[str, Any] = {"events_sent": self.delivery.sent, "events_spooled": self.delivery.pending,
+                                   "cpu_pct": round(self.budget.cpu_pct, 3),
+                                   "rss_bytes": int(self.budget.rss_bytes),
+                                   "degrade_level": self.budget.level, "spool_bytes": self.spool.total_bytes,
+                                   "broker_up": bool(self.delivery.broker_up)}
+        payload.update(self._loss_report())
+        if self._clock_jumps:
+            payload["clock_jumps_s"] = list(self._clock_jumps)
+            self._clock_jumps = []
+        return Kind.HEARTBEAT, payload
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run_probes(self, force_full: bool = False) -> list[tuple[Kind, dict[str, Any]]]:
+        now = self.mono()
+        out: list[tuple[Kind, dict[str, Any]]] = []
+        factor = self.budget.factor
+        for probe in self.probes:
+            due = self._next_due.get(probe.name, 0.0)
+            if not force_full and now < due:
+                continue
+            full = force_full or probe.name not in self._next_inventory or (
+                probe.inventory_interval is not None and now >= self._next_inventory[probe.name])
+            if full and probe.inventory_interval is not None:
+                self._next_inventory[probe.name] = now + probe.inventory_interval
+            t0 = time.perf_counter()
+            try:
+                out.extend(probe.collect(full))
+            except Exception:
+                signals.probe_errors.emit(probe=probe.name)
+                log.exception("probe %s failed; it will run again next interval", probe.name)
+            signals.probe_duration.labels(probe.name).observe(time.perf_counter() - t0)
+            # fixed cadence (not drifting by the cycle's own run time): a process living one interval
+            # is always seen
+            step = probe.interval * factor
+            self._next_due[probe.name] = due + step if now - due < step else now + step
+            if factor > 1:
+                self.shed[probe.name] = self.shed.get(probe.name, 0) + factor - 1
+                signals.probe_shed.emit(factor - 1, probe=probe.name)
+        return out
+
+    def _check_clock(self) -> None:
+        wall, mono = self.wall(), self.mono()
+        if self._last_tick is not None:
+            jump = (wall - self._last_tick[0]) - (mono - self._last_tick[1])
+            if abs(jump) >= CLOCK_JUMP_S:
+                self._clock_jumps.append(round(jump, 3))
+                signals.clock_jumps.emit()
+                log.warning("wall clock jumped by %.1f s; probe timing is unaffected", jump)
+                self._next_heartbeat = mono  # report it now
+        self._last_tick = (wall, mono)
+
+    def cycle(self, first: bool = False) -> list[Event]:
+        """One pass: due probes (all of them, with inventories, when `first`), heartbeat if due."""
+        self._check_clock()
+        emits = [self.hello()] if first else []
+        emits += self.run_probes(force_full=first)
+        self.budget.check()
+        if self.mono() >= self._next_heartbeat:
+            emits.append(self.heartbeat())
+            self._next_heartbeat = self.mono() + self.settings.heartbeat_interval_s
+        events = self.publish(emits)
+        self.delivery.pump()
+        self._log_first_ack()
+        return events
+
+    def _log_first_ack(self) -> None:
+        if not self._first_ack_logged and self.delivery.first_ack_at is not None:
+            self._first_ack_logged = True
+            since_exec = time.time() - psutil.Process().create_time()
+            since_start = self.delivery.first_ack_at - self.started_mono
+            log.info("first event acknowledged by Kafka %.3f s after agent start "
+                     "(%.2f s after process start)", since_start, since_exec)
+
+    def _sleep_until_next(self) -> None:
+        now = self.mono()
+        due = min([*self._next_due.values(), self._next_heartbeat, now + 1.0])
+        backlog = self.delivery.pending > 0 and self.delivery.broker_up is not False
+        wait = max(0.0, due - now)
+        if backlog or self.delivery.inflight:
+            wait = min(wait, 0.05 if backlog else 0.2)
+        deadline = now + wait
+        while not self.stop_event.is_set():
+            remaining = deadline - self.mono()
+            if remaining <= 0:
+                break
+            self.stop_event.wait(min(remaining, 0.2 if self.delivery.inflight else remaining))
+            self.delivery.pump()
+            self._log_first_ack()
+
+    def _ensure_topics(self) -> None:
+        from herdwatch.kafka_admin import ensure_topics
+        delay = 1.0
+        while not self.stop_event.is_set():
+            try:
+                ensure_topics(self.kafka, timeout=5.0)
+                self.topics_ready.set()
+                return
+            except Exception as e:
+                log.debug("topics not ensured yet: %s", e)
+            self.stop_event.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    def stop(self, reason: str = "stopped") -> None:
+        self.stop_reason = reason
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self.stop("sigterm"))
+        signal.signal(signal.SIGINT, lambda *_: self.stop("interrupt"))
+
+    def run(self, duration: float | None = None, once: bool = False) -> int:
+        """Run until stopped (or for `duration` seconds, or one cycle); returns events still unsent."""
+        threading.Thread(target=self._ensure_topics, name="ensure-topics", daemon=True).start()
+        deadline = self.started_mono + duration if duration is not None else None
+        self.cycle(first=True)
+        while not once and not self.stop_event.is_set():
+            if deadline is not None and self.mono() >= deadline:
+                self.stop_reason = "duration"
+                break
+            self._sleep_until_next()
+            if self.stop_event.is_set():
+                break
+            self.cycle()
+        if not once:
+            goodbye = {"reason": self.stop_reason, "uptime_s": round(self.mono() - self.started_mono, 3)}
+            goodbye.update(self._loss_report())
+            self.publish([(Kind.GOODBYE, goodbye)])
+        self.stop_event.set()
+        flush_s = max(self.settings.shutdown_flush_s, 10.0) if once else self.settings.shutdown_flush_s
+        left = self.delivery.flush(flush_s)
+        self._log_first_ack()
+        self.seq.save(fsync=True)
+        self._save_report()
+        self.delivery.close()
+        if left:
+            log.warning("%d events not yet acknowledged; they stay in %s and are sent on the next start",
+                        left, self.spool.dir)
+        return left

@@ -1,0 +1,230 @@
+"""Getting batches to Kafka without losing them: spool first, then send from the spool in order.
+
+- `submit(events)` encodes one cycle's events as one message value and appends it to the spool (if the
+  disk is full it waits in a bounded memory queue, and is written as soon as the disk allows).
+- `pump()` hands spooled records to the idempotent producer, at most `max_inflight` at a time and
+  rate-limited (token bucket, messages/s and bytes/s) so a backlog replays without flooding a recovering
+  backend. The spool cursor advances only on the broker's acknowledgement.
+- Messages never time out inside the client (message.timeout.ms=0): while the broker is down they wait
+  and the idempotent producer delivers them in order once it is back. A permanent rejection rewinds to
+  the first unacknowledged record and retries with backoff; after `max_attempts` a record is dropped and
+  counted (reason "rejected") so one poison message cannot stall a host forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+
+from collectors import signals
+from collectors.publisher import Publisher
+from collectors.spool import Record, Spool
+from herdwatch.contract import Event, encode_batch
+from herdwatch.settings import KafkaSettings
+
+log = logging.getLogger("herdwatch.collector")
+
+PRODUCER_OVERRIDES: dict[str, Any] = {
+    "message.timeout.ms": 0,            # never give up inside the client; the spool bounds what waits
+    "queue.buffering.max.kbytes": 32768,
+    "reconnect.backoff.ms": 200,
+    "reconnect.backoff.max.ms": 2000,
+    "log_level": 2,                     # connection failures are reported once through error_cb
+    "log.connection.close": False,
+    "linger.ms": 5,
+}
+
+
+def split_batches(events: list[Event], max_bytes: int) -> list[tuple[list[Event], bytes]]:
+    """Encode events as one message, or several in seq order when one would be too big."""
+    value = encode_batch(events)
+    if len(value) <= max_bytes or len(events) == 1:
+        return [(events, value)]
+    mid = len(events) // 2
+    return split_batches(events[:mid], max_bytes) + split_batches(events[mid:], max_bytes)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.t = time.monotonic()
+
+    def take(self, n: float) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= min(n, self.burst):
+            self.tokens -= n
+            return True
+        return False
+
+
+class Delivery:
+    def __init__(self, kafka: KafkaSettings, spool: Spool, key: bytes, max_inflight: int = 64,
+                 rate_msgs: float = 50.0,
+                 rate_bytes: float = 2_000_000.0, max_message_bytes: int = 900_000,
+                 memory_bytes: int = 8 * 1024 * 1024, max_attempts: int = 5) -> None:
+        self.kafka = kafka
+        self.spool = spool
+        self.key = key
+        self.max_inflight = max_inflight
+        self.max_message_bytes = max_message_bytes
+        self.memory_bytes = memory_bytes
+        self.max_attempts = max_attempts
+        self.msg_bucket = TokenBucket(rate_msgs, max(rate_msgs, 1.0))
+        self.byte_bucket = TokenBucket(rate_bytes, max(rate_bytes, float(max_message_bytes)))
+        self.inflight: deque[Record] = deque()
+        self.memory: deque[tuple[bytes, int, int]] = deque()
+        self.sent = 0
+        self.dropped: dict[str, int] = {}
+        self.first_ack_at: float | None = None
+        self.broker_up: bool | None = None
+        self._failed: KafkaError | None = None
+        self._attempts: dict[tuple[int, int], int] = {}
+        self._retry_at = 0.0
+        self._backoff = 0.5
+        self._cursor_dirty = False
+        self._cursor_saved_at = 0.0
+        self.publisher = self._new_publisher()
+
+    def _new_publisher(self) -> Publisher:
+        return Publisher(self.kafka, error_cb=self._on_error, **PRODUCER_OVERRIDES)
+
+    # -- callbacks (run inside producer.poll/flush, on this thread) --------------------------------
+    def _on_error(self, err: KafkaError) -> None:
+        code = err.name() if hasattr(err, "name") else str(err)
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if self.broker_up is not False:
+                log.warning("Kafka unreachable at %s (%s); spooling to %s", self.kafka.bootstrap, err.str(),
+                            self.spool.dir)
+            self.broker_up = False
+        signals.broker_errors.emit(code=code)
+        if err.fatal():
+            self._failed = err
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message, record: Record) -> None:
+        if err is not None:
+            if self._failed is None:
+                self._failed = err
+            return
+        if self.broker_up is False:
+            log.warning("Kafka is back; replaying %d spooled events", self.spool.pending_events)
+        self.broker_up = True
+        self._backoff = 0.5
+        if self.inflight and self.inflight[0] is record:
+            self.inflight.popleft()
+        self.spool.ack(record)
+        self._attempts.pop((record.seg, record.offset), None)
+        self._cursor_dirty = True
+        self.sent += record.count
+        signals.events_sent.emit(record.count)
+        if self.first_ack_at is None:
+            self.first_ack_at = time.monotonic()
+
+    # -- API -----------------------------------------------------------------------------------------
+    def submit(self, events: list[Event]) -> None:
+        for batch, value in split_batches(events, self.max_message_bytes):
+            self._store(value, batch[0].seq, len(batch))
+
+    def _store(self, value: bytes, first_seq: int, count: int) -> None:
+        self._drain_memory()
+        if not self.memory:
+            try:
+                self.spool.append(value, first_seq, count)
+                signals.events_spooled.emit(count)
+                return
+            except OSError as e:
+                signals.spool_write_errors.emit()
+                log.warning("spool write failed (%s); holding events in memory (bound %d bytes)",
+                            e, self.memory_bytes)
+        self.memory.append((value, first_seq, count))
+        while sum(len(v) for v, _, _ in self.memory) > self.memory_bytes and len(self.memory) > 1:
+            _, _, lost = self.memory.popleft()
+            self._drop(lost, "disk_full")
+
+    def _drain_memory(self) -> None:
+        while self.memory:
+            value, first_seq, count = self.memory[0]
+            try:
+                self.spool.append(value, first_seq, count)
+            except OSError:
+                return
+            self.memory.popleft()
+            signals.events_spooled.emit(count)
+
+    def _drop(self, count: int, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+        signals.events_dropped.emit(count, reason=reason)
+
+    def _callback(self, record: Record) -> Callable[[KafkaError | None, Message], None]:
+        return lambda err, msg: self._on_delivery(err, msg, record)
+
+    @property
+    def pending(self) -> int:
+        return self.spool.pending_events + sum(c for _, _, c in self.memory)
+
+    def pump(self) -> None:
+        """Serve delivery reports, handle failures, and hand more spooled records to the producer."""
+        producer = self.publisher.producer
+        producer.poll(0)
+        if self._failed is not None:
+            self._recover()
+        if self.memory:
+            self._drain_memory()
+        now = time.monotonic()
+        if now >= self._retry_at:
+            while len(self.inflight) < self.max_inflight:
+                record = self.spool.next_record()
+                if record is None:
+                    break
+                if not (self.msg_bucket.take(1) and self.byte_bucket.take(len(record.value))):
+                    self.spool.read_pos = (record.seg, record.offset)  # not now: rate limit
+                    break
+                self.inflight.append(record)
+                self.publisher.publish_value(record.value, self.key, on_delivery=self._callback(record))
+        if self._cursor_dirty and now - self._cursor_saved_at >= 1.0:
+            self.spool.save_cursor()
+            self._cursor_dirty, self._cursor_saved_at = False, now
+        signals.spool_pending_events.set(self.pending)
+        signals.spool_bytes.set(self.spool.total_bytes)
+
+    def _recover(self) -> None:
+        err, self._failed = self._failed, None
+        assert err is not None
+        head = self.inflight[0] if self.inflight else None
+        log.warning("Kafka delivery failed (%s); re-sending from the first unacknowledged record", err.str())
+        signals.delivery_retries.emit(len(self.inflight))
+        self.publisher.producer.purge()
+        self.publisher.producer.flush(1)  # serves the purge reports of the old producer
+        self._failed = None
+        self.publisher = self._new_publisher()
+        self.inflight.clear()
+        if head is not None:
+            key = (head.seg, head.offset)
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+            if self._attempts[key] >= self.max_attempts and not err.retriable():
+                log.error("Kafka rejected a batch of %d events %d times (%s); dropping it", head.count,
+                          self._attempts[key], err.str())
+                self.spool.ack(head)
+                self._drop(head.count, "rejected")
+        self.spool.rewind()
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, 30.0)
+
+    def flush(self, timeout: float) -> int:
+        """Send what can be sent within `timeout` seconds; returns the events still pending."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (self.pending or self.inflight):
+            self.pump()
+            self.publisher.producer.poll(0.05)
+        self.spool.save_cursor()
+        return self.pending
+
+    def close(self) -> None:
+        self.spool.close()

@@ -1,0 +1,227 @@
+"""Security-relevant configuration: file hashes and modes, parsed sshd/passwd/group settings,
+sudoers, crontabs, authorized_keys and kernel sysctls.
+
+Change detection is cheap: each source is re-read only when the stat signature (inode, size, mtime,
+mode, owner) of one of its files, or the listing of its directory, changed. Sysctls are tiny /proc
+reads and are read every cycle. A change is reported as config.change {key, before, after}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from collectors.probes.base import Emit, Probe, diff_maps
+from collectors.safe import absent, clean, read_bounded, to_text
+from herdwatch.contract import Kind
+
+MAX_FILE = 16 * 1024 * 1024
+UNREADABLE = "unreadable"
+
+WATCHED_FILES = ("/etc/ssh/sshd_config", "/etc/sudoers", "/etc/passwd", "/etc/group", "/etc/shadow",
+                 "/etc/crontab", "/etc/hosts", "/etc/ld.so.preload", "/etc/pam.d/sshd",
+                 "/etc/pam.d/common-auth", "/etc/pam.d/su")
+WATCHED_DIRS = ("/etc/ssh/sshd_config.d", "/etc/sudoers.d", "/etc/cron.d", "/etc/cron.hourly",
+                "/etc/cron.daily", "/var/spool/cron/crontabs", "/var/spool/cron", "/etc/systemd/system")
+SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.accept_redirects",
+           "net.ipv4.conf.all.send_redirects", "net.ipv4.conf.all.rp_filter", "net.ipv4.tcp_syncookies",
+           "kernel.randomize_va_space", "kernel.kptr_restrict", "kernel.dmesg_restrict",
+           "kernel.yama.ptrace_scope", "kernel.modules_disabled", "kernel.unprivileged_bpf_disabled",
+           "fs.suid_dumpable", "fs.protected_symlinks", "fs.protected_hardlinks", "kernel.core_pattern")
+
+Signature = tuple[tuple[str, int, int, int, int, int] | None, ...]
+
+
+def stat_sig(path: Path) -> tuple[str, int, int, int, int, int] | None:
+    st = absent(lambda: os.stat(path))
+    if st is None:
+        return None
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)
+
+
+def file_hash(path: Path) -> str | None:
+    got = read_bounded(path, MAX_FILE)
+    if got is None:
+        return UNREADABLE if path.exists() else None
+    return hashlib.sha256(got[0]).hexdigest()
+
+
+def parse_sshd(text: str, include: Callable[[str], list[str]]) -> dict[str, str]:
+    """sshd's first-value-wins keywords (lower-cased) until the first Match block."""
+    out: dict[str, str] = {}
+
+    def walk(body: str, depth: int) -> bool:
+        for line in body.splitlines():
+            parts = line.strip().split(None, 1)
+            if not parts or parts[0].startswith("#"):
+                continue
+            key = parts[0].lower()
+            value = parts[1].strip() if len(parts) > 1 else ""
+            if key == "match":
+                return False
+            if key == "include" and depth < 4:
+                for chunk in include(value):
+                    if not walk(chunk, depth + 1):
+                        return False
+                continue
+            out.setdefault(f"sshd.{key}", clean(value, 512)[0])
+        return True
+
+    walk(text, 0)
+    return out
+
+
+def parse_passwd(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) >= 7 and f[0] and not f[0].startswith("#"):
+            out[f"user.{clean(f[0], 64)[0]}"] = f"{f[2]}:{f[3]}:{f[5]}:{f[6]}"
+    return out
+
+
+def parse_group(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) >= 4 and f[0] and not f[0].startswith("#"):
+            out[f"group.{clean(f[0], 64)[0]}"] = f"{f[2]}:{f[3]}"
+    return out
+
+
+class ConfigProbe(Probe):
+    name = "config"
+
+    def __init__(self, interval: float = 5.0, inventory_interval: float | None = 3600.0,
+                 root: Path = Path("/"), proc: Path = Path("/proc")) -> None:
+        super().__init__(interval, inventory_interval)
+        self.root = root
+        self.proc = proc
+        self.values: dict[str, str] = {}
+        self._sigs: dict[str, Signature] = {}
+        self._parts: dict[str, dict[str, str]] = {}
+        self._started = False
+
+    def host(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def _listing(self, directory: str) -> list[str]:
+        names = absent(lambda: os.listdir(self.host(directory))) or []
+        return sorted(f"{directory}/{n}" for n in names if not n.startswith("."))
+
+    def _homes(self) -> list[tuple[str, str]]:
+        text = to_text((read_bounded(self.host("/etc/passwd"), MAX_FILE) or (b"", False))[0])[0]
+        homes = []
+        for line in text.splitlines():
+            f = line.split(":")
+            if len(f) >= 7 and f[5].startswith("/"):
+                homes.append((clean(f[0], 64)[0], f[5]))
+        return homes
+
+    def sources(self) -> dict[str, tuple[list[str], Callable[[list[str]], dict[str, str]]]]:
+        """name -> (host paths to stat, reader of those paths)."""
+        src: dict[str, tuple[list[str], Callable[[list[str]], dict[str, str]]]] = {}
+        for path in WATCHED_FILES:
+            src[path] = ([path], self._read_file)
+        src["/etc/ssh/sshd_config"] = (["/etc/ssh/sshd_config", *self._listing("/etc/ssh/sshd_config.d")],
+                                       self._read_file)  # Include'd files change sshd.* keys too
+        for directory in WATCHED_DIRS:
+            files = [p for p in self._listing(directory) if os.path.isfile(self.host(p))]
+            src[directory] = ([directory, *files], self._read_dir)
+        sudoers = ["/etc/sudoers", "/etc/sudoers.d", *self._listing("/etc/sudoers.d")]
+        src["sudoers"] = (sudoers, self._read_sudoers)
+        names = ("authorized_keys", "authorized_keys2")
+        keys = [f"{home}/.ssh/{n}" for _, home in self._homes() for n in names]
+        src["authorized_keys"] = (["/etc/passwd", *keys], self._read_authorized_keys)
+        return src
+
+    def _read_file(self, paths: list[str]) -> dict[str, str]:
+        path = paths[0]
+        host = self.host(path)
+        digest = file_hash(host)
+        if digest is None:
+            return {}
+        out = {f"file.sha256:{path}": digest}
+        st = absent(lambda: os.stat(host))
+        if st is not None:
+            out[f"file.mode:{path}"] = f"{st.st_mode & 0o7777:04o}"
+            out[f"file.owner:{path}"] = f"{st.st_uid}:{st.st_gid}"
+        if digest == UNREADABLE:
+            return out
+        text = to_text((read_bounded(host, MAX_FILE) or (b"", False))[0])[0]
+        if path == "/etc/ssh/sshd_config":
+            out.update(parse_sshd(text, self._sshd_include))
+        elif path == "/etc/passwd":
+            out.update(parse_passwd(text))
+        elif path == "/etc/group":
+            out.update(parse_group(text))
+        return out
+
+    def _sshd_include(self, pattern: str) -> list[str]:
+        chunks = []
+        for pat in pattern.split():
+            full = pat if pat.startswith("/") else f"/etc/ssh/{pat}"
+            for match in sorted(self.root.glob(full.lstrip("/"))):
+                text = read_bounded(match, MAX_FILE)
+                if text is not None:
+                    chunks.append(to_text(text[0])[0])
+        return chunks
+
+    def _read_dir(self, paths: list[str]) -> dict[str, str]:
+        out = {}
+        for path in paths[1:]:
+            out.update(self._read_file([path]))
+        return out
+
+    def _read_sudoers(self, paths: list[str]) -> dict[str, str]:
+        h = hashlib.sha256()
+        found = False
+        for path in [paths[0], *paths[2:]]:
+            got = read_bounded(self.host(path), MAX_FILE)
+            if got is not None:
+                found = True
+                h.update(path.encode() + b"\0" + got[0] + b"\0")
+        return {"sudoers.sha256": h.hexdigest()} if found else {}
+
+    def _read_authorized_keys(self, paths: list[str]) -> dict[str, str]:
+        out = {}
+        for user, home in self._homes():
+            h = hashlib.sha256()
+            found = False
+            for name in ("authorized_keys", "authorized_keys2"):
+                got = read_bounded(self.host(f"{home}/.ssh/{name}"), MAX_FILE)
+                if got is not None:
+                    found = True
+                    h.update(got[0])
+            if found:
+                out[f"authorized_keys:{user}"] = h.hexdigest()
+        return out
+
+    def sysctls(self) -> dict[str, str]:
+        out = {}
+        for name in SYSCTLS:
+            got = read_bounded(self.proc / "sys" / name.replace(".", "/"), 4096)
+            if got is not None:
+                out[f"sysctl.{name}"] = " ".join(to_text(got[0])[0].split())
+        return out
+
+    def current(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for name, (paths, reader) in self.sources().items():
+            sig: Signature = tuple(stat_sig(self.host(p)) for p in paths)
+            if self._sigs.get(name) != sig or name not in self._parts:
+                self._parts[name] = reader(paths)
+                self._sigs[name] = sig
+            values.update(self._parts[name])
+        values.update(self.sysctls())
+        return values
+
+    def collect(self, full: bool) -> list[Emit]:
+        now = self.current()
+        out = diff_maps(Kind.CONFIG_CHANGE, self.values, now) if self._started else []
+        self.values, self._started = now, True
+        if full:
+            out.append((Kind.CONFIG_INVENTORY, {"items": dict(sorted(now.items()))}))
+        return out

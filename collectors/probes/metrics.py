@@ -1,0 +1,73 @@
+"""Host metrics: CPU, memory, disk and network I/O (per-interval deltas), load, process and
+connection counts, failed logins in the interval."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import psutil
+
+from collectors.probes.base import Emit, Probe
+from collectors.safe import absent
+from herdwatch.contract import Kind
+
+
+class MetricsProbe(Probe):
+    name = "metrics"
+
+    def __init__(self, interval: float = 30.0, procs: Callable[[], int] | None = None,
+                 conns: Callable[[], int] | None = None, failed_logins: Callable[[], int] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(interval, None)
+        self.procs, self.conns, self.failed_logins = procs, conns, failed_logins
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._last_t: float | None = None
+        self._cpu_since = clock()
+        psutil.cpu_percent(None)  # prime: the next call covers the interval since now
+
+    def counters(self) -> dict[str, float]:
+        c: dict[str, float] = {}
+        net = absent(psutil.net_io_counters)
+        if net is not None:
+            c["net_bytes_out"], c["net_bytes_in"] = net.bytes_sent, net.bytes_recv
+            c["net_packets_out"], c["net_packets_in"] = net.packets_sent, net.packets_recv
+        disk = absent(psutil.disk_io_counters)
+        if disk is not None:
+            c["disk_read_bytes"], c["disk_write_bytes"] = disk.read_bytes, disk.write_bytes
+        if self.failed_logins is not None:
+            c["failed_logins"] = self.failed_logins()
+        return c
+
+    def collect(self, full: bool) -> list[Emit]:
+        values: dict[str, float] = {}
+        cpu = psutil.cpu_percent(None)
+        if self.clock() - self._cpu_since >= 0.5:  # a shorter interval gives a meaningless figure
+            values["cpu_pct"] = cpu
+        self._cpu_since = self.clock()
+        mem = psutil.virtual_memory()
+        values.update(mem_pct=mem.percent, mem_used_bytes=mem.total - mem.available,
+                      mem_total_bytes=mem.total)
+        swap = absent(psutil.swap_memory)
+        if swap is not None:
+            values["swap_pct"] = swap.percent
+        load = absent(os.getloadavg)
+        if load is not None:
+            values.update(load1=load[0], load5=load[1], load15=load[2])
+        usage = absent(lambda: psutil.disk_usage("/"))
+        if usage is not None:
+            values["disk_root_pct"] = usage.percent
+        values["procs"] = self.procs() if self.procs else len(psutil.pids())
+        if self.conns is not None:
+            values["conns"] = self.conns()
+        now, counters = self.clock(), self.counters()
+        if self._last_t is not None:
+            values["interval_s"] = round(now - self._last_t, 3)
+            for name, value in counters.items():
+                before = self._last.get(name)
+                # a counter that went backwards was reset (e.g. interface re-created): count from zero
+                values[name] = value - before if before is not None and value >= before else value
+        self._last, self._last_t = counters, now
+        return [(Kind.METRICS, {"values": {k: float(v) for k, v in values.items()}})]

@@ -1,0 +1,107 @@
+"""Collector settings: env prefix HERDWATCH_COLLECTOR_, optionally a YAML file (env wins over the file).
+
+Kafka connection settings come from herdwatch.settings.KafkaSettings (HERDWATCH_KAFKA_...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "HERDWATCH_COLLECTOR_"
+
+
+class CollectorSettings(BaseSettings):
+    """Everything the host agent needs besides Kafka. Intervals are in seconds."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    state_dir: Path = Field(default=Path("var/agent"), description="seq, spool and identity live here")
+
+    # Identity (explicit settings win over everything else).
+    host_id: str | None = None
+    image_id: str | None = None
+    image_family: str | None = None
+    image_file: Path = Path("/etc/herdwatch/image.json")
+    """Written at image bake time: {"image_id": ..., "image_family": ...} (JSON) or KEY=VALUE lines."""
+    cloud_metadata: bool = True
+    cloud_metadata_timeout_s: float = 0.3
+    cloud_metadata_url: str = "http://169.254.169.254"
+
+    # Probe intervals. Each probe also sends a full inventory every *_inventory_s.
+    process_interval_s: float = 0.9
+    """Below 1 s, so every process that lives 1 s or more is seen, even with timer jitter."""
+    process_inventory_s: float = 600.0
+    network_interval_s: float = 10.0
+    network_inventory_s: float = 600.0
+    login_interval_s: float = 15.0
+    login_inventory_s: float = 600.0
+    metrics_interval_s: float = 30.0
+    config_interval_s: float = 5.0
+    config_inventory_s: float = 3600.0
+    package_interval_s: float = 60.0
+    package_inventory_s: float = 21600.0
+    module_interval_s: float = 30.0
+    module_inventory_s: float = 3600.0
+    heartbeat_interval_s: float = 60.0
+    disabled_probes: list[str] = Field(default_factory=list)
+
+    # Where the probes look (tests and containers point these elsewhere).
+    root: Path = Path("/")
+    """Filesystem root for config, package and auth-log reads (a sidecar mounts the host at /host)."""
+    proc: Path = Path("/proc")
+    auth_logs: list[Path] = Field(
+        default_factory=lambda: [Path("/var/log/auth.log"), Path("/var/log/secure")])
+    journal: bool = True
+    """Read authentication events from the systemd journal when no auth log file exists."""
+
+    # Bad input bounds.
+    max_cmdline_chars: int = 4096
+    max_sockets: int = 5000
+    max_auth_bytes_per_read: int = 1_000_000
+
+    # Delivery and spool.
+    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_segment_bytes: int = 4 * 1024 * 1024
+    spool_fsync: Literal["always", "interval", "never"] = "always"
+    spool_fsync_interval_s: float = 1.0
+    spool_memory_bytes: int = 8 * 1024 * 1024
+    """When the spool cannot be written (disk full), up to this many bytes wait in memory."""
+    max_inflight: int = 64
+    replay_rate_msgs: float = 50.0
+    replay_rate_bytes: float = 2_000_000.0
+    max_message_bytes: int = 900_000
+    shutdown_flush_s: float = 5.0
+
+    # Self-limits.
+    cpu_budget_pct: float = 2.0
+    rss_budget_mb: float = 80.0
+    budget_window_s: float = 60.0
+    max_degrade_level: int = 4
+
+    metrics_port: int = 0
+    metrics_addr: str = "127.0.0.1"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> CollectorSettings:
+    """Settings from env (HERDWATCH_COLLECTOR_*), then a YAML file for anything env leaves unset,
+    then explicit overrides (command-line flags), which win."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise ValueError(f"cannot read collector settings file {path}: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a YAML mapping of collector settings (e.g. state_dir: /x)")
+        section = loaded.get("collector", loaded)
+        for key, value in section.items():
+            if f"{ENV_PREFIX}{key.upper()}" not in os.environ:
+                values[key] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return CollectorSettings(**values)

@@ -1,0 +1,40 @@
+"""The collector's observable events and gauges, declared once (counted in Prometheus and logged)."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Gauge, Histogram
+
+from herdwatch.observability import Signal
+
+events_sent = Signal("collector_events_sent", "events acknowledged by Kafka")
+events_spooled = Signal("collector_events_spooled", "events written to the on-disk spool")
+events_dropped = Signal("collector_events_dropped", "events lost (spool bound, disk full, rejected)",
+                        labels=("reason",), level=logging.WARNING)
+probe_errors = Signal("collector_probe_errors", "probe collections that raised", labels=("probe",),
+                      level=logging.WARNING)
+probe_shed = Signal("collector_probe_shed", "probe collections skipped to stay within budget",
+                    labels=("probe",), level=logging.INFO)
+broker_errors = Signal("collector_broker_errors", "Kafka client errors (broker unreachable, ...)",
+                       labels=("code",), level=logging.INFO)
+delivery_retries = Signal("collector_delivery_retries", "spool records re-sent after a delivery failure",
+                          level=logging.WARNING)
+spool_write_errors = Signal("collector_spool_write_errors", "spool appends that failed (disk full, ...)",
+                            level=logging.WARNING)
+spool_corrupt = Signal("collector_spool_corrupt", "spool records skipped because they failed the checksum",
+                       level=logging.WARNING)
+clock_jumps = Signal("collector_clock_jumps", "wall clock jumps seen (wall vs monotonic)",
+                     level=logging.WARNING)
+input_truncated = Signal("collector_input_truncated", "oversized inputs truncated (cmdlines, lines)",
+                         labels=("what",))
+degrade_changes = Signal("collector_degrade_changes", "self-limit level changes", labels=("direction",),
+                         level=logging.WARNING)
+
+spool_pending_events = Gauge("herdwatch_collector_spool_pending_events", "events in the spool, not yet acked")
+spool_bytes = Gauge("herdwatch_collector_spool_bytes", "bytes on disk in the spool")
+own_cpu_pct = Gauge("herdwatch_collector_cpu_pct", "agent CPU use over the budget window, % of one core")
+own_rss_bytes = Gauge("herdwatch_collector_rss_bytes", "agent resident memory")
+degrade_level = Gauge("herdwatch_collector_degrade_level", "0 = full rate; each level halves probe rates")
+probe_duration = Histogram("herdwatch_collector_probe_duration_seconds", "time spent in one probe collection",
+                           ["probe"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))

@@ -1,0 +1,637 @@
+"""FamilyEngine: learns and scores host observations against their cohort, with rollout awareness.
+
+    engine = FamilyEngine(store=None, **config)
+    out = engine.process(obs)     # learn + score one Observation -> [Finding | RolloutEvent]
+    out += engine.tick(now)       # periodic, event time: timeouts, rollouts, stale images, model refits
+
+One engine can serve one image family or many (every store key names its image, host or family).
+Several engines may share one store: give each `family=` so it rebuilds its caches from its own keys.
+All durable state is in `store` as small JSON-able values (see baseline.py for the key layout, plus
+"p|<image>|<feature>" pending judgements, "s|<host>|<subject>" suppression times, "k|<host>" metric
+streaks and "r|<family>" rollout state). Caches on the instance are rebuilt from the store.
+
+Timing (all event time): a behaviour feature that is rare in its cohort is judged `confirm_s` after it
+appears, a configuration/package/module value `grace_s` after; while more hosts keep gaining the same
+feature the judgement waits until it has not spread for `settle_s`. A feature that reached many hosts by
+then is a fleet-wide change (a push, a deploy): it moved the baseline and is not reported.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import MutableMapping
+from typing import Any
+
+from detectors.base import hhmmss, to_datetime
+from detectors.baseline import CohortBaseline
+from detectors.drift import ConfigDrift
+from detectors.features import IMMEDIATE_KINDS, STATE_KINDS, describe, kind_of, split_state
+from detectors.multivariate import MultivariateOutlier
+from detectors.peers import PeerDeviation
+from detectors.policy import PolicyCheck
+from detectors.rarity import CohortRarity
+from detectors.rollout import RolloutTracker
+from detectors.suppression import Suppressor
+from detectors.types import Finding, FindingKind, Observation, RolloutEvent, Severity
+
+Output = Finding | RolloutEvent
+
+_SEVERITY_SCORE = {
+    Severity.INFO: 0.1,
+    Severity.LOW: 0.3,
+    Severity.MEDIUM: 0.5,
+    Severity.HIGH: 0.75,
+    Severity.CRITICAL: 0.95,
+}
+
+
+class FamilyEngine:
+    """Composes the detectors over one shared CohortBaseline. Constructor arguments are the whole config."""
+
+    def __init__(
+        self,
+        store: MutableMapping[str, Any] | None = None,
+        *,
+        rare_fraction: float = 0.1,
+        min_hosts: int = 3,
+        majority: float = 0.5,
+        confirm_s: float = 30.0,
+        grace_s: float = 120.0,
+        settle_s: float = 60.0,
+        recheck_s: float = 30.0,
+        suppress_s: float = 3600.0,
+        host_timeout_s: float = 300.0,
+        self_learn_s: float = 600.0,
+        rollout_hold_s: float = 1800.0,
+        complete_share: float = 0.9,
+        rollout_complete_after_s: float = 300.0,
+        image_retention_s: float = 86400.0,
+        policies: str | None = None,
+        peer_min_z: float = 5.0,
+        peer_min_rel: float = 0.5,
+        peer_min_abs: dict[str, float] | None = None,
+        peer_persistence: int = 4,
+        peer_window_s: float = 180.0,
+        peer_min_peers: int = 5,
+        mv_enabled: bool = True,
+        mv_min_hosts: int = 16,
+        mv_refit_s: float = 300.0,
+        mv_threshold: float = 0.6,
+        mv_min_z: float = 6.0,
+        mv_persistence: int = 3,
+        record_scores: bool = False,
+        family: str | None = None,
+    ) -> None:
+        self.store: MutableMapping[str, Any] = {} if store is None else store
+        self.min_hosts = int(min_hosts)
+        self.majority = float(majority)
+        self.confirm_s = float(confirm_s)
+        self.grace_s = float(grace_s)
+        self.settle_s = float(settle_s)
+        self.recheck_s = float(recheck_s)
+        self.host_timeout_s = float(host_timeout_s)
+        self.self_learn_s = float(self_learn_s)
+        self.image_retention_s = float(image_retention_s)
+        self.peer_persistence = int(peer_persistence)
+        self.mv_enabled = bool(mv_enabled)
+        self.mv_persistence = int(mv_persistence)
+        self.record_scores = bool(record_scores)
+        b = self.baseline = CohortBaseline(self.store, family=family)
+        self.rarity = CohortRarity(rare_fraction, min_hosts, baseline=b)
+        self.drift = ConfigDrift(rare_fraction, majority, min_hosts, baseline=b)
+        self.policy = PolicyCheck(policies, majority, baseline=b)
+        self.peers = PeerDeviation(
+            peer_min_z,
+            peer_min_rel,
+            peer_min_abs,
+            peer_persistence,
+            peer_window_s,
+            baseline=b,
+            min_peers=peer_min_peers,
+        )
+        self.mv = MultivariateOutlier(
+            min_hosts=mv_min_hosts,
+            refit_s=mv_refit_s,
+            window_s=peer_window_s,
+            threshold=mv_threshold,
+            min_z=mv_min_z,
+            baseline=b,
+        )
+        self.rollout = RolloutTracker(
+            min_hosts,
+            majority,
+            rare_fraction,
+            complete_share,
+            hold_s=rollout_hold_s,
+            complete_after_s=rollout_complete_after_s,
+            baseline=b,
+        )
+        self.suppress = Suppressor(self.store, suppress_s)
+        self.now = 0.0
+        self.last_scores: dict[str, float] = {}
+        """Per-detector scores of the last processed observation (when record_scores is on)."""
+        self._mv_scores: dict[str, float] = {}
+        self._mv_seen: dict[str, float] = {}
+        self._heap: list[tuple[float, str, str]] = []
+        self._loaded = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_heap"] = []
+        d["_loaded"] = False
+        return d
+
+    def load(self) -> None:
+        """Rebuild the caches from the store (done automatically by the first process/tick call)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        self.baseline.load()
+        self._heap = []
+        for key, value in list(self.store.items()):
+            if not key.startswith(("p|", "s|")) or not self.baseline.owns(key):
+                continue
+            if key.startswith("p|"):
+                _, image, feature = key.split("|", 2)
+                self._heap.append((self._due_of(value), image, feature))
+            elif key.startswith("s|"):
+                self.suppress.load(key)
+        heapq.heapify(self._heap)
+
+    # ---- the public API --------------------------------------------------------------------------
+    def process(self, obs: Observation) -> list[Output]:
+        """Learn one observation and return what it (and the event time it brings) gives rise to."""
+        self.load()
+        b = self.baseline
+        t = obs.time.timestamp()
+        if t > self.now:
+            self.now = t
+        out: list[Output] = self._judge_due(self.now) if self._heap and self._heap[0][0] <= self.now else []
+        host = obs.host_id
+        if obs.gone:
+            rec = b.leave(host)
+            self._forget(host)
+            if rec is not None:
+                out += self.rollout.update(rec.family, t)
+            return out
+        prev = b.hosts.get(host)
+        joined = b.learn(obs, t)
+        image, family = obs.image_id, obs.image_family
+        if joined:
+            if prev is not None:  # re-imaged: its old cohort lost a host
+                out += self.rollout.update(prev.family, t)
+            out += self.rollout.on_join(image, family, t)
+            out += self.rollout.update(family, t)
+            stale = self.rollout.stale(image, family)
+            if stale:
+                out += self._stale_finding(host, image, family, stale, t)
+        for f in obs.added:
+            self._consider(image, host, f, t)
+        for f in obs.removed:
+            if kind_of(f) in STATE_KINDS:
+                self._consider_absent(image, host, f, t)
+        if obs.metrics:
+            out += self._metrics(obs, t)
+        if self.record_scores:
+            self.last_scores = self.scores(obs)
+        return out
+
+    def tick(self, now: Any) -> list[Output]:
+        """Periodic work at event time `now` (datetime or epoch seconds)."""
+        self.load()
+        t = now.timestamp() if hasattr(now, "timestamp") else float(now)
+        if t > self.now:
+            self.now = t
+        t = self.now
+        b = self.baseline
+        out = self._judge_due(t)
+        families = set()
+        for host in b.silent_hosts(t, self.host_timeout_s):
+            rec = b.leave(host)
+            self._forget(host)
+            if rec is not None:
+                families.add(rec.family)
+        for family in list(b.images):
+            out += self.rollout.update(family, t)
+            st = self.rollout.state(family)
+            for old, new in dict((st or {}).get("stale", {})).items():
+                for host in sorted(b.members.get(old, ())):
+                    out += self._stale_finding(host, old, family, new, t)
+        if self.mv_enabled:
+            for image in list(b.metrics):
+                out += self._multivariate(image, t)
+        self._evict_images(t)
+        return out
+
+    def scores(self, obs: Observation) -> dict[str, float]:
+        """Every detector's score for an (already learned) observation; used by `--scores` in backtests."""
+        return {
+            "rarity": round(self.rarity.score_one(obs), 4),
+            "drift": round(self.drift.score_one(obs), 4),
+            "policy": round(self.policy.score_one(obs), 4),
+            "peers": round(self.peers.score_one(obs), 4),
+            "multivariate": round(self._mv_scores.get(obs.host_id, 0.0), 4),
+            "rollout": round(self.rollout.score_one(obs), 4),
+        }
+
+    # ---- pending judgements -------------------------------------------------------------------------
+    def _due_of(self, e: dict[str, Any]) -> float:
+        return max(e["t"] + e["d"], e["g"] + (self.settle_s if len(e["h"]) > 1 else 0.0), e.get("w", 0.0))
+
+    def _cap(self, n: int, policy: bool) -> int:
+        return 256 if policy else self.rarity.rare_max(max(n, 1)) + 1
+
+    def _consider(self, image: str, host: str, f: str, t: float) -> None:
+        kind = kind_of(f)
+        if kind in IMMEDIATE_KINDS:
+            delay = self.confirm_s
+        elif kind in STATE_KINDS:
+            delay = self.grace_s
+        else:
+            return
+        b = self.baseline
+        n = b.n(image)
+        c = b.count(image, f)
+        key = f"p|{image}|{f}"
+        e = self.store.get(key)
+        policy = kind in ("cfg", "pkg") and bool(self.policy.violations(f))
+        if e is None:
+            if not policy and n >= self.min_hosts and c > self.rarity.rare_max(n):
+                return  # common in an established cohort
+            e = {"t": t, "g": t, "d": delay, "h": {host: t}, "p": policy}
+            self.store[key] = e
+            heapq.heappush(self._heap, (self._due_of(e), image, f))
+            return
+        if host in e["h"]:
+            return
+        if not e["p"] and n >= self.min_hosts and c > self._cap(n, False):
+            self.store.pop(key, None)  # it spread across the cohort: a fleet-wide change, not an anomaly
+            return
+        e = {**e, "g": t, "h": dict(e["h"])}
+        if len(e["h"]) < self._cap(n, e["p"]):
+            e["h"][host] = t
+        self.store[key] = e
+
+    def _consider_absent(self, image: str, host: str, f: str, t: float) -> None:
+        b = self.baseline
+        n = b.n(image)
+        if n < self.min_hosts or b.count(image, f) / n < self.majority:
+            return
+        self._add_absent(image, host, f, t)
+
+    def _add_absent(self, image: str, host: str, f: str, t: float) -> None:
+        key = f"p|{image}|-{f}"
+        e = self.store.get(key)
+        if e is None:
+            e = {"t": t, "g": t, "d": self.grace_s, "h": {host: t}, "p": False}
+            heapq.heappush(self._heap, (self._due_of(e), image, f"-{f}"))
+        else:
+            e = {**e, "g": t, "h": {**e["h"], host: t}}
+            if len(e["h"]) > self._cap(self.baseline.n(image), False):
+                self.store.pop(key, None)
+                return
+        self.store[key] = e
+
+    def _judge_due(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, image, f = heapq.heappop(heap)
+            key = f"p|{image}|{f}"
+            e = self.store.get(key)
+            if e is None:
+                continue
+            due = self._due_of(e)
+            if due > now:
+                heapq.heappush(heap, (due, image, f))
+                continue
+            result = self._judge(image, f, e, now)
+            if result is None:  # held: look again later
+                e = {**e, "w": now + self.recheck_s}
+                self.store[key] = e
+                heapq.heappush(heap, (self._due_of(e), image, f))
+                continue
+            self.store.pop(key, None)
+            out += result
+        return out
+
+    def _judge(self, image: str, f: str, e: dict[str, Any], now: float) -> list[Output] | None:
+        b = self.baseline
+        absent = f.startswith("-")
+        feat = f[1:] if absent else f
+        hosts = []
+        for h in e["h"]:
+            rec = b.hosts.get(h)
+            if rec is None or rec.image != image:
+                continue
+            has = feat in b.host_features(h)
+            if (absent and not has and not self._has_other_value(h, feat)) or (not absent and has):
+                hosts.append(h)
+        if not hosts:
+            return []
+        family = b.hosts[hosts[0]].family
+        if self.rollout.held(image, family, now):
+            return None
+        n = b.n(image)
+        if n >= self.min_hosts:
+            scope, count, total = "cohort", b.count(image, feat), n
+        elif b.family_n(family) >= self.min_hosts and b.family_n(family) > n:
+            scope, count, total = "family", b.family_count(family, feat), b.family_n(family)
+        else:
+            scope, count, total = "self", b.count(image, feat), n
+        out: list[Output] = []
+        kind = kind_of(feat)
+        if e.get("p") and not absent:
+            out += self._policy_findings(image, family, feat, hosts, count, total, now)
+        lacking = total - count
+        rare = (lacking if absent else count) <= self.rarity.rare_max(total)
+        if scope == "self":
+            # No peers to compare with: only what arrived after the host had settled counts as new.
+            hosts = [h for h in hosts if e["h"][h] - b.hosts[h].first >= self.self_learn_s]
+            rare = True
+        if not rare:
+            return out
+        for h in hosts:
+            if kind in STATE_KINDS:
+                out += self._drift_finding(
+                    h, image, family, feat, absent, scope, count, total, e["h"][h], now
+                )
+            else:
+                out += self._rare_finding(h, image, family, feat, scope, count, total, now)
+        return out
+
+    def _has_other_value(self, host: str, feat: str) -> bool:
+        kind, key, _ = split_state(feat)
+        if kind == "mod":
+            return False
+        prefix = f"{kind}:{key}="
+        return any(x.startswith(prefix) for x in self.baseline.host_features(host))
+
+    # ---- findings ----------------------------------------------------------------------------------
+    def _emit(
+        self,
+        kind: FindingKind,
+        host: str,
+        image: str,
+        family: str,
+        t: float,
+        score: float,
+        severity: Severity,
+        subject: str,
+        explanation: str,
+        details: dict[str, Any],
+        suppress_as: str | None = None,
+    ) -> list[Output]:
+        if not self.suppress.allow(suppress_as or host, subject, t):
+            return []
+        return [
+            Finding(
+                kind=kind,
+                host_id=host,
+                image_id=image,
+                image_family=family,
+                time=to_datetime(t),
+                score=round(min(1.0, max(0.0, score)), 4),
+                severity=severity,
+                subject=subject,
+                explanation=explanation,
+                details=details,
+            )
+        ]
+
+    def _scope_name(self, scope: str, image: str, family: str) -> str:
+        return image if scope == "cohort" else family
+
+    def _rare_finding(
+        self, host: str, image: str, family: str, f: str, scope: str, count: int, total: int, now: float
+    ) -> list[Output]:
+        sev = self.rarity.severity(f)
+        first = self.baseline.first_seen(image, f)
+        if scope == "self":
+            text = (
+                f"{describe(f)} appeared on host {host}, which has no clones to compare with (image {image} "
+                f"has {total} host(s)): new since the host started. Check who started it and why."
+            )
+            sev = Severity.LOW if sev in (Severity.LOW, Severity.MEDIUM) else Severity.MEDIUM
+        else:
+            text = self.rarity.explain(f, host, image, count, total, scope, family, first)
+        score = max(0.0, 1.0 - count / max(total, 1)) * (0.5 + 0.5 * _SEVERITY_SCORE[sev])
+        return self._emit(
+            FindingKind.RARE_FEATURE,
+            host,
+            image,
+            family,
+            now,
+            score,
+            sev,
+            f,
+            text,
+            {
+                "feature": f,
+                "hosts_with": count,
+                "hosts": total,
+                "scope": scope,
+                "first_seen": hhmmss(first) if first else None,
+            },
+        )
+
+    def _drift_finding(
+        self,
+        host: str,
+        image: str,
+        family: str,
+        f: str,
+        absent: bool,
+        scope: str,
+        count: int,
+        total: int,
+        since: float,
+        now: float,
+    ) -> list[Output]:
+        text, details = self.drift.explain(f, host, image, absent=absent)
+        if scope != "cohort":
+            text += (
+                f" (image {image} has only {self.baseline.n(image)} host(s); compared with family {family}, "
+                f"{total} hosts)"
+                if scope == "family"
+                else " (no clones to compare with: new since the host started)"
+            )
+        sev = self.drift.severity(f)
+        share = (total - count) / max(total, 1) if absent else count / max(total, 1)
+        score = (1.0 - share) * (0.5 + 0.5 * _SEVERITY_SCORE[sev])
+        details.update({"feature": f, "absent": absent, "scope": scope, "since": hhmmss(since)})
+        return self._emit(
+            FindingKind.CONFIG_DRIFT,
+            host,
+            image,
+            family,
+            now,
+            score,
+            sev,
+            ("-" if absent else "") + f,
+            text,
+            details,
+        )
+
+    def _policy_findings(
+        self, image: str, family: str, f: str, hosts: list[str], count: int, total: int, now: float
+    ) -> list[Output]:
+        out: list[Output] = []
+        image_level = total > 0 and count / total >= self.majority
+        for rule in self.policy.violations(f):
+            details = {
+                "rule": rule.id,
+                "feature": f,
+                "hosts_with": count,
+                "hosts": total,
+                "scope": "image" if image_level else "host",
+            }
+            if image_level:
+                text = self.policy.explain(rule, f, hosts[0], image, count, total, True)
+                out += self._emit(
+                    FindingKind.POLICY_VIOLATION,
+                    hosts[0],
+                    image,
+                    family,
+                    now,
+                    _SEVERITY_SCORE[rule.severity],
+                    rule.severity,
+                    f"policy:{rule.id}",
+                    text,
+                    details,
+                    suppress_as=f"image:{image}",
+                )
+            else:
+                for h in hosts:
+                    text = self.policy.explain(rule, f, h, image, count, total, False)
+                    out += self._emit(
+                        FindingKind.POLICY_VIOLATION,
+                        h,
+                        image,
+                        family,
+                        now,
+                        _SEVERITY_SCORE[rule.severity],
+                        rule.severity,
+                        f"policy:{rule.id}",
+                        text,
+                        details,
+                    )
+        return out
+
+    def _stale_finding(self, host: str, image: str, family: str, new: str, t: float) -> list[Output]:
+        return self._emit(
+            FindingKind.STALE_IMAGE,
+            host,
+            image,
+            family,
+            t,
+            0.5,
+            Severity.MEDIUM,
+            f"stale:{image}",
+            f"host {host} still runs image {image}, but family {family} completed its rollout to "
+            f"image {new}. Replace or re-image the host (it misses the new image's changes).",
+            {"image": image, "current_image": new},
+        )
+
+    def _metrics(self, obs: Observation, t: float) -> list[Output]:
+        b = self.baseline
+        image = obs.image_id
+        if b.n(image) < self.min_hosts:
+            return []
+        out: list[Output] = []
+        host = obs.host_id
+        for metric, value in obs.metrics.items():
+            z, med, scale, peers = self.peers.deviation(image, metric, value, t)
+            deviating = z != 0.0 and abs(z) >= self.peers.min_z
+            streak = self.peers.update_streak(host, metric, deviating)
+            if deviating and streak >= self.peer_persistence:
+                sev = Severity.HIGH if abs(z) >= 3 * self.peers.min_z else Severity.MEDIUM
+                text = (
+                    f"{metric} = {value:g} on host {host} while the {peers} hosts of image {image} have a "
+                    f"median of {med:g} (robust z {z:.1f}, for {streak} consecutive reports). Its clones do "
+                    f"not do this: check what the host is running."
+                )
+                out += self._emit(
+                    FindingKind.METRIC_DEVIATION,
+                    host,
+                    image,
+                    obs.image_family,
+                    t,
+                    self.peers.z_score(z),
+                    sev,
+                    f"metric:{metric}",
+                    text,
+                    {
+                        "metric": metric,
+                        "value": value,
+                        "median": med,
+                        "scale": scale,
+                        "z": z,
+                        "peers": peers,
+                        "streak": streak,
+                    },
+                )
+        return out
+
+    def _multivariate(self, image: str, t: float) -> list[Output]:
+        b = self.baseline
+        if b.n(image) < self.mv.min_hosts:
+            return []
+        scored = self.mv.score_hosts(image, t)
+        out: list[Output] = []
+        reports = b.metrics.get(image, {})
+        for host, (s, z) in scored.items():
+            self._mv_scores[host] = s
+            reported = reports[host][0] if host in reports else 0.0
+            if self._mv_seen.get(host) == reported:
+                continue  # persistence counts distinct metric reports, not ticks
+            self._mv_seen[host] = reported
+            outlier = s >= self.mv.threshold and z >= self.mv.min_z
+            streak = self.peers.update_streak(host, "__mv__", outlier)
+            if outlier and streak >= self.mv_persistence:
+                rec = b.hosts.get(host)
+                if rec is None:
+                    continue
+                parts = ", ".join(
+                    f"{k} {x:g} (peers {m:g})" for k, x, m in self.mv.contributions(image, host, t)
+                )
+                text = (
+                    f"host {host}'s metrics as a whole are unlike the {len(scored)} hosts of image {image} "
+                    f"(isolation score {s:.2f}, {z:.1f} robust z above its peers, {streak} checks in a row); "
+                    f"most different: {parts}."
+                )
+                out += self._emit(
+                    FindingKind.MULTIVARIATE_OUTLIER,
+                    host,
+                    image,
+                    rec.family,
+                    t,
+                    s,
+                    Severity.MEDIUM,
+                    "multivariate",
+                    text,
+                    {"score": s, "z": z, "streak": streak},
+                )
+        return out
+
+    # ---- housekeeping -------------------------------------------------------------------------------
+    def _forget(self, host: str) -> None:
+        self.suppress.forget_host(host)
+        self.peers.forget(host)
+        self._mv_scores.pop(host, None)
+        self._mv_seen.pop(host, None)
+
+    def _evict_images(self, now: float) -> None:
+        """Drop images with no live host for image_retention_s (their family registry entry)."""
+        b = self.baseline
+        for family, images in list(b.images.items()):
+            st = self.rollout.state(family) or {}
+            keep = {st.get("old"), st.get("new")} | set(dict(st.get("stale", {})))
+            for image in list(images):
+                if b.n(image) == 0 and image not in keep and now - images[image] > self.image_retention_s:
+                    del images[image]
+                    self.store.pop(f"i|{family}|{image}", None)
+                    self.store.pop(f"n|{image}", None)
+                    b.counts.pop(image, None)
+                    b.metrics.pop(image, None)
+                    b.members.pop(image, None)

@@ -1,0 +1,382 @@
+"""Per-host state: turns one host's events (in order) into Observations of what changed.
+
+A host "shows" a behaviour feature (process, parent->child, listener, destination, login) while it is
+present and for `linger_s` seconds after it disappears, so short-lived processes (batch jobs, a config
+run restarting a service) do not flap in and out of the cohort baseline. Configuration, packages and
+modules are state: they change only when the host reports a change or a new inventory.
+
+The state is a compact JSON-able dict (`to_dict` / `from_dict`) so a stream processor can keep one per
+host in a table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.features import (
+    EPHEMERAL_PORT,
+    config_feature,
+    dest_feature,
+    listen_feature,
+    login_feature,
+    module_feature,
+    package_feature,
+    parent_feature,
+    proc_feature,
+)
+from detectors.types import Observation
+from herdwatch.contract import Event, Kind
+
+MAX_FEATURES = 4096
+"""Behaviour features kept per host; beyond this new ones collapse into `<kind>:<overflow>`."""
+
+
+class HostState:
+    """What one host currently shows. `apply(event)` returns an Observation or None (nothing changed)."""
+
+    def __init__(self, host_id: str, image_id: str, image_family: str, linger_s: float = 900.0) -> None:
+        self.host_id = host_id
+        self.image_id = image_id
+        self.image_family = image_family
+        self.linger_s = float(linger_s)
+        self.started = False
+        self.last = 0.0
+        self.counts: dict[str, int] = {}
+        """Behaviour feature -> live references (pids, sockets, sessions)."""
+        self.linger: dict[str, float] = {}
+        """Behaviour features with no live reference, shown until this event time (epoch s)."""
+        self.pids: dict[str, list[str]] = {}
+        """pid -> [process feature, parent feature, exe]."""
+        self.state: dict[str, dict[str, str]] = {"cfg": {}, "pkg": {}, "mod": {}}
+        self.ports: dict[str, int] = {}
+        """"tcp/80" -> listeners, to tell inbound connections (ignored) from outbound ones."""
+        self.counters: dict[str, float] = {}
+        """Events counted between metrics events (auth_failures, proc_starts, proc_restarts)."""
+
+    def _reset(self) -> None:
+        self.started = False
+        self.counts, self.linger, self.pids, self.ports, self.counters = {}, {}, {}, {}, {}
+        self.state = {"cfg": {}, "pkg": {}, "mod": {}}
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "h": self.host_id,
+            "i": self.image_id,
+            "f": self.image_family,
+            "ls": self.linger_s,
+            "s": self.started,
+            "t": self.last,
+            "c": self.counts,
+            "l": self.linger,
+            "p": self.pids,
+            "k": self.state,
+            "lp": self.ports,
+            "x": self.counters,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HostState:
+        hs = cls(d["h"], d["i"], d["f"], linger_s=d.get("ls", 900.0))
+        hs.started = bool(d.get("s", False))
+        hs.last = float(d.get("t", 0.0))
+        hs.counts = dict(d.get("c", {}))
+        hs.linger = dict(d.get("l", {}))
+        hs.pids = {k: list(v) for k, v in d.get("p", {}).items()}
+        k = d.get("k", {})
+        hs.state = {
+            "cfg": dict(k.get("cfg", {})),
+            "pkg": dict(k.get("pkg", {})),
+            "mod": dict(k.get("mod", {})),
+        }
+        hs.ports = dict(d.get("lp", {}))
+        hs.counters = dict(d.get("x", {}))
+        return hs
+
+    def features(self) -> set[str]:
+        """Every feature the host shows now."""
+        out = set(self.counts) | set(self.linger)
+        out.update(config_feature(k, v) for k, v in self.state["cfg"].items())
+        out.update(package_feature(k, v) for k, v in self.state["pkg"].items())
+        out.update(module_feature(k) for k in self.state["mod"])
+        return out
+
+    # ---- applying events -----------------------------------------------------------------------
+    def apply(self, event: Event) -> Observation | None:
+        now = event.time.timestamp()
+        added: list[str] = []
+        removed: list[str] = []
+        first = False
+        if self.started and event.image_id != self.image_id:
+            # Re-imaged in place: the old identity leaves, the new one joins with its full state.
+            self._reset()
+        if not self.started:
+            self.started = True
+            first = True
+            self.image_id, self.image_family = event.image_id, event.image_family
+        self.last = max(self.last, now)
+        if self.linger:
+            self._expire(now, removed)
+        kind = event.kind
+        p = event.payload
+        metrics: dict[str, float] = {}
+        if kind == Kind.GOODBYE:
+            gone = sorted(self.features())
+            self._reset()
+            return Observation(
+                self.host_id,
+                self.image_id,
+                self.image_family,
+                event.time,
+                removed=tuple(gone),
+                gone=True,
+                first=first,
+            )
+        if kind == Kind.METRICS:
+            for name, value in p.get("values", {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metrics[name] = float(value)
+            for name in ("auth_failures", "proc_starts", "proc_restarts"):
+                metrics.setdefault(name, self.counters.get(name, 0.0))
+            self.counters = {}
+        elif kind == Kind.PROCESS_START:
+            self._proc_start(p, now, added, removed)
+        elif kind == Kind.PROCESS_EXIT:
+            self._proc_exit(p, now, removed)
+        elif kind == Kind.PROCESS_INVENTORY:
+            self._proc_inventory(p.get("items", []), now, added, removed)
+        elif kind in (Kind.NET_OPEN, Kind.NET_CLOSE):
+            f = self._sock_feature(p)
+            if f is not None:
+                if kind == Kind.NET_OPEN:
+                    self._inc(f, added)
+                else:
+                    self._dec(f, now, removed)
+                if f.startswith("listen:"):
+                    self._track_port(f, +1 if kind == Kind.NET_OPEN else -1)
+        elif kind == Kind.NET_INVENTORY:
+            self._net_inventory(p.get("items", []), now, added, removed)
+        elif kind == Kind.LOGIN_INVENTORY:
+            new: dict[str, int] = {}
+            for item in p.get("items", []):
+                if isinstance(item, dict) and item.get("user"):
+                    f = login_feature(str(item["user"]))
+                    new[f] = new.get(f, 0) + 1
+            self._replace("login:", new, now, added, removed)
+        elif kind == Kind.AUTH_ATTEMPT:
+            if p.get("outcome") == "failure":
+                self.counters["auth_failures"] = self.counters.get("auth_failures", 0.0) + 1
+        elif kind in (Kind.CONFIG_INVENTORY, Kind.PACKAGE_INVENTORY, Kind.MODULE_INVENTORY):
+            self._state_inventory(kind, p.get("items", {}), added, removed)
+        elif kind in (Kind.CONFIG_CHANGE, Kind.PACKAGE_CHANGE, Kind.MODULE_CHANGE):
+            self._state_change(kind, p, added, removed)
+        if not (added or removed or metrics or first):
+            return None
+        return Observation(
+            self.host_id,
+            self.image_id,
+            self.image_family,
+            event.time,
+            added=tuple(added),
+            removed=tuple(removed),
+            metrics=metrics,
+            first=first,
+        )
+
+    # ---- behaviour features (reference counted, lingering) --------------------------------------
+    def _inc(self, f: str, added: list[str]) -> None:
+        if not f:
+            return
+        c = self.counts.get(f)
+        if c:
+            self.counts[f] = c + 1
+            return
+        if f not in self.linger and len(self.counts) + len(self.linger) >= MAX_FEATURES:
+            f = f.split(":", 1)[0] + ":<overflow>"
+            if f in self.counts:
+                self.counts[f] += 1
+                return
+        self.counts[f] = 1
+        if self.linger.pop(f, None) is None:
+            added.append(f)
+
+    def _dec(self, f: str, now: float, removed: list[str]) -> None:
+        c = self.counts.get(f)
+        if not c:
+            return
+        if c > 1:
+            self.counts[f] = c - 1
+            return
+        del self.counts[f]
+        if self.linger_s > 0:
+            self.linger[f] = now + self.linger_s
+        else:
+            removed.append(f)
+
+    def _expire(self, now: float, removed: list[str]) -> None:
+        done = [f for f, until in self.linger.items() if until <= now]
+        for f in done:
+            del self.linger[f]
+            removed.append(f)
+
+    def _replace(
+        self,
+        prefix: str | tuple[str, ...],
+        new: dict[str, int],
+        now: float,
+        added: list[str],
+        removed: list[str],
+    ) -> None:
+        for f in [f for f in self.counts if f.startswith(prefix) and f not in new]:
+            self.counts[f] = 1
+            self._dec(f, now, removed)
+        for f, c in new.items():
+            if f in self.counts:
+                self.counts[f] = c
+            else:
+                self._inc(f, added)
+                if f in self.counts:
+                    self.counts[f] = c
+
+    # ---- processes -------------------------------------------------------------------------------
+    def _proc_features(self, p: dict[str, Any], parent_exe: str) -> tuple[str, str, str]:
+        exe = str(p.get("exe") or p.get("name") or "?")
+        pf = proc_feature(exe, str(p.get("cmdline", "")), str(p.get("user", "?")))
+        return pf, parent_feature(parent_exe, exe) if parent_exe else "", exe
+
+    def _proc_start(self, p: dict[str, Any], now: float, added: list[str], removed: list[str]) -> None:
+        parents = p.get("parents") or []
+        parent_exe = str(parents[0]) if parents else ""
+        if not parent_exe:
+            known = self.pids.get(str(p.get("ppid")))
+            parent_exe = known[2] if known else ""
+        pf, cf, exe = self._proc_features(p, parent_exe)
+        pid = str(p.get("pid"))
+        old = self.pids.get(pid)
+        if old is not None:  # pid reuse without an exit: drop the old process first
+            self._dec(old[0], now, removed)
+            self._dec(old[1], now, removed)
+        if pf in self.counts or pf in self.linger:
+            self.counters["proc_restarts"] = self.counters.get("proc_restarts", 0.0) + 1
+        self.counters["proc_starts"] = self.counters.get("proc_starts", 0.0) + 1
+        self.pids[pid] = [pf, cf, exe]
+        self._inc(pf, added)
+        self._inc(cf, added)
+
+    def _proc_exit(self, p: dict[str, Any], now: float, removed: list[str]) -> None:
+        known = self.pids.pop(str(p.get("pid")), None)
+        if known is None:
+            pf = self._proc_features(p, "")[0]
+            self._dec(pf, now, removed)
+            return
+        self._dec(known[0], now, removed)
+        self._dec(known[1], now, removed)
+
+    def _proc_inventory(self, items: list[Any], now: float, added: list[str], removed: list[str]) -> None:
+        exes = {
+            str(it.get("pid")): str(it.get("exe") or it.get("name") or "?")
+            for it in items
+            if isinstance(it, dict)
+        }
+        pids: dict[str, list[str]] = {}
+        new: dict[str, int] = {}
+        for it in items:
+            if not isinstance(it, dict):
+                continue
+            parents = it.get("parents") or []
+            parent_exe = str(parents[0]) if parents else exes.get(str(it.get("ppid")), "")
+            pf, cf, exe = self._proc_features(it, parent_exe)
+            pids[str(it.get("pid"))] = [pf, cf, exe]
+            new[pf] = new.get(pf, 0) + 1
+            if cf:
+                new[cf] = new.get(cf, 0) + 1
+        self.pids = pids
+        self._replace(("proc:", "pc:"), new, now, added, removed)
+
+    # ---- network ---------------------------------------------------------------------------------
+    def _sock_feature(self, s: dict[str, Any]) -> str | None:
+        proto = str(s.get("proto", "tcp"))
+        family = proto.rstrip("6")
+        lport = int(s.get("lport") or 0)
+        if s.get("state") == "listen":
+            return listen_feature(proto, lport, str(s.get("laddr", "")), str(s.get("exe") or ""))
+        rport = int(s.get("rport") or 0)
+        raddr = str(s.get("raddr") or "")
+        if not raddr:
+            return None
+        if f"{family}/{lport}" in self.ports or (lport < EPHEMERAL_PORT and lport < rport):
+            return None  # inbound: a client of one of our services
+        return dest_feature(proto, raddr, rport)
+
+    def _track_port(self, f: str, delta: int) -> None:
+        sock = f[len("listen:") :].split("@", 1)[0]
+        proto, _, port = sock.partition("/")
+        key = f"{proto.rstrip('6')}/{port}"
+        n = self.ports.get(key, 0) + delta
+        if n > 0:
+            self.ports[key] = n
+        else:
+            self.ports.pop(key, None)
+
+    def _net_inventory(self, items: list[Any], now: float, added: list[str], removed: list[str]) -> None:
+        listeners = [s for s in items if isinstance(s, dict) and s.get("state") == "listen"]
+        self.ports = {}
+        for s in listeners:
+            self._track_port(self._sock_feature(s) or "listen:?/0", +1)
+        new: dict[str, int] = {}
+        for s in items:
+            if not isinstance(s, dict):
+                continue
+            f = self._sock_feature(s)
+            if f is not None:
+                new[f] = new.get(f, 0) + 1
+        self._replace(("listen:", "dest:"), new, now, added, removed)
+
+    # ---- configuration, packages, modules --------------------------------------------------------
+    _STATE_KIND = {
+        Kind.CONFIG_INVENTORY: "cfg",
+        Kind.CONFIG_CHANGE: "cfg",
+        Kind.PACKAGE_INVENTORY: "pkg",
+        Kind.PACKAGE_CHANGE: "pkg",
+        Kind.MODULE_INVENTORY: "mod",
+        Kind.MODULE_CHANGE: "mod",
+    }
+
+    @staticmethod
+    def _state_feature(kind: str, key: str, value: str) -> str:
+        if kind == "cfg":
+            return config_feature(key, value)
+        if kind == "pkg":
+            return package_feature(key, value)
+        return module_feature(key)
+
+    def _state_inventory(
+        self, kind: Kind, items: dict[str, Any], added: list[str], removed: list[str]
+    ) -> None:
+        k = self._STATE_KIND[kind]
+        old = self.state[k]
+        new = {str(key): str(v) for key, v in items.items() if v is not None}
+        for key, v in old.items():
+            if new.get(key) != v:
+                removed.append(self._state_feature(k, key, v))
+        for key, v in new.items():
+            if old.get(key) != v:
+                added.append(self._state_feature(k, key, v))
+        self.state[k] = new
+
+    def _state_change(self, kind: Kind, p: dict[str, Any], added: list[str], removed: list[str]) -> None:
+        k = self._STATE_KIND[kind]
+        key = str(p.get("key"))
+        cur = self.state[k]
+        after = p.get("after")
+        old = cur.get(key)
+        new = None if after is None else str(after)
+        if old == new:
+            return
+        if old is not None:
+            removed.append(self._state_feature(k, key, old))
+            del cur[key]
+        if new is not None:
+            cur[key] = new
+            added.append(self._state_feature(k, key, new))

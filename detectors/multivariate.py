@@ -1,0 +1,165 @@
+"""Multivariate outliers: a host whose whole metric vector is unlike its clones', even when no single
+metric is far off. One scikit-learn IsolationForest per cohort, fitted on the latest metric vector of
+every live host (from the store, fixed random_state) and refitted every `refit_s` of event time. Models
+are derived caches: they are never stored, only rebuilt.
+
+A host is an outlier when its anomaly score is high in absolute terms (`threshold`, 0.5 = typical) and
+stands out from its peers' scores (robust z >= `min_z`), so a cohort-wide shift, which moves every
+host's score together, does not alert.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+from detectors.base import Detector
+from detectors.baseline import CohortBaseline
+from detectors.types import Observation
+
+
+class MultivariateOutlier(Detector):
+    name = "multivariate"
+
+    def __init__(
+        self,
+        n_estimators: int = 50,
+        min_hosts: int = 16,
+        refit_s: float = 300.0,
+        window_s: float = 180.0,
+        max_samples: int = 128,
+        threshold: float = 0.6,
+        min_z: float = 4.0,
+        random_state: int = 0,
+        baseline: CohortBaseline | None = None,
+    ) -> None:
+        super().__init__(baseline)
+        self.n_estimators = int(n_estimators)
+        self.min_hosts = int(min_hosts)
+        self.refit_s = float(refit_s)
+        self.window_s = float(window_s)
+        self.max_samples = int(max_samples)
+        self.threshold = float(threshold)
+        self.min_z = float(min_z)
+        self.random_state = int(random_state)
+        self._models: dict[str, tuple[float, Any, list[str]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_models"] = {}
+        return d
+
+    def vectors(self, image: str, now: float) -> tuple[list[str], list[str], np.ndarray]:
+        """(hosts, metric names, log-scaled matrix) of the cohort's live hosts' latest metrics."""
+        rows = [
+            (h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s
+        ]
+        if not rows:
+            return [], [], np.zeros((0, 0))
+        seen: dict[str, int] = {}
+        for _, v in rows:
+            for k in v:
+                seen[k] = seen.get(k, 0) + 1
+        names = sorted(k for k, c in seen.items() if c >= 0.8 * len(rows))
+        return [h for h, _ in rows], names, self._matrix([v for _, v in rows], names)
+
+    @staticmethod
+    def _matrix(values: list[dict[str, float]], names: list[str]) -> np.ndarray:
+        x = np.array([[v.get(k, 0.0) for k in names] for v in values], dtype=float)
+        return np.sign(x) * np.log1p(np.abs(x))
+
+    def fit(self, image: str, now: float) -> bool:
+        from sklearn.ensemble import IsolationForest
+
+        hosts, names, x = self.vectors(image, now)
+        if len(hosts) < self.min_hosts or not names:
+            self._models.pop(image, None)
+            return False
+        model = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=min(self.max_samples, len(hosts)),
+            random_state=self.random_state,
+        )
+        model.fit(x)
+        self._models[image] = (now, model, names)
+        return True
+
+    def model(self, image: str, now: float) -> tuple[Any, list[str]] | None:
+        m = self._models.get(image)
+        if m is None or now - m[0] >= self.refit_s or now < m[0]:
+            if not self.fit(image, now):
+                return None
+            m = self._models[image]
+        return m[1], m[2]
+
+    def score_hosts(self, image: str, now: float) -> dict[str, tuple[float, float]]:
+        """host -> (anomaly score in (0, 1], robust z of that score among the cohort's hosts)."""
+        m = self.model(image, now)
+        if m is None:
+            return {}
+        model, names = m
+        rows = [
+            (h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s
+        ]
+        if not rows:
+            return {}
+        scores = fast_scores(model, self._matrix([v for _, v in rows], names))
+        med = float(np.median(scores))
+        scale = 1.4826 * float(np.median(np.abs(scores - med))) or 1e-3
+        return {h: (float(s), (float(s) - med) / scale) for (h, _), s in zip(rows, scores, strict=True)}
+
+    def score_one(self, obs: Observation) -> float:
+        if not obs.metrics:
+            return 0.0
+        m = self.model(obs.image_id, obs.time.timestamp())
+        if m is None:
+            return 0.0
+        model, names = m
+        return float(fast_scores(model, self._matrix([obs.metrics], names))[0])
+
+    def contributions(
+        self, image: str, host: str, now: float, top: int = 3
+    ) -> list[tuple[str, float, float]]:
+        """The metrics that set the host apart most: (name, host value, peer median), by robust z."""
+        values = self.baseline.metrics.get(image, {}).get(host)
+        if values is None:
+            return []
+        out = []
+        for k, x in values[1].items():
+            peers = self.baseline.peer_values(image, k, now, self.window_s)
+            if len(peers) < 3:
+                continue
+            med = median(peers)
+            mad = median([abs(p - med) for p in peers]) * 1.4826 or max(abs(med) * 0.05, 1e-9)
+            out.append((abs(x - med) / mad, k, x, med))
+        out.sort(reverse=True)
+        return [(k, x, med) for z, k, x, med in out[:top] if math.isfinite(z)]
+
+
+def _average_path_length(n: float) -> float:
+    if n <= 1:
+        return 0.0
+    if n == 2:
+        return 1.0
+    return 2.0 * (math.log(n - 1.0) + 0.5772156649) - 2.0 * (n - 1.0) / n
+
+
+def fast_scores(model: Any, x: np.ndarray) -> np.ndarray:
+    """IsolationForest anomaly scores (as -score_samples: ~0.5 normal, near 1 outlier) without the
+    per-call overhead of scikit-learn's parallel scorer; falls back to it when its internals differ."""
+    lengths = getattr(model, "_decision_path_lengths", None)
+    averages = getattr(model, "_average_path_length_per_tree", None)
+    if lengths is None or averages is None:
+        return np.asarray(-model.score_samples(x))
+    x32 = np.asarray(x, dtype=np.float32)
+    depths = np.zeros(x32.shape[0])
+    for tree, features, dl, ap in zip(
+        model.estimators_, model.estimators_features_, lengths, averages, strict=True
+    ):
+        leaves = tree.tree_.apply(np.ascontiguousarray(x32[:, features]))
+        depths += dl[leaves] + ap[leaves] - 1.0
+    denom = len(model.estimators_) * _average_path_length(model.max_samples_)
+    return np.asarray(2.0 ** (-depths / max(denom, 1e-9)))

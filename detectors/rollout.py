@@ -1,0 +1,266 @@
+"""Rollout awareness: a new image replacing an established one within an image family.
+
+State per family in the store under "r|<family>": {old, new, status, t, share, ms, diff, done, stale}.
+A rollout starts when the first host of an image newer than the family's established image (the largest
+cohort with at least `min_hosts` hosts) appears. Once the new cohort reaches `min_hosts`, what most of
+its hosts show and the old cohort does not (and the reverse) is reported once as the rollout's diff;
+the engine holds rare-feature judgements for the new cohort until then. Completed when the old cohort is
+empty, or when the shares have not moved for `complete_after_s` and the new image has at least
+`complete_share` of the two cohorts' hosts or the old one is down to a rare few (max(1, rare_fraction x
+hosts)); the hosts left behind are then stale; rolled back when the new
+cohort empties while the old remains. Hosts still on an image the family rolled away from are stale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.base import Detector, to_datetime
+from detectors.baseline import CohortBaseline
+from detectors.features import describe
+from detectors.types import Observation, RolloutEvent, RolloutStatus
+
+ACTIVE = ("started", "progress")
+
+
+class RolloutTracker(Detector):
+    name = "rollout"
+
+    def __init__(
+        self,
+        min_hosts: int = 3,
+        majority: float = 0.5,
+        rare_fraction: float = 0.1,
+        complete_share: float = 0.9,
+        milestones: tuple[float, ...] = (0.25, 0.5, 0.75),
+        hold_s: float = 1800.0,
+        complete_after_s: float = 300.0,
+        max_diff: int = 200,
+        baseline: CohortBaseline | None = None,
+    ) -> None:
+        super().__init__(baseline)
+        self.min_hosts = int(min_hosts)
+        self.majority = float(majority)
+        self.rare_fraction = float(rare_fraction)
+        self.complete_share = float(complete_share)
+        self.milestones = tuple(milestones)
+        self.hold_s = float(hold_s)
+        self.complete_after_s = float(complete_after_s)
+        self.max_diff = int(max_diff)
+
+    # ---- state -------------------------------------------------------------------------------------
+    def state(self, family: str) -> dict[str, Any] | None:
+        st = self.baseline.store.get(f"r|{family}")
+        return dict(st) if st else None
+
+    def _save(self, family: str, st: dict[str, Any]) -> None:
+        self.baseline.store[f"r|{family}"] = st
+
+    def established(self, family: str, exclude: str | None = None) -> str | None:
+        best, best_n = None, 0
+        for image in self.baseline.images.get(family, {}):
+            n = self.baseline.n(image)
+            if image != exclude and n >= self.min_hosts and n > best_n:
+                best, best_n = image, n
+        return best
+
+    # ---- questions the engine asks --------------------------------------------------------------
+    def held(self, image: str, family: str, now: float) -> bool:
+        """True while `image` is the new side of an active rollout below critical mass (hold judgements)."""
+        st = self.state(family)
+        return bool(
+            st
+            and st["status"] in ACTIVE
+            and st["new"] == image
+            and self.baseline.n(image) < self.min_hosts
+            and now - st["t"] < self.hold_s
+        )
+
+    def rollout_new(self, image: str, family: str) -> bool:
+        st = self.state(family)
+        return bool(st and st["new"] == image and st["status"] in ACTIVE)
+
+    def stale(self, image: str, family: str) -> str | None:
+        """The image that replaced `image`, if the family completed a rollout away from it."""
+        st = self.state(family)
+        if not st:
+            return None
+        return dict(st.get("stale", {})).get(image)
+
+    def learn_one(self, obs: Observation) -> None:
+        """Standalone use: feed the baseline and follow the family's rollout."""
+        if not self._owns:
+            return
+        t = obs.time.timestamp()
+        if self.baseline.learn(obs, t):
+            self.on_join(obs.image_id, obs.image_family, t)
+        self.update(obs.image_family, t)
+
+    def score_one(self, obs: Observation) -> float:
+        return 1.0 if self.stale(obs.image_id, obs.image_family) else 0.0
+
+    # ---- events -------------------------------------------------------------------------------------
+    def on_join(self, image: str, family: str, now: float) -> list[RolloutEvent]:
+        """A host joined `image`: start a rollout if the image is new in a family with an established one."""
+        st = self.state(family)
+        if st and st["status"] in ACTIVE and image in (st["new"], st["old"]):
+            return []
+        if st and st["status"] == "completed" and st["new"] == image:
+            return []
+        if st and image in dict(st.get("stale", {})):
+            return []
+        images = self.baseline.images.get(family, {})
+        old = self.established(family, exclude=image)
+        if old is None or images.get(image, 0.0) <= images.get(old, 0.0) or self.baseline.n(image) > 1:
+            return []
+        stale = dict(st.get("stale", {})) if st else {}
+        new_st = {
+            "old": old,
+            "new": image,
+            "status": "started",
+            "t": now,
+            "share": 0.0,
+            "ms": 0.0,
+            "diff": None,
+            "done": None,
+            "peak": 1,
+            "stale": stale,
+        }
+        self._save(family, new_st)
+        n_old = self.baseline.n(old)
+        share = 1 / (1 + n_old)
+        return [
+            RolloutEvent(
+                family,
+                old,
+                image,
+                RolloutStatus.STARTED,
+                share,
+                to_datetime(now),
+                f"rollout started in family {family}: first host of image {image} appeared next "
+                f"to {n_old} hosts of image {old}; judgements of the new image wait until it has "
+                f"{self.min_hosts} hosts",
+            )
+        ]
+
+    def update(self, family: str, now: float) -> list[RolloutEvent]:
+        st = self.state(family)
+        if not st or st["status"] not in ACTIVE:
+            return []
+        old, new = st["old"], st["new"]
+        n_new, n_old = self.baseline.n(new), self.baseline.n(old)
+        share = n_new / (n_new + n_old) if n_new + n_old else 0.0
+        out: list[RolloutEvent] = []
+        t = to_datetime(now)
+        st["peak"] = max(int(st.get("peak", 0)), n_new)
+        if n_new == 0 and n_old > 0:
+            st["status"] = "rolled_back"
+            st["share"] = 0.0
+            self._save(family, st)
+            return [
+                RolloutEvent(
+                    family,
+                    old,
+                    new,
+                    RolloutStatus.ROLLED_BACK,
+                    0.0,
+                    t,
+                    f"rollout of image {new} in family {family} rolled back: its hosts are gone "
+                    f"(peak {st['peak']}) while {n_old} hosts still run image {old}",
+                )
+            ]
+        changed = abs(share - float(st.get("share", 0.0))) > 1e-9
+        st["share"] = share
+        if changed:
+            st["moved"] = now
+        if st.get("diff") is None and n_new >= self.min_hosts:
+            diff = self.diff(old, new)
+            st["diff"] = {k: len(v) for k, v in diff.items()}
+            st["status"] = "progress"
+            out.append(
+                RolloutEvent(
+                    family,
+                    old,
+                    new,
+                    RolloutStatus.PROGRESS,
+                    share,
+                    t,
+                    self._explain_diff(family, old, new, n_new, diff),
+                    diff,
+                )
+            )
+            changed = True
+        if st.get("diff") is not None:
+            for m in self.milestones:
+                if share >= m > float(st.get("ms", 0.0)):
+                    st["ms"] = m
+                    changed = True
+                    if not out:
+                        out.append(
+                            RolloutEvent(
+                                family,
+                                old,
+                                new,
+                                RolloutStatus.PROGRESS,
+                                share,
+                                t,
+                                f"rollout of image {new} in family {family}: {n_new} hosts "
+                                f"({share:.0%}), {n_old} still on image {old}",
+                            )
+                        )
+            stalled = now - float(st.get("moved", st["t"])) >= self.complete_after_s
+            few_left = n_old <= max(1, int(self.rare_fraction * (n_new + n_old)))
+            if n_old == 0 or (stalled and (share >= self.complete_share or few_left)):
+                st["status"] = "completed"
+                st["done"] = now
+                stale = dict(st.get("stale", {}))
+                stale[old] = new
+                st["stale"] = dict(list(stale.items())[-5:])  # the last few images rolled away from
+                changed = True
+                left = f"; {n_old} host(s) still run image {old} and are reported as stale" if n_old else ""
+                out.append(
+                    RolloutEvent(
+                        family,
+                        old,
+                        new,
+                        RolloutStatus.COMPLETED,
+                        share,
+                        t,
+                        f"rollout of image {new} in family {family} completed at {share:.0%} "
+                        f"({n_new} hosts){left}",
+                    )
+                )
+        if changed:
+            self._save(family, st)
+        return out
+
+    def diff(self, old: str, new: str) -> dict[str, list[str]]:
+        """Features most new-cohort hosts show and the old cohort (almost) never did, and the reverse."""
+        b = self.baseline
+        n_new, n_old = b.n(new), b.n(old)
+
+        def common(image: str, n: int) -> list[str]:
+            return [f for f, e in b.counts.get(image, {}).items() if n and e[0] / n >= self.majority]
+
+        def absent(image: str, n: int, f: str) -> bool:
+            return not n or b.count(image, f) / n <= self.rare_fraction
+
+        added = sorted(f for f in common(new, n_new) if absent(old, n_old, f))[: self.max_diff]
+        removed = sorted(f for f in common(old, n_old) if absent(new, n_new, f))[: self.max_diff]
+        return {"added": added, "removed": removed}
+
+    @staticmethod
+    def _explain_diff(family: str, old: str, new: str, n_new: int, diff: dict[str, list[str]]) -> str:
+        def few(fs: list[str]) -> str:
+            shown = "; ".join(describe(f) for f in fs[:6])
+            return shown + (f"; and {len(fs) - 6} more" if len(fs) > 6 else "")
+
+        parts = [f"image {new} reached {n_new} hosts in family {family}, replacing image {old}."]
+        if diff["added"]:
+            parts.append(f"It brings {len(diff['added'])} change(s): {few(diff['added'])}.")
+        if diff["removed"]:
+            parts.append(f"It drops {len(diff['removed'])}: {few(diff['removed'])}.")
+        if not diff["added"] and not diff["removed"]:
+            parts.append("Its hosts look like the old image's.")
+        parts.append("These come with the image and are not reported per host.")
+        return " ".join(parts)

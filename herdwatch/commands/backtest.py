@@ -1,0 +1,219 @@
+"""`herdwatch backtest`: replay recorded telemetry through the detectors offline and report the findings.
+
+Input: JSON-lines files of event envelopes (one envelope or one array of envelopes per line; format in
+docs/detection.md and detectors/backtest.py), or a query against the ClickHouse `events` table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backtest",
+        help="replay recorded telemetry through the detectors and report findings",
+        description="Replay telemetry (JSONL files or a ClickHouse query) through the same "
+        "detectors offline. JSONL: one event envelope, or an array of envelopes, "
+        "per line ('-' reads stdin).",
+    )
+    p.add_argument("files", nargs="*", type=str, help="JSONL files of event envelopes ('-' = stdin)")
+    p.add_argument(
+        "--query",
+        help="SQL returning the events table's columns (event_id, kind, time, host_id, "
+        "boot_id, image_id, image_family, seq, tags, payload, schema_version)",
+    )
+    p.add_argument(
+        "--from-storage",
+        action="store_true",
+        help="read the `events` table of the configured storage (HERDWATCH_STORAGE_*)",
+    )
+    p.add_argument(
+        "--where", default="", help="with --from-storage: a SQL condition, e.g. \"image_family='web'\""
+    )
+    p.add_argument(
+        "--scores",
+        type=Path,
+        help="write every observation's score per detector here (.csv for CSV, anything else JSONL)",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        help="ground truth (JSON list or JSONL of {host_id, scenario, start, "
+        "end}): also print precision, recall and time to detect",
+    )
+    p.add_argument("--json", action="store_true", help="print findings and rollout events as JSON lines")
+    p.add_argument("--tick", type=float, default=10.0, help="seconds of event time between engine ticks")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="detector setting, e.g. --set confirm_s=60 --set rare_fraction=0.05 (see docs/detection.md)",
+    )
+    p.set_defaults(func=run)
+
+
+def _knobs(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: write KNOB=VALUE, e.g. --set confirm_s=60")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _read_files(names: list[str]) -> tuple[list[Any], list[Any]]:
+    from detectors.backtest import BadLine, parse_lines
+
+    events: list[Any] = []
+    bad: list[Any] = []
+    for name in names:
+        if name == "-":
+            items = parse_lines(sys.stdin, "stdin")
+            for x in items:
+                (bad if isinstance(x, BadLine) else events).append(x)
+            continue
+        path = Path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{name} does not exist (give JSONL files of event envelopes, or --query)"
+            )
+        with path.open("rb") as f:
+            for x in parse_lines(f, name):
+                (bad if isinstance(x, BadLine) else events).append(x)
+    return events, bad
+
+
+def _read_storage(query: str | None, where: str) -> tuple[list[Any], list[Any]]:
+    from detectors.backtest import EVENT_COLUMNS, BadLine, row_to_envelope
+    from herdwatch.contract import ContractError, decode_event
+    from herdwatch.settings import StorageSettings
+    from storage.client import connect
+
+    sql = query or (
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+        + (f" WHERE {where}" if where else "")
+        + " ORDER BY time, host_id, seq"
+    )
+    client = connect(StorageSettings(), create_database=False)
+    events, bad = [], []
+    for i, row in enumerate(client.query(sql).named_results(), 1):
+        missing = [c for c in EVENT_COLUMNS if c not in row and c != "schema_version"]
+        if missing:
+            raise ValueError(
+                f"the query must return the events table's columns; missing: {', '.join(missing)}"
+            )
+        try:
+            events.append(decode_event(row_to_envelope(row)))
+        except (ContractError, ValueError) as e:
+            bad.append(BadLine(f"row {i}", str(e)))
+    return events, bad
+
+
+def _load_truth(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+        return list(data if isinstance(data, list) else data.get("truth", []))
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class _ScoreWriter:
+    def __init__(self, path: Path) -> None:
+        from detectors.backtest import SCORE_FIELDS
+
+        self.file: TextIO = path.open("w", newline="")
+        self.csv = path.suffix.lower() == ".csv"
+        self.writer = (
+            csv.DictWriter(self.file, fieldnames=SCORE_FIELDS, extrasaction="ignore") if self.csv else None
+        )
+        if self.writer:
+            self.writer.writeheader()
+        self.rows = 0
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.rows += 1
+        if self.writer:
+            self.writer.writerow(record)
+        else:
+            self.file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from detectors import FamilyEngine, Finding
+    from detectors.backtest import replay
+    from detectors.evaluation import evaluate, format_comparison
+
+    if not args.files and not (args.query or args.from_storage):
+        raise ValueError("nothing to replay: give JSONL files (or '-'), --query SQL or --from-storage")
+    events, bad = _read_files(args.files) if args.files else ([], [])
+    if args.query or args.from_storage:
+        more, more_bad = _read_storage(args.query, args.where)
+        events += more
+        bad += more_bad
+    knobs = _knobs(args.set)
+    try:
+        engine = FamilyEngine(**knobs)
+    except TypeError as e:
+        import inspect
+
+        known = [k for k in inspect.signature(FamilyEngine).parameters if k != "store"]
+        raise ValueError(f"--set: {e}; known knobs: {', '.join(known)} (see docs/detection.md)") from e
+    writer = _ScoreWriter(args.scores) if args.scores else None
+    try:
+        result = replay(events, engine, tick_s=args.tick, on_scores=writer)
+    finally:
+        if writer:
+            writer.close()
+    outputs = sorted(result.outputs, key=lambda o: o.time)
+    for o in outputs:
+        if args.json:
+            print(json.dumps({"type": "finding" if isinstance(o, Finding) else "rollout", **o.to_dict()}))
+        elif isinstance(o, Finding):
+            print(
+                f"{o.time:%Y-%m-%d %H:%M:%S} {o.severity.value.upper():8} {o.kind.value:20} {o.host_id}: "
+                f"{o.explanation}"
+            )
+        else:
+            print(
+                f"{o.time:%Y-%m-%d %H:%M:%S} ROLLOUT  {o.status.value:20} {o.image_family}: {o.explanation}"
+            )
+    for b in bad[:10]:
+        print(f"skipped {b.where}: {b.reason}", file=sys.stderr)
+    if len(bad) > 10:
+        print(f"... and {len(bad) - 10} more bad lines", file=sys.stderr)
+    by_kind: dict[str, int] = {}
+    for f in result.findings:
+        by_kind[f.kind.value] = by_kind.get(f.kind.value, 0) + 1
+    summary = (
+        f"replayed {result.events} events from {result.hosts} hosts ({result.host_hours:.1f} host-hours), "
+        f"{result.observations} observations: {len(result.findings)} findings "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(by_kind.items())) or 'none'}), "
+        f"{len(result.rollouts)} rollout events, {len(bad)} bad lines skipped"
+    )
+    print(summary, file=sys.stderr if args.json else sys.stdout)
+    if writer:
+        print(f"wrote {writer.rows} observation scores to {args.scores}", file=sys.stderr)
+    if args.truth:
+        report = evaluate(
+            result.outputs,
+            _load_truth(args.truth),
+            host_hours=result.host_hours,
+            family_of_host=result.family_of_host,
+        )
+        print(format_comparison({"cohort": report}))
+    return 0

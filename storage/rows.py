@@ -1,0 +1,184 @@
+"""Turning Kafka messages into table rows (JSONEachRow lines), or into dead-letter reasons.
+
+Errors are data here: every function returns the good rows and the rejected inputs with a reason, and
+never raises on bad input. A row carries the Kafka partition/offset it came from and a dedup key
+(event_id for telemetry, the offset for one-row-per-message topics), so the sink can skip rows that a
+crash left stored but uncommitted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from herdwatch.contract import Rejected, decode_batch, format_time
+
+MAX_SEQ = 2**63 - 1
+
+
+@dataclass
+class TableRows:
+    """Rows buffered for one table, with where each came from."""
+
+    table: str
+    lines: list[bytes] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    keys: list[str | int] = field(default_factory=list)
+
+    def add(self, line: bytes, partition: int, offset: int, key: str | int) -> None:
+        self.lines.append(line)
+        self.partitions.append(partition)
+        self.offsets.append(offset)
+        self.keys.append(key)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self.partitions.clear()
+        self.offsets.clear()
+        self.keys.clear()
+
+    def block(self) -> bytes:
+        return b"\n".join(self.lines)
+
+
+def cause_of(reason: str) -> str:
+    """A short category for a dead-letter reason (the metric label; the full reason goes in a header)."""
+    r = reason.lower()
+    if "schema_version" in r:
+        return "schema_version"
+    if "exceeds" in r or "oversized" in r:
+        return "oversized"
+    if "not json" in r or "must be a json object" in r or "empty message" in r:
+        return "malformed"
+    return "invalid"
+
+
+def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_bytes: int,
+                   ) -> tuple[list[tuple[str, bytes]], list[Rejected]]:
+    """(event_id, JSON line for `events`) for each valid event of one telemetry message."""
+    events, rejected = decode_batch(value)
+    out: list[tuple[str, bytes]] = []
+    for e in events:
+        problem = _check_event(e.event_id, e.seq, e.tags, e.time.year)
+        if problem:
+            rejected.append(Rejected(problem, orjson.dumps(e.to_dict())))
+            continue
+        line = orjson.dumps({
+            "event_id": e.event_id, "kind": e.kind.value, "time": format_time(e.time),
+            "host_id": e.host_id, "boot_id": e.boot_id, "image_id": e.image_id,
+            "image_family": e.image_family, "seq": e.seq, "tags": e.tags, "payload": e.payload,
+            "schema_version": e.schema_version, "kafka_partition": partition, "kafka_offset": offset,
+        })
+        if len(line) > max_row_bytes:
+            rejected.append(Rejected(f"event {e.event_id} is oversized: its row is {len(line)} bytes, "
+                                     f"the limit is {max_row_bytes} (HERDWATCH_SINK_MAX_ROW_BYTES)",
+                                     line[:4096]))
+            continue
+        out.append((e.event_id, line))
+    return out, rejected
+
+
+def _check_event(event_id: str, seq: int, tags: dict[str, Any], year: int) -> str | None:
+    try:
+        uuid.UUID(event_id)
+    except ValueError:
+        return f"event_id {event_id[:64]!r} is not a UUID (send a UUIDv7 string)"
+    if seq > MAX_SEQ:
+        return f"seq {seq} is larger than {MAX_SEQ}"
+    if not 1970 <= year <= 2200:
+        return f"event time year {year} is outside 1970..2200"
+    for k, v in tags.items():
+        if not isinstance(v, str):
+            return f"tag {k!r} must be a string, got {type(v).__name__}"
+    return None
+
+
+def _obj(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise ValueError("empty message (null value)")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _need(obj: dict[str, Any], name: str, types: tuple[type, ...] = (str,)) -> Any:
+    if name not in obj:
+        raise ValueError(f"field {name!r} is missing")
+    if not isinstance(obj[name], types) or isinstance(obj[name], bool):
+        raise ValueError(f"field {name!r} must be {types[0].__name__}, got {type(obj[name]).__name__}")
+    return obj[name]
+
+
+def _time(obj: dict[str, Any], name: str) -> str:
+    """An ISO-8601 time field as the stored UTC text (a time without zone is taken as UTC)."""
+    text = _need(obj, name)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ValueError(f"field {name!r}: {text[:64]!r} is not an ISO-8601 time") from e
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    if not 1970 <= t.year <= 2200:
+        raise ValueError(f"field {name!r}: year {t.year} is outside 1970..2200")
+    return format_time(t)
+
+
+def anomaly_row(value: bytes | None, partition: int, offset: int) -> bytes:
+    """Row for `anomalies` from a Finding.to_dict() message; raises ValueError with the reason."""
+    from detectors.types import Finding
+
+    obj = _obj(value)
+    try:
+        f = Finding.from_dict(obj)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"not a finding: {type(e).__name__}: {e}") from e
+    return orjson.dumps({
+        "finding_id": str(obj.get("finding_id") or f.finding_id), "kind": f.kind.value,
+        "host_id": f.host_id, "image_id": f.image_id, "image_family": f.image_family,
+        "time": _time(obj, "time"), "score": f.score, "severity": f.severity.value, "subject": f.subject,
+        "explanation": f.explanation, "details": orjson.dumps(f.details).decode(),
+        "kafka_partition": partition, "kafka_offset": offset})
+
+
+def rollout_row(value: bytes | None, partition: int, offset: int) -> bytes:
+    from detectors.types import RolloutEvent
+
+    obj = _obj(value)
+    try:
+        r = RolloutEvent.from_dict(obj)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"not a rollout event: {type(e).__name__}: {e}") from e
+    return orjson.dumps({
+        "image_family": r.image_family, "time": _time(obj, "time"), "status": r.status.value,
+        "old_image": r.old_image, "new_image": r.new_image, "share": r.share,
+        "explanation": r.explanation, "diff": orjson.dumps(r.diff).decode(),
+        "kafka_partition": partition, "kafka_offset": offset})
+
+
+def lifecycle_row(value: bytes | None, partition: int, offset: int) -> bytes:
+    obj = _obj(value)
+    host_id = _need(obj, "host_id")
+    if not host_id:
+        raise ValueError("host_id is empty")
+    status = _need(obj, "status")
+    if status not in ("up", "gone"):
+        raise ValueError(f"status must be 'up' or 'gone', got {status!r}")
+    row: dict[str, Any] = {
+        "host_id": host_id, "status": status, "time": _time(obj, "time"),
+        "image_id": str(obj.get("image_id") or ""), "image_family": str(obj.get("image_family") or ""),
+        "reason": str(obj.get("reason") or ""), "kafka_partition": partition, "kafka_offset": offset,
+        "first_seen": _time(obj, "first_seen") if obj.get("first_seen") else None,
+        "last_seen": _time(obj, "last_seen") if obj.get("last_seen") else None,
+    }
+    return orjson.dumps(row)

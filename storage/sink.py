@@ -1,0 +1,419 @@
+"""The storage sink: Kafka topics -> ClickHouse, in batches, at-least-once reading, exactly-once storing.
+
+How no event is lost or stored twice:
+- offsets are committed only after every row of a batch is inserted (and its dead letters delivered);
+- a crash after an insert but before the commit means those messages are read again on restart. Each row
+  carries its Kafka partition and offset, so when the sink first sees a partition it reads the keys
+  (event ids, or offsets for one-row topics) already stored at or after that position and skips them.
+  This also covers an insert that was applied only in part;
+- a bounded memory of recent event ids drops duplicates sent upstream (a collector resending its spool);
+  `events` is a ReplacingMergeTree on event_id as a last line of defence.
+
+When the store fails, the batch is kept, consumption of every assigned partition is paused
+(backpressure: Kafka holds the rest), and the insert is retried with growing waits until it succeeds.
+Nothing is dropped. Malformed, oversized or wrong-version input goes to the dead-letter topic with a
+`reason` header, and is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from herdwatch.settings import KafkaSettings
+from storage import rows as r
+from storage import signals
+from storage.settings import SinkSettings
+
+log = logging.getLogger("herdwatch.sink")
+
+INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "date_time_input_format": "best_effort",
+                   "input_format_skip_unknown_fields": 0}
+
+
+class InsertClient(Protocol):
+    """The part of a clickhouse-connect client the sink uses."""
+
+    def raw_insert(self, table: str, column_names: Any = None, insert_block: Any = None,
+                   settings: Any = None, fmt: Any = None, compression: Any = None) -> Any: ...
+
+    def query(self, query: str, parameters: Any = None, settings: Any = None) -> Any: ...
+
+
+@dataclass
+class _Skip:
+    """Keys already stored at or after the first offset seen for a partition since it was assigned."""
+
+    keys: set[str | int]
+    max_offset: int
+
+
+@dataclass
+class _RecentIds:
+    """A bounded memory of recently stored event ids (two generations, so it never grows past `size`)."""
+
+    size: int
+    current: set[str] = field(default_factory=set)
+    previous: set[str] = field(default_factory=set)
+
+    def seen(self, event_id: str) -> bool:
+        if not self.size:
+            return False
+        if event_id in self.current or event_id in self.previous:
+            return True
+        self.current.add(event_id)
+        if len(self.current) >= self.size // 2:
+            self.previous, self.current = self.current, set()
+        return False
+
+    def forget(self, ids: list[str]) -> None:
+        for i in ids:
+            self.current.discard(i)
+            self.previous.discard(i)
+
+    def clear(self) -> None:
+        self.current.clear()
+        self.previous.clear()
+
+
+@dataclass
+class SinkStats:
+    messages: int = 0
+    rows: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    pauses: int = 0
+    failed_inserts: int = 0
+
+
+class Sink:
+    """Consumes telemetry, anomalies, rollouts and lifecycle topics into ClickHouse.
+
+    `client` is a clickhouse-connect client bound to the herdwatch database (schema already migrated).
+    """
+
+    def __init__(self, client: InsertClient, kafka: KafkaSettings, settings: SinkSettings | None = None,
+                 consumer_overrides: dict[str, Any] | None = None) -> None:
+        self.client = client
+        self.kafka = kafka
+        self.settings = settings or SinkSettings()
+        names = kafka.topics
+        self.topics = {names.telemetry: "events", names.anomalies: "anomalies",
+                       names.rollouts: "rollouts", names.lifecycle: "lifecycle"}
+        self.deadletter_topic = names.deadletter
+        self._row_makers: dict[str, Callable[[bytes | None, int, int], bytes]] = {
+            names.anomalies: r.anomaly_row, names.rollouts: r.rollout_row, names.lifecycle: r.lifecycle_row}
+        conf = kafka.confluent_config()
+        conf.update({"group.id": self.settings.group_id, "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest", "enable.partition.eof": False,
+                     "max.poll.interval.ms": 600_000,
+                     "session.timeout.ms": self.settings.session_timeout_ms,
+                     "heartbeat.interval.ms": max(1000, self.settings.session_timeout_ms // 5), "fetch.max.bytes": 64 * 1024 * 1024})
+        conf.update(consumer_overrides or {})
+        self.consumer = Consumer(conf)
+        pconf = kafka.confluent_config()
+        pconf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5,
+                      "message.max.bytes": 8_000_000})
+        self.producer = Producer(pconf)
+        self.buffers = {t: r.TableRows(t) for t in ("events", "anomalies", "rollouts", "lifecycle")}
+        self.stats = SinkStats()
+        self._pending: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset to commit
+        self._first_offset: dict[tuple[str, int], int] = {}  # first offset seen since assignment
+        self._skip: dict[tuple[str, int], _Skip] = {}
+        self._needs_skip: set[tuple[str, int]] = set()
+        self._recent = _RecentIds(self.settings.dedup_memory)
+        self._batch_started: float | None = None
+        self._paused = False
+        self._retry_at = 0.0
+        self._backoff = self.settings.retry_initial
+        self._dl_errors: list[str] = []
+        self._inserts = 0
+        self._stopping = False
+        self._assigned = False
+        self._last_activity = time.monotonic()
+
+    # --- public -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping = True
+
+    def run(self, duration: float | None = None, until_idle: float | None = None) -> SinkStats:
+        """Consume until stop(), `duration` seconds, or `until_idle` seconds without a message."""
+        self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        started = self._last_activity = time.monotonic()
+        try:
+            while not self._stopping:
+                now = time.monotonic()
+                if duration is not None and now - started >= duration:
+                    break
+                if self._paused:
+                    self._wait_for_store()
+                    self._last_activity = time.monotonic()
+                    continue
+                wait = self.settings.batch_timeout
+                if self._batch_started is not None:
+                    wait = max(0.0, self._batch_started + self.settings.batch_timeout - now)
+                messages = self.consumer.consume(num_messages=10_000, timeout=min(wait, 0.5))
+                if messages:
+                    self._last_activity = time.monotonic()
+                    self._take(messages)
+                if self._due():
+                    self.flush()
+                idle = time.monotonic() - self._last_activity
+                if until_idle is not None and idle >= until_idle and self._assigned \
+                        and not self._has_pending():
+                    break
+            # final flush: keep trying while the store is down, unless asked to stop again
+            while self._has_pending() and not self.flush():
+                time.sleep(min(self._backoff, 1.0))
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.flush(10)
+
+    # --- consuming ---------------------------------------------------------------------------------
+    def _take(self, messages: list[Message]) -> None:
+        for m in messages:
+            self._take_one(m)
+            if not self._paused and self._rows_buffered() >= self.settings.batch_size:
+                self.flush()
+
+    def _take_one(self, m: Message) -> None:
+        err = m.error()
+        if err is not None:
+            if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF):
+                log.debug("kafka: %s", err)
+                return
+            log.warning("kafka error: %s", err)
+            return
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        tp = (topic, partition)
+        self.stats.messages += 1
+        if tp not in self._first_offset:
+            self._first_offset[tp] = offset
+        self._pending[tp] = offset + 1
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        if self.topics[topic] == "events":
+            good, rejected = r.telemetry_rows(m.value(), partition, offset, self.settings.max_row_bytes)
+            buf = self.buffers["events"]
+            for event_id, line in good:
+                if self._recent.seen(event_id):
+                    self.stats.duplicates += 1
+                    signals.duplicates_skipped.emit(why="recent")
+                    continue
+                buf.add(line, partition, offset, event_id)
+            for rej in rejected:
+                self._dead_letter(m, rej.reason, rej.raw)
+        else:
+            try:
+                line = self._row_makers[topic](m.value(), partition, offset)
+            except ValueError as e:
+                self._dead_letter(m, str(e), m.value() or b"")
+                return
+            if len(line) > self.settings.max_row_bytes:
+                self._dead_letter(m, f"oversized: row is {len(line)} bytes, the limit is "
+                                     f"{self.settings.max_row_bytes}", m.value() or b"")
+                return
+            self.buffers[self.topics[topic]].add(line, partition, offset, offset)
+
+    def _dead_letter(self, m: Message, reason: str, raw: bytes) -> None:
+        topic = m.topic() or ""
+        headers = [("reason", reason.encode()), ("source", topic.encode()), ("component", b"sink")]
+        key = f"{topic}:{m.partition()}:{m.offset()}".encode()
+        while True:
+            try:
+                self.producer.produce(self.deadletter_topic, value=raw, key=key, headers=headers,
+                                      on_delivery=self._on_dl_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+        self.stats.dead_lettered += 1
+        signals.dead_lettered.emit(topic=topic, cause=r.cause_of(reason))
+        log.warning("dead-lettered %s:%s:%s: %s", topic, m.partition(), m.offset(), reason)
+
+    def _on_dl_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._dl_errors.append(str(err))
+
+    def _rows_buffered(self) -> int:
+        return sum(len(b) for b in self.buffers.values())
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def _due(self) -> bool:
+        if not self._pending:
+            return False
+        if self._rows_buffered() >= self.settings.batch_size:
+            return True
+        return self._batch_started is not None and \
+            time.monotonic() - self._batch_started >= self.settings.batch_timeout
+
+    # --- storing -----------------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Insert everything buffered, then commit. False (and consumption paused) if the store failed."""
+        if not self._pending:
+            if self._paused:
+                self._resume()
+            return True
+        try:
+            self._load_skips()
+            for table, buf in self.buffers.items():
+                if not len(buf):
+                    continue
+                self._drop_stored(buf)
+                if not len(buf):
+                    continue
+                self._insert(buf)
+                n = len(buf)
+                self.stats.rows += n
+                signals.rows_inserted.emit(n, table=table)
+                buf.clear()  # a later table failing must not insert this one again
+        except Exception as e:  # the store is down or refused: keep the batch, pause, retry later
+            self._store_failed(e)
+            return False
+        if self.producer.flush(30) or self._dl_errors:
+            errors, self._dl_errors = self._dl_errors, []
+            raise RuntimeError(f"dead-letter topic {self.deadletter_topic} unreachable ({errors[:1]}); "
+                               "offsets are not committed, the batch will be read again on restart")
+        self._commit()
+        self.stats.batches += 1
+        signals.batches_inserted.emit()
+        self._batch_started = None
+        if self._paused:
+            self._resume()
+        return True
+
+    def _insert(self, buf: r.TableRows) -> None:
+        columns = list(orjson.loads(buf.lines[0]).keys())
+        self.client.raw_insert(buf.table, columns, insert_block=buf.block(), fmt="JSONEachRow",
+                               settings=INSERT_SETTINGS)
+        self._inserts += 1
+        if self.settings.fault_kill_after_inserts and self._inserts >= self.settings.fault_kill_after_inserts:
+            log.warning("fault injection: killing the sink after insert %d, before the commit", self._inserts)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _commit(self) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as e:  # rows are stored; a re-read after restart is deduplicated
+            signals.commit_failed.emit()
+            log.warning("offset commit failed (%s); stored rows will be skipped when re-read", e)
+        for (t, p), o in self._pending.items():
+            skip = self._skip.get((t, p))
+            if skip is not None and skip.max_offset < o:
+                del self._skip[(t, p)]
+        self._pending.clear()
+
+    def _load_skips(self) -> None:
+        for tp in sorted(self._needs_skip & set(self._first_offset)):
+            topic, partition = tp
+            table = self.topics[topic]
+            first = self._first_offset[tp]
+            key = "toString(event_id)" if table == "events" else "kafka_offset"
+            res = self.client.query(
+                f"SELECT {key}, kafka_offset FROM {table} "
+                "WHERE kafka_partition = {p:UInt16} AND kafka_offset >= {o:UInt64}",
+                parameters={"p": partition, "o": first})
+            rows = res.result_rows
+            if rows:
+                self._skip[tp] = _Skip({row[0] for row in rows}, max(row[1] for row in rows))
+                log.info("partition %s[%d]: %d rows at offsets >= %d are already stored; they will be "
+                         "skipped", topic, partition, len(rows), first)
+            self._needs_skip.discard(tp)
+
+    def _drop_stored(self, buf: r.TableRows) -> None:
+        topic = next(t for t, tab in self.topics.items() if tab == buf.table)
+        skips = {p: s for (t, p), s in self._skip.items() if t == topic}
+        if not skips:
+            return
+        keep = r.TableRows(buf.table)
+        dropped = 0
+        for line, p, o, k in zip(buf.lines, buf.partitions, buf.offsets, buf.keys, strict=True):
+            s = skips.get(p)
+            if s is not None and o <= s.max_offset and k in s.keys:
+                dropped += 1
+                continue
+            keep.add(line, p, o, k)
+        if dropped:
+            self.stats.duplicates += dropped
+            signals.duplicates_skipped.emit(dropped, why="already_stored")
+            buf.lines, buf.partitions, buf.offsets, buf.keys = keep.lines, keep.partitions, keep.offsets, keep.keys
+
+    # --- backpressure --------------------------------------------------------------------------------
+    def _store_failed(self, e: Exception) -> None:
+        self.stats.failed_inserts += 1
+        signals.insert_failed.emit()
+        log.warning("store unavailable (%s: %s); retrying in %.1fs with consumption paused",
+                    type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", self._backoff)
+        if not self._paused:
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.pause(assignment)
+            self._paused = True
+            self.stats.pauses += 1
+            signals.paused.emit()
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.settings.retry_max)
+
+    def _wait_for_store(self) -> None:
+        # keep polling (group membership, rebalances) while paused; nothing new is fetched
+        while not self._stopping and time.monotonic() < self._retry_at:
+            messages = self.consumer.consume(num_messages=1000, timeout=min(0.2, self._retry_at - time.monotonic()))
+            if messages:
+                self._take(messages)
+        if self._paused and not self._stopping:
+            self.flush()
+
+    def _resume(self) -> None:
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+        self._paused = False
+        self._backoff = self.settings.retry_initial
+        signals.resumed.emit()
+        log.info("store is back; consumption resumed")
+
+    # --- rebalancing ----------------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = True
+        self._last_activity = time.monotonic()  # idleness counts from the (re)assignment
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._first_offset.pop(key, None)
+            self._skip.pop(key, None)
+            self._needs_skip.add(key)
+        if self._paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._pending and not self.flush():
+            # could not store: forget the batch; it was not committed, so it is read again
+            log.warning("partitions revoked while the store is down: the unstored batch is dropped from "
+                        "memory and will be re-read from the last committed offsets")
+            for buf in self.buffers.values():
+                buf.clear()
+            self._pending.clear()
+            self._recent.clear()
+            self._batch_started = None
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._first_offset.pop(key, None)
+            self._skip.pop(key, None)
+            self._needs_skip.discard(key)

@@ -1,0 +1,87 @@
+"""The host stage's logic, free of Faust: one telemetry message (one host's batch) in, changes out.
+
+Per host the stage keeps two table values:
+
+    host_seq[host]   [boot_id, last seq, first_seen, last_seen, last_forwarded]   (tiny, every message)
+    host_state[host] HostState.to_dict()                                       (only when it changed)
+
+`seq` makes replays harmless: after a crash Faust re-reads messages past the last committed offset, and
+events whose seq the host already applied are skipped (counted as duplicates), so host state never counts
+an event twice. Forward jumps are sequence gaps: a DATA_LOSS finding. A host that comes back after
+`host_timeout_s` of silence (its cohort has marked it gone) rejoins with its whole known state. A quiet
+host that changes nothing still sends a keep-alive observation every `touch_interval_s` so its cohort
+knows it is alive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from detectors import HostState, SequenceGap
+from detectors.types import Finding, Observation
+from herdwatch.contract import Event
+
+
+@dataclass
+class HostResult:
+    seq: list[Any]
+    """New host_seq value (always written: it carries the last seq)."""
+    state: dict[str, Any] | None
+    """New host_state value, or None if unchanged."""
+    observations: list[Observation] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    duplicates: int = 0
+    lost: int = 0
+
+
+def process_host_batch(events: list[Event], seq: list[Any] | None, state: dict[str, Any] | None,
+                       host_timeout_s: float, touch_interval_s: float) -> HostResult:
+    """Apply one host's events (in order) to its stored state; see the module docstring."""
+    first_ev = events[0]
+    host = first_ev.host_id
+    hs = HostState.from_dict(state) if state else HostState(host, first_ev.image_id, first_ev.image_family)
+    if seq is not None:
+        boot, last_seq, first_seen, last_seen, last_fwd = seq
+        gaps = SequenceGap.from_dict({"last": {host: [boot, last_seq]}})
+    else:
+        boot, last_seq, first_seen, last_seen, last_fwd = None, -1, None, None, None
+        gaps = SequenceGap()
+    result = HostResult(seq=[], state=None)
+    for event in events:
+        if event.host_id != host:
+            continue  # the caller groups by host; never mix hosts' state
+        if boot == event.boot_id and event.seq <= last_seq:
+            result.duplicates += 1
+            continue
+        gap = gaps.check(event)
+        if gap is not None:
+            result.findings.append(gap)
+            result.lost += int(gap.details.get("missing", 0))
+        t = event.time.timestamp()
+        if last_seen is not None and hs.started and t - last_seen > host_timeout_s:
+            # The cohort marked this host gone meanwhile: rejoin with everything it still shows.
+            result.observations.append(Observation(
+                host, hs.image_id, hs.image_family, event.time, added=tuple(sorted(hs.features())),
+                first=True))
+        obs = hs.apply(event)
+        if obs is not None:
+            result.observations.append(obs)
+        boot, last_seq = event.boot_id, event.seq
+        first_seen = t if first_seen is None else first_seen
+        last_seen = t if last_seen is None else max(last_seen, t)
+    if last_seen is None:  # every event was a duplicate
+        result.seq = list(seq) if seq is not None else []
+        return result
+    if result.observations:
+        last_fwd = last_seen
+    elif hs.started and (last_fwd is None or last_seen - last_fwd >= touch_interval_s):
+        result.observations.append(Observation(host, hs.image_id, hs.image_family,
+                                               datetime.fromtimestamp(last_seen, UTC)))
+        last_fwd = last_seen
+    result.seq = [boot, last_seq, first_seen, last_seen, last_fwd]
+    new_state = hs.to_dict()
+    if new_state != state:
+        result.state = new_state
+    return result

@@ -1,0 +1,81 @@
+"""Settings of a stream worker (env prefix HERDWATCH_WORKER_) and the Kafka settings mapped to Faust.
+
+`faust_broker_kwargs` turns the shared KafkaSettings (SASL/SCRAM, TLS) into the keyword arguments
+`faust.App` understands, so a worker reaches the same secured cluster as the confluent-kafka clients.
+"""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herdwatch.settings import KafkaSettings, default_var_dir
+
+
+class WorkerSettings(BaseSettings):
+    """One stream worker. Every worker of a deployment shares `app_id` (it is the consumer group)."""
+
+    model_config = SettingsConfigDict(env_prefix="HERDWATCH_WORKER_", env_file=".env", extra="ignore")
+
+    app_id: str = "herdwatch-streams"
+    """Consumer group and prefix of the changelog topics. Change it and the worker starts from scratch."""
+    partitions: int = Field(default=8, ge=1)
+    """Partitions of every topic the worker creates (telemetry, observations, changelogs)."""
+    host_timeout_s: float = Field(default=300.0, gt=0)
+    """A host silent this long (event time) is marked gone and leaves its cohort's live baseline."""
+    lag_grace_s: float = Field(default=30.0, ge=0)
+    """...and nothing arrived from it for this long (wall time), so catching up on a backlog is safe."""
+    host_retention_s: float = Field(default=86_400.0, gt=0)
+    """A gone host's per-host state is deleted after this long without events."""
+    tick_interval_s: float = Field(default=5.0, gt=0)
+    """How often each worker asks its cohorts for timeouts, rollout progress and refits."""
+    touch_interval_s: float = Field(default=30.0, gt=0)
+    """A quiet host still sends its cohort a keep-alive observation this often."""
+    metrics_port: int = 0
+    """Prometheus /metrics port (0: off)."""
+    metrics_addr: str = "127.0.0.1"
+    web_port: int = 0
+    """Faust's own web server port (0: off; it serves table contents, so keep it private)."""
+    data_dir: Path = Field(default_factory=lambda: default_var_dir() / "streams")
+    session_timeout_s: float = Field(default=10.0, ge=6.0)
+    """How fast the group notices a dead worker (Kafka's group.min.session.timeout.ms is 6 s)."""
+    loglevel: str = "warn"
+    engine: dict[str, Any] = Field(default_factory=dict)
+    """Extra FamilyEngine settings (JSON in HERDWATCH_WORKER_ENGINE), e.g. {"min_hosts": 3}."""
+
+    def worker_dir(self) -> Path:
+        return self.data_dir / f"{self.app_id}-{uuid.uuid4().hex[:8]}"
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """A TLS context for aiokafka from the same CA/cert/key files librdkafka is given."""
+    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ctx = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    if kafka.ssl_certfile:
+        ctx.load_cert_chain(str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None)
+    return ctx
+
+
+def faust_broker_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
+    """`faust.App` keyword arguments for reaching the cluster described by `kafka`."""
+    import faust
+
+    kwargs: dict[str, Any] = {"broker": ",".join(f"kafka://{b.strip()}" for b in kafka.bootstrap.split(","))}
+    ctx = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        if not kafka.sasl_mechanism:
+            raise ValueError("HERDWATCH_KAFKA_SECURITY_PROTOCOL is SASL_* but HERDWATCH_KAFKA_SASL_MECHANISM "
+                             "is not set (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        kwargs["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.sasl_username or "", password=password, ssl_context=ctx,
+            mechanism=kafka.sasl_mechanism)
+    elif ctx is not None:
+        kwargs["broker_credentials"] = faust.SSLCredentials(ctx)
+    return kwargs

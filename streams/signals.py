@@ -1,0 +1,25 @@
+"""Everything a stream worker counts (and logs), declared once. Exposed as herdwatch_streams_*_total."""
+
+from __future__ import annotations
+
+import logging
+
+from herdwatch.observability import Signal
+
+messages_in = Signal("streams_messages_in", "telemetry messages (batches) consumed")
+events_in = Signal("streams_events_in", "telemetry events decoded and accepted")
+events_dead_lettered = Signal("streams_events_dead_lettered",
+                              "malformed telemetry sent to the dead-letter topic", labels=("reason",),
+                              level=logging.WARNING)
+events_duplicate = Signal("streams_events_duplicate",
+                          "events skipped because their host already applied that seq (replays)")
+events_lost = Signal("streams_events_lost", "events missing according to per-host sequence gaps")
+observations = Signal("streams_observations", "host feature observations sent to the cohort stage")
+findings = Signal("streams_findings", "findings published to the anomaly topic", labels=("kind", "severity"))
+rollout_events = Signal("streams_rollout_events", "rollout events published", labels=("status",),
+                        level=logging.INFO)
+lifecycle_events = Signal("streams_lifecycle_events", "host lifecycle events published",
+                          labels=("status", "reason"), level=logging.INFO)
+hosts_forgotten = Signal("streams_hosts_forgotten", "per-host state deleted after the retention period")
+engine_errors = Signal("streams_engine_errors", "observations the detectors failed on (logged, skipped)",
+                       labels=("stage",), level=logging.ERROR)

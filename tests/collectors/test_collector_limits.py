@@ -1,0 +1,68 @@
+"""Self-limits: over its CPU or memory budget the agent slows its probes down (never crashes) and says
+what it shed; well under budget for long enough, it speeds back up."""
+
+from __future__ import annotations
+
+from collectors.agent import Agent
+from collectors.budget import Budget
+from collectors.probes.base import Emit, Probe
+from collectors.settings import CollectorSettings
+from herdwatch.contract import Kind
+from herdwatch.settings import KafkaSettings
+
+UNREACHABLE = KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="unit")
+
+
+class Counting(Probe):
+    name = "counting"
+
+    def __init__(self) -> None:
+        super().__init__(interval=1.0, inventory_interval=None)
+        self.runs = 0
+
+    def collect(self, full: bool) -> list[Emit]:
+        self.runs += 1
+        return []
+
+
+def test_budget_degrades_when_over_and_recovers_when_well_under() -> None:
+    t = [0.0]
+    cpu = [0.0]
+    rss = [30e6]
+    budget = Budget(cpu_pct=1.0, rss_mb=50, window_s=20, max_level=3, sample=lambda: (cpu[0], rss[0]),
+                    clock=lambda: t[0], check_every_s=1.0)
+    levels = []
+    for _ in range(60):  # burning 5% of a core
+        t[0] += 1
+        cpu[0] += 0.05
+        budget.check()
+        levels.append(budget.level)
+    assert levels[-1] == 3 and levels == sorted(levels)  # stepped down one level at a time, capped
+    assert 4.9 < budget.cpu_pct < 5.1
+    for _ in range(200):  # idle again
+        t[0] += 1
+        budget.check()
+    assert budget.level < 3
+
+    rss[0] = 80e6  # memory over budget degrades even when CPU is fine
+    t[0] += 100
+    budget.check()
+    assert budget.rss_bytes == 80e6 and budget.peak_rss == 80e6
+
+
+def test_agent_runs_probes_less_often_and_reports_the_shed(agent_settings: CollectorSettings) -> None:
+    mono = [0.0]
+    probe = Counting()
+    budget = Budget(sample=lambda: (0.0, 1.0), clock=lambda: mono[0])
+    agent = Agent(agent_settings.model_copy(update={"heartbeat_interval_s": 1000.0}), UNREACHABLE,
+                  probes=[probe], budget=budget, mono=lambda: mono[0])
+    agent.cycle(first=True)
+    budget.level = 2  # four times slower
+    for _ in range(40):
+        mono[0] += 1.0
+        agent.cycle()
+    assert 9 <= probe.runs <= 12  # about every 4 s instead of every second
+    kind, payload = agent.heartbeat()
+    assert kind is Kind.HEARTBEAT and payload["degrade_level"] == 2
+    assert payload["shed"]["counting"] == 3 * (probe.runs - 1)
+    agent.delivery.close()

@@ -1,0 +1,152 @@
+import csv
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from detectors import FamilyEngine, FindingKind
+from detectors.backtest import BadLine, parse_lines, replay, row_to_envelope
+from detectors.synthetic import Cohort, build_fleet, write_jsonl
+from herdwatch.cli import main
+from herdwatch.contract import Event
+
+
+def small_fleet(duration_s: float = 900.0):
+    return build_fleet(
+        [Cohort("web", "web", "ami-web-1", "web", 10)],
+        duration_s=duration_s,
+        compromises=[("cryptominer", "web", 4, 300.0)],
+        rollout=None,
+        spike=None,
+        push=None,
+    )
+
+
+def test_parse_lines_accepts_envelopes_and_arrays_and_reports_bad_lines() -> None:
+    fleet = small_fleet(60)
+    e0, e1 = fleet.events[0].to_dict(), fleet.events[1].to_dict()
+    lines = [
+        orjson.dumps(e0),
+        b"",
+        b"# comment",
+        orjson.dumps([e1, e0]),
+        b"{not json",
+        orjson.dumps({**e0, "kind": "nope"}),
+    ]
+    got = list(parse_lines(lines, "f.jsonl"))
+    events = [x for x in got if isinstance(x, Event)]
+    bad = [x for x in got if isinstance(x, BadLine)]
+    assert len(events) == 3
+    assert [b.where for b in bad] == ["f.jsonl:5", "f.jsonl:6"] and "unknown kind" in bad[1].reason
+
+
+def test_replay_finds_the_miner_and_scores_every_observation() -> None:
+    fleet = small_fleet()
+    scores: list[dict] = []
+    result = replay(fleet.events, FamilyEngine(), on_scores=scores.append)
+    hosts = {f.host_id for f in result.findings}
+    assert hosts == {fleet.truth[0]["host_id"]}
+    assert {f.kind for f in result.findings} >= {FindingKind.RARE_FEATURE}
+    assert len(scores) == result.observations > 0
+    top = max(scores, key=lambda r: r["rarity"])
+    assert top["host_id"] == fleet.truth[0]["host_id"]
+
+
+def test_backtest_command_on_jsonl_writes_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fleet = small_fleet()
+    data = tmp_path / "events.jsonl"
+    write_jsonl(fleet, str(data))
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps(fleet.truth))
+    assert main(["backtest", str(data), "--scores", str(tmp_path / "s.csv"), "--truth", str(truth)]) == 0
+    out = capsys.readouterr().out
+    miner = fleet.truth[0]["host_id"]
+    assert f"{miner}: process /tmp/.x/xmrig" in out
+    assert "compromises found" in out and "1/1" in out
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert rows and set(rows[0]) >= {"host_id", "rarity", "peers", "drift", "policy", "multivariate"}
+    assert (
+        main(["backtest", str(data), "--json", "--scores", str(tmp_path / "s.jsonl"), "--set", "confirm_s=5"])
+        == 0
+    )
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert any(x["type"] == "finding" and x["host_id"] == miner for x in lines)
+    assert json.loads((tmp_path / "s.jsonl").open().readline())["host_id"]
+
+
+def test_backtest_needs_input() -> None:
+    assert main(["backtest"]) == 1
+
+
+@pytest.mark.integration
+def test_backtest_from_a_clickhouse_query(storage_settings, monkeypatch, capsys) -> None:
+    from herdwatch.ids import new_event_id
+    from storage.client import connect
+    from storage.schema import migrate
+
+    client = connect(storage_settings)
+    migrate(client)
+    fleet = small_fleet()
+    rows = []
+    for i, e in enumerate(fleet.events):
+        rows.append(
+            [
+                new_event_id(),
+                e.kind.value,
+                e.time,
+                e.host_id,
+                e.boot_id,
+                e.image_id,
+                e.image_family,
+                e.seq,
+                e.tags,
+                orjson.dumps(e.payload).decode(),
+                1,
+                0,
+                i,
+            ]
+        )
+    client.insert(
+        "events",
+        rows,
+        column_names=[
+            "event_id",
+            "kind",
+            "time",
+            "host_id",
+            "boot_id",
+            "image_id",
+            "image_family",
+            "seq",
+            "tags",
+            "payload",
+            "schema_version",
+            "kafka_partition",
+            "kafka_offset",
+        ],
+    )
+    monkeypatch.setenv("HERDWATCH_STORAGE_DSN", storage_settings.resolved_dsn())
+    monkeypatch.setenv("HERDWATCH_STORAGE_DATABASE", storage_settings.database)
+    miner = fleet.truth[0]["host_id"]
+    assert main(["backtest", "--from-storage", "--where", "image_family = 'web'"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert " 0 bad lines" in out, captured.err[:500]
+    assert f"{miner}: process /tmp/.x/xmrig" in out and f"replayed {len(fleet.events)} events" in out
+    sql = (
+        "SELECT event_id, kind, time, host_id, boot_id, image_id, image_family, seq, tags, payload, "
+        f"schema_version FROM events WHERE host_id = '{miner}' ORDER BY time, seq"
+    )
+    assert main(["backtest", "--query", sql]) == 0
+    assert "replayed" in capsys.readouterr().out
+    row = client.query(sql + " LIMIT 1").named_results().__next__()
+    assert row_to_envelope(row)["host_id"] == miner
+
+
+def test_unknown_knob_lists_the_known_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "events.jsonl"
+    write_jsonl(small_fleet(30), str(data))
+    assert main(["backtest", str(data), "--set", "confirm_seconds=5"]) == 1
+    err = capsys.readouterr().err
+    assert "known knobs:" in err and "confirm_s" in err

@@ -1,0 +1,53 @@
+from det_helpers import at
+
+from detectors import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
+from detectors.evaluation import evaluate, format_comparison
+
+
+def finding(host: str, s: float, family: str = "web", scope: str | None = None) -> Finding:
+    return Finding(
+        FindingKind.RARE_FEATURE,
+        host,
+        "ami-1",
+        family,
+        at(s),
+        0.9,
+        Severity.HIGH,
+        "proc:x",
+        "x",
+        {"scope": scope} if scope else {},
+    )
+
+
+TRUTH = [
+    {"host_id": "h1", "scenario": "cryptominer", "start": at(100).isoformat(), "end": at(1000).isoformat()},
+    {"host_id": "h2", "scenario": "reverse_shell", "start": at(200), "end": at(1000)},
+    {
+        "host_id": None,
+        "scenario": "rollout",
+        "kind": "rollout",
+        "image_family": "api",
+        "start": at(0),
+        "end": at(500),
+    },
+]
+
+
+def test_precision_recall_ttd_and_attribution() -> None:
+    out = [
+        finding("h1", 130),
+        finding("h1", 140),
+        finding("h3", 50, family="api"),
+        finding("h4", 2000),
+        finding("h9", 300, scope="image"),
+        RolloutEvent("api", "a", "b", RolloutStatus.STARTED, 0.1, at(0), "x"),
+    ]
+    r = evaluate(out, TRUTH, host_hours=10.0)
+    assert r["true_positives"] == 2 and r["false_positives"] == 2 and r["findings"] == 4
+    assert r["precision"] == 0.5 and r["recall"] == 0.5
+    assert r["per_truth"][0] == {"host_id": "h1", "scenario": "cryptominer", "detected": True, "ttd_s": 30.0}
+    assert r["per_truth"][1]["detected"] is False
+    assert r["rollout_host_anomalies"] == 1 and r["rollout_events"] == 1 and r["image_findings"] == 1
+    assert r["false_alarms_per_1000_host_hours"] == 200.0
+    table = format_comparison({"cohort": r, "global": r})
+    assert "precision" in table and "1/2" in table

@@ -1,0 +1,138 @@
+import json
+
+from det_helpers import EventMaker
+
+from detectors import HostState
+from herdwatch.contract import Kind
+
+NGINX = {
+    "pid": 10,
+    "ppid": 1,
+    "exe": "/usr/sbin/nginx",
+    "cmdline": "nginx: worker process",
+    "user": "www-data",
+}
+SSHD = {"pid": 11, "ppid": 1, "exe": "/usr/sbin/sshd", "cmdline": "sshd -D", "user": "root"}
+INIT = {"pid": 1, "ppid": 0, "exe": "/usr/lib/systemd/systemd", "cmdline": "/sbin/init", "user": "root"}
+
+
+def started(linger_s: float = 900.0) -> tuple[HostState, EventMaker]:
+    ev = EventMaker()
+    hs = HostState("h1", "ami-1", "web", linger_s=linger_s)
+    first = hs.apply(ev(Kind.HELLO, 0, {"agent_version": "1", "boot_time": 0}))
+    assert first is not None and first.first and not first.added
+    hs.apply(ev(Kind.PROCESS_INVENTORY, 1, {"items": [INIT, NGINX, SSHD]}))
+    return hs, ev
+
+
+def test_inventory_gives_process_identity_and_parent_pairs() -> None:
+    ev = EventMaker()
+    hs = HostState("h1", "ami-1", "web")
+    o = hs.apply(ev(Kind.PROCESS_INVENTORY, 0, {"items": [INIT, NGINX, SSHD]}))
+    assert o is not None and o.first
+    assert "proc:/usr/sbin/nginx|nginx: worker process|www-data" in o.added
+    assert "pc:/usr/lib/systemd/systemd>/usr/sbin/nginx" in o.added
+    assert hs.apply(ev(Kind.PROCESS_INVENTORY, 60, {"items": [INIT, NGINX, SSHD]})) is None
+
+
+def test_restart_with_new_pid_does_not_flap() -> None:
+    hs, ev = started()
+    assert hs.apply(ev(Kind.PROCESS_EXIT, 10, NGINX)) is None  # lingers
+    o = hs.apply(ev(Kind.PROCESS_START, 12, {**NGINX, "pid": 999, "parents": ["/usr/lib/systemd/systemd"]}))
+    assert o is None
+    m = hs.apply(ev(Kind.METRICS, 20, {"values": {"cpu_pct": 5}}))
+    assert m is not None and m.metrics["proc_restarts"] == 1 and m.metrics["cpu_pct"] == 5.0
+
+
+def test_vanished_process_is_removed_after_linger() -> None:
+    hs, ev = started(linger_s=60)
+    hs.apply(ev(Kind.PROCESS_EXIT, 10, SSHD))
+    assert hs.apply(ev(Kind.HEARTBEAT, 30, {"events_sent": 1, "events_dropped": 0})) is None
+    o = hs.apply(ev(Kind.HEARTBEAT, 71, {"events_sent": 1, "events_dropped": 0}))
+    assert o is not None
+    assert set(o.removed) == {
+        "proc:/usr/sbin/sshd|sshd -D|root",
+        "pc:/usr/lib/systemd/systemd>/usr/sbin/sshd",
+    }
+
+
+def test_new_process_with_shell_parent() -> None:
+    hs, ev = started()
+    o = hs.apply(
+        ev(
+            Kind.PROCESS_START,
+            5,
+            {
+                "pid": 50,
+                "ppid": 10,
+                "exe": "/bin/bash",
+                "cmdline": "bash -i",
+                "user": "www-data",
+                "parents": ["/usr/sbin/nginx"],
+            },
+        )
+    )
+    assert o is not None
+    assert set(o.added) == {"proc:/bin/bash|bash -i|www-data", "pc:/usr/sbin/nginx>/bin/bash"}
+
+
+def test_inbound_connections_are_ignored_outbound_aggregated() -> None:
+    hs, ev = started()
+    hs.apply(
+        ev(
+            Kind.NET_INVENTORY,
+            2,
+            {
+                "items": [
+                    {
+                        "state": "listen",
+                        "proto": "tcp",
+                        "laddr": "0.0.0.0",
+                        "lport": 443,
+                        "exe": "/usr/sbin/nginx",
+                    }
+                ]
+            },
+        )
+    )
+    inbound = {
+        "state": "established",
+        "proto": "tcp",
+        "laddr": "10.1.0.5",
+        "lport": 443,
+        "raddr": "8.8.4.4",
+        "rport": 50123,
+    }
+    assert hs.apply(ev(Kind.NET_OPEN, 3, inbound)) is None
+    out = {
+        "state": "established",
+        "proto": "tcp",
+        "laddr": "10.1.0.5",
+        "lport": 41000,
+        "raddr": "10.0.5.21",
+        "rport": 5432,
+    }
+    o = hs.apply(ev(Kind.NET_OPEN, 4, out))
+    assert o is not None and o.added == ("dest:tcp/5432@10.0.5.0/24",)
+    assert hs.apply(ev(Kind.NET_OPEN, 5, {**out, "raddr": "10.0.5.22", "lport": 41001})) is None
+
+
+def test_config_changes_replace_values() -> None:
+    hs, ev = started()
+    hs.apply(ev(Kind.CONFIG_INVENTORY, 2, {"items": {"sshd.permitrootlogin": "no"}}))
+    o = hs.apply(ev(Kind.CONFIG_CHANGE, 3, {"key": "sshd.permitrootlogin", "before": "no", "after": "yes"}))
+    assert o is not None
+    assert o.added == ("cfg:sshd.permitrootlogin=yes",) and o.removed == ("cfg:sshd.permitrootlogin=no",)
+    o = hs.apply(ev(Kind.PACKAGE_CHANGE, 4, {"key": "nc", "before": None, "after": "1.2"}))
+    assert o is not None and o.added == ("pkg:nc=1.2",)
+
+
+def test_goodbye_removes_everything_and_state_round_trips_through_json() -> None:
+    hs, ev = started()
+    hs.apply(ev(Kind.AUTH_ATTEMPT, 3, {"user": "root", "outcome": "failure"}))
+    copy = HostState.from_dict(json.loads(json.dumps(hs.to_dict())))
+    assert copy.features() == hs.features()
+    m = copy.apply(ev(Kind.METRICS, 4, {"values": {}}))
+    assert m is not None and m.metrics["auth_failures"] == 1
+    o = copy.apply(ev(Kind.GOODBYE, 5, {"reason": "shutdown"}))
+    assert o is not None and o.gone and set(o.removed) == hs.features()

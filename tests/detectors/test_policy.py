@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from detectors.policy import PolicyCheck, PolicyError, load_rules, version_key
+
+
+def test_version_comparison_follows_epoch_and_pieces() -> None:
+    assert version_key("1:9.6p1-3ubuntu13.3") < version_key("1:9.6p1-3ubuntu13.5")
+    assert version_key("1:8.9p1-3ubuntu0.1") < version_key("1:9.6p1-3ubuntu13.3")
+    assert version_key("9.9p1") < version_key("1:8.0")  # the epoch wins
+    assert version_key("1.0~rc1") < version_key("1.0")
+
+
+def test_shipped_rules_catch_the_classic_mistakes() -> None:
+    p = PolicyCheck()
+    ids = lambda f: {r.id for r in p.violations(f)}  # noqa: E731
+    assert ids("cfg:sshd.permitrootlogin=yes") == {"sshd-root-login"}
+    assert ids("cfg:sshd.permitrootlogin=no") == set()
+    assert ids("cfg:sshd.passwordauthentication=yes") == {"sshd-password-auth"}
+    assert ids("cfg:file.mode:/etc/shadow=0666") == {"world-writable-sensitive-file"}
+    assert ids("cfg:file.mode:/etc/shadow=0640") == set()
+    assert ids("cfg:file.mode:/home/u/notes=0666") == set()
+    assert ids("pkg:openssh-server=1:9.6p1-3ubuntu13") == {"openssh-vulnerable"}
+    assert ids("pkg:openssh-server=1:9.6p1-3ubuntu13.5") == set()
+    assert ids("proc:/usr/sbin/sshd|sshd|root") == set()
+
+
+def test_bad_rule_files_say_how_to_fix_them(tmp_path: Path) -> None:
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  - id: x\n    key: a.b\n")
+    with pytest.raises(PolicyError, match="bad, allowed, world_writable or min_version"):
+        load_rules(f)
+    f.write_text("rules:\n  - id: x\n    key: a.b\n    bad: ['1']\n    severity: scary\n")
+    with pytest.raises(PolicyError, match="severity must be one of"):
+        load_rules(f)
+    f.write_text("rules:\n  - id: own\n    key: app.debug\n    bad: ['true']\n")
+    assert [r.id for r in PolicyCheck(rules_path=str(f)).violations("cfg:app.debug=true")] == ["own"]

@@ -1,0 +1,59 @@
+"""Helpers for the storage tests: publish a fleet, run a sink, read the dead-letter topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from collectors.publisher import Publisher
+from herdwatch.contract import Event
+from herdwatch.kafka_admin import ensure_topics
+from herdwatch.settings import KafkaSettings
+from storage.sample_events import HostHistory
+
+
+def publish(kafka: KafkaSettings, hosts: list[HostHistory], per_message: int = 5) -> int:
+    ensure_topics(kafka, partitions=2)
+    pub = Publisher(kafka)
+    n = 0
+    for h in hosts:
+        for i in range(0, len(h.events), per_message):
+            pub.publish(h.events[i:i + per_message])
+            n += len(h.events[i:i + per_message])
+    assert pub.flush() == 0
+    return n
+
+
+def publish_events(kafka: KafkaSettings, events: list[Event]) -> None:
+    pub = Publisher(kafka)
+    pub.publish(events)
+    assert pub.flush() == 0
+
+
+def produce_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None], key: bytes = b"k") -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({**kafka.confluent_config(), "message.max.bytes": 8_000_000})
+    for v in values:
+        p.produce(topic, value=v, key=key)
+    assert p.flush(30) == 0
+
+
+def read_all(kafka: KafkaSettings, topic: str, expect: int, timeout: float = 30.0) -> list[Any]:
+    """Read `expect` messages from the start of `topic` (fewer if the timeout passes)."""
+    import time
+
+    c = Consumer({**kafka.confluent_config(), "group.id": f"reader-{topic}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                out.append(m)
+    finally:
+        c.close()
+    return out

@@ -1,0 +1,182 @@
+"""The real Faust worker (`herdwatch worker` subprocesses) against the real broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from collectors.publisher import Publisher
+from herdwatch.contract import Event
+from streams.sample_fleet import SampleFleet
+from tests.streams.conftest import StreamEnv, dump_logs
+
+pytestmark = pytest.mark.integration
+
+
+def past_fleet(hosts: int, seconds_ago: float = 900, **kw: Any) -> SampleFleet:
+    return SampleFleet(hosts, start=datetime.now(UTC) - timedelta(seconds=seconds_ago), **kw)
+
+
+def host_findings(values: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(f["kind"], f["host_id"], f["subject"]) for f in values}
+
+
+def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) -> None:
+    env: StreamEnv = stream_env_factory()
+    fleet = past_fleet(10)
+    bad, lossy, leaver, silent = fleet.hosts[3], fleet.hosts[5], fleet.hosts[7], fleet.hosts[8]
+    pub = Publisher(env.kafka)
+    for h in fleet.hosts:
+        pub.publish(fleet.hello(h, fleet.at(0)))
+    for c in range(1, 31):
+        for h in fleet.hosts:
+            if h is silent and c > 3:
+                continue  # stops reporting: must time out (HOST_TIMEOUT_S=120, 10 s per cycle)
+            if h is leaver and c == 20:
+                pub.publish(fleet.goodbye(h, fleet.at(c * 10)))
+            if h is leaver and c >= 20:
+                continue
+            events = fleet.cycle(h, fleet.at(c * 10))
+            if h is bad and c == 10:
+                events += fleet.miner(h, fleet.at(c * 10))
+            if h is lossy and c == 12:
+                h.seq += 7  # seven events lost on the way
+            pub.publish(events)
+    # malformed input: not JSON at all, and one bad envelope inside an otherwise good batch
+    pub.producer.produce(env.kafka.topics.telemetry, key=b"junk", value=b"{not json")
+    good = fleet.cycle(fleet.hosts[0], fleet.at(310))
+    broken = [good[0].to_dict(), {**good[1].to_dict(), "seq": "seven"}]
+    import orjson
+    pub.producer.produce(env.kafka.topics.telemetry, key=b"h0000", value=orjson.dumps(broken))
+    assert pub.flush() == 0
+
+    anomalies = env.topic(env.kafka.topics.anomalies)
+    lifecycle = env.topic(env.kafka.topics.lifecycle)
+    deadletter = env.topic(env.kafka.topics.deadletter)
+    worker = env.start_worker()
+
+    assert anomalies.wait_for(lambda ms: any(b"xmrig" in m.value() for m in ms), 90), dump_logs(env)
+    assert lifecycle.wait_for(lambda ms: sum(b'"gone"' in m.value() for m in ms) >= 2, 60), dump_logs(env)
+    assert deadletter.wait_for(lambda ms: len(ms) >= 2, 30), dump_logs(env)
+    anomalies.poll(2.0)
+
+    found = anomalies.values()
+    miner = [f for f in found if "xmrig" in f["subject"]]
+    assert miner and all(f["host_id"] == bad.host_id for f in miner)
+    assert any(f["kind"] == "rare_feature" and "/tmp/.x/xmrig" in f["explanation"]
+               and f"of {len(fleet.hosts)} hosts" in f["explanation"] for f in miner), miner
+    others = [f for f in found if f["host_id"] != bad.host_id and f["kind"] != "data_loss"]
+    assert others == [], others
+    loss = [f for f in found if f["kind"] == "data_loss"]
+    assert [(f["host_id"], f["details"]["missing"]) for f in loss] == [(lossy.host_id, 7)]
+    for m in anomalies.messages:  # keyed by host for any Kafka client
+        assert m.key().decode() == orjson.loads(m.value())["host_id"]
+
+    life = lifecycle.values()
+    ups = {e["host_id"] for e in life if e["status"] == "up"}
+    assert ups == {h.host_id for h in fleet.hosts}
+    gone = {e["host_id"]: e["reason"] for e in life if e["status"] == "gone"}
+    assert gone == {leaver.host_id: "goodbye", silent.host_id: "timeout"}, life
+
+    reasons = sorted(dict(m.headers())["reason"].decode().split(":")[0] for m in deadletter.messages)
+    assert reasons == ["envelope field 'seq' must be int, got str", "not JSON"], reasons
+    assert all(dict(m.headers())["component"] == b"streams.hosts" for m in deadletter.messages)
+    assert worker.metric("herdwatch_streams_events_dead_lettered_total") == 2
+    assert worker.metric("herdwatch_streams_events_lost_total") == 7
+    assert worker.metric("herdwatch_streams_findings_total", kind="rare_feature") >= 1
+    assert worker.stop() == 0  # graceful shutdown on SIGTERM
+
+
+def test_rollout_gives_rollout_events_and_no_host_anomalies(stream_env_factory: Any) -> None:
+    env: StreamEnv = stream_env_factory()
+    fleet = past_fleet(6, seconds_ago=1200, image="ami-old")
+    pub = Publisher(env.kafka)
+    for h in fleet.hosts:
+        pub.publish(fleet.hello(h, fleet.at(0)))
+    new_packages = {**fleet.packages, "nginx": "1.26.1", "openssl": "3.0.15"}
+    new_hosts: list[Any] = []
+    old = list(fleet.hosts)
+    for c in range(1, 61):
+        t = fleet.at(c * 10)
+        if c >= 10 and c % 3 == 0 and len(new_hosts) < 6:  # replace one old host every 30 s
+            [h] = fleet.add_hosts(1, "ami-new", f"n{len(new_hosts)}-")
+            new_hosts.append(h)
+            pub.publish(fleet.hello(h, t, packages=new_packages))
+            leaving = old.pop(0)
+            pub.publish(fleet.goodbye(leaving, t))
+        for h in old + new_hosts:
+            pub.publish(fleet.cycle(h, t))
+    assert pub.flush() == 0
+
+    rollouts = env.topic(env.kafka.topics.rollouts)
+    anomalies = env.topic(env.kafka.topics.anomalies)
+    env.start_worker()
+    assert rollouts.wait_for(lambda ms: any(b'"completed"' in m.value() for m in ms), 90), dump_logs(env)
+    anomalies.poll(3.0)
+    events = rollouts.values()
+    assert events[0]["status"] == "started" and events[0]["old_image"] == "ami-old"
+    assert events[0]["new_image"] == "ami-new"
+    assert any("pkg:nginx=1.26.1" in e.get("diff", {}).get("added", []) for e in events), events
+    assert [m.key() for m in rollouts.messages] == [b"web"] * len(events)
+    assert anomalies.values() == []
+
+
+def _kill_scenario(fleet: SampleFleet) -> tuple[list[list[Event]], list[list[Event]]]:
+    first: list[list[Event]] = [fleet.hello(h, fleet.at(0)) for h in fleet.hosts]
+    second: list[list[Event]] = []
+    for c in range(1, 41):
+        part = first if c <= 15 else second
+        for i, h in enumerate(fleet.hosts):
+            events = fleet.cycle(h, fleet.at(c * 10))
+            if i == 2 and c == 25:
+                events += fleet.miner(h, fleet.at(c * 10))
+            if i == 4 and c == 30:
+                h.seq += 3
+            part.append(events)
+    return first, second
+
+
+def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=900)
+    runs = {}
+    envs = {name: stream_env_factory() for name in ("steady", "killed")}
+    batches = {name: _kill_scenario(SampleFleet(8, start=start)) for name in envs}
+    # the uninterrupted run
+    steady = envs["steady"]
+    pub = Publisher(steady.kafka)
+    for events in batches["steady"][0] + batches["steady"][1]:
+        pub.publish(events)
+    pub.flush()
+    steady.start_worker("steady")
+    # the interrupted run: first half, worker A, second half while A runs, kill -9 A, worker B
+    killed = envs["killed"]
+    pub = Publisher(killed.kafka)
+    for events in batches["killed"][0]:
+        pub.publish(events)
+    pub.flush()
+    life = killed.topic(killed.kafka.topics.lifecycle)
+    a = killed.start_worker("a")
+    assert life.wait_for(lambda ms: len(ms) >= 8, 60), dump_logs(killed)
+    for events in batches["killed"][1][:60]:
+        pub.publish(events)
+    pub.flush()
+    a.kill()
+    for events in batches["killed"][1][60:]:
+        pub.publish(events)
+    pub.flush()
+    killed.start_worker("b")
+
+    for name, env in envs.items():
+        topic = env.topic(env.kafka.topics.anomalies)
+        ok = topic.wait_for(lambda ms: any(b"xmrig" in m.value() for m in ms)
+                            and any(b"data_loss" in m.value() for m in ms), 90)
+        assert ok, dump_logs(env)
+        topic.poll(3.0)
+        runs[name] = host_findings(topic.values())
+    life.poll(1.0)
+    assert runs["killed"] == runs["steady"]
+    assert ("data_loss", "h0004", "seq") in runs["killed"]
+    # recovered membership: B announces no host a second time
+    assert sorted(e["host_id"] for e in life.values() if e["status"] == "up") == [f"h{i:04d}" for i in range(8)]
