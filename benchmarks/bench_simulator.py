@@ -24,9 +24,10 @@ from collectors.simulator import Fleet
 from herdwatch.contract import encode_batch
 
 
-def generation(scenario: str, encode: bool, cycles: int | None) -> tuple[int, int, float]:
+def generation(scenario: str, encode: bool, cycles: int | None) -> tuple[int, int, float, float]:
     fleet = Fleet.from_scenario(scenario)
     events = messages = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for cycle in fleet.cycles():
         if cycles is not None and cycle.index >= cycles:
@@ -36,10 +37,10 @@ def generation(scenario: str, encode: bool, cycles: int | None) -> tuple[int, in
                 encode_batch(batch)
             events += len(batch)
             messages += 1
-    return events, messages, time.perf_counter() - t0
+    return events, messages, time.perf_counter() - t0, time.process_time() - c0
 
 
-def to_kafka(scenario: str, cycles: int | None) -> tuple[int, int, float, int]:
+def to_kafka(scenario: str, cycles: int | None) -> tuple[int, int, float, float, int]:
     from collectors.publisher import Publisher
     from collectors.simulator.publish import publish_fleet
     from herdwatch.kafka_admin import ensure_topics
@@ -55,8 +56,11 @@ def to_kafka(scenario: str, cycles: int | None) -> tuple[int, int, float, int]:
             publisher = Publisher(settings)
             publisher.producer.produce(settings.topics.telemetry, value=b"[]", key=b"warm-up")
             publisher.flush()  # connection and idempotent producer id, before the clock starts
-            stats = publish_fleet(Fleet.from_scenario(scenario), publisher, max_cycles=cycles)
-            return stats.events, stats.messages, stats.seconds, stats.failed
+            fleet = Fleet.from_scenario(scenario)
+            c0 = time.process_time()
+            stats = publish_fleet(fleet, publisher, max_cycles=cycles)
+            cpu = time.process_time() - c0
+            return stats.events, stats.messages, stats.seconds, cpu, stats.failed
         finally:
             broker.stop()
 
@@ -73,33 +77,29 @@ def main() -> int:
         f"scenario {args.scenario}, first {args.cycles} cycles; load average {os.getloadavg()[0]:.2f}"
     )
     rates: dict[str, float] = {}
+    cpu_rates: dict[str, float] = {}
+
+    def line(label: str, events: int, messages: int, secs: float, cpu: float, extra: str = "") -> None:
+        rates[label], cpu_rates[label] = events / secs, events / cpu
+        print(
+            f"{label:<24} {events:>9,} events {messages:>7,} msgs {secs:6.2f} s wall "
+            f"{events / secs:>9,.0f} events/s | {cpu:6.2f} s cpu {events / cpu:>9,.0f} events/cpu-s{extra}"
+        )
+
     for label, encode in (("generation only", False), ("generation + encoding", True)):
-        best = None
-        for _ in range(args.repeat):
-            events, messages, secs = generation(args.scenario, encode, args.cycles)
-            if best is None or secs < best[2]:
-                best = (events, messages, secs)
-        assert best is not None
-        events, messages, secs = best
-        rates[label] = events / secs
-        print(
-            f"{label:<24} {events:>9,} events {messages:>7,} messages {secs:7.2f} s "
-            f"{events / secs:>10,.0f} events/s {messages / secs:>8,.0f} messages/s"
-        )
+        runs = [generation(args.scenario, encode, args.cycles) for _ in range(args.repeat)]
+        line(label, *min(runs, key=lambda r: r[2]))
     if not args.no_kafka:
-        events, messages, secs, failed = to_kafka(args.scenario, args.cycles)
-        rates["simulate to Kafka"] = events / secs
-        print(
-            f"{'simulate to Kafka':<24} {events:>9,} events {messages:>7,} messages {secs:7.2f} s "
-            f"{events / secs:>10,.0f} events/s {messages / secs:>8,.0f} messages/s ({failed} not acked)"
-        )
+        events, messages, secs, cpu, failed = to_kafka(args.scenario, args.cycles)
+        line("simulate to Kafka", events, messages, secs, cpu, f" ({failed} not acked)")
     base = rates["generation only"]
-    print("relative to generation only: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in rates.items()))
+    print("wall rate relative to generation only: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in rates.items()))
+    print("cpu time includes the producer's librdkafka threads; the broker runs in its own process")
     target = 50_000
     slowest = min(rates.values())
     print(
         f"target >= {target:,} events/s: {'met' if slowest >= target else 'MISSED'} "
-        f"(slowest path {slowest:,.0f} events/s)"
+        f"(slowest path {slowest:,.0f} events/s wall clock, load average {os.getloadavg()[0]:.2f})"
     )
     return 0
 

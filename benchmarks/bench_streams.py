@@ -88,10 +88,10 @@ class Workers:
                    HERDWATCH_WORKER_SESSION_TIMEOUT_S="6", HERDWATCH_WORKER_TICK_INTERVAL_S="1")
         self.procs = []
         for i, port in enumerate(self.ports):
-            log = open(tmp / f"{app_id}-{i}.log", "wb")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "herdwatch.cli", "worker"],
-                                               env={**env, "HERDWATCH_WORKER_METRICS_PORT": str(port)},
-                                               stdout=log, stderr=subprocess.STDOUT))
+            with open(tmp / f"{app_id}-{i}.log", "wb") as log:
+                self.procs.append(subprocess.Popen([sys.executable, "-m", "herdwatch.cli", "worker"],
+                                                   env={**env, "HERDWATCH_WORKER_METRICS_PORT": str(port)},
+                                                   stdout=log, stderr=subprocess.STDOUT))
 
     def metric(self, name: str, **labels: str) -> float:
         return sum(self.metric_of(i, name, **labels) for i in range(len(self.ports)))
@@ -223,7 +223,7 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
             if m is None or m.error():
                 continue
             recv = time.time()
-            f = orjson.loads(m.value())
+            f = orjson.loads(m.value() or b"{}")
             arrivals.append(recv - datetime.fromisoformat(f["time"]).timestamp())
         c.close()
 

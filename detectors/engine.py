@@ -75,10 +75,10 @@ class FamilyEngine:
         peer_min_peers: int = 5,
         mv_enabled: bool = True,
         mv_min_hosts: int = 16,
-        mv_refit_s: float = 300.0,
+        mv_refit_s: float = 120.0,
         mv_threshold: float = 0.6,
         mv_min_z: float = 6.0,
-        mv_persistence: int = 3,
+        mv_persistence: int = 2,
         record_scores: bool = False,
         family: str | None = None,
     ) -> None:
@@ -381,8 +381,9 @@ class FamilyEngine:
         explanation: str,
         details: dict[str, Any],
         suppress_as: str | None = None,
+        suppress_for: float | None = None,
     ) -> list[Output]:
-        if not self.suppress.allow(suppress_as or host, subject, t):
+        if not self.suppress.allow(suppress_as or host, subject, t, suppress_for):
             return []
         return [
             Finding(
@@ -500,6 +501,7 @@ class FamilyEngine:
                     text,
                     details,
                     suppress_as=f"image:{image}",
+                    suppress_for=float("inf"),  # an image is assessed once
                 )
             else:
                 for h in hosts:
@@ -575,9 +577,9 @@ class FamilyEngine:
 
     def _multivariate(self, image: str, t: float) -> list[Output]:
         b = self.baseline
-        if b.n(image) < self.mv.min_hosts:
+        if b.n(image) < self.mv.min_hosts or not self.mv.due(image, t):
             return []
-        scored = self.mv.score_hosts(image, t)
+        scored = self.mv.score_hosts(image, t)  # refits first: the model includes the hosts it judges
         out: list[Output] = []
         reports = b.metrics.get(image, {})
         for host, (s, z) in scored.items():
@@ -635,3 +637,4 @@ class FamilyEngine:
                     b.counts.pop(image, None)
                     b.metrics.pop(image, None)
                     b.members.pop(image, None)
+                    self.suppress.forget_host(f"image:{image}")

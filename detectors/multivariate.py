@@ -1,7 +1,9 @@
 """Multivariate outliers: a host whose whole metric vector is unlike its clones', even when no single
 metric is far off. One scikit-learn IsolationForest per cohort, fitted on the latest metric vector of
-every live host (from the store, fixed random_state) and refitted every `refit_s` of event time. Models
-are derived caches: they are never stored, only rebuilt.
+every live host (from the store, fixed random_state) and refitted every `refit_s` of event time; the
+engine scores the same vectors right after each refit (an isolation forest cannot isolate a point outside
+the range it was fitted on, so the host being judged must be in the sample). Models are derived caches:
+they are never stored, only rebuilt.
 
 A host is an outlier when its anomaly score is high in absolute terms (`threshold`, 0.5 = typical) and
 stands out from its peers' scores (robust z >= `min_z`), so a cohort-wide shift, which moves every
@@ -28,7 +30,7 @@ class MultivariateOutlier(Detector):
         self,
         n_estimators: int = 50,
         min_hosts: int = 16,
-        refit_s: float = 300.0,
+        refit_s: float = 120.0,
         window_s: float = 180.0,
         max_samples: int = 128,
         threshold: float = 0.6,
@@ -86,6 +88,11 @@ class MultivariateOutlier(Detector):
         model.fit(x)
         self._models[image] = (now, model, names)
         return True
+
+    def due(self, image: str, now: float) -> bool:
+        """True when the cohort's model is missing or older than refit_s (time to refit and score)."""
+        m = self._models.get(image)
+        return m is None or now - m[0] >= self.refit_s or now < m[0]
 
     def model(self, image: str, now: float) -> tuple[Any, list[str]] | None:
         m = self._models.get(image)

@@ -23,10 +23,11 @@ class Suppressor:
         _, host, subject = key.split("|", 2)
         self._by_host.setdefault(host, set()).add(subject)
 
-    def allow(self, host: str, subject: str, now: float) -> bool:
+    def allow(self, host: str, subject: str, now: float, window_s: float | None = None) -> bool:
         key = f"s|{host}|{subject}"
         last = self.store.get(key)
-        if last is not None and now - float(last) < self.window_s:
+        window = self.window_s if window_s is None else window_s
+        if last is not None and now - float(last) < window:
             return False
         self.store[key] = now
         self._by_host.setdefault(host, set()).add(subject)

@@ -84,7 +84,7 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
     deadletter = topic(names.deadletter, parts.get(names.deadletter, 1))
 
     def table(name: str, n: int) -> Any:
-        schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+        schema: Any = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
         return app.Table(name, partitions=n, schema=schema, help=f"herdwatch {name}")
 
     tables = {name: table(name, n_tel) for name in HOST_TABLES}
@@ -220,13 +220,11 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         for name, value in lag.items():
             metrics.consumer_lag.labels(name).set(value)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-        stage.reset()
+    def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
+        stage.reset()  # engines rebuild their caches from the (recovered) tables on next use
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
-        stage.reset()
+    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(on_rebalance)
 
     app.herdwatch_stage = stage  # type: ignore[attr-defined]
     return app

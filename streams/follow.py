@@ -71,12 +71,14 @@ def follow(kafka: KafkaSettings, group: str | None = None, from_beginning: bool 
                 if not forever and _caught_up(consumer, topic, ends, done):
                     return
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise RuntimeError(f"reading {topic}: {msg.error()}")
-            if not forever and msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                done.add(msg.partition())
+                raise RuntimeError(f"reading {topic}: {err}")
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if not forever and offset + 1 >= ends.get(partition, 0):
+                done.add(partition)
             try:
                 yield orjson.loads(msg.value() or b"null") or {}
             except orjson.JSONDecodeError:

@@ -74,6 +74,7 @@ def process_host_batch(events: list[Event], seq: list[Any] | None, state: dict[s
     if last_seen is None:  # every event was a duplicate
         result.seq = list(seq) if seq is not None else []
         return result
+    result.observations = merge(result.observations)
     if result.observations:
         last_fwd = last_seen
     elif hs.started and (last_fwd is None or last_seen - last_fwd >= touch_interval_s):
@@ -85,3 +86,33 @@ def process_host_batch(events: list[Event], seq: list[Any] | None, state: dict[s
     if new_state != state:
         result.state = new_state
     return result
+
+
+def merge(observations: list[Observation]) -> list[Observation]:
+    """Fold one host's consecutive observations from one batch into as few as possible.
+
+    A feature added and removed again within the batch cancels out; metrics keep their latest values.
+    A host's first observation, a departure and a change of image start a new one.
+    """
+    out: list[Observation] = []
+    for o in observations:
+        prev = out[-1] if out else None
+        if prev is None or prev.gone or o.gone or o.first or o.image_id != prev.image_id:
+            out.append(o)
+            continue
+        added = dict.fromkeys(prev.added)
+        removed = dict.fromkeys(prev.removed)
+        for f in o.removed:
+            if f in added:
+                del added[f]
+            else:
+                removed[f] = None
+        for f in o.added:
+            if f in removed:
+                del removed[f]
+            else:
+                added[f] = None
+        out[-1] = Observation(o.host_id, o.image_id, o.image_family, o.time, added=tuple(added),
+                              removed=tuple(removed), metrics={**prev.metrics, **o.metrics}, first=prev.first)
+    return out
+

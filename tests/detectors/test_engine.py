@@ -246,7 +246,7 @@ def test_multivariate_outlier_when_no_single_metric_is_far_enough() -> None:
     e = FamilyEngine(host_timeout_s=1e6)
     join(e, "ami-app", 30)
     out = []
-    for k in range(12):
+    for k in range(40):  # the model is refitted and the cohort scored every mv_refit_s (120 s)
         t = 10 + 10 * k
         for i in range(30):
             odd = i == 7 and k >= 4
@@ -258,3 +258,15 @@ def test_multivariate_outlier_when_no_single_metric_is_far_enough() -> None:
     assert {f.kind for f in fs} == {FindingKind.MULTIVARIATE_OUTLIER}
     assert [f.host_id for f in fs] == ["ami-app-h07"]
     assert "cpu_pct" in fs[0].explanation or "conns" in fs[0].explanation
+
+
+def test_image_level_violation_is_not_repeated_as_hosts_come_and_go() -> None:
+    e = FamilyEngine(host_timeout_s=1e6, suppress_s=100)
+    bad = (*BASE, "cfg:sshd.passwordauthentication=yes")
+    out = join(e, "ami-old", 8, features=bad)
+    out += advance(e, 0, 400)
+    for k in range(5):  # batch-style churn long after the first assessment
+        t = 500 + 300 * k
+        out += e.process(obs(f"late-{k}", "ami-old", t, bad, first=True))
+        out += advance(e, t, t + 290)
+    assert len([f for f in findings(out) if f.kind == FindingKind.POLICY_VIOLATION]) == 1
