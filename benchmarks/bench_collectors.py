@@ -158,6 +158,7 @@ def main() -> int:
     ap.add_argument("--outage", type=float, default=60.0, help="broker outage, seconds (0 skips phase 2)")
     ap.add_argument("--procs", type=int, default=300, help="at least this many processes during the run")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
     work = Path(tempfile.mkdtemp(prefix="bench-collectors-"))
     broker = LocalKafka(work / "kafka", free_port(), free_port())

@@ -50,9 +50,7 @@ def bench_throughput(hosts: int, n_obs: int) -> None:
     rng = random.Random(1)
     engine = FamilyEngine(mv_enabled=False)
     for i in range(hosts):
-        engine.process(
-            Observation(f"h{i}", "ami-bench", "bench", T0, tuple(host_features(i, rng)), first=True)
-        )
+        engine.process(Observation(f"h{i}", "ami-bench", "bench", T0, tuple(host_features(i, rng)), first=True))
     toggles = [f"proc:/usr/bin/job|job --run #|batch{k}" for k in range(8)] + [
         f"dest:tcp/443@10.9.{k}.0/24" for k in range(8)
     ]
@@ -91,9 +89,7 @@ def bench_throughput(hosts: int, n_obs: int) -> None:
     start = time.perf_counter()
     n = 0
     for e in fleet.events:
-        hs = states.get(e.host_id) or states.setdefault(
-            e.host_id, HostState(e.host_id, e.image_id, e.image_family)
-        )
+        hs = states.get(e.host_id) or states.setdefault(e.host_id, HostState(e.host_id, e.image_id, e.image_family))
         ob = hs.apply(e)
         if ob is not None:
             n += 1
@@ -122,9 +118,7 @@ def bench_state(hosts: int) -> None:
             "net_bytes_out": rng.gauss(4e6, 3e5),
             "auth_failures": float(rng.randint(0, 4)),
         }
-        engine.process(
-            Observation(f"h{i}", "ami-state", "state", T0, tuple(feats), metrics=metrics, first=True)
-        )
+        engine.process(Observation(f"h{i}", "ami-state", "state", T0, tuple(feats), metrics=metrics, first=True))
     engine.tick(T0 + timedelta(seconds=30))  # builds the multivariate model and peer statistics too
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -200,9 +194,7 @@ def main() -> None:
     bench_throughput(hosts=1000, n_obs=50_000 if args.quick else 200_000)
     bench_state(hosts=1000)
     bench_quality(duration_s=3600.0 if args.quick else 4 * 3600.0)
-    for name in (
-        args.scenario if args.scenario is not None else (["ci"] if args.quick else ["demo", "normal"])
-    ):
+    for name in args.scenario if args.scenario is not None else (["ci"] if args.quick else ["demo", "normal"]):
         bench_scenario(name)
 
 

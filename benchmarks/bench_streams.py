@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from collectors.publisher import producer_config
 from herdwatch.contract import decode_batch, encode_batch
@@ -129,13 +129,6 @@ class Workers:
                 p.wait(10)
 
 
-def topic_end(kafka: KafkaSettings, topic: str) -> int:
-    c = Consumer({**kafka.confluent_config(), "group.id": "bench-offsets"})
-    total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS))
-    c.close()
-    return total
-
-
 def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[tuple[bytes, bytes]],
                 messages: list[tuple[bytes, bytes]], events: int) -> dict[str, float]:
     """Start `workers` workers, let them settle on a warm-up, then time a backlog produced in one go:
@@ -145,7 +138,8 @@ def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[tuple[
         produce(kafka, kafka.topics.telemetry, warm)
         warm_events = sum(len(orjson.loads(v)) for _, v in warm)
         deadline = time.monotonic() + 120
-        while any(w.metric_of(i, "herdwatch_streams_events_in_total") == 0 for i in range(workers)) \
+        owned = "herdwatch_streams_assigned_partitions"
+        while any(w.metric_of(i, owned) == 0 for i in range(workers)) or w.metric(owned) != 2 * PARTITIONS \
                 or w.metric("herdwatch_streams_events_in_total") < warm_events:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers did not start; see logs in {tmp}")
@@ -157,11 +151,11 @@ def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[tuple[
         last = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            if w.metric("herdwatch_streams_events_in_total") >= warm_events + events:
-                consumed = w.metric("herdwatch_streams_processing_seconds_count", stage="cohorts")
-                if consumed >= topic_end(kafka, kafka.topics.observations) - 2 * PARTITIONS:
-                    last = time.perf_counter()
-                    break
+            if w.metric("herdwatch_streams_events_in_total") >= warm_events + events and \
+                    w.metric("herdwatch_streams_observations_scored_total") >= \
+                    w.metric("herdwatch_streams_observations_total"):
+                last = time.perf_counter()
+                break
             time.sleep(0.05)
         if last is None:
             raise RuntimeError(f"workers did not finish; see logs in {tmp}")

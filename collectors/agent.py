@@ -56,7 +56,8 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
     processes = ProcessProbe(s.process_interval_s, s.process_inventory_s, s.proc, s.max_cmdline_chars)
     network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets)
     logins = LoginProbe(s.login_interval_s, s.login_inventory_s, s.auth_logs,
-                        s.state_dir / "journal.cursor" if s.journal else None, s.max_auth_bytes_per_read)
+                        s.state_dir / "journal.cursor" if s.journal else None, s.max_auth_bytes_per_read,
+                        state_dir=s.state_dir)
     metrics = MetricsProbe(s.metrics_interval_s, procs=lambda: len(processes.known),
                            conns=lambda: network.count, failed_logins=lambda: logins.failed_total)
     probes: list[Probe] = [processes, network, logins, metrics,
@@ -74,7 +75,11 @@ class Agent:
         self.kafka = kafka
         self.wall, self.mono = wall, mono
         state = settings.state_dir
-        state.mkdir(parents=True, exist_ok=True)
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RuntimeError(f"cannot use state dir {state}: {e}; set HERDWATCH_COLLECTOR_STATE_DIR or "
+                               f"--state-dir to a writable directory") from e
         self.started_mono = mono()
         self.identity = identity or resolve_identity(settings)
         self.spool = Spool(state / "spool", settings.spool_max_bytes, settings.spool_segment_bytes,
@@ -221,9 +226,16 @@ class Agent:
             emits.append(self.heartbeat())
             self._next_heartbeat = self.mono() + self.settings.heartbeat_interval_s
         events = self.publish(emits)
-        self.delivery.pump()
-        self._log_first_ack()
+        self._pump()
         return events
+
+    def _pump(self) -> None:
+        try:
+            self.delivery.pump()
+        except Exception:  # delivery trouble must never stop collection: the spool keeps everything
+            signals.broker_errors.emit(code="pump")
+            log.exception("delivery step failed; events stay in the spool and are retried")
+        self._log_first_ack()
 
     def _log_first_ack(self) -> None:
         if not self._first_ack_logged and self.delivery.first_ack_at is not None:
@@ -246,8 +258,7 @@ class Agent:
             if remaining <= 0:
                 break
             self.stop_event.wait(min(remaining, 0.2 if self.delivery.inflight else remaining))
-            self.delivery.pump()
-            self._log_first_ack()
+            self._pump()
 
     def _ensure_topics(self) -> None:
         from herdwatch.kafka_admin import ensure_topics

@@ -19,12 +19,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from collectors import signals
 from collectors.publisher import Publisher
 from collectors.spool import Record, Spool
-from herdwatch.contract import Event, encode_batch
+from herdwatch.contract import Event, encode_batch, encode_event
 from herdwatch.settings import KafkaSettings
 
 log = logging.getLogger("herdwatch.collector")
@@ -59,10 +60,14 @@ class TokenBucket:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
         self.t = now
-        if self.tokens >= min(n, self.burst):
+        n = min(n, self.burst)  # a batch larger than the burst waits for a full bucket, then goes
+        if self.tokens >= n:
             self.tokens -= n
             return True
         return False
+
+    def refund(self, n: float) -> None:
+        self.tokens = min(self.burst, self.tokens + min(n, self.burst))
 
 
 class Delivery:
@@ -129,7 +134,25 @@ class Delivery:
 
     # -- API -----------------------------------------------------------------------------------------
     def submit(self, events: list[Event]) -> None:
-        for batch, value in split_batches(events, self.max_message_bytes):
+        try:
+            batches = split_batches(events, self.max_message_bytes)
+        except orjson.JSONEncodeError:  # a payload JSON cannot carry: send the rest, count the loss
+            good = []
+            for event in events:
+                try:
+                    encode_event(event)
+                    good.append(event)
+                except orjson.JSONEncodeError as e:
+                    log.error("cannot encode a %s event (%s); dropping it", event.kind.value, e)
+                    self._drop(1, "unencodable")
+            runs: list[list[Event]] = []  # a spool record holds consecutive seqs: split at the gaps
+            for event in good:
+                if runs and runs[-1][-1].seq + 1 == event.seq:
+                    runs[-1].append(event)
+                else:
+                    runs.append([event])
+            batches = [b for run in runs for b in split_batches(run, self.max_message_bytes)]
+        for batch, value in batches:
             self._store(value, batch[0].seq, len(batch))
 
     def _store(self, value: bytes, first_seq: int, count: int) -> None:
@@ -187,7 +210,15 @@ class Delivery:
                     self.spool.read_pos = (record.seg, record.offset)  # not now: rate limit
                     break
                 self.inflight.append(record)
-                self.publisher.publish_value(record.value, self.key, on_delivery=self._callback(record))
+                try:
+                    self.publisher.publish_value(record.value, self.key, on_delivery=self._callback(record))
+                except KafkaException as e:  # refused by the client itself, e.g. above message.max.bytes
+                    self.inflight.pop()
+                    self.msg_bucket.refund(1)
+                    self.byte_bucket.refund(len(record.value))
+                    log.error("Kafka client refused a batch of %d events (%s); dropping it", record.count, e)
+                    self.spool.ack(record)
+                    self._drop(record.count, "rejected")
         if self._cursor_dirty and now - self._cursor_saved_at >= 1.0:
             self.spool.save_cursor()
             self._cursor_dirty, self._cursor_saved_at = False, now
@@ -204,6 +235,9 @@ class Delivery:
         self.publisher.producer.flush(1)  # serves the purge reports of the old producer
         self._failed = None
         self.publisher = self._new_publisher()
+        lost = sum(r.count for r in self.inflight if self.spool.evicted(r))
+        if lost:  # their segment was deleted by the size bound while they were in flight
+            self.spool.count_lost(lost)
         self.inflight.clear()
         if head is not None:
             key = (head.seg, head.offset)

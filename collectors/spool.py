@@ -64,6 +64,7 @@ class Spool:
         """Events deleted unsent because of the size bound (cumulative in this process)."""
         self.last_seq: int | None = None
         self.seg_events: dict[int, int] = {}
+        self._evicted: set[int] = set()
         self.seg_bytes: dict[int, int] = {}
         cursor = read_json(self.dir / "cursor.json") or {}
         self.cursor: tuple[int, int] = (int(cursor.get("seg", 0)), int(cursor.get("offset", 0)))
@@ -176,6 +177,7 @@ class Spool:
             elif self.read_pos[0] > oldest:
                 lost = 0
             self._delete(oldest)
+            self._evicted.add(oldest)
             nxt = min(self.seg_bytes)
             if self.cursor[0] <= oldest:
                 self.cursor, self._acked_in_cursor_seg = (nxt, 0), 0
@@ -185,6 +187,15 @@ class Spool:
             if lost:
                 self.dropped += lost
                 signals.events_dropped.emit(lost, reason="spool_full")
+
+    def evicted(self, record: Record) -> bool:
+        """True if `record` was handed out but its segment has since been deleted by the size bound."""
+        return record.seg in self._evicted
+
+    def count_lost(self, count: int) -> None:
+        """Evicted records that were in flight and then failed: they are lost too."""
+        self.dropped += count
+        signals.events_dropped.emit(count, reason="spool_full")
 
     def _unread_events(self, seg: int) -> int:
         data = self._path(seg).read_bytes()

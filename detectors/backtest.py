@@ -156,9 +156,7 @@ def replay(
                 out.append(gap)
         hs = states.get(event.host_id)
         if hs is None:
-            hs = states[event.host_id] = HostState(
-                event.host_id, event.image_id, event.image_family, linger_s
-            )
+            hs = states[event.host_id] = HostState(event.host_id, event.image_id, event.image_family, linger_s)
         s = span.get(event.host_id)
         if s is None:
             span[event.host_id] = [t, t]

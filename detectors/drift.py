@@ -82,9 +82,7 @@ class ConfigDrift(Detector):
             return Severity.HIGH
         return Severity.MEDIUM
 
-    def explain(
-        self, feature: str, host: str, image: str, absent: bool = False
-    ) -> tuple[str, dict[str, object]]:
+    def explain(self, feature: str, host: str, image: str, absent: bool = False) -> tuple[str, dict[str, object]]:
         kind, key, value = split_state(feature)
         n = self.baseline.n(image)
         count = self.baseline.count(image, feature)

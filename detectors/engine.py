@@ -70,7 +70,7 @@ class FamilyEngine:
         peer_min_z: float = 5.0,
         peer_min_rel: float = 0.5,
         peer_min_abs: dict[str, float] | None = None,
-        peer_persistence: int = 4,
+        peer_persistence: int = 5,
         peer_window_s: float = 180.0,
         peer_min_peers: int = 5,
         mv_enabled: bool = True,
@@ -205,12 +205,9 @@ class FamilyEngine:
         t = self.now
         b = self.baseline
         out = self._judge_due(t)
-        families = set()
-        for host in b.silent_hosts(t, self.host_timeout_s):
-            rec = b.leave(host)
+        for host in b.silent_hosts(t, self.host_timeout_s):  # silent too long: treated as gone
+            b.leave(host)
             self._forget(host)
-            if rec is not None:
-                families.add(rec.family)
         for family in list(b.images):
             out += self.rollout.update(family, t)
             st = self.rollout.state(family)
@@ -353,9 +350,7 @@ class FamilyEngine:
             return out
         for h in hosts:
             if kind in STATE_KINDS:
-                out += self._drift_finding(
-                    h, image, family, feat, absent, scope, count, total, e["h"][h], now
-                )
+                out += self._drift_finding(h, image, family, feat, absent, scope, count, total, e["h"][h], now)
             else:
                 out += self._rare_finding(h, image, family, feat, scope, count, total, now)
         return out
@@ -594,9 +589,7 @@ class FamilyEngine:
                 rec = b.hosts.get(host)
                 if rec is None:
                     continue
-                parts = ", ".join(
-                    f"{k} {x:g} (peers {m:g})" for k, x, m in self.mv.contributions(image, host, t)
-                )
+                parts = ", ".join(f"{k} {x:g} (peers {m:g})" for k, x, m in self.mv.contributions(image, host, t))
                 text = (
                     f"host {host}'s metrics as a whole are unlike the {len(scored)} hosts of image {image} "
                     f"(isolation score {s:.2f}, {z:.1f} robust z above its peers, {streak} checks in a row); "

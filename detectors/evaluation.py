@@ -115,9 +115,7 @@ def evaluate(
         "ttd_median_s": round(median(ttds), 1) if ttds else None,
         "ttd_max_s": max(ttds) if ttds else None,
         "per_truth": per_truth,
-        "false_alarms_per_1000_host_hours": (
-            round(1000.0 * len(fp_list) / host_hours, 2) if host_hours else None
-        ),
+        "false_alarms_per_1000_host_hours": (round(1000.0 * len(fp_list) / host_hours, 2) if host_hours else None),
         "noise_false_alarms": noise_fp,
         "rollout_host_anomalies": noise_fp.get("rollout", 0),
         "rollout_events": rollout_events,

@@ -33,9 +33,7 @@ MAX_VALUE = 80
 PUBLIC_WEB_PORTS = frozenset({80, 443})
 """Outbound web traffic to public addresses aggregates to `public` (CDN addresses change constantly)."""
 
-_HEX = re.compile(
-    r"\b[0-9a-fA-F]{8,}\b|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+_HEX = re.compile(r"\b[0-9a-fA-F]{8,}\b|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TEMP = re.compile(r"(/(?:tmp|var/tmp|dev/shm)/)(?:(?=[^/\s]*\d)|(?=tmp\w{6}))[^/\s]+")
 _NUM = re.compile(r"\d+")
 _SSHD_SESSION = re.compile(r"^sshd(?:-session)?: \S+ \[(priv|net|preauth|accepted)\]|^sshd(?:-session)?: \S+@\S+")

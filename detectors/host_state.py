@@ -274,11 +274,7 @@ class HostState:
         self._dec(known[1], now, removed)
 
     def _proc_inventory(self, items: list[Any], now: float, added: list[str], removed: list[str]) -> None:
-        exes = {
-            str(it.get("pid")): str(it.get("exe") or it.get("name") or "?")
-            for it in items
-            if isinstance(it, dict)
-        }
+        exes = {str(it.get("pid")): str(it.get("exe") or it.get("name") or "?") for it in items if isinstance(it, dict)}
         pids: dict[str, list[str]] = {}
         new: dict[str, int] = {}
         for it in items:
@@ -351,9 +347,7 @@ class HostState:
             return package_feature(key, value)
         return module_feature(key)
 
-    def _state_inventory(
-        self, kind: Kind, items: dict[str, Any], added: list[str], removed: list[str]
-    ) -> None:
+    def _state_inventory(self, kind: Kind, items: dict[str, Any], added: list[str], removed: list[str]) -> None:
         k = self._STATE_KIND[kind]
         old = self.state[k]
         new = {str(key): str(v) for key, v in items.items() if v is not None}

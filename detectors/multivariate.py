@@ -56,9 +56,7 @@ class MultivariateOutlier(Detector):
 
     def vectors(self, image: str, now: float) -> tuple[list[str], list[str], np.ndarray]:
         """(hosts, metric names, log-scaled matrix) of the cohort's live hosts' latest metrics."""
-        rows = [
-            (h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s
-        ]
+        rows = [(h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s]
         if not rows:
             return [], [], np.zeros((0, 0))
         seen: dict[str, int] = {}
@@ -108,9 +106,7 @@ class MultivariateOutlier(Detector):
         if m is None:
             return {}
         model, names = m
-        rows = [
-            (h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s
-        ]
+        rows = [(h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s]
         if not rows:
             return {}
         scores = fast_scores(model, self._matrix([v for _, v in rows], names))
@@ -127,9 +123,7 @@ class MultivariateOutlier(Detector):
         model, names = m
         return float(fast_scores(model, self._matrix([obs.metrics], names))[0])
 
-    def contributions(
-        self, image: str, host: str, now: float, top: int = 3
-    ) -> list[tuple[str, float, float]]:
+    def contributions(self, image: str, host: str, now: float, top: int = 3) -> list[tuple[str, float, float]]:
         """The metrics that set the host apart most: (name, host value, peer median), by robust z."""
         values = self.baseline.metrics.get(image, {}).get(host)
         if values is None:
@@ -163,9 +157,7 @@ def fast_scores(model: Any, x: np.ndarray) -> np.ndarray:
         return np.asarray(-model.score_samples(x))
     x32 = np.asarray(x, dtype=np.float32)
     depths = np.zeros(x32.shape[0])
-    for tree, features, dl, ap in zip(
-        model.estimators_, model.estimators_features_, lengths, averages, strict=True
-    ):
+    for tree, features, dl, ap in zip(model.estimators_, model.estimators_features_, lengths, averages, strict=True):
         leaves = tree.tree_.apply(np.ascontiguousarray(x32[:, features]))
         depths += dl[leaves] + ap[leaves] - 1.0
     denom = len(model.estimators_) * _average_path_length(model.max_samples_)

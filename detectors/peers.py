@@ -43,7 +43,7 @@ class PeerDeviation(Detector):
         min_z: float = 5.0,
         min_rel: float = 0.5,
         min_abs: dict[str, float] | None = None,
-        persistence: int = 4,
+        persistence: int = 5,
         window_s: float = 180.0,
         refresh_s: float = 10.0,
         min_peers: int = 5,

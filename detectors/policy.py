@@ -149,9 +149,7 @@ class PolicyCheck(Detector):
         return best
 
     @staticmethod
-    def explain(
-        rule: Rule, feature: str, host: str, image: str, count: int, n: int, image_level: bool
-    ) -> str:
+    def explain(rule: Rule, feature: str, host: str, image: str, count: int, n: int, image_level: bool) -> str:
         _, key, value = split_state(feature)
         if image_level:
             return (

@@ -226,8 +226,7 @@ class RolloutTracker(Detector):
                         RolloutStatus.COMPLETED,
                         share,
                         t,
-                        f"rollout of image {new} in family {family} completed at {share:.0%} "
-                        f"({n_new} hosts){left}",
+                        f"rollout of image {new} in family {family} completed at {share:.0%} ({n_new} hosts){left}",
                     )
                 )
         if changed:

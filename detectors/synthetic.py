@@ -177,9 +177,7 @@ class _Host:
                 }
             )
         self.emit(t, Kind.PROCESS_INVENTORY, {"items": procs})
-        socks = [
-            {"state": "listen", "proto": "tcp", "laddr": "0.0.0.0", "lport": 22, "exe": "/usr/sbin/sshd"}
-        ]
+        socks = [{"state": "listen", "proto": "tcp", "laddr": "0.0.0.0", "lport": 22, "exe": "/usr/sbin/sshd"}]
         socks += [
             {"state": "listen", "proto": p, "laddr": "0.0.0.0", "lport": port, "exe": exe}
             for p, port, exe in r["listen"]
@@ -462,8 +460,7 @@ def _batch_job(h: _Host, t: float) -> None:
         "ppid": 1,
         "exe": "/usr/bin/ffmpeg",
         "user": "batch",
-        "cmdline": f"ffmpeg -i /scratch/job-{h.b.rng.randint(1, 99999)}/in.mov -c:v libx264 "
-        f"/tmp/tmpa{h.pid}xq.mp4",
+        "cmdline": f"ffmpeg -i /scratch/job-{h.b.rng.randint(1, 99999)}/in.mov -c:v libx264 /tmp/tmpa{h.pid}xq.mp4",
         "parents": ["/usr/bin/python3.12"],
     }
     h.emit(t, Kind.PROCESS_START, job)

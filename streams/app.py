@@ -67,7 +67,7 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         broker_session_timeout=ws.session_timeout_s,
         broker_heartbeat_interval=min(3.0, ws.session_timeout_s / 3),
         broker_commit_interval=1.0,
-        producer_linger=0.005,
+        producer_linger=0.02,
         producer_max_batch_size=1_000_000,
         producer_compression_type="lz4",
         consumer_auto_offset_reset="earliest",
@@ -170,6 +170,7 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
             out, life = stage.tick(event.message.partition)
         else:
             out, life = stage.process(obs)
+            signals.observations_scored.emit(len(obs))
         await publish(out)
         for item in life:
             signals.lifecycle_events.emit(status=item["status"], reason=item["reason"].split(" ")[0])
@@ -204,23 +205,27 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
             if tp.topic == observations.get_topic_name():
                 await observations.send(value=codec.encode_tick(wall), partition=tp.partition)
 
-    @app.timer(5.0)
+    @app.timer(2.0)
     async def gauges() -> None:
         for name, t in tables.items():
             metrics.table_entries.labels(name).set(len(t))
-        lag: dict[str, int] = defaultdict(int)
+        sources = (telemetry.get_topic_name(), observations.get_topic_name())
+        lag: dict[str, int] = dict.fromkeys(sources, 0)
+        owned: dict[str, int] = dict.fromkeys(sources, 0)
         consumer = app.consumer
         for tp in consumer.assignment():
-            if tp.topic not in (telemetry.get_topic_name(), observations.get_topic_name()):
+            if tp.topic not in sources:
                 continue
+            owned[tp.topic] += 1
             position = await consumer.position(tp)
             high = consumer.highwater(tp)
             if position is not None and high is not None:
                 lag[tp.topic] += max(0, high - position)
-        for name, value in lag.items():
-            metrics.consumer_lag.labels(name).set(value)
+        for name in sources:
+            metrics.consumer_lag.labels(name).set(lag[name])
+            metrics.assigned_partitions.labels(name).set(owned[name])
 
-    def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
+    def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         stage.reset()  # engines rebuild their caches from the (recovered) tables on next use
 
     app.on_partitions_revoked.connect(on_rebalance)

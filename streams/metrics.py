@@ -13,3 +13,5 @@ event_delay_seconds = Histogram("herdwatch_streams_event_delay_seconds",
                                 "event time to the moment its finding is published",
                                 buckets=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0))
 table_entries = Gauge("herdwatch_streams_table_entries", "entries held in each table on this worker", ["table"])
+assigned_partitions = Gauge("herdwatch_streams_assigned_partitions",
+                            "partitions of each consumed topic this worker owns", ["topic"])

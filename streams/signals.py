@@ -15,6 +15,7 @@ events_duplicate = Signal("streams_events_duplicate",
                           "events skipped because their host already applied that seq (replays)")
 events_lost = Signal("streams_events_lost", "events missing according to per-host sequence gaps")
 observations = Signal("streams_observations", "host feature observations sent to the cohort stage")
+observations_scored = Signal("streams_observations_scored", "observations the cohort stage learned and scored")
 findings = Signal("streams_findings", "findings published to the anomaly topic", labels=("kind", "severity"))
 rollout_events = Signal("streams_rollout_events", "rollout events published", labels=("status",),
                         level=logging.INFO)

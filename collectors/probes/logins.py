@@ -7,6 +7,7 @@ journal's auth facilities are read with a cursor file (`journalctl --cursor-file
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import psutil
 from collectors import signals
 from collectors.probes.base import Emit, Probe
 from collectors.safe import absent, clean
+from collectors.state import read_json, write_json
 from herdwatch.contract import Kind
 
 MAX_LINE = 4096
@@ -59,8 +61,10 @@ def parse_auth_line(line: str, service: str | None = None) -> dict[str, Any] | N
 class LogFollower:
     """Reads new complete lines of a file, surviving rotation and truncation."""
 
-    def __init__(self, path: Path, max_bytes: int, from_start_if_newer_than: float | None = None) -> None:
+    def __init__(self, path: Path, max_bytes: int, from_start_if_newer_than: float | None = None,
+                 state_file: Path | None = None) -> None:
         self.path = path
+        self.state_file = state_file
         self.max_bytes = max_bytes
         self.inode: int | None = None
         self.offset = 0
@@ -71,9 +75,12 @@ class LogFollower:
         st = absent(lambda: os.stat(self.path))
         if st is None:
             return []
-        if self.inode is None:  # first open: history before the agent only if the file began this boot
+        if self.inode is None:  # first open: where the last run stopped, else the end of the file, unless
+            saved = read_json(self.state_file) if self.state_file else None  # it began this boot
             fresh = self._newer_than is not None and st.st_ctime >= self._newer_than
             self.offset = 0 if fresh else st.st_size
+            if isinstance(saved, dict) and saved.get("inode") == st.st_ino and saved.get("offset", -1) <= st.st_size:
+                self.offset = int(saved["offset"])
         elif st.st_ino != self.inode or st.st_size < self.offset:
             self.offset, self._partial = 0, b""  # rotated or truncated
         self.inode = st.st_ino
@@ -86,6 +93,9 @@ class LogFollower:
                 return f.read(self.max_bytes)
         data = absent(read) or b""
         self.offset += len(data)
+        if self.state_file is not None and data:
+            with contextlib.suppress(OSError):
+                write_json(self.state_file, {"inode": self.inode, "offset": self.offset})
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
@@ -138,10 +148,12 @@ class LoginProbe(Probe):
 
     def __init__(self, interval: float = 15.0, inventory_interval: float | None = 600.0,
                  auth_logs: list[Path] | None = None, journal_cursor: Path | None = None,
-                 max_bytes: int = 1_000_000, boot_time: float | None = None) -> None:
+                 max_bytes: int = 1_000_000, boot_time: float | None = None,
+                 state_dir: Path | None = None) -> None:
         super().__init__(interval, inventory_interval)
         boot = boot_time if boot_time is not None else psutil.boot_time()
-        self.followers = [LogFollower(p, max_bytes, boot) for p in auth_logs or []]
+        self.followers = [LogFollower(p, max_bytes, boot, state_dir / f"authlog.{p.name}.json" if state_dir else None)
+                          for p in auth_logs or []]
         self.journal = JournalReader(journal_cursor) if journal_cursor is not None else None
         self.failed_total = 0
         self._last_users: list[dict[str, Any]] | None = None

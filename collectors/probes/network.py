@@ -40,8 +40,8 @@ def parse_table(text: str, proto: str) -> list[tuple[SockKey, int]]:
     udp = proto.startswith("udp")
     for line in text.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 10:
-            continue
+        if len(fields) < 10 or (not udp and fields[3] not in (TCP_LISTEN, TCP_ESTABLISHED)):
+            continue  # e.g. TIME_WAIT: skipped before any decoding (busy hosts have thousands)
         try:
             laddr, lport = decode_addr(fields[1])
             raddr, rport = decode_addr(fields[2])
@@ -83,6 +83,7 @@ class NetworkProbe(Probe):
         self._owners: dict[int, tuple[int, str]] = {}
         self._seen_pids: set[str] = set()
         self._socket_pids: set[str] = set()
+        self._last_owner: dict[str, float] = {}
         self._full_scan_at = -1e9
         self.full_scan_s = full_scan_s
         self._waiting: dict[SockKey, int] = {}
@@ -115,7 +116,9 @@ class NetworkProbe(Probe):
         proc = str(self.proc)
         pids = [n for n in absent(lambda: os.listdir(proc)) or [] if n.isdigit()]
         fresh = [n for n in pids if n not in self._seen_pids]  # new processes first: the usual owners
-        likely = fresh + [n for n in pids if n in self._socket_pids and n in self._seen_pids]
+        holders = [n for n in pids if n in self._socket_pids and n in self._seen_pids]
+        holders.sort(key=lambda n: -self._last_owner.get(n, 0))  # recent owners of new sockets first
+        likely = fresh + holders
         found = self._read_fds(likely, wanted)
         missing = wanted - found.keys()
         complete = len(likely) == len(pids)
@@ -126,7 +129,10 @@ class NetworkProbe(Probe):
             complete = True
         self._seen_pids = set(pids)
         self._socket_pids &= self._seen_pids
+        self._last_owner = {n: t for n, t in self._last_owner.items() if n in self._seen_pids}
+        now = time.monotonic()
         for inode, name in found.items():
+            self._last_owner[name] = now
             exe = absent(lambda n=name: os.readlink(f"{proc}/{n}/exe")) or ""  # type: ignore[misc]
             self._owners[inode] = (int(name), clean(exe, 4096)[0])
         return complete

@@ -107,7 +107,9 @@ class Fleet:
             if c.ephemeral:
                 self._plan_ephemeral(c.name, c.image, c.ephemeral.lifetime, c.ephemeral.no_goodbye)
         stale_targets = {
-            i.params["after"]: self.initial[i.cohort][i.host] for i in sc.injections if i.kind == "stale_image"
+            i.params["after"]: self.initial[i.cohort][i.host]
+            for i in sc.injections
+            if i.kind == "stale_image" and _rollout_cohort(sc, i.params["after"]) == i.cohort
         }
         rollout_end: dict[str, float] = {}
         for inj in sc.injections:
@@ -438,6 +440,10 @@ def _build_image(spec: ImageSpec, sc: Scenario) -> Image:
         bursts=_bursts(role, sc),
         service=spec.rename_exe.get(service, service),
     )
+
+
+def _rollout_cohort(sc: Scenario, name: str) -> str | None:
+    return next((i.cohort for i in sc.injections if i.name == name), None)
 
 
 def _bursts(role: dict[str, Any], sc: Scenario) -> dict[str, Any]:

@@ -401,9 +401,11 @@ def parse_scenario(
         if inj.kind == "stale_image":
             after = inj.params["after"]
             ro = next((x for x in injections if x.name == after and x.kind == "rollout"), None)
-            if ro is None or ro.cohort != inj.cohort:
+            family = images[next(c.image for c in cohorts if c.name == inj.cohort)].family
+            if ro is None or images[ro.params["to"]].family != family:
                 raise ScenarioError(
-                    f"{where}: stale_image {inj.name!r}: 'after: {after}' must name a rollout of cohort {inj.cohort}"
+                    f"{where}: stale_image {inj.name!r}: 'after: {after}' must name a rollout in family {family} "
+                    "(of the host's own cohort, which then leaves the host behind, or of a sibling cohort)"
                 )
 
     return Scenario(

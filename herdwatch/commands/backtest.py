@@ -33,9 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="read the `events` table of the configured storage (HERDWATCH_STORAGE_*)",
     )
-    p.add_argument(
-        "--where", default="", help="with --from-storage: a SQL condition, e.g. \"image_family='web'\""
-    )
+    p.add_argument("--where", default="", help="with --from-storage: a SQL condition, e.g. \"image_family='web'\"")
     p.add_argument(
         "--scores",
         type=Path,
@@ -85,9 +83,7 @@ def _read_files(names: list[str]) -> tuple[list[Any], list[Any]]:
             continue
         path = Path(name)
         if not path.exists():
-            raise FileNotFoundError(
-                f"{name} does not exist (give JSONL files of event envelopes, or --query)"
-            )
+            raise FileNotFoundError(f"{name} does not exist (give JSONL files of event envelopes, or --query)")
         with path.open("rb") as f:
             for x in parse_lines(f, name):
                 (bad if isinstance(x, BadLine) else events).append(x)
@@ -110,9 +106,7 @@ def _read_storage(query: str | None, where: str) -> tuple[list[Any], list[Any]]:
     for i, row in enumerate(client.query(sql).named_results(), 1):
         missing = [c for c in EVENT_COLUMNS if c not in row and c != "schema_version"]
         if missing:
-            raise ValueError(
-                f"the query must return the events table's columns; missing: {', '.join(missing)}"
-            )
+            raise ValueError(f"the query must return the events table's columns; missing: {', '.join(missing)}")
         try:
             events.append(decode_event(row_to_envelope(row)))
         except (ContractError, ValueError) as e:
@@ -135,9 +129,7 @@ class _ScoreWriter:
 
         self.file: TextIO = path.open("w", newline="")
         self.csv = path.suffix.lower() == ".csv"
-        self.writer = (
-            csv.DictWriter(self.file, fieldnames=SCORE_FIELDS, extrasaction="ignore") if self.csv else None
-        )
+        self.writer = csv.DictWriter(self.file, fieldnames=SCORE_FIELDS, extrasaction="ignore") if self.csv else None
         if self.writer:
             self.writer.writeheader()
         self.rows = 0
@@ -189,9 +181,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{o.explanation}"
             )
         else:
-            print(
-                f"{o.time:%Y-%m-%d %H:%M:%S} ROLLOUT  {o.status.value:20} {o.image_family}: {o.explanation}"
-            )
+            print(f"{o.time:%Y-%m-%d %H:%M:%S} ROLLOUT  {o.status.value:20} {o.image_family}: {o.explanation}")
     for b in bad[:10]:
         print(f"skipped {b.where}: {b.reason}", file=sys.stderr)
     if len(bad) > 10:

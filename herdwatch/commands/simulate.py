@@ -99,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
         "cycle_s": scenario.cycle,
     }
     write_run_files(out, fleet.ground_truth_dicts(), fleet.host_table(), meta)
+    injected = sum(1 for g in fleet.ground_truth if g.kind not in ("traffic_spike", "config_push"))
     print(
         f"scenario {scenario.name} (seed {scenario.seed}): {len(fleet.plans)} hosts over "
-        f"{scenario.duration / 60:.1f} min of fleet time, {len(fleet.ground_truth)} injected; "
-        f"ground truth in {out / 'ground_truth.json'}"
+        f"{scenario.duration / 60:.1f} min of fleet time, {injected} scenarios injected, "
+        f"{len(fleet.ground_truth) - injected} fleet events; ground truth in {out / 'ground_truth.json'}"
     )
 
     settings = KafkaSettings()

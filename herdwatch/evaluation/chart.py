@@ -47,9 +47,7 @@ def render_chart(report: dict[str, Any], host_cohort: dict[str, str], max_rows: 
     for a in report["anomalies"]:
         by_host.setdefault(a["host_id"], []).append(a)
     hosts = sorted(windows, key=lambda h: windows[h][0]["start"])
-    hosts += sorted(
-        (h for h in by_host if h not in windows), key=lambda h: (-max(a["score"] for a in by_host[h]), h)
-    )
+    hosts += sorted((h for h in by_host if h not in windows), key=lambda h: (-max(a["score"] for a in by_host[h]), h))
     hidden = max(0, len(hosts) - max_rows)
     hosts = hosts[:max_rows]
     series_all = report.get("score_series", {})
@@ -71,9 +69,7 @@ def render_chart(report: dict[str, Any], host_cohort: dict[str, str], max_rows: 
     for i in range(0, 7):  # time axis
         tx = LABEL_W + PLOT_W * i / 6
         minutes = span * i / 6 / 60
-        out.append(
-            f'<line x1="{tx:.1f}" y1="{TOP - 6}" x2="{tx:.1f}" y2="{TOP + rows * ROW_H}" stroke="#ddd"/>'
-        )
+        out.append(f'<line x1="{tx:.1f}" y1="{TOP - 6}" x2="{tx:.1f}" y2="{TOP + rows * ROW_H}" stroke="#ddd"/>')
         out.append(
             f'<text x="{tx:.1f}" y="{TOP + rows * ROW_H + 14}" text-anchor="middle" fill="#555">'
             f"+{minutes:.1f} min</text>"
@@ -84,8 +80,7 @@ def render_chart(report: dict[str, Any], host_cohort: dict[str, str], max_rows: 
         label = f"{host} ({host_cohort.get(host, '?')}{', typical peer' if quiet else ''})"
         out.append(f'<text x="4" y="{y + ROW_H * 0.6:.1f}">{escape(label)}</text>')
         out.append(
-            f'<line x1="{LABEL_W}" y1="{y + ROW_H - 4}" x2="{LABEL_W + PLOT_W}" y2="{y + ROW_H - 4}" '
-            'stroke="#bbb"/>'
+            f'<line x1="{LABEL_W}" y1="{y + ROW_H - 4}" x2="{LABEL_W + PLOT_W}" y2="{y + ROW_H - 4}" stroke="#bbb"/>'
         )
         for w in windows.get(host, []):
             color = COLORS.get(w["kind"], "#e4572e")
@@ -110,15 +105,13 @@ def render_chart(report: dict[str, Any], host_cohort: dict[str, str], max_rows: 
                 f'stroke-width="2"><title>{escape(tip)}</title></line>'
             )
             out.append(
-                f'<circle cx="{ax:.1f}" cy="{top:.1f}" r="2.5" fill="{color}"><title>{escape(tip)}'
-                "</title></circle>"
+                f'<circle cx="{ax:.1f}" cy="{top:.1f}" r="2.5" fill="{color}"><title>{escape(tip)}</title></circle>'
             )
         y += ROW_H
     for r in families:
         color = COLORS.get(r["kind"], "#4c9be8")
         out.append(
-            f'<text x="4" y="{y + ROW_H * 0.6:.1f}">{escape(r["image_family"])} family '
-            f"({escape(r['kind'])})</text>"
+            f'<text x="4" y="{y + ROW_H * 0.6:.1f}">{escape(r["image_family"])} family ({escape(r["kind"])})</text>'
         )
         x0, x1 = x(r["start"]), x(r["end"])
         out.append(
@@ -276,8 +269,6 @@ def render_html(report: dict[str, Any], host_cohort: dict[str, str]) -> str:
         row(["time", "host", "kind", "score", "label", "explanation"], "th"),
     ]
     for a in report["anomalies"][:300]:
-        parts.append(
-            row([a["time"], a["host_id"], a["kind"], f"{a['score']:.2f}", a["label"], a["explanation"]])
-        )
+        parts.append(row([a["time"], a["host_id"], a["kind"], f"{a['score']:.2f}", a["label"], a["explanation"]]))
     parts.append("</table></body></html>")
     return "\n".join(parts)

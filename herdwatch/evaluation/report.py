@@ -61,11 +61,7 @@ def classify(f: Finding, truth: list[GroundTruth], info: RunInfo, grace: timedel
     if f.time < info.warmup_end:
         return "warmup"
     for g in truth:
-        if (
-            g.host_id is None
-            and g.image_family in (None, f.image_family)
-            and g.start <= f.time <= g.end + grace
-        ):
+        if g.host_id is None and g.image_family in (None, f.image_family) and g.start <= f.time <= g.end + grace:
             return f"{g.kind}:{g.scenario}"
     return "false_alarm"
 
@@ -84,9 +80,7 @@ def host_hours(run: DetectionRun, since: datetime, host_cohort: dict[str, str]) 
     return dict(out)
 
 
-def build_report(
-    run: DetectionRun, truth: list[GroundTruth], info: RunInfo, grace_s: float = 300.0
-) -> dict[str, Any]:
+def build_report(run: DetectionRun, truth: list[GroundTruth], info: RunInfo, grace_s: float = 300.0) -> dict[str, Any]:
     grace = timedelta(seconds=grace_s)
     labelled = [(f, classify(f, truth, info, grace)) for f in sorted(run.findings, key=lambda f: f.time)]
     after = [f for f, lab in labelled if lab != "warmup"]
@@ -170,9 +164,7 @@ def build_report(
     }
     clean = [r for r in rollouts if r["kind"] == "rollout"]
     targets = {  # None: nothing in this scenario to judge the target on
-        "every_compromise_reported_on_its_host": summary["detected"] == summary["injected"]
-        if scenarios
-        else None,
+        "every_compromise_reported_on_its_host": summary["detected"] == summary["injected"] if scenarios else None,
         "clean_rollout_zero_host_anomalies": all(r["host_anomalies"] == 0 for r in clean) if clean else None,
         "false_alarms_below_1_per_1000_host_hours": (
             fa_rate < TARGET_FALSE_ALARMS_PER_1000_HOST_HOURS if fa_rate is not None else None
@@ -216,9 +208,7 @@ def build_report(
         "scenarios": scenarios,
         "rollouts": rollouts,
         "false_alarms_by_cohort": fa_by_cohort,
-        "false_alarm_subjects": Counter(f"{f.kind.value}: {f.subject}" for f, _ in false_alarms).most_common(
-            20
-        ),
+        "false_alarm_subjects": Counter(f"{f.kind.value}: {f.subject}" for f, _ in false_alarms).most_common(20),
         "rollout_events": [e.to_dict() for e in run.rollouts],
         "anomalies": [{**f.to_dict(), "label": lab} for f, lab in labelled],
         "score_series": series,

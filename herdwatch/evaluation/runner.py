@@ -75,9 +75,7 @@ def run_detectors(cycles: Iterable[Cycle], engine_config: dict[str, Any] | None 
                     hs = states[host_id] = HostState(host_id, event.image_id, event.image_family)
                 seen = run.hosts.get(host_id)
                 if seen is None:
-                    run.hosts[host_id] = HostSeen(
-                        host_id, event.image_id, event.image_family, event.time, event.time
-                    )
+                    run.hosts[host_id] = HostSeen(host_id, event.image_id, event.image_family, event.time, event.time)
                 else:
                     seen.last = event.time
                     seen.image_id = event.image_id

@@ -203,3 +203,16 @@ def test_socket_of_an_old_process_waits_for_a_full_owner_scan(tmp_path: Path) ->
     finally:
         child.kill()
         child.wait()
+
+
+def test_auth_log_lines_written_while_the_agent_was_down_are_read_after_restart(tmp_path: Path) -> None:
+    log, state = tmp_path / "auth.log", tmp_path / "authlog.json"
+    log.write_text("before the agent\n")
+    first = LogFollower(log, 1_000_000, state_file=state)
+    assert first.read_lines() == []
+    with open(log, "a") as f:
+        f.write("seen by the first run\n")
+    assert first.read_lines() == ["seen by the first run"]
+    with open(log, "a") as f:
+        f.write("written during the restart\n")
+    assert LogFollower(log, 1_000_000, state_file=state).read_lines() == ["written during the restart"]

@@ -143,3 +143,36 @@ def test_oversized_cycle_is_split_into_messages_in_seq_order() -> None:
     parts = split_batches(batch, max_bytes=5000)
     assert len(parts) > 1 and all(len(value) <= 5000 for _, value in parts)
     assert [e.seq for part, _ in parts for e in part] == list(range(100))
+
+
+def test_replay_is_rate_limited(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for i in range(100):
+        spool.append(b"[]", i, 1)
+    delivery = Delivery(UNREACHABLE, spool, b"h1", max_inflight=1000, rate_msgs=10.0)
+    delivery.pump()
+    delivery.pump()
+    assert 10 <= len(delivery.inflight) <= 11  # one burst, not the whole backlog
+    assert [r.first_seq for r in delivery.inflight] == list(range(len(delivery.inflight)))
+    delivery.close()
+
+
+def test_batch_the_client_refuses_is_dropped_and_counted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append(b"x" * 5_000_000, 0, 1)  # above the producer's message.max.bytes
+    spool.append(b"[]", 1, 1)
+    delivery = Delivery(UNREACHABLE, spool, b"h1")
+    delivery.pump()
+    assert delivery.dropped == {"rejected": 1}
+    assert [r.first_seq for r in delivery.inflight] == [1]  # the next batch still goes out
+    delivery.close()
+
+
+def test_event_json_cannot_carry_is_dropped_and_counted(tmp_path: Path) -> None:
+    delivery = Delivery(UNREACHABLE, Spool(tmp_path), b"h1")
+    batch = events(0, 3)
+    batch[1] = batch[1].replace(payload={"values": {"x": 2**70}})  # beyond 64-bit JSON integers
+    delivery.submit(batch)
+    assert delivery.dropped == {"unencodable": 1} and delivery.spool.last_seq == 2
+    assert drain(delivery.spool) == [(0, 1), (2, 1)]  # the gap in seq shows the loss downstream
+    delivery.close()

@@ -66,10 +66,7 @@ def test_backtest_command_on_jsonl_writes_scores(tmp_path: Path, capsys: pytest.
     assert "compromises found" in out and "1/1" in out
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert rows and set(rows[0]) >= {"host_id", "rarity", "peers", "drift", "policy", "multivariate"}
-    assert (
-        main(["backtest", str(data), "--json", "--scores", str(tmp_path / "s.jsonl"), "--set", "confirm_s=5"])
-        == 0
-    )
+    assert main(["backtest", str(data), "--json", "--scores", str(tmp_path / "s.jsonl"), "--set", "confirm_s=5"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert any(x["type"] == "finding" and x["host_id"] == miner for x in lines)
     assert json.loads((tmp_path / "s.jsonl").open().readline())["host_id"]

@@ -63,9 +63,7 @@ def rollout_fleet(rng: random.Random) -> tuple[list[Observation], dict[str, Obse
     return learn, {h: o for h, o in last.items()}
 
 
-FLEETS: dict[
-    type, tuple[Callable[[random.Random], tuple[list[Observation], dict[str, Observation]]], str]
-] = {
+FLEETS: dict[type, tuple[Callable[[random.Random], tuple[list[Observation], dict[str, Observation]]], str]] = {
     detectors.RolloutTracker: (rollout_fleet, "old-17"),
 }
 

@@ -130,9 +130,7 @@ def test_rollout_reports_the_diff_once_and_no_host_anomalies() -> None:
         out += e.process(obs(f"ami-v1-h{i:02d}", "ami-v1", t, family="api", gone=True))
         out += e.process(obs(f"v2-{i}", "ami-v2", t + 1, new, family="api", first=True))
         if i == 6:  # one new-image host gains something its siblings don't have
-            out += e.process(
-                obs("v2-3", "ami-v2", t + 2, ["listen:tcp/31337@any|/usr/bin/ncat"], family="api")
-            )
+            out += e.process(obs("v2-3", "ami-v2", t + 2, ["listen:tcp/31337@any|/usr/bin/ncat"], family="api"))
         out += advance(e, t, t + 59)
     out += advance(e, 700, 1500)
     fs = findings(out)
@@ -142,10 +140,7 @@ def test_rollout_reports_the_diff_once_and_no_host_anomalies() -> None:
     assert statuses[0] == RolloutStatus.STARTED and statuses[-1] == RolloutStatus.COMPLETED
     with_diff = [r for r in ev if r.diff]
     assert len(with_diff) == 1
-    assert (
-        "pkg:nginx=1.26.0" in with_diff[0].diff["added"]
-        and "pkg:nginx=1.24.0" in with_diff[0].diff["removed"]
-    )
+    assert "pkg:nginx=1.26.0" in with_diff[0].diff["added"] and "pkg:nginx=1.24.0" in with_diff[0].diff["removed"]
 
 
 def test_stale_image_after_completed_rollout_and_rollback() -> None:
@@ -250,8 +245,12 @@ def test_multivariate_outlier_when_no_single_metric_is_far_enough() -> None:
         t = 10 + 10 * k
         for i in range(30):
             odd = i == 7 and k >= 4
-            m = {"cpu_pct": rng.gauss(30, 2) + (20 if odd else 0), "mem_pct": rng.gauss(50, 2) + (15 if odd else 0),
-                 "conns": rng.gauss(100, 5) + (80 if odd else 0), "load1": rng.gauss(1.0, 0.1)}
+            m = {
+                "cpu_pct": rng.gauss(30, 2) + (20 if odd else 0),
+                "mem_pct": rng.gauss(50, 2) + (15 if odd else 0),
+                "conns": rng.gauss(100, 5) + (80 if odd else 0),
+                "load1": rng.gauss(1.0, 0.1),
+            }
             out += e.process(obs(f"ami-app-h{i:02d}", "ami-app", t + i * 0.01, metrics=m))
         out += e.tick(at(t + 5))
     fs = findings(out)

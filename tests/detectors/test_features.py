@@ -25,9 +25,7 @@ def test_process_identity_keeps_exe_and_user() -> None:
 
 def test_destinations_aggregate_to_stable_networks() -> None:
     assert (
-        dest_feature("tcp", "10.0.5.21", 5432)
-        == dest_feature("tcp6", "10.0.5.99", 5432)
-        == "dest:tcp/5432@10.0.5.0/24"
+        dest_feature("tcp", "10.0.5.21", 5432) == dest_feature("tcp6", "10.0.5.99", 5432) == "dest:tcp/5432@10.0.5.0/24"
     )
     assert dest_feature("tcp", "151.101.1.69", 443) == "dest:tcp/443@public"
     assert dest_feature("tcp", "185.71.65.9", 4444) == "dest:tcp/4444@185.71.0.0/16"

@@ -16,9 +16,7 @@ def fleet():
 
 def test_cohort_engine_finds_every_compromise_and_stays_quiet_through_the_rollout(fleet) -> None:
     result = replay(fleet.events, FamilyEngine())
-    report = evaluate(
-        result.outputs, fleet.truth, host_hours=result.host_hours, family_of_host=result.family_of_host
-    )
+    report = evaluate(result.outputs, fleet.truth, host_hours=result.host_hours, family_of_host=result.family_of_host)
     assert {t["scenario"] for t in report["per_truth"]} == set(COMPROMISES)
     assert report["recall"] == 1.0, report["per_truth"]
     assert report["rollout_host_anomalies"] == 0
@@ -35,9 +33,5 @@ def test_reference_methods_pay_for_ignoring_cohorts(fleet) -> None:
     r_host = evaluate(per_host.outputs, fleet.truth, family_of_host=per_host.family_of_host)
     r_global = evaluate(global_.outputs, fleet.truth, family_of_host=global_.family_of_host)
     # Per-host history alarms on cohort-wide spikes and pushes; one global model on the rollout.
-    assert (
-        r_host["noise_false_alarms"].get("traffic_spike", 0)
-        + r_host["noise_false_alarms"].get("config_push", 0)
-        > 0
-    )
+    assert r_host["noise_false_alarms"].get("traffic_spike", 0) + r_host["noise_false_alarms"].get("config_push", 0) > 0
     assert r_global["rollout_host_anomalies"] > 0

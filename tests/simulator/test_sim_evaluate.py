@@ -59,9 +59,7 @@ def synthetic() -> tuple[DetectionRun, list[GroundTruth], RunInfo]:
         finding("h3", 50, scope="image"),  # the whole image has it: counted apart
     ]
     run.rollouts = [RolloutEvent("api", "ami-old", "ami-new", RolloutStatus.COMPLETED, 1.0, at(30), "done")]
-    info = RunInfo(
-        "t", 1, T0, at(60), at(5), 10.0, {"h1": "web", "h2": "web", "h3": "web", "n1": "api", "n2": "api"}
-    )
+    info = RunInfo("t", 1, T0, at(60), at(5), 10.0, {"h1": "web", "h2": "web", "h3": "web", "n1": "api", "n2": "api"})
     return run, truth, info
 
 
@@ -123,10 +121,7 @@ def test_ci_report_counts_everything_the_fleet_sent(ci_result) -> None:  # type:
     labels = Counter(a["label"] for a in rep["anomalies"])
     scenario_names = {s["scenario"] for s in rep["scenarios"]}
     assert sum(n for lab, n in labels.items() if lab in scenario_names) == rep["summary"]["matched_findings"]
-    assert (
-        sum(n for lab, n in labels.items() if lab == "false_alarm" or ":" in lab)
-        == rep["summary"]["false_alarms"]
-    )
+    assert sum(n for lab, n in labels.items() if lab == "false_alarm" or ":" in lab) == rep["summary"]["false_alarms"]
 
 
 def test_evaluate_command_writes_json_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,10 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
+import yaml
 
 from collectors.simulator import Fleet
+from collectors.simulator.scenarios import SCENARIO_DIR, parse_scenario
 from herdwatch.contract import Event, Kind, decode_batch, encode_batch
 from herdwatch.ids import event_id_time_ms
 
@@ -172,12 +174,7 @@ def test_compromise_shows_only_on_its_host_inside_its_window(ci) -> None:  # typ
     ]
     assert [h for h, _ in starts] == [miner.host_id]
     assert miner.start <= starts[0][1] <= miner.start + timedelta(seconds=fleet.cycle)
-    exits = [
-        e.time
-        for _, evs in batches
-        for e in evs
-        if e.kind == Kind.PROCESS_EXIT and "xmrig" in e.payload["exe"]
-    ]
+    exits = [e.time for _, evs in batches for e in evs if e.kind == Kind.PROCESS_EXIT and "xmrig" in e.payload["exe"]]
     assert len(exits) == 1 and miner.end <= exits[0] <= miner.end + timedelta(seconds=fleet.cycle)
     cpu = [
         e.payload["values"]["cpu_pct"]
@@ -224,14 +221,12 @@ def test_exfiltration_multiplies_bytes_out(ci) -> None:  # type: ignore[no-untyp
             and e.time > fleet.scenario.start + timedelta(seconds=30)
         ]
 
-    peer = next(
-        h for h in fleet.initial["web"] if h != g.host_id and h not in {x.host_id for x in fleet.ground_truth}
-    )
+    peer = next(h for h in fleet.initial["web"] if h != g.host_id and h not in {x.host_id for x in fleet.ground_truth})
     assert min(out_bytes(g.host_id, True)) > 5 * max(out_bytes(peer, True))
     assert max(out_bytes(g.host_id, False)) < 2 * max(out_bytes(peer, False))
 
 
-def test_rollout_replaces_the_cohort_except_the_stale_host(ci) -> None:  # type: ignore[no-untyped-def]
+def test_rollout_replaces_the_whole_cohort_and_leaves_the_stale_host(ci) -> None:  # type: ignore[no-untyped-def]
     fleet, batches = ci
     ro = next(g for g in fleet.ground_truth if g.kind == "rollout")
     stale = next(g for g in fleet.ground_truth if g.kind == "stale_image")
@@ -244,7 +239,8 @@ def test_rollout_replaces_the_cohort_except_the_stale_host(ci) -> None:  # type:
     final = {h: im for h, im in last_image.items() if h in ro.hosts or h == stale.host_id}
     assert sorted(h for h, im in final.items() if im == new_image) == sorted(ro.hosts)
     assert final[stale.host_id] == ro.details["old_image"]
-    assert len(ro.hosts) == len(fleet.initial["api"]) - 1
+    assert len(ro.hosts) == len(fleet.initial["api"]) and ro.details["replaced"] == ro.details["of"]
+    assert stale.host_id in fleet.initial["api-legacy"] and stale.start == ro.end
     new_procs = {
         p["exe"]
         for _, evs in batches
@@ -258,9 +254,7 @@ def test_rollout_replaces_the_cohort_except_the_stale_host(ci) -> None:  # type:
 def test_rollback_returns_the_cohort_to_the_old_image(ci) -> None:  # type: ignore[no-untyped-def]
     fleet, batches = ci
     rb = next(g for g in fleet.ground_truth if g.kind == "rollback")
-    images_at_end = {
-        e.image_id for _, evs in batches[-len(fleet.plans) :] for e in evs if e.image_family == "cache"
-    }
+    images_at_end = {e.image_id for _, evs in batches[-len(fleet.plans) :] for e in evs if e.image_family == "cache"}
     assert images_at_end == {rb.details["old_image"]}
     assert 0 < rb.details["peak_share"] < 1
 
@@ -281,3 +275,20 @@ def test_ground_truth_is_json_ready_and_names_planned_hosts(ci) -> None:  # type
         if d["host_id"]:
             assert d["host_id"] in fleet.plans
     assert {h["host_id"] for h in fleet.host_table()} == set(fleet.plans)
+
+
+def test_injecting_a_scenario_changes_only_its_host() -> None:
+    raw = yaml.safe_load((SCENARIO_DIR / "ci.yaml").read_text())
+    with_miner = Fleet(parse_scenario(raw))
+    without = Fleet(parse_scenario({**raw, "scenarios": [s for s in raw["scenarios"] if s["name"] != "miner"]}))
+    miner = next(g.host_id for g in with_miner.ground_truth if g.scenario == "miner")
+
+    def messages(fleet: Fleet) -> dict[str, list[bytes]]:
+        out: dict[str, list[bytes]] = defaultdict(list)
+        for host_id, events in fleet.batches():
+            out[host_id].append(encode_batch(events))
+        return out
+
+    a, b = messages(with_miner), messages(without)
+    assert set(a) == set(b)
+    assert [h for h in a if a[h] != b[h]] == [miner]

@@ -78,9 +78,7 @@ def test_simulate_command_publishes_and_writes_ground_truth(
     monkeypatch.setenv("HERDWATCH_KAFKA_BOOTSTRAP", kafka_settings.bootstrap)
     monkeypatch.setenv("HERDWATCH_KAFKA_TOPIC_PREFIX", kafka_settings.topic_prefix)
     out = tmp_path / "run"
-    code = main(
-        ["simulate", "ci", "--speed", "max", "--start", "scenario", "--cycles", "3", "--out", str(out)]
-    )
+    code = main(["simulate", "ci", "--speed", "max", "--start", "scenario", "--cycles", "3", "--out", str(out)])
     assert code == 0
     truth = json.loads((out / "ground_truth.json").read_text())
     assert truth["scenario"] == "ci" and len(truth["ground_truth"]) == 11

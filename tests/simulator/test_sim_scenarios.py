@@ -81,10 +81,12 @@ def test_derived_image_inherits_and_overrides() -> None:
         (lambda d: d.pop("duration"), "field 'duration' is missing"),
         (lambda d: d.update(warmup="2m"), "inside the warm-up"),
         (
-            lambda d: d["scenarios"].append(
-                {"name": "m", "kind": "backdoor_port", "cohort": "web", "at": "2m"}
-            ),
+            lambda d: d["scenarios"].append({"name": "m", "kind": "backdoor_port", "cohort": "web", "at": "2m"}),
             "names must be unique",
+        ),
+        (
+            lambda d: d["scenarios"].append({"name": "s", "kind": "stale_image", "cohort": "web", "after": "x"}),
+            "must name a rollout in family web",
         ),
         (
             lambda d: d["scenarios"].append({"name": "s", "kind": "stale_image", "cohort": "web"}),

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
+from stream_helpers import StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
 from streams.sample_fleet import SampleFleet
-from tests.streams.conftest import StreamEnv, dump_logs
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from stream_helpers import StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
 from herdwatch.contract import Event
 from streams.sample_fleet import SampleFleet
-from tests.streams.conftest import StreamEnv, dump_logs
 
 pytestmark = pytest.mark.integration
 
