@@ -26,6 +26,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer
@@ -200,12 +201,12 @@ def ceiling(kafka: KafkaSettings, events: int) -> dict[str, float]:
     return {"seconds": seconds, "events_s": n / seconds, "messages_s": msgs / seconds}
 
 
-def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seconds: float) -> dict[str, float]:
+def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seconds: float) -> dict[str, Any]:
     """Live traffic at `rate` events/s with misbehaving hosts; event time -> finding on the topic."""
     fl = fleets(8, 25, datetime.now(UTC) - timedelta(seconds=300))
     hosts = [(f, h) for f in fl for h in f.hosts]
     w = Workers(kafka, f"{kafka.topic_prefix}-app", tmp, 1)
-    arrivals: list[float] = []
+    arrivals: list[tuple[str, float]] = []
     stop = threading.Event()
 
     def consume() -> None:
@@ -218,7 +219,7 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
                 continue
             recv = time.time()
             f = orjson.loads(m.value() or b"{}")
-            arrivals.append(recv - datetime.fromisoformat(f["time"]).timestamp())
+            arrivals.append((f["kind"], recv - datetime.fromisoformat(f["time"]).timestamp()))
         c.close()
 
     reader = threading.Thread(target=consume, daemon=True)
@@ -244,18 +245,19 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
         interval = per_message / rate
         start = time.perf_counter()
         i = 0
-        bad = iter(range(0, len(hosts), 7))
+        # at most two miners per family of 25: more would make the miner common, not rare
+        bad = iter([fam * 25 + k for k in (3, 11) for fam in range(len(fl))])
         while time.perf_counter() - start < seconds:
             f, h = hosts[i % len(hosts)]
             now = datetime.now(UTC)
             events = f.cycle(h, now, events=per_message)
-            if i % 200 == 100:  # a miner on one more host every 200 messages
+            if i % 60 == 30:  # a miner on one more host every 60 messages
                 j = next(bad, None)
                 if j is not None:
                     f2, h2 = hosts[j]
                     p.produce(kafka.topics.telemetry, key=h2.host_id.encode(),
                               value=encode_batch(f2.miner(h2, now)))
-            if i % 50 == 25:  # a lost event now and then: data-loss findings (host stage)
+            if i % 20 == 10:  # a lost event now and then: data-loss findings (host stage)
                 h.seq += 1
             p.produce(kafka.topics.telemetry, key=h.host_id.encode(), value=encode_batch(events))
             p.poll(0)
@@ -269,18 +271,25 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
         stop.set()
         reader.join(5)
         w.stop()
-    ms = sorted(x * 1000 for x in arrivals)
-    if not ms:
+    if not arrivals:
         raise RuntimeError(f"no findings arrived; see logs in {tmp}")
-    return {"findings": len(ms), "p50_ms": statistics.median(ms), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
-            "max_ms": ms[-1], "sent_events": i * per_message, "rate": rate}
+    result: dict[str, Any] = {"rate": rate, "sent_events": i * per_message, "all": percentiles(arrivals)}
+    for kind in sorted({k for k, _ in arrivals}):
+        result[kind] = percentiles([a for a in arrivals if a[0] == kind])
+    return result
+
+
+def percentiles(arrivals: list[tuple[str, float]]) -> dict[str, float]:
+    ms = sorted(x * 1000 for _, x in arrivals)
+    return {"n": len(ms), "p50": statistics.median(ms), "p99": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
+            "max": ms[-1]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=400_000, help="backlog size in events")
     ap.add_argument("--events-per-message", type=int, default=100)
-    ap.add_argument("--latency-seconds", type=float, default=30.0)
+    ap.add_argument("--latency-seconds", type=float, default=40.0)
     ap.add_argument("--only", default="one,ceiling,two,latency", help="comma-separated parts to run")
     args = ap.parse_args()
     parts = set(args.only.split(","))
@@ -324,8 +333,11 @@ def main() -> int:
         if "latency" in parts:
             lat = latency(settings(), tmp, r1["events_s"] / 2, args.events_per_message, args.latency_seconds)
             print(f"latency at {lat['rate']:,.0f} events/s (half of one worker's throughput), "
-                  f"{lat['sent_events']:,} live events, {lat['findings']} findings: "
-                  f"p50 {lat['p50_ms']:.0f} ms  p99 {lat['p99_ms']:.0f} ms  max {lat['max_ms']:.0f} ms")
+                  f"{lat['sent_events']:,} live events; event time -> finding on the anomaly topic:")
+            for kind, p in lat.items():
+                if isinstance(p, dict):
+                    print(f"  {kind:16} {p['n']:>4} findings  p50 {p['p50']:>6.0f} ms  p99 {p['p99']:>6.0f} ms  "
+                          f"max {p['max']:>6.0f} ms")
     finally:
         if broker is not None:
             broker.stop()

@@ -30,6 +30,10 @@ from herdwatch.settings import KafkaSettings
 
 log = logging.getLogger("herdwatch.collector")
 
+MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
+"""Bytes handed to the client and not yet acknowledged; half its queue (queue.buffering.max.kbytes), so
+producing never blocks, even with the broker down."""
+
 PRODUCER_OVERRIDES: dict[str, Any] = {
     "message.timeout.ms": 0,            # never give up inside the client; the spool bounds what waits
     "queue.buffering.max.kbytes": 32768,
@@ -202,9 +206,14 @@ class Delivery:
             self._drain_memory()
         now = time.monotonic()
         if now >= self._retry_at:
+            inflight_bytes = sum(len(r.value) for r in self.inflight)
             while len(self.inflight) < self.max_inflight:
                 record = self.spool.next_record()
                 if record is None:
+                    break
+                inflight_bytes += len(record.value)
+                if self.inflight and inflight_bytes > MAX_INFLIGHT_BYTES:  # stay below the client's queue
+                    self.spool.read_pos = (record.seg, record.offset)
                     break
                 if not (self.msg_bucket.take(1) and self.byte_bucket.take(len(record.value))):
                     self.spool.read_pos = (record.seg, record.offset)  # not now: rate limit

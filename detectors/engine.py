@@ -36,6 +36,9 @@ from detectors.types import Finding, FindingKind, Observation, RolloutEvent, Sev
 
 Output = Finding | RolloutEvent
 
+ABSENT_KINDS = frozenset({"proc", "listen"})
+"""Behaviour that is reported when one host stops showing what (nearly) all its clones show."""
+
 _SEVERITY_SCORE = {
     Severity.INFO: 0.1,
     Severity.LOW: 0.3,
@@ -55,6 +58,7 @@ class FamilyEngine:
         rare_fraction: float = 0.1,
         min_hosts: int = 3,
         majority: float = 0.5,
+        absent_majority: float = 0.9,
         confirm_s: float = 30.0,
         grace_s: float = 120.0,
         settle_s: float = 60.0,
@@ -85,6 +89,7 @@ class FamilyEngine:
         self.store: MutableMapping[str, Any] = {} if store is None else store
         self.min_hosts = int(min_hosts)
         self.majority = float(majority)
+        self.absent_majority = float(absent_majority)
         self.confirm_s = float(confirm_s)
         self.grace_s = float(grace_s)
         self.settle_s = float(settle_s)
@@ -188,8 +193,11 @@ class FamilyEngine:
         for f in obs.added:
             self._consider(image, host, f, t)
         for f in obs.removed:
-            if kind_of(f) in STATE_KINDS:
-                self._consider_absent(image, host, f, t)
+            kind = kind_of(f)
+            if kind in STATE_KINDS:
+                self._consider_absent(image, host, f, t, self.majority)
+            elif kind in ABSENT_KINDS:
+                self._consider_absent(image, host, f, t, self.absent_majority)
         if obs.metrics:
             out += self._metrics(obs, t)
         if self.record_scores:
@@ -269,10 +277,10 @@ class FamilyEngine:
             e["h"][host] = t
         self.store[key] = e
 
-    def _consider_absent(self, image: str, host: str, f: str, t: float) -> None:
+    def _consider_absent(self, image: str, host: str, f: str, t: float, majority: float) -> None:
         b = self.baseline
         n = b.n(image)
-        if n < self.min_hosts or b.count(image, f) / n < self.majority:
+        if n < self.min_hosts or (b.count(image, f) + 1) / n < majority:  # +1: this host just lost it
             return
         self._add_absent(image, host, f, t)
 
@@ -336,6 +344,8 @@ class FamilyEngine:
             scope, count, total = "family", b.family_count(family, feat), b.family_n(family)
         else:
             scope, count, total = "self", b.count(image, feat), n
+        if absent and scope != "cohort":
+            return []  # a missing feature is only judged against an established cohort
         out: list[Output] = []
         kind = kind_of(feat)
         if e.get("p") and not absent:
@@ -351,13 +361,15 @@ class FamilyEngine:
         for h in hosts:
             if kind in STATE_KINDS:
                 out += self._drift_finding(h, image, family, feat, absent, scope, count, total, e["h"][h], now)
+            elif absent:
+                out += self._missing_finding(h, image, family, feat, count, total, e["h"][h], now)
             else:
                 out += self._rare_finding(h, image, family, feat, scope, count, total, now)
         return out
 
     def _has_other_value(self, host: str, feat: str) -> bool:
         kind, key, _ = split_state(feat)
-        if kind == "mod":
+        if kind not in ("cfg", "pkg"):
             return False
         prefix = f"{kind}:{key}="
         return any(x.startswith(prefix) for x in self.baseline.host_features(host))
@@ -429,6 +441,27 @@ class FamilyEngine:
                 "scope": scope,
                 "first_seen": hhmmss(first) if first else None,
             },
+        )
+
+    def _missing_finding(
+        self, host: str, image: str, family: str, f: str, count: int, total: int, since: float, now: float
+    ) -> list[Output]:
+        text = (
+            f"{describe(f)} is missing on host {host} (gone since {hhmmss(since)} UTC) while {count} of {total} "
+            f"hosts of image {image} still show it. Check whether it crashed or was stopped on purpose."
+        )
+        score = count / max(total, 1) * 0.75
+        return self._emit(
+            FindingKind.RARE_FEATURE,
+            host,
+            image,
+            family,
+            now,
+            score,
+            Severity.MEDIUM,
+            f"-{f}",
+            text,
+            {"feature": f, "absent": True, "hosts_with": count, "hosts": total, "scope": "cohort"},
         )
 
     def _drift_finding(

@@ -30,6 +30,8 @@ def render(result: QueryResult, fmt: str = "table", max_width: int = 80) -> str:
         for row in result.rows:
             w.writerow([v if isinstance(v, str | int | float) or v is None else json.dumps(v) for v in row])
         return buf.getvalue().rstrip("\n")
+    if not result.columns:  # the embedded engine names no columns for an empty result
+        return "(0 rows)"
     cells = [[_cell(v, max_width) for v in row] for row in result.rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)).rstrip(),

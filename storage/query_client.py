@@ -10,6 +10,7 @@ path answered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -81,7 +82,11 @@ class DirectQueryClient:
         try:
             res = self.client.query(text, parameters=params or None)
         except Exception as e:
-            raise QueryError(_short(e)) from e
+            message = _short(e)
+            if readonly and "Syntax error" in message:
+                message += ("\n  note: only one read-only query can be run (SELECT or WITH ... SELECT); "
+                            "writes, DDL and SET are refused")
+            raise QueryError(message) from e
         return QueryResult(list(res.column_names), [t.name for t in res.column_types],
                            [[plain(v) for v in row] for row in res.result_rows])
 
@@ -158,8 +163,8 @@ def open_query_client(settings: StorageSettings | None = None, *, prefer_endpoin
         if info:
             return EndpointQueryClient(info["url"], info["token"])
     client = connect(settings)
-    try:
-        migrate(client)  # an empty store answers with empty tables instead of "unknown table"
-    except Exception:  # a read-only server account: query what is there
-        pass
+    # an empty store answers with empty tables instead of "unknown table"; a read-only server account
+    # cannot migrate: query what is there
+    with contextlib.suppress(Exception):
+        migrate(client)
     return DirectQueryClient(client)

@@ -8,9 +8,10 @@ crash left stored but uncommitted.
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+import math
+import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ import orjson
 from herdwatch.contract import Rejected, decode_batch, format_time
 
 MAX_SEQ = 2**63 - 1
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass
@@ -87,9 +89,7 @@ def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_byt
 
 
 def _check_event(event_id: str, seq: int, tags: dict[str, Any], year: int) -> str | None:
-    try:
-        uuid.UUID(event_id)
-    except ValueError:
+    if not _UUID.fullmatch(event_id):
         return f"event_id {event_id[:64]!r} is not a UUID (send a UUIDv7 string)"
     if seq > MAX_SEQ:
         return f"seq {seq} is larger than {MAX_SEQ}"
@@ -143,6 +143,8 @@ def anomaly_row(value: bytes | None, partition: int, offset: int) -> bytes:
         f = Finding.from_dict(obj)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a finding: {type(e).__name__}: {e}") from e
+    if not math.isfinite(f.score):
+        raise ValueError(f"finding score {f.score} is not a finite number")
     return orjson.dumps({
         "finding_id": str(obj.get("finding_id") or f.finding_id), "kind": f.kind.value,
         "host_id": f.host_id, "image_id": f.image_id, "image_family": f.image_family,
@@ -159,6 +161,8 @@ def rollout_row(value: bytes | None, partition: int, offset: int) -> bytes:
         r = RolloutEvent.from_dict(obj)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a rollout event: {type(e).__name__}: {e}") from e
+    if not math.isfinite(r.share):
+        raise ValueError(f"rollout share {r.share} is not a finite number")
     return orjson.dumps({
         "image_family": r.image_family, "time": _time(obj, "time"), "status": r.status.value,
         "old_image": r.old_image, "new_image": r.new_image, "share": r.share,

@@ -270,7 +270,7 @@ CREATE TABLE IF NOT EXISTS hosts (
 ORDER BY host_id"""
 """One row per host after merges (read it through the `host_lifecycle` view). gone_at 0 = not gone."""
 
-HOSTS_FROM_EVENTS_MV = f"""
+HOSTS_FROM_EVENTS_MV = """
 CREATE MATERIALIZED VIEW IF NOT EXISTS hosts_from_events_mv TO hosts AS
 SELECT host_id, max(image_id) AS image_id, max(image_family) AS image_family,
        min(time) AS first_seen, max(time) AS last_seen,
@@ -411,7 +411,7 @@ def migrate(client: Client, settings: SinkSettings | None = None) -> list[int]:
 def apply_ttl(client: Client, settings: SinkSettings) -> None:
     """Bring each table's TTL in line with the settings (only tables whose TTL differs are altered)."""
     rows = client.query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()")
-    engines = dict(rows.result_rows)
+    engines: dict[str, str] = {str(name): str(engine) for name, engine in rows.result_rows}
     for table, column in [*((t, "time") for t in TTL_TABLES),
                           ("process_exe_hosts", "day"), ("network_remote_hosts", "day")]:
         if table not in engines:

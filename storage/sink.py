@@ -31,12 +31,11 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from herdwatch.settings import KafkaSettings
 from storage import rows as r
 from storage import signals
+from storage.load import INSERT_SETTINGS
 from storage.settings import SinkSettings
 
 log = logging.getLogger("herdwatch.sink")
 
-INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "date_time_input_format": "best_effort",
-                   "input_format_skip_unknown_fields": 0}
 
 
 class InsertClient(Protocol):
@@ -93,6 +92,8 @@ class SinkStats:
     batches: int = 0
     pauses: int = 0
     failed_inserts: int = 0
+    first_message_at: float | None = None  # time.monotonic() of the first message taken
+    last_flush_at: float | None = None  # time.monotonic() of the last successful flush
 
 
 class Sink:
@@ -117,7 +118,8 @@ class Sink:
                      "auto.offset.reset": "earliest", "enable.partition.eof": False,
                      "max.poll.interval.ms": 600_000,
                      "session.timeout.ms": self.settings.session_timeout_ms,
-                     "heartbeat.interval.ms": max(1000, self.settings.session_timeout_ms // 5), "fetch.max.bytes": 64 * 1024 * 1024})
+                     "heartbeat.interval.ms": max(1000, self.settings.session_timeout_ms // 5),
+                     "fetch.max.bytes": 64 * 1024 * 1024})
         conf.update(consumer_overrides or {})
         self.consumer = Consumer(conf)
         pconf = kafka.confluent_config()
@@ -144,6 +146,10 @@ class Sink:
     # --- public -----------------------------------------------------------------------------------
     def stop(self) -> None:
         self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def run(self, duration: float | None = None, until_idle: float | None = None) -> SinkStats:
         """Consume until stop(), `duration` seconds, or `until_idle` seconds without a message."""
@@ -199,9 +205,11 @@ class Sink:
                 return
             log.warning("kafka error: %s", err)
             return
-        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
         tp = (topic, partition)
         self.stats.messages += 1
+        if self.stats.first_message_at is None:
+            self.stats.first_message_at = time.monotonic()
         if tp not in self._first_offset:
             self._first_offset[tp] = offset
         self._pending[tp] = offset + 1
@@ -232,7 +240,8 @@ class Sink:
 
     def _dead_letter(self, m: Message, reason: str, raw: bytes) -> None:
         topic = m.topic() or ""
-        headers = [("reason", reason.encode()), ("source", topic.encode()), ("component", b"sink")]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", reason.encode()), ("source", topic.encode()), ("component", b"sink")]
         key = f"{topic}:{m.partition()}:{m.offset()}".encode()
         while True:
             try:
@@ -293,6 +302,7 @@ class Sink:
                                "offsets are not committed, the batch will be read again on restart")
         self._commit()
         self.stats.batches += 1
+        self.stats.last_flush_at = time.monotonic()
         signals.batches_inserted.emit()
         self._batch_started = None
         if self._paused:
@@ -375,7 +385,8 @@ class Sink:
     def _wait_for_store(self) -> None:
         # keep polling (group membership, rebalances) while paused; nothing new is fetched
         while not self._stopping and time.monotonic() < self._retry_at:
-            messages = self.consumer.consume(num_messages=1000, timeout=min(0.2, self._retry_at - time.monotonic()))
+            left = max(0.0, min(0.2, self._retry_at - time.monotonic()))  # never negative: that blocks
+            messages = self.consumer.consume(num_messages=1000, timeout=left)
             if messages:
                 self._take(messages)
         if self._paused and not self._stopping:

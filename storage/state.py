@@ -46,7 +46,7 @@ SELECT argMax(state, (time, seq)) AS state, proto, laddr, lport, raddr, rport,
        argMax(pid, (time, seq)) AS pid, argMax(exe, (time, seq)) AS exe,
        argMax(kind, (time, seq)) AS last_kind, max(time) AS as_of
 FROM network
-WHERE host_id = {HOST} AND time >= snap AND time <= {AT} AND state != ''
+WHERE host_id = {HOST} AND time >= snap AND time <= {AT} AND proto != ''
 GROUP BY proto, laddr, lport, raddr, rport
 HAVING last_kind != 'net.close'
 ORDER BY state DESC, lport, raddr, rport"""

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import defaultdict
 from functools import lru_cache
@@ -32,6 +33,7 @@ from streams.worker import COHORT_TABLES, HOST_TABLES
 
 log = logging.getLogger("herdwatch.streams")
 
+_REASON_LABEL = re.compile(r"[:'\"0-9]")
 SWEEP_INTERVAL_S = 60.0
 """How often (wall time) each telemetry partition looks for hosts past their retention."""
 
@@ -99,8 +101,9 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
 
     async def dead_letter(r: Rejected, event: EventT, component: str) -> None:
         msg = event.message
-        reason = r.reason.split(":", 1)[0][:60]
-        signals.events_dead_lettered.emit(reason=reason)
+        # the metric label keeps the reason's leading words only (no values: bounded cardinality)
+        label = _REASON_LABEL.split(r.reason, maxsplit=1)[0].strip()[:40] or "other"
+        signals.events_dead_lettered.emit(reason=label)
         await deadletter.send(key=f"{msg.topic}:{msg.partition}:{msg.offset}".encode(), value=r.raw,
                               headers=[("reason", r.reason.encode()), ("source", msg.topic.encode()),
                                        ("component", component.encode())])
@@ -133,8 +136,13 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         events, rejected = decode_batch(event.value)
         for r in rejected:
             await dead_letter(r, event, "streams.hosts")
+        key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else None
         by_host: dict[str, list[Event]] = defaultdict(list)
         for e in events:
+            if key and e.host_id != key:  # its state belongs to another partition's owner
+                await dead_letter(Rejected(f"host_id {e.host_id!r} differs from the message key {key!r}",
+                                           orjson.dumps(e.to_dict())), event, "streams.hosts")
+                continue
             by_host[e.host_id].append(e)
         newest = 0.0
         for host, evs in by_host.items():
@@ -198,15 +206,26 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
     async def cohorts(stream: StreamT) -> None:
         await run_stage(stream, "cohorts", on_observations)
 
+    # Timers must never raise: an exception in a timer crashes the whole Faust app. During a rebalance
+    # the assignment they read can change under them; they simply try again next time.
     @app.timer(ws.tick_interval_s)
     async def tick() -> None:
         wall = time.time()
-        for tp in sorted(app.consumer.assignment()):
-            if tp.topic == observations.get_topic_name():
-                await observations.send(value=codec.encode_tick(wall), partition=tp.partition)
+        try:
+            for tp in sorted(app.consumer.assignment()):
+                if tp.topic == observations.get_topic_name():
+                    await observations.send(value=codec.encode_tick(wall), partition=tp.partition)
+        except Exception as e:
+            log.warning("tick skipped: %r", e)
 
     @app.timer(2.0)
     async def gauges() -> None:
+        try:
+            await update_gauges()
+        except Exception as e:
+            log.debug("gauges skipped: %r", e)
+
+    async def update_gauges() -> None:
         for name, t in tables.items():
             metrics.table_entries.labels(name).set(len(t))
         sources = (telemetry.get_topic_name(), observations.get_topic_name())

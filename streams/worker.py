@@ -82,6 +82,10 @@ def run_worker(kafka: KafkaSettings, ws: WorkerSettings) -> int:
 
     from streams.app import build_app
 
+    if ws.engine.get("mv_enabled", True):
+        # The multivariate detector imports scikit-learn on its first fit; doing that here keeps a
+        # multi-second import from stalling the first tick under live traffic.
+        import sklearn.ensemble  # noqa: F401
     serve_metrics(ws.metrics_port, ws.metrics_addr)
     parts = prepare_topics(kafka, ws)
     datadir = ws.worker_dir()
@@ -89,8 +93,8 @@ def run_worker(kafka: KafkaSettings, ws: WorkerSettings) -> int:
     app = build_app(kafka, ws, datadir, parts)
     worker = faust.Worker(app, loglevel=ws.loglevel, quiet=True, override_logging=False,
                           redirect_stdouts=False)
-    log.info("worker %s consuming %s (%d partitions), publishing to %s", ws.app_id, kafka.topics.telemetry,
-             parts.get(kafka.topics.telemetry, 0), kafka.topics.anomalies)
+    log.info("worker %s consuming %s (%d partitions), publishing to %s", ws.app_id,
+             kafka.topics.telemetry, parts.get(kafka.topics.telemetry, 0), kafka.topics.anomalies)
     try:
         worker.execute_from_commandline()
     except SystemExit as e:

@@ -25,6 +25,7 @@ from collectors.state import read_json, write_json
 from herdwatch.contract import Kind
 
 MAX_LINE = 4096
+JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
 
 _SSH_FAILED = re.compile(r"Failed (?P<method>\S+) for (?:invalid user )?(?P<user>\S*) from (?P<src>\S+)")
 _SSH_ACCEPTED = re.compile(r"Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<src>\S+)")
@@ -111,6 +112,10 @@ class LogFollower:
         return out
 
 
+def _listdir(path: str) -> list[str]:
+    return absent(lambda: os.listdir(path)) or []
+
+
 class JournalReader:
     """New auth/authpriv journal entries since the last call (cursor kept in a file)."""
 
@@ -118,8 +123,16 @@ class JournalReader:
         self.cursor_file = cursor_file
         self.journalctl = shutil.which("journalctl")
 
+    def has_journal(self) -> bool:
+        """Any journal file at all (a cheap look before paying for a journalctl process)."""
+        for top in JOURNAL_DIRS:
+            for sub in _listdir(top):
+                if any(n.endswith(".journal") for n in _listdir(f"{top}/{sub}")):
+                    return True
+        return False
+
     def entries(self) -> list[tuple[str, str]]:
-        if not self.journalctl:
+        if not self.journalctl or not self.has_journal():
             return []
         cmd = [self.journalctl, "--no-pager", "-q", "-o", "json", f"--cursor-file={self.cursor_file}",
                "SYSLOG_FACILITY=4", "SYSLOG_FACILITY=10"]

@@ -48,8 +48,15 @@ def run(args: argparse.Namespace) -> int:
     if is_embedded(storage.resolved_dsn()) and settings.endpoint and not args.no_endpoint:
         endpoint = QueryEndpoint(client, storage, settings.endpoint_port).start()
     sink = Sink(client, kafka, settings)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if sink.stopping:  # second signal: leave now; uncommitted messages are simply read again
+            raise KeyboardInterrupt
+        print("sink: stopping (storing what was read; signal again to leave at once)", flush=True)
+        sink.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sink.stop())
+        signal.signal(sig, on_signal)
     print(f"sink: {', '.join(sink.topics)} -> {storage.resolved_dsn()} database {storage.database}"
           + (f"; queries via {endpoint.url}" if endpoint else ""), flush=True)
     try:

@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Runs one SELECT read-only. Named parameters are bound by the engine: "
                                    "write {name:Type} in the SQL and pass --param name=value. Works while "
                                    "the sink runs (it answers through its local query endpoint).")
-    p.add_argument("query", help='e.g. "SELECT kind, count() FROM events GROUP BY kind"')
+    p.add_argument("query", nargs="?", help='e.g. "SELECT kind, count() FROM events GROUP BY kind"')
+    p.add_argument("--named", metavar="NAME", help="run a named forensic query from storage/queries.py "
+                                                    "(its parameters with -p); --list shows them")
+    p.add_argument("--list", action="store_true", help="list the named forensic queries and their parameters")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                    help="bind a query parameter, e.g. -p host=i-0abc for {host:String}")
     add_output_args(p)
@@ -38,9 +41,26 @@ def run(args: argparse.Namespace) -> int:
     from storage.query_client import QueryError, open_query_client
     from storage.readonly import UnsafeQuery
 
+    from storage.queries import QUERIES
+
+    if args.list:
+        for q in QUERIES.values():
+            print(f"{q.name:<22} {q.question}  params: {', '.join(q.params)}")
+        return 0
+    if args.named:
+        named = QUERIES.get(args.named)
+        if named is None:
+            print(f"herdwatch sql: no named query {args.named!r} (see `herdwatch sql --list`)", file=sys.stderr)
+            return 2
+        sql = named.sql
+    elif args.query:
+        sql = args.query
+    else:
+        print("herdwatch sql: give a query, --named NAME or --list", file=sys.stderr)
+        return 2
     client = open_query_client()
     try:
-        result = client.query(args.query, parse_params(args.param))
+        result = client.query(sql, parse_params(args.param))
     except (QueryError, UnsafeQuery) as e:
         print(f"herdwatch sql: {e}", file=sys.stderr)
         return 2

@@ -176,3 +176,13 @@ def test_event_json_cannot_carry_is_dropped_and_counted(tmp_path: Path) -> None:
     assert delivery.dropped == {"unencodable": 1} and delivery.spool.last_seq == 2
     assert drain(delivery.spool) == [(0, 1), (2, 1)]  # the gap in seq shows the loss downstream
     delivery.close()
+
+
+def test_bytes_in_flight_stay_bounded_while_the_broker_is_down(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10**9, segment_bytes=64 * 1024 * 1024)
+    for i in range(40):
+        spool.append(b"[" + b" " * 890_000 + b"]", i, 1)
+    delivery = Delivery(UNREACHABLE, spool, b"h1", rate_bytes=10**9)
+    delivery.pump()  # must return: handing 40 x 0.9 MB to the client would fill its queue and block
+    assert 0 < sum(len(r.value) for r in delivery.inflight) <= 16 * 1024 * 1024
+    delivery.close()

@@ -269,3 +269,18 @@ def test_image_level_violation_is_not_repeated_as_hosts_come_and_go() -> None:
         out += e.process(obs(f"late-{k}", "ami-old", t, bad, first=True))
         out += advance(e, t, t + 290)
     assert len([f for f in findings(out) if f.kind == FindingKind.POLICY_VIOLATION]) == 1
+
+
+def test_a_host_that_stops_running_what_all_its_clones_run() -> None:
+    e = FamilyEngine(host_timeout_s=1e6)
+    join(e, "ami-web", 12)
+    sshd = BASE[0]
+    e.process(obs("ami-web-h05", "ami-web", 50, removed=(sshd,)))
+    fs = findings(advance(e, 60, 400))
+    assert [(f.host_id, f.subject) for f in fs] == [("ami-web-h05", f"-{sshd}")]
+    assert "is missing on host ami-web-h05" in fs[0].explanation and "11 of 12" in fs[0].explanation
+    # The same process going away everywhere (a fleet-wide change) alerts nobody.
+    out = []
+    for i in range(12):
+        out += e.process(obs(f"ami-web-h{i:02d}", "ami-web", 500 + i, removed=(BASE[1],)))
+    assert findings(out + advance(e, 500, 900)) == []

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from storage_helpers import produce_raw, publish, read_all
 
 from herdwatch.contract import Kind, encode_batch
 from herdwatch.kafka_admin import ensure_topics
@@ -16,7 +17,6 @@ from storage.sample_events import fleet
 from storage.schema import migrate
 from storage.settings import SinkSettings
 from storage.sink import Sink
-from storage_helpers import produce_raw, publish, read_all
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from stream_helpers import StreamEnv, dump_logs
 
@@ -48,8 +49,9 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
     pub.producer.produce(env.kafka.topics.telemetry, key=b"junk", value=b"{not json")
     good = fleet.cycle(fleet.hosts[0], fleet.at(310))
     broken = [good[0].to_dict(), {**good[1].to_dict(), "seq": "seven"}]
-    import orjson
     pub.producer.produce(env.kafka.topics.telemetry, key=b"h0000", value=orjson.dumps(broken))
+    stray = fleet.cycle(fleet.hosts[1], fleet.at(310))[:1]  # another host's event under h0000's key
+    pub.producer.produce(env.kafka.topics.telemetry, key=b"h0000", value=orjson.dumps([stray[0].to_dict()]))
     assert pub.flush() == 0
 
     anomalies = env.topic(env.kafka.topics.anomalies)
@@ -59,7 +61,7 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
 
     assert anomalies.wait_for(lambda ms: any(b"xmrig" in m.value() for m in ms), 90), dump_logs(env)
     assert lifecycle.wait_for(lambda ms: sum(b'"gone"' in m.value() for m in ms) >= 2, 60), dump_logs(env)
-    assert deadletter.wait_for(lambda ms: len(ms) >= 2, 30), dump_logs(env)
+    assert deadletter.wait_for(lambda ms: len(ms) >= 3, 30), dump_logs(env)
     anomalies.poll(2.0)
 
     found = anomalies.values()
@@ -81,9 +83,12 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
     assert gone == {leaver.host_id: "goodbye", silent.host_id: "timeout"}, life
 
     reasons = sorted(dict(m.headers())["reason"].decode().split(":")[0] for m in deadletter.messages)
-    assert reasons == ["envelope field 'seq' must be int, got str", "not JSON"], reasons
+    assert reasons == ["envelope field 'seq' must be int, got str",
+                       "host_id 'h0001' differs from the message key 'h0000'", "not JSON"], reasons
     assert all(dict(m.headers())["component"] == b"streams.hosts" for m in deadletter.messages)
-    assert worker.metric("herdwatch_streams_events_dead_lettered_total") == 2
+    assert deadletter.messages[0].value() == b"{not json"  # the original bytes, untouched
+    assert worker.metric("herdwatch_streams_events_dead_lettered_total") == 3
+    assert worker.metric("herdwatch_streams_events_dead_lettered_total", reason="not JSON") == 1
     assert worker.metric("herdwatch_streams_events_lost_total") == 7
     assert worker.metric("herdwatch_streams_findings_total", kind="rare_feature") >= 1
     assert worker.stop() == 0  # graceful shutdown on SIGTERM

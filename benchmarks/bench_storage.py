@@ -1,0 +1,256 @@
+"""Storage benchmark: sink throughput (with its ceiling) and forensic query latency at 10 M events.
+
+    .venv/bin/python benchmarks/bench_storage.py [--sink-events 200000] [--events 10000000] [--hosts 10000]
+
+Part 1 publishes synthetic telemetry to a local Kafka broker and times the sink (first message taken to
+last batch committed), then inserts the same rows with bare clickhouse-connect calls into the same schema
+as the ceiling. Part 2 generates the large history inside the engine (INSERT ... SELECT, so the Python
+generator is not what is measured), then times the point-in-time state of one destroyed host and
+"which hosts ran executable X this week". Everything runs in one embedded store under a temporary dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from herdwatch.contract import Event, encode_batch
+from herdwatch.settings import KafkaSettings, StorageSettings
+from storage.client import connect
+from storage.load import EVENT_COLUMNS, INSERT_SETTINGS
+from storage.queries import QUERIES
+from storage.query_client import DirectQueryClient
+from storage.rows import telemetry_rows
+from storage.sample_events import fleet
+from storage.schema import migrate
+from storage.settings import SinkSettings
+from storage.state import HOST_ROW, SECTIONS
+
+_NOW = datetime.now(UTC)
+# Monday of last week, 00:00 UTC: recent enough for every table's default retention (metrics: 90 days)
+BASE = (_NOW - timedelta(days=7 + _NOW.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def bench_sink(root: Path, dsn: str, n_events: int) -> None:
+    from collectors.publisher import Publisher
+    from herdwatch.kafka_admin import ensure_topics
+    from herdwatch.kafka_local import LocalKafka, free_port
+    from storage.sink import Sink
+
+    per_host = len(fleet(1, BASE, minutes=14)[0].events)
+    hosts = fleet(max(1, n_events // per_host), BASE, minutes=14, compromised=())
+    events: list[Event] = [e for h in hosts for e in h.events]
+    print(f"sink: {len(events):,} events from {len(hosts):,} hosts, 20 events per Kafka message")
+    broker = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port())
+    broker.start()
+    try:
+        kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench")
+        ensure_topics(kafka, partitions=4)
+        pub = Publisher(kafka)
+        for h in hosts:
+            for i in range(0, len(h.events), 20):
+                pub.publish(h.events[i:i + 20])
+        assert pub.flush(60) == 0
+        client = connect(StorageSettings(dsn=dsn, database="bench_sink"))
+        migrate(client)
+        sink = Sink(client, kafka, SinkSettings(batch_size=50_000, batch_timeout=1.0))
+        stats = sink.run(until_idle=3)
+        assert stats.rows == len(events), (stats.rows, len(events))
+        assert stats.first_message_at is not None and stats.last_flush_at is not None
+        sink_s = stats.last_flush_at - stats.first_message_at
+    finally:
+        broker.stop()
+
+    # Ceiling 1: the Python part of the sink alone (decode + validate + row encoding), no engine.
+    messages = [encode_batch(events[i:i + 20]) for i in range(0, len(events), 20)]
+    t = time.perf_counter()
+    lines = [line for m in messages for _, line in telemetry_rows(m, 0, 0, 1 << 20)[0]]
+    decode_s = time.perf_counter() - t
+    from herdwatch.contract import decode_batch
+
+    t = time.perf_counter()
+    for m in messages:
+        decode_batch(m)
+    contract_s = time.perf_counter() - t
+
+    # Ceiling 2: bare clickhouse-connect inserts of the same rows into the same schema (MVs included).
+    bare = connect(StorageSettings(dsn=dsn, database="bench_bare"))
+    migrate(bare)
+    t = time.perf_counter()
+    for i in range(0, len(lines), 50_000):
+        bare.raw_insert("events", EVENT_COLUMNS, insert_block=b"\n".join(lines[i:i + 50_000]),
+                        fmt="JSONEachRow", settings=INSERT_SETTINGS)
+    raw_s = time.perf_counter() - t
+    bare.command("TRUNCATE TABLE events")
+    import uuid
+
+    import orjson
+
+    columns: list[list[object]] = [[] for _ in EVENT_COLUMNS]
+    for e in events:
+        for col, v in zip(columns, (uuid.UUID(e.event_id), e.kind.value, e.time, e.host_id, e.boot_id, e.image_id,
+                                    e.image_family, e.seq, e.tags, orjson.dumps(e.payload).decode(),
+                                    e.schema_version, 0, 0), strict=True):
+            col.append(v)
+    t = time.perf_counter()
+    for i in range(0, len(events), 50_000):
+        bare.insert("events", [c[i:i + 50_000] for c in columns], column_names=EVENT_COLUMNS,
+                    column_oriented=True)
+    col_s = time.perf_counter() - t
+    n = len(events)
+    ceiling = max(n / raw_s, n / col_s)
+    print(f"  sink (Kafka -> decode -> dedup -> insert -> commit): {n / sink_s:>12,.0f} events/s "
+          f"({sink_s:.2f} s)")
+    print(f"  ceiling, bare raw_insert JSONEachRow, same rows:     {n / raw_s:>12,.0f} events/s ({raw_s:.2f} s)")
+    print(f"  ceiling, bare insert column-oriented, same rows:     {n / col_s:>12,.0f} events/s ({col_s:.2f} s)")
+    print(f"  sink / best bare insert:                             {(n / sink_s) / ceiling:>12.2f}")
+    print(f"  Python decode+validate+encode alone (no Kafka/engine): {n / decode_s:>10,.0f} events/s")
+    print(f"    of which herdwatch.contract.decode_batch alone:    {n / contract_s:>12,.0f} events/s")
+
+
+def _payload_sql() -> str:
+    proc = ("concat('{\"pid\":', toString(1000 + intDiv(i, 5)), ',\"ppid\":1,\"exe\":\"', exe, "
+            "'\",\"name\":\"app\",\"cmdline\":\"', exe, ' --serve\",\"user\":\"www-data\",\"start_time\":', "
+            "toString(toUnixTimestamp(t)), ',\"parents\":[\"/usr/lib/systemd/systemd\"]}')")
+    inv_proc = ("concat('{\"items\":[', arrayStringConcat(arrayMap(k -> concat('{\"pid\":', "
+                "toString(100 + k), ',\"ppid\":1,\"exe\":\"/usr/sbin/svc', toString(k), "
+                "'\",\"name\":\"svc\",\"cmdline\":\"/usr/sbin/svc', "
+                "toString(k), '\",\"user\":\"root\",\"start_time\":0,\"parents\":[]}'), range(30)), ','), ']}')")
+    sock = ("concat('{\"state\":\"established\",\"proto\":\"tcp\",\"laddr\":\"10.0.0.5\",\"lport\":', "
+            "toString(40000 + intDiv(i, 5)), ',\"raddr\":\"10.1.', toString(h % 250), '.', toString(i % 250), "
+            "'\",\"rport\":443,\"pid\":1,\"exe\":\"/usr/bin/app\"}')")
+    inv_net = ("'{\"items\":[{\"state\":\"listen\",\"proto\":\"tcp\",\"laddr\":\"0.0.0.0\",\"lport\":22,\"raddr\":\"\","
+               "\"rport\":0,\"pid\":100,\"exe\":\"/usr/sbin/sshd\"},{\"state\":\"listen\",\"proto\":\"tcp\","
+               "\"laddr\":\"0.0.0.0\",\"lport\":443,\"raddr\":\"\",\"rport\":0,\"pid\":101,\"exe\":\"/usr/sbin/nginx\"}]}'")
+    inv_cfg = ("concat('{\"items\":{\"sshd.permitrootlogin\":\"', if(h % 100 = 3, 'yes', 'no'), '\",', "
+               "arrayStringConcat(arrayMap(k -> concat('\"sysctl.k', toString(k), '\":\"', toString(k % 3), '\"'), "
+               "range(20)), ','), '}}')")
+    inv_pkg = ("concat('{\"manager\":\"dpkg\",\"items\":{', arrayStringConcat(arrayMap(k -> concat('\"pkg', "
+               "toString(k), '\":\"1.', toString(k), '\"'), range(50)), ','), '}}')")
+    metrics = ("concat('{\"values\":{\"cpu_pct\":', toString(rand32() % 100), ',\"mem_pct\":', "
+               "toString(rand32() % 100), ',\"conns\":', toString(rand32() % 50), '}}')")
+    return f"""multiIf(
+        kind = 'agent.hello', concat('{{"agent_version":"0.1.0","boot_time":', toString(toUnixTimestamp(t)), '}}'),
+        kind = 'agent.goodbye', '{{"reason":"terminated"}}',
+        kind = 'process.inventory', {inv_proc},
+        kind = 'net.inventory', {inv_net},
+        kind = 'config.inventory', {inv_cfg},
+        kind = 'package.inventory', {inv_pkg},
+        kind = 'login.inventory', '{{"items":[]}}',
+        kind IN ('process.start', 'process.exit'), {proc},
+        kind IN ('net.open', 'net.close'), {sock},
+        {metrics})"""
+
+
+GENERATE = """
+INSERT INTO events (event_id, kind, time, host_id, boot_id, image_id, image_family, seq, tags, payload,
+                    schema_version, kafka_partition, kafka_offset)
+SELECT generateUUIDv7(n) AS event_id, kind, t AS time, concat('i-', leftPad(lower(hex(h)), 8, '0')) AS host_id,
+       concat('b-', leftPad(lower(hex(h)), 8, '0')) AS boot_id, concat('ami-', toString(h % 5)) AS image_id,
+       'web' AS image_family, i AS seq, map('cloud.provider', 'aws', 'cloud.region', 'eu-west-1') AS tags,
+       PAYLOAD AS payload, 1, 0, n
+FROM (
+    SELECT n, h, i, t, kind,
+           if(h % 2000 = 17 AND i IN (500, 501), '/tmp/.x/xmrig',
+              concat('/usr/bin/app', toString((h * 7 + intDiv(i, 5)) % 200))) AS exe
+    FROM (
+        SELECT number AS n, intDiv(number, {per_host}) AS h, number % {per_host} AS i,
+               toDateTime64({base} + h * {spacing} + i * 0.85, 6, 'UTC') AS t,
+               multiIf(i = 0, 'agent.hello', i = {per_host} - 1, 'agent.goodbye',
+                       i % 100 = 1, 'process.inventory', i % 100 = 2, 'net.inventory',
+                       i % 100 = 3, 'config.inventory', i % 100 = 4, 'package.inventory',
+                       i % 100 = 5, 'login.inventory', i % 5 = 0, 'process.start', i % 5 = 1, 'process.exit',
+                       i % 5 = 2, 'net.open', i % 5 = 3, 'net.close', 'metrics') AS kind
+        FROM numbers({start}, {count})
+    )
+)"""
+
+
+def bench_queries(dsn: str, n_events: int, n_hosts: int) -> None:
+    client = connect(StorageSettings(dsn=dsn, database="bench_big"))
+    migrate(client)
+    per_host = n_events // n_hosts
+    spacing = 7 * 86400 // n_hosts  # host launches spread over one week
+    print(f"\nqueries: generating {n_events:,} events for {n_hosts:,} hosts ({per_host} each, ~14 min lives, "
+          "spread over one week) inside the engine...")
+    t = time.perf_counter()
+    chunk = 1_000_000
+    for start in range(0, n_events, chunk):
+        sql = GENERATE.format(per_host=per_host, base=int(BASE.timestamp()), spacing=spacing, start=start,
+                              count=min(chunk, n_events - start)).replace("PAYLOAD", _payload_sql())
+        client.command(sql)
+    print(f"  generated in {time.perf_counter() - t:.0f} s")
+    client.command("OPTIMIZE TABLE events FINAL")  # a settled store, as days-old data would be
+    for table in ("processes", "network", "config", "process_exe_hosts", "hosts"):
+        client.command(f"OPTIMIZE TABLE {table} FINAL")
+
+    kinds = client.query("SELECT kind, count() FROM events GROUP BY kind ORDER BY kind").result_rows
+    print("  events by kind: " + ", ".join(f"{k} {n:,}" for k, n in kinds))
+    print("  data on disk (compressed / uncompressed):")
+    rows = client.query("""SELECT table, sum(rows), formatReadableSize(sum(data_compressed_bytes)),
+                                  formatReadableSize(sum(data_uncompressed_bytes))
+                           FROM system.parts WHERE database = currentDatabase() AND active
+                           GROUP BY table ORDER BY sum(data_compressed_bytes) DESC""").result_rows
+    for table, nrows, comp, uncomp in rows:
+        print(f"    {table:<22} {nrows:>12,} rows  {comp:>10} / {uncomp:>10}")
+
+    q = DirectQueryClient(client)
+    victim = n_hosts // 2 + 7
+    host = f"i-{victim:08x}"
+    at = BASE + timedelta(seconds=victim * spacing + per_host * 0.85 * 0.6)
+
+    def state_once() -> float:
+        t0 = time.perf_counter()
+        params = {"host": host, "at": at.strftime("%Y-%m-%d %H:%M:%S")}
+        q.query(HOST_ROW, params)
+        for s in SECTIONS:
+            q.query(s.sql, {**params, **dict(s.extra_params)})
+        return time.perf_counter() - t0
+
+    first = state_once()
+    timings = [state_once() for _ in range(5)]
+    procs = q.query(SECTIONS[0].sql, {"host": host, "at": at.strftime("%Y-%m-%d %H:%M:%S")}).rows
+    print(f"  point-in-time state of destroyed host {host} at {at:%Y-%m-%d %H:%M:%S} "
+          f"(host row + 6 sections, {len(procs)} processes): first {first * 1000:.0f} ms, "
+          f"median {statistics.median(timings) * 1000:.0f} ms  (target < 300 ms)")
+
+    week = {"since": BASE.strftime("%Y-%m-%d %H:%M:%S"),
+            "until": (BASE + timedelta(days=7)).strftime("%Y-%m-%d %H:%M:%S")}
+    for exe in ("/tmp/.x/xmrig", "/usr/bin/app17"):
+        t0 = time.perf_counter()
+        res = q.query(QUERIES["hosts_ran_exe"].sql, {"exe": exe, **week})
+        first = time.perf_counter() - t0
+        timings = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            q.query(QUERIES["hosts_ran_exe"].sql, {"exe": exe, **week})
+            timings.append(time.perf_counter() - t0)
+        print(f"  which hosts ran {exe} this week: {len(res.rows):,} hosts; first {first * 1000:.0f} ms, "
+              f"median {statistics.median(timings) * 1000:.0f} ms  (target < 1 s)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sink-events", type=int, default=200_000)
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--hosts", type=int, default=10_000)
+    ap.add_argument("--skip-sink", action="store_true")
+    ap.add_argument("--skip-queries", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
+        root = Path(tmp)
+        dsn = f"chdb://{root / 'clickhouse'}"
+        if not args.skip_sink:
+            bench_sink(root, dsn, args.sink_events)
+        if not args.skip_queries:
+            bench_queries(dsn, args.events, args.hosts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Pure unit tests: row building, the read-only statement check, time parsing, output formats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from herdwatch.contract import SCHEMA_VERSION
+from storage.output import render
+from storage.query_client import QueryResult, plain
+from storage.readonly import UnsafeQuery, readonly_sql
+from storage.rows import anomaly_row, cause_of, lifecycle_row, rollout_row, telemetry_rows
+from storage.sample_events import fleet
+from storage.when import parse_when, sql_time
+
+EVENT = fleet(1, datetime(2026, 3, 1, tzinfo=UTC), minutes=1)[0].events[1]
+
+
+def test_telemetry_rows_keep_partition_offset_and_reject_with_reasons():
+    good = EVENT.to_dict()
+    bad_tag = {**good, "event_id": EVENT.event_id[:-1] + "0", "tags": {"cloud.region": 5}}
+    old = {**good, "schema_version": SCHEMA_VERSION + 1}
+    rows, rejected = telemetry_rows(orjson.dumps([good, bad_tag, old, {**good, "event_id": "x"}]), 3, 42, 1 << 20)
+    assert [eid for eid, _ in rows] == [EVENT.event_id]
+    row = orjson.loads(rows[0][1])
+    assert (row["kafka_partition"], row["kafka_offset"], row["payload"]) == (3, 42, EVENT.payload)
+    reasons = [r.reason for r in rejected]
+    assert any("tag 'cloud.region' must be a string" in r for r in reasons)
+    assert any("schema_version" in r for r in reasons)
+    assert any("not a UUID" in r for r in reasons)
+    assert [cause_of(r) for r in reasons].count("schema_version") == 1
+    _, rejected = telemetry_rows(orjson.dumps([good]), 0, 0, max_row_bytes=100)
+    assert "oversized" in rejected[0].reason and cause_of(rejected[0].reason) == "oversized"
+
+
+def test_topic_rows_refuse_bad_values():
+    from detectors.types import Finding, FindingKind, Severity
+
+    f = Finding(FindingKind.RARE_FEATURE, "h", "i", "f", datetime(2026, 3, 1, tzinfo=UTC), 0.5, Severity.LOW,
+                "s", "e")
+    assert orjson.loads(anomaly_row(orjson.dumps(f.to_dict()), 0, 7))["kafka_offset"] == 7
+    with pytest.raises(ValueError, match="not a finite number"):
+        anomaly_row(orjson.dumps({**f.to_dict(), "score": "nan"}), 0, 0)
+    with pytest.raises(ValueError, match="not a rollout event"):
+        rollout_row(b'{"image_family": "web"}', 0, 0)
+    with pytest.raises(ValueError, match="status must be"):
+        lifecycle_row(b'{"host_id": "h", "status": "maybe", "time": "2026-03-01T00:00:00Z"}', 0, 0)
+    with pytest.raises(ValueError, match="not JSON"):
+        lifecycle_row(b"{", 0, 0)
+    row = orjson.loads(lifecycle_row(b'{"host_id": "h", "status": "gone", "time": "2026-03-01T00:00:00"}', 0, 0))
+    assert row["time"] == "2026-03-01T00:00:00Z" and row["first_seen"] is None
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1; DROP TABLE events", "SELECT 1 -- ; DROP TABLE events",
+                                 "SELECT 1 /* ; */", "SELECT 'x", ";", "   "])
+def test_readonly_refuses_more_than_one_statement(sql):
+    with pytest.raises(UnsafeQuery):
+        readonly_sql(sql)
+
+
+def test_readonly_wraps_one_statement():
+    assert readonly_sql("SELECT ';' AS x;") == "SELECT * FROM (\nSELECT ';' AS x\n) SETTINGS readonly = 1"
+    assert readonly_sql("SELECT 'it''s' -- note\n") .startswith("SELECT * FROM (\nSELECT 'it''s' -- note")
+
+
+def test_parse_when():
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    assert parse_when("now", now) == now
+    assert parse_when("-2h", now) == now - timedelta(hours=2)
+    assert parse_when("2026-03-01", now) == datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_when("2026-03-01 12:00:00", now) == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert parse_when("2026-03-01T12:00:00+02:00", now).astimezone(UTC).hour == 10
+    assert sql_time(datetime(2026, 3, 1, 12, tzinfo=UTC)) == "2026-03-01 12:00:00.000000"
+    with pytest.raises(ValueError, match="cannot read time"):
+        parse_when("yesterday-ish", now)
+
+
+def test_render_formats_and_plain_values():
+    r = QueryResult(["a", "t"], ["String", "DateTime64"],
+                    [["x,y", plain(datetime(2026, 3, 1, 12, 0))], [None, plain({"k": (1, 2)})]])
+    assert r.rows[0][1] == "2026-03-01T12:00:00Z" and r.rows[1][1] == {"k": [1, 2]}
+    table = render(r, "table")
+    assert table.splitlines()[0].split() == ["a", "t"] and table.endswith("(2 rows)")
+    assert render(r, "csv").splitlines()[1] == '"x,y",2026-03-01T12:00:00Z'
+    assert orjson.loads(render(r, "json"))[0] == {"a": "x,y", "t": "2026-03-01T12:00:00Z"}
