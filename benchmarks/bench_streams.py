@@ -328,7 +328,7 @@ def main() -> int:
         if "two" in parts:
             r2 = run_backlog(two, tmp, 2, warm, messages, events)
             print(f"two workers: {r2['events_s']:>9,.0f} events/s  {r2['messages_s']:>7,.0f} messages/s  "
-                  f"({r2['seconds']:.1f}s)")
+                  f"({r2['seconds']:.1f}s, workers' CPU {r2['cpu']:.1f}s)")
             print(f"two / one worker: {r2['events_s'] / r1['events_s']:.2f}")
         if "latency" in parts:
             lat = latency(settings(), tmp, r1["events_s"] / 2, args.events_per_message, args.latency_seconds)

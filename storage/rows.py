@@ -2,8 +2,7 @@
 
 Errors are data here: every function returns the good rows and the rejected inputs with a reason, and
 never raises on bad input. A row carries the Kafka partition/offset it came from and a dedup key
-(event_id for telemetry, the offset for one-row-per-message topics), so the sink can skip rows that a
-crash left stored but uncommitted.
+(see KEY_SQL), so the sink can skip rows that a crash left stored but uncommitted.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,9 +29,9 @@ class TableRows:
     lines: list[bytes] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-    keys: list[str | int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
-    def add(self, line: bytes, partition: int, offset: int, key: str | int) -> None:
+    def add(self, line: bytes, partition: int, offset: int, key: str) -> None:
         self.lines.append(line)
         self.partitions.append(partition)
         self.offsets.append(offset)
@@ -121,6 +120,22 @@ def _need(obj: dict[str, Any], name: str, types: tuple[type, ...] = (str,)) -> A
     return obj[name]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+KEY_SQL = {
+    "events": "toString(event_id)",
+    "anomalies": "finding_id",
+    "rollouts": "concat(image_family, '|', status, '|', new_image, '|', toString(toUnixTimestamp64Micro(time)))",
+    "lifecycle": "concat(host_id, '|', status, '|', toString(toUnixTimestamp64Micro(time)))",
+}
+"""Per table, the SQL of the dedup key of a stored row; the row makers below compute the same key, so a
+re-read message whose row is already stored is recognised by its content (not only by its offset)."""
+
+
+def _micros(text: str) -> int:
+    return (datetime.fromisoformat(text) - _EPOCH) // timedelta(microseconds=1)
+
+
 def _time(obj: dict[str, Any], name: str) -> str:
     """An ISO-8601 time field as the stored UTC text (a time without zone is taken as UTC)."""
     text = _need(obj, name)
@@ -134,8 +149,8 @@ def _time(obj: dict[str, Any], name: str) -> str:
     return format_time(t)
 
 
-def anomaly_row(value: bytes | None, partition: int, offset: int) -> bytes:
-    """Row for `anomalies` from a Finding.to_dict() message; raises ValueError with the reason."""
+def anomaly_row(value: bytes | None, partition: int, offset: int) -> tuple[str, bytes]:
+    """(dedup key, row) for `anomalies` from a Finding.to_dict() message; ValueError says what is wrong."""
     from detectors.types import Finding
 
     obj = _obj(value)
@@ -145,15 +160,16 @@ def anomaly_row(value: bytes | None, partition: int, offset: int) -> bytes:
         raise ValueError(f"not a finding: {type(e).__name__}: {e}") from e
     if not math.isfinite(f.score):
         raise ValueError(f"finding score {f.score} is not a finite number")
-    return orjson.dumps({
-        "finding_id": str(obj.get("finding_id") or f.finding_id), "kind": f.kind.value,
+    finding_id = str(obj.get("finding_id") or f.finding_id)
+    return finding_id, orjson.dumps({
+        "finding_id": finding_id, "kind": f.kind.value,
         "host_id": f.host_id, "image_id": f.image_id, "image_family": f.image_family,
         "time": _time(obj, "time"), "score": f.score, "severity": f.severity.value, "subject": f.subject,
         "explanation": f.explanation, "details": orjson.dumps(f.details).decode(),
         "kafka_partition": partition, "kafka_offset": offset})
 
 
-def rollout_row(value: bytes | None, partition: int, offset: int) -> bytes:
+def rollout_row(value: bytes | None, partition: int, offset: int) -> tuple[str, bytes]:
     from detectors.types import RolloutEvent
 
     obj = _obj(value)
@@ -163,14 +179,16 @@ def rollout_row(value: bytes | None, partition: int, offset: int) -> bytes:
         raise ValueError(f"not a rollout event: {type(e).__name__}: {e}") from e
     if not math.isfinite(r.share):
         raise ValueError(f"rollout share {r.share} is not a finite number")
-    return orjson.dumps({
-        "image_family": r.image_family, "time": _time(obj, "time"), "status": r.status.value,
+    time = _time(obj, "time")
+    key = f"{r.image_family}|{r.status.value}|{r.new_image}|{_micros(time)}"
+    return key, orjson.dumps({
+        "image_family": r.image_family, "time": time, "status": r.status.value,
         "old_image": r.old_image, "new_image": r.new_image, "share": r.share,
         "explanation": r.explanation, "diff": orjson.dumps(r.diff).decode(),
         "kafka_partition": partition, "kafka_offset": offset})
 
 
-def lifecycle_row(value: bytes | None, partition: int, offset: int) -> bytes:
+def lifecycle_row(value: bytes | None, partition: int, offset: int) -> tuple[str, bytes]:
     obj = _obj(value)
     host_id = _need(obj, "host_id")
     if not host_id:
@@ -178,11 +196,12 @@ def lifecycle_row(value: bytes | None, partition: int, offset: int) -> bytes:
     status = _need(obj, "status")
     if status not in ("up", "gone"):
         raise ValueError(f"status must be 'up' or 'gone', got {status!r}")
+    time = _time(obj, "time")
     row: dict[str, Any] = {
-        "host_id": host_id, "status": status, "time": _time(obj, "time"),
+        "host_id": host_id, "status": status, "time": time,
         "image_id": str(obj.get("image_id") or ""), "image_family": str(obj.get("image_family") or ""),
         "reason": str(obj.get("reason") or ""), "kafka_partition": partition, "kafka_offset": offset,
         "first_seen": _time(obj, "first_seen") if obj.get("first_seen") else None,
         "last_seen": _time(obj, "last_seen") if obj.get("last_seen") else None,
     }
-    return orjson.dumps(row)
+    return f"{host_id}|{status}|{_micros(time)}", orjson.dumps(row)

@@ -4,7 +4,8 @@ How no event is lost or stored twice:
 - offsets are committed only after every row of a batch is inserted (and its dead letters delivered);
 - a crash after an insert but before the commit means those messages are read again on restart. Each row
   carries its Kafka partition and offset, so when the sink first sees a partition it reads the keys
-  (event ids, or offsets for one-row topics) already stored at or after that position and skips them.
+  (event ids; a content key for the one-row-per-message topics) already stored at or after that position
+  and skips them.
   This also covers an insert that was applied only in part;
 - a bounded memory of recent event ids drops duplicates sent upstream (a collector resending its spool);
   `events` is a ReplacingMergeTree on event_id as a last line of defence.
@@ -51,7 +52,7 @@ class InsertClient(Protocol):
 class _Skip:
     """Keys already stored at or after the first offset seen for a partition since it was assigned."""
 
-    keys: set[str | int]
+    keys: set[str]
     max_offset: int
 
 
@@ -111,7 +112,7 @@ class Sink:
         self.topics = {names.telemetry: "events", names.anomalies: "anomalies",
                        names.rollouts: "rollouts", names.lifecycle: "lifecycle"}
         self.deadletter_topic = names.deadletter
-        self._row_makers: dict[str, Callable[[bytes | None, int, int], bytes]] = {
+        self._row_makers: dict[str, Callable[[bytes | None, int, int], tuple[str, bytes]]] = {
             names.anomalies: r.anomaly_row, names.rollouts: r.rollout_row, names.lifecycle: r.lifecycle_row}
         conf = kafka.confluent_config()
         conf.update({"group.id": self.settings.group_id, "enable.auto.commit": False,
@@ -228,7 +229,7 @@ class Sink:
                 self._dead_letter(m, rej.reason, rej.raw)
         else:
             try:
-                line = self._row_makers[topic](m.value(), partition, offset)
+                key, line = self._row_makers[topic](m.value(), partition, offset)
             except ValueError as e:
                 self._dead_letter(m, str(e), m.value() or b"")
                 return
@@ -236,7 +237,7 @@ class Sink:
                 self._dead_letter(m, f"oversized: row is {len(line)} bytes, the limit is "
                                      f"{self.settings.max_row_bytes}", m.value() or b"")
                 return
-            self.buffers[self.topics[topic]].add(line, partition, offset, offset)
+            self.buffers[self.topics[topic]].add(line, partition, offset, key)
 
     def _dead_letter(self, m: Message, reason: str, raw: bytes) -> None:
         topic = m.topic() or ""
@@ -336,7 +337,7 @@ class Sink:
             topic, partition = tp
             table = self.topics[topic]
             first = self._first_offset[tp]
-            key = "toString(event_id)" if table == "events" else "kafka_offset"
+            key = r.KEY_SQL[table]
             res = self.client.query(
                 f"SELECT {key}, kafka_offset FROM {table} "
                 "WHERE kafka_partition = {p:UInt16} AND kafka_offset >= {o:UInt64}",

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 def fast_probes(settings: CollectorSettings, fake_proc: Path) -> list:
     processes = ProcessProbe(0.3, 600)
-    network = NetworkProbe(0.3, 600)
+    network = NetworkProbe(0.3, 600, full_scan_s=0)  # owner-scan pacing has its own unit test
     logins = LoginProbe(0.3, 600, auth_logs=settings.auth_logs, boot_time=0)
     return [processes, network, logins,
             MetricsProbe(0.5, procs=lambda: len(processes.known), conns=lambda: network.count,

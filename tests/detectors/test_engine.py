@@ -284,3 +284,27 @@ def test_a_host_that_stops_running_what_all_its_clones_run() -> None:
     for i in range(12):
         out += e.process(obs(f"ami-web-h{i:02d}", "ami-web", 500 + i, removed=(BASE[1],)))
     assert findings(out + advance(e, 500, 900)) == []
+
+
+def test_engine_store_stays_bounded_while_hosts_churn() -> None:
+    import random
+
+    rng = random.Random(9)
+    e = FamilyEngine(host_timeout_s=120, mv_enabled=False)  # the store, not the model, is under test
+    sizes, live, serial, t = [], [], 0, 0.0
+    for step in range(12_000):
+        t += 1.0
+        if rng.random() < 0.03 or len(live) < 10:
+            serial += 1
+            live.append(f"h{serial}")
+            e.process(obs(live[-1], "ami-w", t, [*BASE, f"proc:/opt/{serial}|x|u"], first=True))
+        elif rng.random() < 0.03 and len(live) > 30:
+            e.process(obs(live.pop(rng.randrange(len(live))), "ami-w", t, gone=True))
+        else:
+            h = rng.choice(live)
+            e.process(obs(h, "ami-w", t, [f"dest:tcp/{rng.randint(1, 10**6)}@x"], metrics={"cpu_pct": rng.random()}))
+        if step % 50 == 0:
+            e.tick(at(t))
+        if step % 3000 == 2999:
+            sizes.append(len(e.store))
+    assert max(sizes[1:]) < 2 * sizes[0], sizes

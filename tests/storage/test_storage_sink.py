@@ -13,6 +13,7 @@ from herdwatch.kafka_admin import ensure_topics
 from herdwatch.settings import KafkaSettings, StorageSettings
 from storage import signals
 from storage.client import connect
+from storage.rows import KEY_SQL, anomaly_row, lifecycle_row, rollout_row
 from storage.sample_events import fleet
 from storage.schema import migrate
 from storage.settings import SinkSettings
@@ -111,6 +112,13 @@ def test_anomalies_rollouts_and_lifecycle_are_stored(kafka_settings, storage_set
     c = connect(storage_settings)
     assert c.query("SELECT finding_id, score FROM anomalies").result_rows == [(f.finding_id, 0.9)]
     assert c.query("SELECT status, new_image FROM rollouts").result_rows == [("started", "ami-2")]
+    # the dedup keys the sink computes equal the ones it reads back after a restart
+    assert c.query(f"SELECT {KEY_SQL['anomalies']} FROM anomalies").result_rows == \
+        [(anomaly_row(orjson.dumps(f.to_dict()), 0, 0)[0],)]
+    assert c.query(f"SELECT {KEY_SQL['rollouts']} FROM rollouts").result_rows == \
+        [(rollout_row(orjson.dumps(ro.to_dict()), 0, 0)[0],)]
+    assert c.query(f"SELECT {KEY_SQL['lifecycle']} FROM lifecycle").result_rows == \
+        [(lifecycle_row(orjson.dumps(life), 0, 0)[0],)]
     row = c.query("SELECT host_id, gone_reason, toString(gone_at), toString(first_seen) "
                   "FROM host_lifecycle").result_rows
     assert row == [("i-1", "terminated", "2026-03-01 12:14:00.000000", "2026-03-01 12:00:00.000000")]

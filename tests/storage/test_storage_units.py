@@ -40,7 +40,8 @@ def test_topic_rows_refuse_bad_values():
 
     f = Finding(FindingKind.RARE_FEATURE, "h", "i", "f", datetime(2026, 3, 1, tzinfo=UTC), 0.5, Severity.LOW,
                 "s", "e")
-    assert orjson.loads(anomaly_row(orjson.dumps(f.to_dict()), 0, 7))["kafka_offset"] == 7
+    key, line = anomaly_row(orjson.dumps(f.to_dict()), 0, 7)
+    assert key == f.finding_id and orjson.loads(line)["kafka_offset"] == 7
     with pytest.raises(ValueError, match="not a finite number"):
         anomaly_row(orjson.dumps({**f.to_dict(), "score": "nan"}), 0, 0)
     with pytest.raises(ValueError, match="not a rollout event"):
@@ -49,8 +50,10 @@ def test_topic_rows_refuse_bad_values():
         lifecycle_row(b'{"host_id": "h", "status": "maybe", "time": "2026-03-01T00:00:00Z"}', 0, 0)
     with pytest.raises(ValueError, match="not JSON"):
         lifecycle_row(b"{", 0, 0)
-    row = orjson.loads(lifecycle_row(b'{"host_id": "h", "status": "gone", "time": "2026-03-01T00:00:00"}', 0, 0))
+    key, line = lifecycle_row(b'{"host_id": "h", "status": "gone", "time": "2026-03-01T00:00:00"}', 0, 0)
+    row = orjson.loads(line)
     assert row["time"] == "2026-03-01T00:00:00Z" and row["first_seen"] is None
+    assert key == f"h|gone|{int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) * 1_000_000}"
 
 
 @pytest.mark.parametrize("sql", ["SELECT 1; DROP TABLE events", "SELECT 1 -- ; DROP TABLE events",
