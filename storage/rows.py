@@ -40,6 +40,12 @@ class TableRows:
     def __len__(self) -> int:
         return len(self.lines)
 
+    def prepend(self, other: TableRows) -> None:
+        self.lines[:0] = other.lines
+        self.partitions[:0] = other.partitions
+        self.offsets[:0] = other.offsets
+        self.keys[:0] = other.keys
+
     def clear(self) -> None:
         self.lines.clear()
         self.partitions.clear()
@@ -73,7 +79,7 @@ def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_byt
             rejected.append(Rejected(problem, orjson.dumps(e.to_dict())))
             continue
         line = orjson.dumps({
-            "event_id": e.event_id, "kind": e.kind.value, "time": format_time(e.time),
+            "event_id": e.event_id, "kind": e.kind, "time": e.time,  # orjson writes RFC 3339 UTC
             "host_id": e.host_id, "boot_id": e.boot_id, "image_id": e.image_id,
             "image_family": e.image_family, "seq": e.seq, "tags": e.tags, "payload": e.payload,
             "schema_version": e.schema_version, "kafka_partition": partition, "kafka_offset": offset,

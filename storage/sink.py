@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,17 @@ class _RecentIds:
 
 
 @dataclass
+class _Inflight:
+    """A batch handed to the insert thread: rows per table (removed as each table is stored)."""
+
+    tables: dict[str, r.TableRows]
+    offsets: dict[tuple[str, int], int]
+    stored: dict[str, int] = field(default_factory=dict)
+    error: Exception | None = None
+    thread: threading.Thread | None = None
+
+
+@dataclass
 class SinkStats:
     messages: int = 0
     rows: int = 0
@@ -141,6 +153,7 @@ class Sink:
         self._dl_errors: list[str] = []
         self._inserts = 0
         self._stopping = False
+        self._inflight: _Inflight | None = None
         self._assigned = False
         self._last_activity = time.monotonic()
 
@@ -173,7 +186,7 @@ class Sink:
                     self._last_activity = time.monotonic()
                     self._take(messages)
                 if self._due():
-                    self.flush()
+                    self._flush_async()
                 idle = time.monotonic() - self._last_activity
                 if until_idle is not None and idle >= until_idle and self._assigned \
                         and not self._has_pending():
@@ -196,7 +209,7 @@ class Sink:
         for m in messages:
             self._take_one(m)
             if not self._paused and self._rows_buffered() >= self.settings.batch_size:
-                self.flush()
+                self._flush_async()
 
     def _take_one(self, m: Message) -> None:
         err = m.error()
@@ -264,7 +277,7 @@ class Sink:
         return sum(len(b) for b in self.buffers.values())
 
     def _has_pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending) or self._inflight is not None
 
     def _due(self) -> bool:
         if not self._pending:
@@ -277,6 +290,8 @@ class Sink:
     # --- storing -----------------------------------------------------------------------------------
     def flush(self) -> bool:
         """Insert everything buffered, then commit. False (and consumption paused) if the store failed."""
+        if not self._finish_inflight():
+            return False
         if not self._pending:
             if self._paused:
                 self._resume()
@@ -290,25 +305,86 @@ class Sink:
                 if not len(buf):
                     continue
                 self._insert(buf)
-                n = len(buf)
-                self.stats.rows += n
-                signals.rows_inserted.emit(n, table=table)
+                self._count_rows(table, len(buf))
                 buf.clear()  # a later table failing must not insert this one again
         except Exception as e:  # the store is down or refused: keep the batch, pause, retry later
             self._store_failed(e)
             return False
-        if self.producer.flush(30) or self._dl_errors:
-            errors, self._dl_errors = self._dl_errors, []
-            raise RuntimeError(f"dead-letter topic {self.deadletter_topic} unreachable ({errors[:1]}); "
-                               "offsets are not committed, the batch will be read again on restart")
-        self._commit()
-        self.stats.batches += 1
-        self.stats.last_flush_at = time.monotonic()
-        signals.batches_inserted.emit()
+        self._commit_batch(self._pending)
+        self._pending = {}
         self._batch_started = None
         if self._paused:
             self._resume()
         return True
+
+    def _flush_async(self) -> None:
+        """Hand the batch to the insert thread and keep reading; its offsets are committed once it is
+        stored (checked before the next batch is handed over). Decoding the next batch in this thread
+        overlaps with the engine inserting the previous one."""
+        if not self._finish_inflight() or not self._pending:
+            return
+        try:
+            self._load_skips()
+            for buf in self.buffers.values():
+                if len(buf):
+                    self._drop_stored(buf)
+        except Exception as e:
+            self._store_failed(e)
+            return
+        batch = _Inflight({t: b for t, b in self.buffers.items() if len(b)}, self._pending)
+        self.buffers = {t: r.TableRows(t) for t in self.buffers}
+        self._pending = {}
+        self._batch_started = None
+        batch.thread = threading.Thread(target=self._insert_batch, args=(batch,), name="sink-insert",
+                                        daemon=True)
+        self._inflight = batch
+        batch.thread.start()
+
+    def _insert_batch(self, batch: _Inflight) -> None:
+        try:
+            for table in list(batch.tables):
+                buf = batch.tables[table]
+                self._insert(buf)
+                batch.stored[table] = len(buf)
+                del batch.tables[table]  # a later table failing must not insert this one again
+        except Exception as e:
+            batch.error = e
+
+    def _finish_inflight(self) -> bool:
+        """Wait for the batch being inserted; commit it, or put its unstored rows back and pause."""
+        batch = self._inflight
+        if batch is None:
+            return True
+        assert batch.thread is not None
+        batch.thread.join()
+        self._inflight = None
+        for table, n in batch.stored.items():
+            self._count_rows(table, n)
+        if batch.error is not None:
+            for table, rows in batch.tables.items():  # back in front of what was read since
+                self.buffers[table].prepend(rows)
+            for tp, offset in batch.offsets.items():
+                self._pending[tp] = max(offset, self._pending.get(tp, 0))
+            if self._batch_started is None:
+                self._batch_started = time.monotonic()
+            self._store_failed(batch.error)
+            return False
+        self._commit_batch(batch.offsets)
+        return True
+
+    def _count_rows(self, table: str, n: int) -> None:
+        self.stats.rows += n
+        signals.rows_inserted.emit(n, table=table)
+
+    def _commit_batch(self, offsets: dict[tuple[str, int], int]) -> None:
+        if self.producer.flush(30) or self._dl_errors:
+            errors, self._dl_errors = self._dl_errors, []
+            raise RuntimeError(f"dead-letter topic {self.deadletter_topic} unreachable ({errors[:1]}); "
+                               "offsets are not committed, the batch will be read again on restart")
+        self._commit(offsets)
+        self.stats.batches += 1
+        self.stats.last_flush_at = time.monotonic()
+        signals.batches_inserted.emit()
 
     def _insert(self, buf: r.TableRows) -> None:
         columns = list(orjson.loads(buf.lines[0]).keys())
@@ -319,18 +395,17 @@ class Sink:
             log.warning("fault injection: killing the sink after insert %d, before the commit", self._inserts)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _commit(self) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+    def _commit(self, pending: dict[tuple[str, int], int]) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in pending.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except Exception as e:  # rows are stored; a re-read after restart is deduplicated
             signals.commit_failed.emit()
             log.warning("offset commit failed (%s); stored rows will be skipped when re-read", e)
-        for (t, p), o in self._pending.items():
+        for (t, p), o in pending.items():
             skip = self._skip.get((t, p))
             if skip is not None and skip.max_offset < o:
                 del self._skip[(t, p)]
-        self._pending.clear()
 
     def _load_skips(self) -> None:
         for tp in sorted(self._needs_skip & set(self._first_offset)):
@@ -415,7 +490,7 @@ class Sink:
             consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._pending and not self.flush():
+        if self._has_pending() and not self.flush():
             # could not store: forget the batch; it was not committed, so it is read again
             log.warning("partitions revoked while the store is down: the unstored batch is dropped from "
                         "memory and will be re-read from the last committed offsets")

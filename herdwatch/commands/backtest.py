@@ -94,16 +94,17 @@ def _read_storage(query: str | None, where: str) -> tuple[list[Any], list[Any]]:
     from detectors.backtest import EVENT_COLUMNS, BadLine, row_to_envelope
     from herdwatch.contract import ContractError, decode_event
     from herdwatch.settings import StorageSettings
-    from storage.client import connect
+    from storage.query_client import open_query_client
 
     sql = query or (
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
         + (f" WHERE {where}" if where else "")
         + " ORDER BY time, host_id, seq"
     )
-    client = connect(StorageSettings(), create_database=False)
+    # read-only, and through the sink's local endpoint when a sink owns the embedded store
+    client = open_query_client(StorageSettings())
     events, bad = [], []
-    for i, row in enumerate(client.query(sql).named_results(), 1):
+    for i, row in enumerate(client.query(sql).dicts(), 1):
         missing = [c for c in EVENT_COLUMNS if c not in row and c != "schema_version"]
         if missing:
             raise ValueError(f"the query must return the events table's columns; missing: {', '.join(missing)}")
