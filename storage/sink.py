@@ -5,13 +5,14 @@ How no event is lost or stored twice:
 - a crash after an insert but before the commit means those messages are read again on restart. Each row
   carries its Kafka partition and offset, so when the sink first sees a partition it reads the keys
   (event ids; a content key for the one-row-per-message topics) already stored at or after that position
-  and skips them.
-  This also covers an insert that was applied only in part;
+  and skips them. This also covers an insert that was applied only in part;
 - a bounded memory of recent event ids drops duplicates sent upstream (a collector resending its spool);
   `events` is a ReplacingMergeTree on event_id as a last line of defence.
 
-When the store fails, the batch is kept, consumption of every assigned partition is paused
-(backpressure: Kafka holds the rest), and the insert is retried with growing waits until it succeeds.
+Inserts run in a second thread, one batch at a time, while this thread decodes the next batch; a batch's
+offsets are committed once it is stored. When the store fails, the batch is kept, consumption of every
+assigned partition is paused (backpressure: Kafka holds the rest), and the insert is retried with growing
+waits until it succeeds.
 Nothing is dropped. Malformed, oversized or wrong-version input goes to the dead-letter topic with a
 `reason` header, and is counted.
 """
@@ -94,6 +95,9 @@ class _Inflight:
     stored: dict[str, int] = field(default_factory=dict)
     error: Exception | None = None
     thread: threading.Thread | None = None
+
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
 
 @dataclass
@@ -185,6 +189,8 @@ class Sink:
                 if messages:
                     self._last_activity = time.monotonic()
                     self._take(messages)
+                if self._inflight is not None and not self._inflight.busy():
+                    self._finish_inflight()  # commit the stored batch without waiting for the next
                 if self._due():
                     self._flush_async()
                 idle = time.monotonic() - self._last_activity

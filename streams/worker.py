@@ -77,6 +77,19 @@ def prepare_topics(kafka: KafkaSettings, ws: WorkerSettings) -> dict[str, int]:
     return parts
 
 
+LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
+          "debug": logging.DEBUG}
+
+
+def quiet_framework_logs(loglevel: str) -> None:
+    """Faust, aiokafka and mode log at `loglevel`; herdwatch's own loggers keep the CLI's level."""
+    level = LEVELS.get(loglevel.lower(), logging.WARNING)
+    for name in ("faust", "aiokafka", "mode"):
+        logging.getLogger(name).setLevel(level)
+    # "producer buffer full" is Faust's normal back-pressure at high throughput, not a problem
+    logging.getLogger("faust.transport.producer").setLevel(max(level, logging.ERROR))
+
+
 def run_worker(kafka: KafkaSettings, ws: WorkerSettings) -> int:
     import faust
 
@@ -86,6 +99,7 @@ def run_worker(kafka: KafkaSettings, ws: WorkerSettings) -> int:
         # The multivariate detector imports scikit-learn on its first fit; doing that here keeps a
         # multi-second import from stalling the first tick under live traffic.
         import sklearn.ensemble  # noqa: F401
+    quiet_framework_logs(ws.loglevel)
     serve_metrics(ws.metrics_port, ws.metrics_addr)
     parts = prepare_topics(kafka, ws)
     datadir = ws.worker_dir()

@@ -38,10 +38,9 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from storage.output import render
+    from storage.queries import QUERIES
     from storage.query_client import QueryError, open_query_client
     from storage.readonly import UnsafeQuery
-
-    from storage.queries import QUERIES
 
     if args.list:
         for q in QUERIES.values():
