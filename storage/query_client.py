@@ -161,7 +161,12 @@ def open_query_client(settings: StorageSettings | None = None, *, prefer_endpoin
     if is_embedded(settings.resolved_dsn()) and prefer_endpoint:
         info = read_endpoint(settings)
         if info:
-            return EndpointQueryClient(info["url"], info["token"])
+            remote = EndpointQueryClient(info["url"], info["token"], timeout=300.0)
+            try:
+                remote.query("SELECT 1")
+                return remote
+            except QueryError:  # a stale file whose pid was reused: open the store ourselves
+                pass
     client = connect(settings)
     # an empty store answers with empty tables instead of "unknown table"; a read-only server account
     # cannot migrate: query what is there
