@@ -264,6 +264,7 @@ def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
         (logs / "report.html").write_text(render_html(report, host_cohort))
         (logs / "ground_truth.json").write_text(json.dumps(fleet.ground_truth_dicts(), indent=2))
         say(f"\nreport: {logs / 'report.json'}, chart: {logs / 'report.html'}")
+        say_next_steps(fleet, say)
         say(f"demo finished in {time.monotonic() - t_start:.0f} s")
         return report
     finally:
@@ -289,6 +290,19 @@ def print_findings(findings: list[Any], rollouts: list[Any], say: Say, limit: in
     for r in sorted(rollouts, key=lambda r: r.time):
         say(f"  {r.time:%H:%M:%S} {r.status.value:<12} {r.image_family:<8} {r.old_image} -> {r.new_image} "
             f"({r.share:.0%}): {r.explanation}")
+
+
+def say_next_steps(fleet: Any, say: Say) -> None:
+    """Ready-made forensic commands about this run's compromised hosts."""
+    truth = [g for g in fleet.ground_truth if g.host_id and g.kind == "compromise"]
+    if not truth:
+        return
+    g = truth[0]
+    at = (g.start + (g.end - g.start) / 2).strftime("%Y-%m-%dT%H:%M:%SZ")
+    say("keep asking the store (it stays in ./var):")
+    say(f"  .venv/bin/herdwatch host {g.host_id} --at {at}      # state during '{g.scenario}'")
+    say(f"  .venv/bin/herdwatch timeline {g.host_id} --limit 40")
+    say("  .venv/bin/herdwatch sql \"SELECT kind, host_id, explanation FROM anomalies ORDER BY time\"")
 
 
 def forensics(client: Any, fleet: Any, say: Say) -> list[dict[str, Any]]:

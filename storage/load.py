@@ -7,12 +7,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from herdwatch.contract import Event, encode_batch
-from storage.rows import telemetry_rows
+from storage.rows import EVENT_COLUMNS, EVENTS_FORMAT, telemetry_rows
 
 INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "date_time_input_format": "best_effort",
                    "input_format_skip_unknown_fields": 0}
-EVENT_COLUMNS = ["event_id", "kind", "time", "host_id", "boot_id", "image_id", "image_family", "seq", "tags",
-                 "payload", "schema_version", "kafka_partition", "kafka_offset"]
+__all__ = ["EVENT_COLUMNS", "INSERT_SETTINGS", "load_events"]
 
 
 def load_events(client: Any, events: Iterable[Event], batch_rows: int = 100_000) -> int:
@@ -32,7 +31,7 @@ def load_events(client: Any, events: Iterable[Event], batch_rows: int = 100_000)
 def _flush(client: Any, lines: list[bytes]) -> int:
     if not lines:
         return 0
-    client.raw_insert("events", EVENT_COLUMNS, insert_block=b"\n".join(lines), fmt="JSONEachRow",
+    client.raw_insert("events", EVENT_COLUMNS, insert_block=b"\n".join(lines), fmt=EVENTS_FORMAT,
                       settings=INSERT_SETTINGS)
     n = len(lines)
     lines.clear()

@@ -66,15 +66,20 @@ class _RecentIds:
     current: set[str] = field(default_factory=set)
     previous: set[str] = field(default_factory=set)
 
-    def seen(self, event_id: str) -> bool:
+    def unseen(self, rows: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """The (event_id, row) pairs not seen recently (and remembers them): `seen` for a whole message."""
         if not self.size:
-            return False
-        if event_id in self.current or event_id in self.previous:
-            return True
-        self.current.add(event_id)
-        if len(self.current) >= self.size // 2:
-            self.previous, self.current = self.current, set()
-        return False
+            return rows
+        out = []
+        for row in rows:
+            event_id = row[0]
+            if event_id in self.current or event_id in self.previous:
+                continue
+            self.current.add(event_id)
+            out.append(row)
+            if len(self.current) >= self.size // 2:
+                self.previous, self.current = self.current, set()
+        return out
 
     def forget(self, ids: list[str]) -> None:
         for i in ids:
@@ -237,13 +242,11 @@ class Sink:
             self._batch_started = time.monotonic()
         if self.topics[topic] == "events":
             good, rejected = r.telemetry_rows(m.value(), partition, offset, self.settings.max_row_bytes)
-            buf = self.buffers["events"]
-            for event_id, line in good:
-                if self._recent.seen(event_id):
-                    self.stats.duplicates += 1
-                    signals.duplicates_skipped.emit(why="recent")
-                    continue
-                buf.add(line, partition, offset, event_id)
+            fresh = self._recent.unseen(good)
+            if len(fresh) < len(good):
+                self.stats.duplicates += len(good) - len(fresh)
+                signals.duplicates_skipped.emit(len(good) - len(fresh), why="recent")
+            self.buffers["events"].add_message(fresh, partition, offset)
             for rej in rejected:
                 self._dead_letter(m, rej.reason, rej.raw)
         else:
@@ -393,9 +396,11 @@ class Sink:
         signals.batches_inserted.emit()
 
     def _insert(self, buf: r.TableRows) -> None:
-        columns = list(orjson.loads(buf.lines[0]).keys())
-        self.client.raw_insert(buf.table, columns, insert_block=buf.block(), fmt="JSONEachRow",
-                               settings=INSERT_SETTINGS)
+        if buf.table == "events":
+            columns, fmt = r.EVENT_COLUMNS, r.EVENTS_FORMAT
+        else:
+            columns, fmt = list(orjson.loads(buf.blocks[0].split(b"\n", 1)[0]).keys()), "JSONEachRow"
+        self.client.raw_insert(buf.table, columns, insert_block=buf.block(), fmt=fmt, settings=INSERT_SETTINGS)
         self._inserts += 1
         if self.settings.fault_kill_after_inserts and self._inserts >= self.settings.fault_kill_after_inserts:
             log.warning("fault injection: killing the sink after insert %d, before the commit", self._inserts)
@@ -437,7 +442,7 @@ class Sink:
             return
         keep = r.TableRows(buf.table)
         dropped = 0
-        for line, p, o, k in zip(buf.lines, buf.partitions, buf.offsets, buf.keys, strict=True):
+        for line, p, o, k in zip(buf.lines(), buf.partitions, buf.offsets, buf.keys, strict=True):
             s = skips.get(p)
             if s is not None and o <= s.max_offset and k in s.keys:
                 dropped += 1
@@ -446,7 +451,7 @@ class Sink:
         if dropped:
             self.stats.duplicates += dropped
             signals.duplicates_skipped.emit(dropped, why="already_stored")
-            buf.lines, buf.partitions, buf.offsets, buf.keys = keep.lines, keep.partitions, keep.offsets, keep.keys
+            buf.blocks, buf.partitions, buf.offsets, buf.keys = keep.blocks, keep.partitions, keep.offsets, keep.keys
 
     # --- backpressure --------------------------------------------------------------------------------
     def _store_failed(self, e: Exception) -> None:
