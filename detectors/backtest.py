@@ -14,7 +14,9 @@ count a host's lines; `boot_id` may be constant. Blank lines and lines starting 
 lines are reported (line number and reason), never silently dropped.
 
 Rows from the ClickHouse `events` table convert with `row_to_envelope`. The replay itself (`replay`) is
-pure: events in, findings, rollout events and per-observation scores out.
+pure: events in, findings, rollout events and per-observation scores out. `Replay` is its loop for
+callers that choose their own tick times (the simulator's evaluation ticks once per collector cycle), and
+`FamilyEngines` keeps one engine per image family, as the stream workers do.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ class BadLine:
 
 
 @dataclass
+class HostSeen:
+    """A host as the replay saw it: its latest image and the times of its first and last event."""
+
+    host_id: str
+    image_id: str
+    image_family: str
+    first: datetime
+    last: datetime
+
+
+@dataclass
 class BacktestResult:
     findings: list[Finding] = field(default_factory=list)
     rollouts: list[RolloutEvent] = field(default_factory=list)
@@ -70,6 +83,7 @@ class BacktestResult:
     host_hours: float = 0.0
     bad: list[BadLine] = field(default_factory=list)
     family_of_host: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, HostSeen] = field(default_factory=dict)
 
     @property
     def outputs(self) -> list[Output]:
@@ -117,6 +131,116 @@ def row_to_envelope(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class FamilyEngines:
+    """One FamilyEngine per image family, created on the family's first observation (a `Model`).
+
+    The stream workers keep engines this way; `replay` defaults to one FamilyEngine for every family.
+    """
+
+    def __init__(self, **config: Any) -> None:
+        self.record_scores = bool(config.pop("record_scores", False))
+        self.config = config
+        self.engines: dict[str, FamilyEngine] = {}
+        self.last_scores: dict[str, float] = {}
+        """The scores of the engine that processed the last observation."""
+
+    def process(self, obs: Observation) -> list[Output]:
+        engine = self.engines.get(obs.image_family)
+        if engine is None:
+            engine = self.engines[obs.image_family] = FamilyEngine(record_scores=self.record_scores, **self.config)
+        out = engine.process(obs)
+        self.last_scores = engine.last_scores
+        return out
+
+    def tick(self, now: Any) -> list[Output]:
+        out: list[Output] = []
+        for engine in self.engines.values():
+            out += engine.tick(now)
+        return out
+
+
+class Replay:
+    """The replay loop, one event at a time: SequenceGap, a HostState per host, then the model.
+
+    The caller decides when the model ticks: `replay` every `tick_s` seconds of event time, the
+    simulator's evaluation at the end of each collector cycle. `finish` returns the result.
+    """
+
+    def __init__(
+        self,
+        model: Model | None = None,
+        *,
+        sequence_gaps: bool = True,
+        on_scores: Callable[[dict[str, Any]], None] | None = None,
+        linger_s: float = 900.0,
+    ) -> None:
+        self.model: Model = FamilyEngine() if model is None else model
+        self.on_scores = on_scores
+        self.scoring: FamilyEngine | FamilyEngines | None = None
+        """The model whose per-observation scores go to `on_scores` (FamilyEngine models only)."""
+        if on_scores is not None and isinstance(self.model, (FamilyEngine, FamilyEngines)):
+            self.scoring = self.model
+            self.scoring.record_scores = True
+        self.linger_s = linger_s
+        self.gaps = SequenceGap() if sequence_gaps else None
+        self.states: dict[str, HostState] = {}
+        self.result = BacktestResult()
+
+    def feed(self, event: Event) -> None:
+        """Run one event (in per-host order) through the sequence check, its host's state and the model."""
+        result = self.result
+        result.events += 1
+        if self.gaps is not None:
+            gap = self.gaps.check(event)
+            if gap is not None:
+                result.findings.append(gap)
+        hs = self.states.get(event.host_id)
+        if hs is None:
+            hs = self.states[event.host_id] = HostState(
+                event.host_id, event.image_id, event.image_family, self.linger_s
+            )
+        seen = result.seen.get(event.host_id)
+        if seen is None:
+            result.seen[event.host_id] = HostSeen(
+                event.host_id, event.image_id, event.image_family, event.time, event.time
+            )
+        else:
+            seen.image_id, seen.image_family, seen.last = event.image_id, event.image_family, event.time
+        result.family_of_host[event.host_id] = event.image_family
+        obs = hs.apply(event)
+        if obs is None:
+            return
+        result.observations += 1
+        self._collect(self.model.process(obs))
+        if self.scoring is not None and self.on_scores is not None:
+            self.on_scores(
+                {
+                    "time": obs.time.isoformat(),
+                    "host_id": obs.host_id,
+                    "image_id": obs.image_id,
+                    "image_family": obs.image_family,
+                    **self.scoring.last_scores,
+                }
+            )
+
+    def tick(self, now: Any) -> None:
+        """The model's periodic work at event time `now` (datetime or epoch seconds)."""
+        self._collect(self.model.tick(now))
+
+    def finish(self) -> BacktestResult:
+        result = self.result
+        result.hosts = len(self.states)
+        result.host_hours = sum(s.last.timestamp() - s.first.timestamp() for s in result.seen.values()) / 3600.0
+        return result
+
+    def _collect(self, out: list[Output]) -> None:
+        for o in out:
+            if isinstance(o, Finding):
+                self.result.findings.append(o)
+            else:
+                self.result.rollouts.append(o)
+
+
 def replay(
     events: Iterable[Event],
     model: Model | None = None,
@@ -129,62 +253,23 @@ def replay(
 ) -> BacktestResult:
     """Run events through HostState + the model (a FamilyEngine by default) in event-time order.
 
+    The model ticks every `tick_s` seconds of event time from the first event, and once more at the end.
     `on_scores` receives one record per observation with every detector's score (FamilyEngine models).
     """
-    if model is None:
-        model = FamilyEngine(record_scores=on_scores is not None)
-    elif on_scores is not None and isinstance(model, FamilyEngine):
-        model.record_scores = True
-    result = BacktestResult()
+    run = Replay(model, sequence_gaps=sequence_gaps, on_scores=on_scores, linger_s=linger_s)
     ordered = sorted(events, key=lambda e: (e.time, e.host_id, e.seq)) if sort else events
-    states: dict[str, HostState] = {}
-    span: dict[str, list[float]] = {}
-    gaps = SequenceGap()
     next_tick: float | None = None
-    out: list[Output] = []
     for event in ordered:
-        result.events += 1
         t = event.time.timestamp()
         if next_tick is None:
             next_tick = t + tick_s
         while t >= next_tick:
-            out += model.tick(next_tick)
+            run.tick(next_tick)
             next_tick += tick_s
-        if sequence_gaps:
-            gap = gaps.check(event)
-            if gap is not None:
-                out.append(gap)
-        hs = states.get(event.host_id)
-        if hs is None:
-            hs = states[event.host_id] = HostState(event.host_id, event.image_id, event.image_family, linger_s)
-        s = span.get(event.host_id)
-        if s is None:
-            span[event.host_id] = [t, t]
-        else:
-            s[1] = t
-        result.family_of_host[event.host_id] = event.image_family
-        obs = hs.apply(event)
-        if obs is None:
-            continue
-        result.observations += 1
-        out += model.process(obs)
-        if on_scores is not None and isinstance(model, FamilyEngine):
-            on_scores(
-                {
-                    "time": obs.time.isoformat(),
-                    "host_id": obs.host_id,
-                    "image_id": obs.image_id,
-                    "image_family": obs.image_family,
-                    **model.last_scores,
-                }
-            )
+        run.feed(event)
     if next_tick is not None:
-        out += model.tick(next_tick)
-    for o in out:
-        (result.findings if isinstance(o, Finding) else result.rollouts).append(o)  # type: ignore[arg-type]
-    result.hosts = len(states)
-    result.host_hours = sum(b - a for a, b in span.values()) / 3600.0
-    return result
+        run.tick(next_tick)
+    return run.finish()
 
 
 SCORE_FIELDS = (

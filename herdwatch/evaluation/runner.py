@@ -1,8 +1,9 @@
 """Running the detectors over a simulated fleet offline, exactly as the stream workers do.
 
-Per host a `HostState` turns events into observations; per image family a `FamilyEngine` learns and scores
-them; one `SequenceGap` watches every host's sequence numbers; `engine.tick(now)` runs once per simulated
-collector cycle. No Kafka, no Faust: a scenario is evaluated in seconds.
+The loop is the backtest's (`detectors.backtest.Replay`): one `SequenceGap` watches every host's sequence
+numbers, per host a `HostState` turns events into observations, per image family a `FamilyEngine` learns
+and scores them (`FamilyEngines`). The engines tick once per simulated collector cycle, at the cycle's end.
+No Kafka, no Faust: a scenario is evaluated in seconds.
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from collectors.simulator.fleet import Cycle
-from detectors import FamilyEngine, HostState, SequenceGap
+from detectors.backtest import FamilyEngines, HostSeen, Replay
 from detectors.types import Finding, RolloutEvent
 
-
-@dataclass
-class HostSeen:
-    host_id: str
-    image_id: str
-    image_family: str
-    first: datetime
-    last: datetime
+__all__ = ["DetectionRun", "HostSeen", "run_detectors"]
 
 
 @dataclass
@@ -48,56 +42,29 @@ class DetectionRun:
 
 def run_detectors(cycles: Iterable[Cycle], engine_config: dict[str, Any] | None = None) -> DetectionRun:
     """Feed every batch of every cycle through the detectors; returns their findings and rollout events."""
-    config = {"record_scores": True, **(engine_config or {})}
-    states: dict[str, HostState] = {}
-    engines: dict[str, FamilyEngine] = {}
-    gaps = SequenceGap()
+    engines = FamilyEngines(**{"record_scores": True, **(engine_config or {})})
     run = DetectionRun()
+
+    def note_score(record: dict[str, Any]) -> None:
+        score = max(engines.last_scores.values(), default=0.0)
+        if score > 0:
+            per_host = run.scores.setdefault(record["host_id"], {})
+            per_host[run.cycles] = max(score, per_host.get(run.cycles, 0.0))
+
+    replay = Replay(engines, on_scores=note_score if engines.record_scores else None)
     t0 = time.perf_counter()
-
-    def collect(out: Iterable[Any]) -> None:
-        for item in out:
-            if isinstance(item, Finding):
-                run.findings.append(item)
-            elif isinstance(item, RolloutEvent):
-                run.rollouts.append(item)
-
     for cycle in cycles:
-        for host_id, events in cycle.batches:
+        for _host_id, events in cycle.batches:
             run.batches += 1
             for event in events:
-                run.events += 1
-                gap = gaps.check(event)
-                if gap is not None:
-                    run.findings.append(gap)
-                hs = states.get(host_id)
-                if hs is None:
-                    hs = states[host_id] = HostState(host_id, event.image_id, event.image_family)
-                seen = run.hosts.get(host_id)
-                if seen is None:
-                    run.hosts[host_id] = HostSeen(host_id, event.image_id, event.image_family, event.time, event.time)
-                else:
-                    seen.last = event.time
-                    seen.image_id = event.image_id
-                obs = hs.apply(event)
-                if obs is None:
-                    continue
-                run.observations += 1
-                engine = engines.get(obs.image_family)
-                if engine is None:
-                    engine = engines[obs.image_family] = FamilyEngine(**config)
-                collect(engine.process(obs))
-                if engine.last_scores:
-                    score = max(engine.last_scores.values())
-                    if score > 0:
-                        per_host = run.scores.setdefault(host_id, {})
-                        per_host[run.cycles] = max(score, per_host.get(run.cycles, 0.0))
-        for engine in engines.values():
-            collect(engine.tick(cycle.time))
+                replay.feed(event)
+        replay.tick(cycle.time)
         run.cycles += 1
         run.cycle_times.append(cycle.time)
-        if run.start is None:
-            run.start = cycle.time
-        run.end = cycle.time
+    result = replay.finish()
+    run.findings, run.rollouts, run.hosts = result.findings, result.rollouts, result.seen
+    run.events, run.observations = result.events, result.observations
+    if run.cycle_times:
+        run.start, run.end = run.cycle_times[0], run.cycle_times[-1]
     run.seconds = time.perf_counter() - t0
     return run

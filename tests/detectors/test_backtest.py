@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from detectors import FamilyEngine, FindingKind
-from detectors.backtest import BadLine, parse_lines, replay, row_to_envelope
+from detectors.backtest import BadLine, FamilyEngines, Replay, parse_lines, replay, row_to_envelope
 from detectors.synthetic import Cohort, build_fleet, write_jsonl
+from detectors.types import Observation
 from herdwatch.cli import main
 from herdwatch.contract import Event
 
@@ -51,6 +52,82 @@ def test_replay_finds_the_miner_and_scores_every_observation() -> None:
     assert len(scores) == result.observations > 0
     top = max(scores, key=lambda r: r["rarity"])
     assert top["host_id"] == fleet.truth[0]["host_id"]
+
+
+class CallRecorder:
+    """A model that only records what the replay asks of it, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float]] = []
+
+    def process(self, obs: Observation) -> list:
+        self.calls.append(("process", obs.time.timestamp()))
+        return []
+
+    def tick(self, now: float) -> list:
+        self.calls.append(("tick", float(now)))
+        return []
+
+
+def test_replay_ticks_every_tick_s_of_event_time_and_once_at_the_end() -> None:
+    fleet = small_fleet(120)
+    model = CallRecorder()
+    replay(fleet.events, model, tick_s=30.0)
+    t0 = fleet.events[0].time.timestamp()
+    ticks = [t for what, t in model.calls if what == "tick"]
+    assert ticks == [t0 + 30.0 * k for k in range(1, len(ticks) + 1)]
+    assert model.calls[-1][0] == "tick" and ticks[-1] > max(t for what, t in model.calls if what == "process")
+    for i, (what, t) in enumerate(model.calls):  # every observation is processed after the ticks due before it
+        if what == "process":
+            assert all(u > t for w, u in model.calls[i + 1 :] if w == "tick")
+
+
+def test_replay_driven_by_the_caller_ticks_only_when_told() -> None:
+    fleet = small_fleet(60)
+    model = CallRecorder()
+    run = Replay(model)
+    half = len(fleet.events) // 2
+    for e in fleet.events[:half]:
+        run.feed(e)
+    run.tick(1.0)
+    for e in fleet.events[half:]:
+        run.feed(e)
+    result = run.finish()
+    assert [c for c in model.calls if c[0] == "tick"] == [("tick", 1.0)]
+    assert result.events == len(fleet.events) and result.observations == len(model.calls) - 1
+
+
+def test_replay_records_each_hosts_first_and_last_event() -> None:
+    fleet = small_fleet(120)
+    result = replay(fleet.events)
+    times: dict[str, list] = {}
+    for e in fleet.events:
+        times.setdefault(e.host_id, []).append(e.time)
+    assert {h: (s.first, s.last) for h, s in result.seen.items()} == {h: (min(t), max(t)) for h, t in times.items()}
+    assert result.hosts == len(times) and set(result.family_of_host.values()) == {"web"}
+    span_s = sum((max(t) - min(t)).total_seconds() for t in times.values())
+    assert result.host_hours == pytest.approx(span_s / 3600.0)
+
+
+def test_family_engines_keep_each_family_apart_and_report_its_scores() -> None:
+    fleet = build_fleet(
+        [Cohort("web", "web", "ami-web-1", "web", 6), Cohort("app", "app", "ami-app-1", "app", 4)],
+        duration_s=300,
+        compromises=[],
+        rollout=None,
+        spike=None,
+        push=None,
+    )
+    engines = FamilyEngines(confirm_s=60)
+    scores: list[dict] = []
+    result = replay(fleet.events, engines, on_scores=scores.append)
+    assert set(engines.engines) == {"web", "app"}
+    for family, engine in engines.engines.items():
+        assert engine.confirm_s == 60 and engine.record_scores
+        assert {rec.family for rec in engine.baseline.hosts.values()} == {family}
+        assert len(engine.baseline.hosts) == (6 if family == "web" else 4)
+    assert len(scores) == result.observations > 0
+    assert all(set(r) >= {"host_id", "image_family", "rarity", "peers"} for r in scores)
 
 
 def test_backtest_command_on_jsonl_writes_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

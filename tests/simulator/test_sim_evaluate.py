@@ -124,6 +124,21 @@ def test_ci_report_counts_everything_the_fleet_sent(ci_result) -> None:  # type:
     assert sum(n for lab, n in labels.items() if lab == "false_alarm" or ":" in lab) == rep["summary"]["false_alarms"]
 
 
+def test_ci_run_knows_each_hosts_span_and_its_scores_per_cycle(ci_result) -> None:  # type: ignore[no-untyped-def]
+    run = ci_result.run
+    times: dict[str, list[datetime]] = {}
+    for _, events in ci_result.fleet.batches():
+        for e in events:
+            times.setdefault(e.host_id, []).append(e.time)
+    assert {h: (s.first, s.last) for h, s in run.hosts.items()} == {h: (min(t), max(t)) for h, t in times.items()}
+    assert len(run.cycle_times) == run.cycles and (run.start, run.end) == (run.cycle_times[0], run.cycle_times[-1])
+    assert run.scores and all(0 <= k < run.cycles and v > 0 for per in run.scores.values() for k, v in per.items())
+    for s in ci_result.report["scenarios"]:
+        if s["host_id"] in run.hosts:  # the chart shows each injected host scoring once its scenario began
+            begun = datetime.fromisoformat(s["start"])
+            assert any(run.cycle_times[k] >= begun for k in run.scores.get(s["host_id"], {})), s["scenario"]
+
+
 def test_evaluate_command_writes_json_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report"
     assert main(["evaluate", "ci", "--out", str(out)]) == 0
