@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from herdwatch.settings import KafkaSettings
 from storage import rows as r
 from storage import signals
-from storage.load import INSERT_SETTINGS
+from storage.load import EVENTS_INSERT_SETTINGS, INSERT_SETTINGS
 from storage.settings import SinkSettings
 
 log = logging.getLogger("herdwatch.sink")
@@ -190,6 +190,8 @@ class Sink:
                 wait = self.settings.batch_timeout
                 if self._batch_started is not None:
                     wait = max(0.0, self._batch_started + self.settings.batch_timeout - now)
+                if self._inflight is not None:
+                    wait = min(wait, 0.05)  # look again soon: a stored batch is committed promptly
                 messages = self.consumer.consume(num_messages=10_000, timeout=min(wait, 0.5))
                 if messages:
                     self._last_activity = time.monotonic()
@@ -289,12 +291,29 @@ class Sink:
         return bool(self._pending) or self._inflight is not None
 
     def _due(self) -> bool:
+        """A batch is stored when full, when its oldest row is batch_timeout old, or - holding at least
+        a tenth of batch_size, enough for an efficient insert - as soon as everything available has
+        been read: waiting for more would only delay it."""
         if not self._pending:
             return False
-        if self._rows_buffered() >= self.settings.batch_size:
+        rows = self._rows_buffered()
+        if rows >= self.settings.batch_size:
             return True
-        return self._batch_started is not None and \
-            time.monotonic() - self._batch_started >= self.settings.batch_timeout
+        if self._batch_started is not None and \
+                time.monotonic() - self._batch_started >= self.settings.batch_timeout:
+            return True
+        return rows >= self.settings.batch_size // 10 and self._caught_up()
+
+    def _caught_up(self) -> bool:
+        """Every assigned partition read up to the end the consumer last saw on the broker."""
+        try:
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _, end = self.consumer.get_watermark_offsets(tp, cached=True)
+                if end > 0 and tp.offset < end:  # offset < 0: nothing read from it yet
+                    return False
+        except KafkaException:  # not known yet (e.g. during a rebalance): wait for the timeout
+            return False
+        return True
 
     # --- storing -----------------------------------------------------------------------------------
     def flush(self) -> bool:
@@ -397,10 +416,11 @@ class Sink:
 
     def _insert(self, buf: r.TableRows) -> None:
         if buf.table == "events":
-            columns, fmt = r.EVENT_COLUMNS, r.EVENTS_FORMAT
+            columns, fmt, settings = r.EVENT_COLUMNS, r.EVENTS_FORMAT, EVENTS_INSERT_SETTINGS
         else:
-            columns, fmt = list(orjson.loads(buf.blocks[0].split(b"\n", 1)[0]).keys()), "JSONEachRow"
-        self.client.raw_insert(buf.table, columns, insert_block=buf.block(), fmt=fmt, settings=INSERT_SETTINGS)
+            columns = list(orjson.loads(buf.blocks[0].split(b"\n", 1)[0]).keys())
+            fmt, settings = "JSONEachRow", INSERT_SETTINGS
+        self.client.raw_insert(buf.table, columns, insert_block=buf.block(), fmt=fmt, settings=settings)
         self._inserts += 1
         if self.settings.fault_kill_after_inserts and self._inserts >= self.settings.fault_kill_after_inserts:
             log.warning("fault injection: killing the sink after insert %d, before the commit", self._inserts)

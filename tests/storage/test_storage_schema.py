@@ -7,7 +7,7 @@ import pytest
 
 from herdwatch.contract import ENVELOPE_FIELDS
 from storage.client import connect
-from storage.rows import telemetry_rows
+from storage.rows import EVENT_COLUMNS, telemetry_rows
 from storage.sample_events import fleet
 from storage.schema import MIGRATIONS, migrate
 from storage.settings import SinkSettings
@@ -38,7 +38,9 @@ def test_events_table_matches_the_event_contract(storage_settings):
     event = fleet(1, __import__("datetime").datetime(2026, 3, 1, tzinfo=__import__("datetime").UTC),
                   minutes=1)[0].events[0]
     [(_, line)] = telemetry_rows(orjson.dumps([event.to_dict()]), 0, 0, 1 << 20)[0]
-    assert set(orjson.loads(line)) == set(ENVELOPE_FIELDS) | {"kafka_partition", "kafka_offset"}
+    assert set(EVENT_COLUMNS) == set(ENVELOPE_FIELDS) | {"kafka_partition", "kafka_offset"}
+    row = dict(zip(EVENT_COLUMNS, orjson.loads(line), strict=True))
+    assert row["event_id"] == event.event_id and row["payload"] == event.payload
 
 
 def test_migrations_are_idempotent_and_recorded(storage_settings):

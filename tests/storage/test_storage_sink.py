@@ -48,6 +48,30 @@ def test_stores_every_event_once_and_fills_typed_tables(kafka_settings, storage_
     assert ran == [(hosts[0].host.host_id,)]
 
 
+def test_a_caught_up_sink_stores_its_batch_without_waiting_for_the_timeout(kafka_settings, storage_settings):
+    import threading
+    import time
+
+    hosts = fleet(3, START, minutes=14)
+    sent = publish(kafka_settings, hosts)
+    assert 100 <= sent < 1000  # at least a tenth of a batch, less than a full one
+    settings = SinkSettings(batch_size=1000, batch_timeout=3600)
+    client = connect(storage_settings)
+    migrate(client, settings)
+    sink = Sink(client, kafka_settings, settings)
+    runner = threading.Thread(target=sink.run)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while sink.stats.batches == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    committed_while_running = sink.stats.batches
+    sink.stop()
+    runner.join()
+    assert committed_while_running == 1  # neither full nor an hour old: stored because nothing more came
+    assert sink.stats.rows == sent
+    assert connect(storage_settings).query("SELECT count() FROM events").result_rows[0][0] == sent
+
+
 def test_bad_input_is_dead_lettered_with_reasons_and_the_sink_keeps_going(kafka_settings, storage_settings):
     ensure_topics(kafka_settings, partitions=1)
     hosts = fleet(1, START, minutes=1)

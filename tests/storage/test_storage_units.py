@@ -11,7 +11,7 @@ from herdwatch.contract import SCHEMA_VERSION
 from storage.output import render
 from storage.query_client import QueryResult, plain
 from storage.readonly import UnsafeQuery, readonly_sql
-from storage.rows import anomaly_row, cause_of, lifecycle_row, rollout_row, telemetry_rows
+from storage.rows import EVENT_COLUMNS, anomaly_row, cause_of, lifecycle_row, rollout_row, telemetry_rows
 from storage.sample_events import fleet
 from storage.when import parse_when, sql_time
 
@@ -24,7 +24,7 @@ def test_telemetry_rows_keep_partition_offset_and_reject_with_reasons():
     old = {**good, "schema_version": SCHEMA_VERSION + 1}
     rows, rejected = telemetry_rows(orjson.dumps([good, bad_tag, old, {**good, "event_id": "x"}]), 3, 42, 1 << 20)
     assert [eid for eid, _ in rows] == [EVENT.event_id]
-    row = orjson.loads(rows[0][1])
+    row = dict(zip(EVENT_COLUMNS, orjson.loads(rows[0][1]), strict=True))
     assert (row["kafka_partition"], row["kafka_offset"], row["payload"]) == (3, 42, EVENT.payload)
     reasons = [r.reason for r in rejected]
     assert any("tag 'cloud.region' must be a string" in r for r in reasons)
@@ -33,6 +33,48 @@ def test_telemetry_rows_keep_partition_offset_and_reject_with_reasons():
     assert [cause_of(r) for r in reasons].count("schema_version") == 1
     _, rejected = telemetry_rows(orjson.dumps([good]), 0, 0, max_row_bytes=100)
     assert "oversized" in rejected[0].reason and cause_of(rejected[0].reason) == "oversized"
+
+
+def _envelope_variants() -> list[object]:
+    """Valid envelopes of every kind and many ways of breaking each field."""
+    from herdwatch.contract import PAYLOAD_FIELDS, Kind
+
+    wrong: list[object] = [None, True, 0, -1, 1.5, "", "x", [], {}, 2]
+    values = {int: 1, float: 1.5, str: "x", list: [], dict: {}, type(None): None}
+    out: list[object] = [42, "x", None, [], {}]
+    for kind in Kind:
+        payload = {name: values[types[0]] for name, types in PAYLOAD_FIELDS[kind].items()}
+        good = {**EVENT.to_dict(), "kind": kind.value, "payload": payload}
+        out.append(good)
+        for name in good:
+            out.append({k: v for k, v in good.items() if k != name})
+            out += [{**good, name: w} for w in wrong]
+        for name in payload:
+            out.append({**good, "payload": {k: v for k, v in payload.items() if k != name}})
+            out += [{**good, "payload": {**payload, name: w}} for w in wrong]
+        out += [{**good, "time": t} for t in ("2026-03-01T12:00:00", "2026-03-01T13:00:00+01:00",
+                                              "2026-03-01T12:00:00.5Z", "yesterday", "0001-01-01T00:00:00Z")]
+        out += [{**good, "extra": 1}, {**good, "payload": {**payload, "extra": True}}]
+    return out
+
+
+def test_the_fast_envelope_check_agrees_with_the_contract():
+    from herdwatch.contract import ContractError, accepted_time, decode_batch, decode_event
+
+    accepted = 0
+    for d in _envelope_variants():
+        try:
+            expected = decode_event(d).time
+        except ContractError:
+            expected = None
+        assert accepted_time(d) == expected, d
+        accepted += expected is not None
+        # and the sink dead-letters with the contract's own reason
+        value = orjson.dumps([d])
+        contract_rejected = decode_batch(value)[1]
+        if contract_rejected:
+            assert telemetry_rows(value, 0, 0, 1 << 20)[1] == contract_rejected
+    assert accepted > 100
 
 
 def test_topic_rows_refuse_bad_values():
