@@ -515,37 +515,23 @@ class FamilyEngine:
                 "hosts": total,
                 "scope": "image" if image_level else "host",
             }
-            if image_level:
-                text = self.policy.explain(rule, f, hosts[0], image, count, total, True)
+            # a violation the image's majority shares is the image's: reported once, on one host's name
+            targets = hosts[:1] if image_level else hosts
+            for h in targets:
                 out += self._emit(
                     FindingKind.POLICY_VIOLATION,
-                    hosts[0],
+                    h,
                     image,
                     family,
                     now,
                     _SEVERITY_SCORE[rule.severity],
                     rule.severity,
                     f"policy:{rule.id}",
-                    text,
+                    self.policy.explain(rule, f, h, image, count, total, image_level),
                     details,
-                    suppress_as=f"image:{image}",
-                    suppress_for=float("inf"),  # an image is assessed once
+                    suppress_as=f"image:{image}" if image_level else None,
+                    suppress_for=float("inf") if image_level else None,  # an image is assessed once
                 )
-            else:
-                for h in hosts:
-                    text = self.policy.explain(rule, f, h, image, count, total, False)
-                    out += self._emit(
-                        FindingKind.POLICY_VIOLATION,
-                        h,
-                        image,
-                        family,
-                        now,
-                        _SEVERITY_SCORE[rule.severity],
-                        rule.severity,
-                        f"policy:{rule.id}",
-                        text,
-                        details,
-                    )
         return out
 
     def _stale_finding(self, host: str, image: str, family: str, new: str, t: float) -> list[Output]:

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from detectors import FamilyEngine, FindingKind
-from detectors.backtest import BadLine, FamilyEngines, Replay, parse_lines, replay, row_to_envelope
+from detectors.backtest import EVENT_COLUMNS, BadLine, FamilyEngines, Replay, parse_lines, replay, row_to_envelope
 from detectors.synthetic import Cohort, build_fleet, write_jsonl
 from detectors.types import Observation
 from herdwatch.cli import main
@@ -184,21 +184,7 @@ def test_backtest_from_a_clickhouse_query(storage_settings, monkeypatch, capsys)
     client.insert(
         "events",
         rows,
-        column_names=[
-            "event_id",
-            "kind",
-            "time",
-            "host_id",
-            "boot_id",
-            "image_id",
-            "image_family",
-            "seq",
-            "tags",
-            "payload",
-            "schema_version",
-            "kafka_partition",
-            "kafka_offset",
-        ],
+        column_names=[*EVENT_COLUMNS, "kafka_partition", "kafka_offset"],
     )
     monkeypatch.setenv("HERDWATCH_STORAGE_DSN", storage_settings.resolved_dsn())
     monkeypatch.setenv("HERDWATCH_STORAGE_DATABASE", storage_settings.database)
