@@ -151,12 +151,6 @@ class CohortBaseline:
         e = self.counts.get(image, {}).get(feature)
         return e[1] if e else None
 
-    def family_of(self, image: str) -> str | None:
-        for family, images in self.images.items():
-            if image in images:
-                return family
-        return None
-
     def family_n(self, family: str) -> int:
         return sum(self.n(i) for i in self.images.get(family, {}))
 

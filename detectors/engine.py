@@ -407,9 +407,6 @@ class FamilyEngine:
             )
         ]
 
-    def _scope_name(self, scope: str, image: str, family: str) -> str:
-        return image if scope == "cohort" else family
-
     def _rare_finding(
         self, host: str, image: str, family: str, f: str, scope: str, count: int, total: int, now: float
     ) -> list[Output]:

@@ -113,9 +113,6 @@ class PeerDeviation(Detector):
                 best = max(best, self.z_score(z))
         return best
 
-    def streaks(self, host: str) -> dict[str, int]:
-        return dict(self.baseline.store.get(f"k|{host}", {}))
-
     def update_streak(self, host: str, metric: str, deviating: bool) -> int:
         """Consecutive deviating observations of (host, metric); writes only when it changes."""
         key = f"k|{host}"

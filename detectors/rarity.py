@@ -36,9 +36,6 @@ class CohortRarity(Detector):
     def rare_max(self, n: int) -> int:
         return max(1, int(self.rare_fraction * n))
 
-    def is_rare(self, count: int, n: int) -> bool:
-        return count <= self.rare_max(n)
-
     def counts(self, image: str, family: str, feature: str) -> tuple[int, int, str]:
         """(hosts showing the feature, hosts compared, scope) with scope "cohort" or "family"."""
         b = self.baseline

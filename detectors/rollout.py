@@ -76,10 +76,6 @@ class RolloutTracker(Detector):
             and now - st["t"] < self.hold_s
         )
 
-    def rollout_new(self, image: str, family: str) -> bool:
-        st = self.state(family)
-        return bool(st and st["new"] == image and st["status"] in ACTIVE)
-
     def stale(self, image: str, family: str) -> str | None:
         """The image that replaced `image`, if the family completed a rollout away from it."""
         st = self.state(family)

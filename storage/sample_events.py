@@ -103,6 +103,3 @@ def fleet(n_hosts: int, start: datetime, minutes: int = 14, compromised: tuple[i
         out.append(normal_host(i, start + offset, minutes, rng, compromised=i in compromised))
     return out
 
-
-def any_event_id() -> str:
-    return new_event_id()
