@@ -25,7 +25,7 @@ from faust.types import EventT, StreamT
 from detectors.types import Finding, Observation
 from herdwatch.contract import Event, Rejected, decode_batch
 from herdwatch.settings import KafkaSettings
-from streams import codec, metrics, signals
+from streams import changelog_buffer, codec, metrics, signals
 from streams.cohorts import CohortStage
 from streams.hosts import process_host_batch
 from streams.settings import WorkerSettings, faust_broker_kwargs
@@ -74,6 +74,7 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         producer_compression_type="lz4",
         consumer_auto_offset_reset="earliest",
     )
+    changelog_buffer.install(app)  # offsets are committed only after the table changes they depend on
 
     def topic(name: str, n: int) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, internal=False)

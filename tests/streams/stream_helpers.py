@@ -130,5 +130,18 @@ class StreamEnv:
 
 
 def dump_logs(env: StreamEnv) -> str:
-    return "\n".join(f"--- {w.log.name}\n{w.log.read_text()[-4000:]}" for w in env.workers)
+    """Each worker's log tail and, for live workers, its herdwatch counters and gauges (for failure messages)."""
+    parts = []
+    for w in env.workers:
+        parts.append(f"--- {w.log.name}\n{w.log.read_text()[-3000:]}")
+        if w.proc.poll() is None:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{w.metrics_port}/metrics", timeout=5).read()
+            except OSError as e:
+                parts.append(f"--- {w.log.name} metrics unavailable: {e!r}")
+                continue
+            lines = [line for line in text.decode().splitlines()
+                     if line.startswith("herdwatch_") and "_created" not in line and "_bucket" not in line]
+            parts.append(f"--- {w.log.name} metrics\n" + "\n".join(lines))
+    return "\n".join(parts)
 

@@ -183,5 +183,7 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
     life.poll(1.0)
     assert runs["killed"] == runs["steady"]
     assert ("data_loss", "h0004", "seq") in runs["killed"]
-    # recovered membership: B announces no host a second time
-    assert sorted(e["host_id"] for e in life.values() if e["status"] == "up") == [f"h{i:04d}" for i in range(8)]
+    # recovered membership: B announces no host anew. Delivery is at least once, so a message A sent just
+    # before the kill may come again from B, but only as the same event (storage keeps one row of it).
+    ups = {(e["host_id"], e["time"]) for e in life.values() if e["status"] == "up"}
+    assert sorted(host for host, _ in ups) == [f"h{i:04d}" for i in range(8)]
