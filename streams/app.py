@@ -25,9 +25,10 @@ from faust.types import EventT, StreamT
 from detectors.types import Finding, Observation
 from herdwatch.contract import Event, Rejected, decode_batch
 from herdwatch.settings import KafkaSettings
-from streams import changelog_buffer, codec, metrics, signals
+from streams import codec, faust_fixes, metrics, signals
 from streams.cohorts import CohortStage
 from streams.hosts import process_host_batch
+from streams.offset_guard import OffsetGuard, Verdict
 from streams.settings import WorkerSettings, faust_broker_kwargs
 from streams.worker import COHORT_TABLES, HOST_TABLES
 
@@ -74,7 +75,7 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         producer_compression_type="lz4",
         consumer_auto_offset_reset="earliest",
     )
-    changelog_buffer.install(app)  # offsets are committed only after the table changes they depend on
+    faust_fixes.install(app)  # see the module: crash guarantees Faust alone does not give
 
     def topic(name: str, n: int) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, internal=False)
@@ -185,9 +186,29 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
             signals.lifecycle_events.emit(status=item["status"], reason=item["reason"].split(" ")[0])
             await lifecycle.send(key=item["host_id"].encode(), value=orjson.dumps(item))
 
+    guard = OffsetGuard()
+    sources = (telemetry.get_topic_name(), observations.get_topic_name())
+
+    def committed(tp: Any) -> int | None:
+        return app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # read only
+
+    async def refetch(tp: Any, offset: int, lost: int, reason: str) -> None:
+        log.warning("messages of %s:%s from offset %s were lost after fetching (%s); fetching them again",
+                    tp.topic, tp.partition, offset, reason)
+        signals.messages_refetched.emit(lost, reason=reason)
+        await app.consumer.seek(tp, offset)
+
     async def run_stage(stream: StreamT, stage_name: str, handle: Any) -> None:
         """Process each message; one that fails is logged, counted and dead-lettered, never retried forever."""
         async for event in stream.events():
+            msg = event.message
+            verdict, offset = guard.admit(msg.tp, msg.offset, committed(msg.tp))
+            if verdict is Verdict.SKIP:
+                signals.messages_skipped.emit()
+                continue
+            if verdict is Verdict.REWIND:
+                await refetch(msg.tp, offset, msg.offset - offset, "gap")
+                continue
             started = time.perf_counter()
             try:
                 await handle(event)
@@ -226,10 +247,21 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         except Exception as e:
             log.debug("gauges skipped: %r", e)
 
+    @app.timer(5.0)
+    async def stall_check() -> None:
+        try:
+            for tp in sorted(app.consumer.assignment()):
+                if tp.topic in sources:
+                    position = await app.consumer.position(tp)
+                    offset = guard.stalled(tp, position, committed(tp))
+                    if offset is not None and position is not None:
+                        await refetch(tp, offset, position - offset, "stall")
+        except Exception as e:
+            log.warning("stall check skipped: %r", e)
+
     async def update_gauges() -> None:
         for name, t in tables.items():
             metrics.table_entries.labels(name).set(len(t))
-        sources = (telemetry.get_topic_name(), observations.get_topic_name())
         lag: dict[str, int] = dict.fromkeys(sources, 0)
         owned: dict[str, int] = dict.fromkeys(sources, 0)
         consumer = app.consumer
@@ -247,6 +279,7 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
 
     def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         stage.reset()  # engines rebuild their caches from the (recovered) tables on next use
+        guard.reset()  # partitions restart from their committed offsets
 
     app.on_partitions_revoked.connect(on_rebalance)
     app.on_partitions_assigned.connect(on_rebalance)

@@ -21,6 +21,11 @@ rollout_events = Signal("streams_rollout_events", "rollout events published", la
                         level=logging.INFO)
 lifecycle_events = Signal("streams_lifecycle_events", "host lifecycle events published",
                           labels=("status", "reason"), level=logging.INFO)
+messages_refetched = Signal("streams_messages_refetched",
+                            "source messages Faust lost after fetching them; fetched again (see offset_guard)",
+                            labels=("reason",), level=logging.WARNING)
+messages_skipped = Signal("streams_messages_skipped",
+                          "source messages skipped: second deliveries, or ones that come again after a re-fetch")
 hosts_forgotten = Signal("streams_hosts_forgotten", "per-host state deleted after the retention period")
 engine_errors = Signal("streams_engine_errors", "observations the detectors failed on (logged, skipped)",
                        labels=("stage",), level=logging.ERROR)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from streams.changelog_buffer import ChangelogBuffer, ChangelogWriteFailed
+from streams.faust_fixes import ChangelogBuffer, ChangelogWriteFailed
 
 
 def make_buffer() -> ChangelogBuffer:

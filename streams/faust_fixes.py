@@ -1,16 +1,15 @@
-"""A producer buffer that Faust may safely commit offsets after.
+"""A fix to faust-streaming 0.15 that the worker's crash guarantees depend on; `install` applies it.
 
 Faust writes every table change to the table's changelog topic through `ProducerBuffer`, a queue that a
-background task drains into the Kafka producer. Before committing consumer offsets Faust flushes that
-buffer, but `ProducerBuffer.flush` (faust-streaming 0.15) returns after 0.1 s without progress and does
-not count the message its task is handing to the producer. On a busy machine offsets were therefore
-committed ahead of the table changes they depend on, and a worker killed at that moment came back with
-state older than its offsets: hosts' events skipped for good, reported as sequence gaps (false
-`data_loss`), and hosts announced `up` a second time.
+background task drains into the Kafka producer, and flushes that buffer before committing consumer
+offsets. But `ProducerBuffer.flush` returns after 0.1 s without progress and does not count the message
+its task is handing over, so on a busy machine offsets were committed ahead of the table changes they
+depend on, and a worker killed then came back with state older than its offsets. `ChangelogBuffer.flush`
+waits until the broker has acknowledged every message put into the buffer before the flush began, and
+raises if one of them failed, so Faust never commits past a lost table change (the worker stops instead,
+and the messages are processed again by whoever takes the partitions over).
 
-`ChangelogBuffer.flush` waits until the broker has acknowledged every message put into the buffer before
-the flush began, and raises if one of them failed, so Faust never commits past a lost table change (the
-worker stops instead, and the messages are processed again by whoever takes the partitions over).
+The other Faust loss, messages dropped after they were fetched, is caught in `streams/offset_guard.py`.
 """
 
 from __future__ import annotations
@@ -60,12 +59,11 @@ class ChangelogBuffer(ProducerBuffer):
                 log.error("stopping with %d table change(s) not acknowledged by the broker", len(late))
 
 
-def install(app: Any) -> ChangelogBuffer:
-    """Give the app's producer a ChangelogBuffer (before the app starts)."""
+def install(app: Any) -> None:
+    """Give a new app's producer a ChangelogBuffer (before the app starts)."""
     if app.conf.producer_threaded:
         raise ValueError("ChangelogBuffer does not support producer_threaded=True")
     producer = app.producer
     buffer = ChangelogBuffer(loop=producer.loop, beacon=producer.beacon)
     buffer.app = app
     producer.buffer = buffer
-    return buffer

@@ -1,0 +1,79 @@
+"""Every message of a source partition reaches the worker's handler once per assignment, in offset order.
+
+Around a restart or rebalance, faust-streaming 0.15 can lose messages it has already fetched: they are
+cleared from the stream queues or dropped as "already read", while the Kafka position moves past them.
+Seen under CPU load: a restarted worker skipped a single message (a false sequence gap), or a whole
+partition's backlog (its hosts timed out). Nothing in Faust notices, so the guard does.
+
+Per source partition it keeps the next offset the handler must see, starting where the partition was
+assigned (its committed offset). A message
+
+- at that offset is processed;
+- below it was processed already since the assignment (a second delivery) and is skipped;
+- above it means messages were lost on the way: the partition is sought back to the missing offset once,
+  and this message and the ones after it are skipped until the missing one arrives (they come again
+  after the seek).
+
+A partition whose fetch position has moved past the next offset while nothing arrived for `stall_s`
+lost its tail the same way, and is sought back too. Source topics have contiguous offsets (no
+transactions, no compaction), which is what makes a jump a loss.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+
+class Verdict(Enum):
+    PROCESS = "process"
+    SKIP = "skip"  # processed before, or comes again after the re-fetch
+    REWIND = "rewind"  # seek back now, and skip this one
+
+
+class OffsetGuard:
+    def __init__(self, stall_s: float = 20.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self.clock = clock
+        self.next: dict[Any, int] = {}
+        """partition -> next offset the handler must see."""
+        self.since: dict[Any, tuple[int, float]] = {}
+        """partition -> (next offset, clock time it was first seen stuck there)."""
+        self.asked: dict[Any, int] = {}
+        """partition -> offset already sought back to and not yet arrived."""
+
+    def reset(self) -> None:
+        """Forget everything (on every rebalance: partitions restart from their committed offsets)."""
+        self.next.clear()
+        self.since.clear()
+        self.asked.clear()
+
+    def admit(self, tp: Any, offset: int, committed: int | None) -> tuple[Verdict, int]:
+        """What to do with the message at `offset`, and the offset to seek to for REWIND."""
+        want = self.next.get(tp, committed)
+        if want is None or offset == want:
+            self.next[tp] = offset + 1
+            self.asked.pop(tp, None)
+            return Verdict.PROCESS, offset
+        if offset < want or self.asked.get(tp) == want:
+            return Verdict.SKIP, want
+        self.asked[tp] = want
+        return Verdict.REWIND, want
+
+    def stalled(self, tp: Any, position: int | None, committed: int | None) -> int | None:
+        """The offset to seek `tp` back to if its fetch position passed messages that never arrived."""
+        want = self.next.get(tp, committed)
+        if want is None or position is None or position <= want:
+            self.since.pop(tp, None)
+            return None
+        now = self.clock()
+        seen = self.since.get(tp)
+        if seen is None or seen[0] != want:
+            self.since[tp] = (want, now)
+            return None
+        if now - seen[1] < self.stall_s:
+            return None
+        self.since[tp] = (want, now)  # give the seek time before judging again
+        return want
