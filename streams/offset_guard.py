@@ -14,9 +14,11 @@ assigned (its committed offset). A message
   and this message and the ones after it are skipped until the missing one arrives (they come again
   after the seek).
 
+If the re-fetch delivers an offset it skipped before and that is still past the missing one, the log has
+no messages there (a transactional producer's control records, say): that gap is real and accepted.
 A partition whose fetch position has moved past the next offset while nothing arrived for `stall_s`
-lost its tail the same way, and is sought back too. Source topics have contiguous offsets (no
-transactions, no compaction), which is what makes a jump a loss.
+lost its tail the same way, and is sought back too (once: if nothing comes then either, the log has no
+messages there).
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ class OffsetGuard:
         self.clock = clock
         self.next: dict[Any, int] = {}
         """partition -> next offset the handler must see."""
-        self.since: dict[Any, tuple[int, float]] = {}
-        """partition -> (next offset, clock time it was first seen stuck there)."""
-        self.asked: dict[Any, int] = {}
-        """partition -> offset already sought back to and not yet arrived."""
+        self.since: dict[Any, tuple[int, float, bool]] = {}
+        """partition -> (next offset, clock time it was first seen stuck there, sought back since)."""
+        self.asked: dict[Any, tuple[int, int]] = {}
+        """partition -> (offset sought back to and not yet arrived, highest offset skipped since)."""
 
     def reset(self) -> None:
         """Forget everything (on every rebalance: partitions restart from their committed offsets)."""
@@ -54,16 +56,29 @@ class OffsetGuard:
         """What to do with the message at `offset`, and the offset to seek to for REWIND."""
         want = self.next.get(tp, committed)
         if want is None or offset == want:
-            self.next[tp] = offset + 1
-            self.asked.pop(tp, None)
-            return Verdict.PROCESS, offset
-        if offset < want or self.asked.get(tp) == want:
+            return self._process(tp, offset)
+        if offset < want:
             return Verdict.SKIP, want
-        self.asked[tp] = want
-        return Verdict.REWIND, want
+        asked = self.asked.get(tp)
+        if asked is None or asked[0] != want:  # first sign of this loss
+            self.asked[tp] = (want, offset)
+            return Verdict.REWIND, want
+        if offset <= asked[1]:  # re-fetched from `want`, and it came back here: nothing exists in between
+            return self._process(tp, offset)
+        self.asked[tp] = (want, offset)  # still messages fetched before the seek
+        return Verdict.SKIP, want
+
+    def _process(self, tp: Any, offset: int) -> tuple[Verdict, int]:
+        self.next[tp] = offset + 1
+        self.asked.pop(tp, None)
+        return Verdict.PROCESS, offset
 
     def stalled(self, tp: Any, position: int | None, committed: int | None) -> int | None:
-        """The offset to seek `tp` back to if its fetch position passed messages that never arrived."""
+        """The offset to seek `tp` back to if its fetch position passed messages that never arrived.
+
+        If nothing arrives after that seek either, the log has no messages there (a transaction marker
+        at the end, say): the position is accepted as the next offset.
+        """
         want = self.next.get(tp, committed)
         if want is None or position is None or position <= want:
             self.since.pop(tp, None)
@@ -71,9 +86,13 @@ class OffsetGuard:
         now = self.clock()
         seen = self.since.get(tp)
         if seen is None or seen[0] != want:
-            self.since[tp] = (want, now)
+            self.since[tp] = (want, now, False)
             return None
         if now - seen[1] < self.stall_s:
             return None
-        self.since[tp] = (want, now)  # give the seek time before judging again
+        if seen[2]:
+            self.next[tp] = position
+            self.since.pop(tp, None)
+            return None
+        self.since[tp] = (want, now, True)
         return want

@@ -66,8 +66,22 @@ def test_a_fetched_tail_that_never_arrives_is_fetched_again_after_stall_s() -> N
     clock.t = 21.0
     assert guard.stalled("t-1", 82, 13) == 14
     assert guard.stalled("t-1", 82, 13) is None  # the seek gets its own stall_s
+    for o in range(14, 20):  # the re-fetch delivers
+        guard.admit("t-1", o, 13)
+    clock.t = 30.0
+    assert guard.stalled("t-1", 82, 13) is None
+
+
+def test_a_tail_without_messages_is_accepted_after_one_refetch() -> None:
+    clock = Clock()
+    guard = OffsetGuard(stall_s=20.0, clock=clock)
+    guard.admit("t-0", 99, 99)  # the last message; offset 100 is a transaction marker
+    assert guard.stalled("t-0", 101, 99) is None
+    clock.t = 21.0
+    assert guard.stalled("t-0", 101, 99) == 100
     clock.t = 42.0
-    assert guard.stalled("t-1", 82, 13) == 14
+    assert guard.stalled("t-0", 101, 99) is None  # nothing came after the seek: accepted
+    assert guard.next["t-0"] == 101 and guard.admit("t-0", 101, 99)[0] is Verdict.PROCESS
 
 
 def test_progress_or_a_caught_up_position_is_not_a_stall() -> None:
@@ -82,3 +96,12 @@ def test_progress_or_a_caught_up_position_is_not_a_stall() -> None:
     assert guard.stalled("t-0", 50, 0) is None  # it moved: the clock starts again
     assert guard.stalled("t-0", 10, 0) is None  # everything fetched was processed
     assert guard.stalled("t-3", 50, None) is None  # nothing known about this partition yet
+
+
+def test_a_gap_that_the_log_really_has_is_accepted_after_one_refetch() -> None:
+    guard = OffsetGuard()
+    guard.admit("t-0", 10, 10)
+    assert guard.admit("t-0", 13, 10) == (Verdict.REWIND, 11)  # 11-12 missing (say, transaction markers)
+    assert guard.admit("t-0", 14, 10) == (Verdict.SKIP, 11)  # fetched before the seek
+    assert guard.admit("t-0", 13, 10)[0] is Verdict.PROCESS  # after the seek it starts at 13 again
+    assert [guard.admit("t-0", o, 10)[0] for o in (14, 15)] == [Verdict.PROCESS] * 2
