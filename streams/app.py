@@ -209,6 +209,14 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
             if verdict is Verdict.REWIND:
                 await refetch(msg.tp, offset, msg.offset - offset, "gap")
                 continue
+            if verdict is Verdict.RESEEK:
+                signals.messages_skipped.emit()
+                await app.consumer.seek(msg.tp, offset)
+                continue
+            if verdict is Verdict.ACCEPT_GAP:
+                log.error("offsets %s..%s of %s:%s never arrived after %d re-fetches; going on without them",
+                          offset, msg.offset - 1, msg.topic, msg.partition, guard.max_refetch)
+                signals.messages_unrecoverable.emit(msg.offset - offset)
             started = time.perf_counter()
             try:
                 await handle(event)

@@ -10,15 +10,16 @@ assigned (its committed offset). A message
 
 - at that offset is processed;
 - below it was processed already since the assignment (a second delivery) and is skipped;
-- above it means messages were lost on the way: the partition is sought back to the missing offset once,
-  and this message and the ones after it are skipped until the missing one arrives (they come again
-  after the seek).
+- above it means messages were lost on the way: the partition is sought back to the missing offset and
+  this message is skipped (it comes again). Messages fetched before the seek keep arriving for a while
+  and can move Faust's read position past the seek again, so each of them seeks again (quietly) until
+  the missing offset arrives.
 
-If the re-fetch delivers an offset it skipped before and that is still past the missing one, the log has
-no messages there (a transactional producer's control records, say): that gap is real and accepted.
 A partition whose fetch position has moved past the next offset while nothing arrived for `stall_s`
-lost its tail the same way, and is sought back too (once: if nothing comes then either, the log has no
-messages there).
+lost its tail the same way, and is sought back too; if nothing comes then either, the log has no
+messages there (a transaction marker at the end) and the position is accepted. A gap in the middle that
+the log really has is accepted after `max_refetch` seeks, with an error: herdwatch's own producers never
+write transactionally, so source offsets are contiguous.
 """
 
 from __future__ import annotations
@@ -31,20 +32,24 @@ from typing import Any
 
 class Verdict(Enum):
     PROCESS = "process"
-    SKIP = "skip"  # processed before, or comes again after the re-fetch
-    REWIND = "rewind"  # seek back now, and skip this one
+    SKIP = "skip"  # processed before: a second delivery
+    REWIND = "rewind"  # messages were lost: seek back (and report it), skip this one
+    RESEEK = "reseek"  # still waiting for the lost messages: seek back again quietly, skip this one
+    ACCEPT_GAP = "accept_gap"  # the lost messages never came after max_refetch seeks: process this one
 
 
 class OffsetGuard:
-    def __init__(self, stall_s: float = 20.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, stall_s: float = 20.0, max_refetch: int = 5000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stall_s = stall_s
+        self.max_refetch = max_refetch
         self.clock = clock
         self.next: dict[Any, int] = {}
         """partition -> next offset the handler must see."""
         self.since: dict[Any, tuple[int, float, bool]] = {}
         """partition -> (next offset, clock time it was first seen stuck there, sought back since)."""
         self.asked: dict[Any, tuple[int, int]] = {}
-        """partition -> (offset sought back to and not yet arrived, highest offset skipped since)."""
+        """partition -> (offset sought back to and not yet arrived, seeks since)."""
 
     def reset(self) -> None:
         """Forget everything (on every rebalance: partitions restart from their committed offsets)."""
@@ -53,20 +58,20 @@ class OffsetGuard:
         self.asked.clear()
 
     def admit(self, tp: Any, offset: int, committed: int | None) -> tuple[Verdict, int]:
-        """What to do with the message at `offset`, and the offset to seek to for REWIND."""
+        """What to do with the message at `offset`, and the offset to seek to for REWIND and RESEEK."""
         want = self.next.get(tp, committed)
         if want is None or offset == want:
             return self._process(tp, offset)
         if offset < want:
             return Verdict.SKIP, want
-        asked = self.asked.get(tp)
-        if asked is None or asked[0] != want:  # first sign of this loss
-            self.asked[tp] = (want, offset)
-            return Verdict.REWIND, want
-        if offset <= asked[1]:  # re-fetched from `want`, and it came back here: nothing exists in between
-            return self._process(tp, offset)
-        self.asked[tp] = (want, offset)  # still messages fetched before the seek
-        return Verdict.SKIP, want
+        asked, seeks = self.asked.get(tp, (want, 0))
+        if asked != want:
+            seeks = 0
+        if seeks >= self.max_refetch:
+            self._process(tp, offset)
+            return Verdict.ACCEPT_GAP, want
+        self.asked[tp] = (want, seeks + 1)
+        return (Verdict.REWIND if seeks == 0 else Verdict.RESEEK), want
 
     def _process(self, tp: Any, offset: int) -> tuple[Verdict, int]:
         self.next[tp] = offset + 1

@@ -24,8 +24,11 @@ lifecycle_events = Signal("streams_lifecycle_events", "host lifecycle events pub
 messages_refetched = Signal("streams_messages_refetched",
                             "source messages Faust lost after fetching them; fetched again (see offset_guard)",
                             labels=("reason",), level=logging.WARNING)
+messages_unrecoverable = Signal("streams_messages_unrecoverable",
+                                "source offsets that never arrived even after re-fetching (processing went on)",
+                                level=logging.ERROR)
 messages_skipped = Signal("streams_messages_skipped",
-                          "source messages skipped: second deliveries, or ones that come again after a re-fetch")
+                          "source messages skipped: second deliveries, and ones that come again after a re-fetch")
 hosts_forgotten = Signal("streams_hosts_forgotten", "per-host state deleted after the retention period")
 engine_errors = Signal("streams_engine_errors", "observations the detectors failed on (logged, skipped)",
                        labels=("stage",), level=logging.ERROR)
