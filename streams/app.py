@@ -192,31 +192,17 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
     def committed(tp: Any) -> int | None:
         return app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # read only
 
-    async def refetch(tp: Any, offset: int, lost: int, reason: str) -> None:
-        log.warning("messages of %s:%s from offset %s were lost after fetching (%s); fetching them again",
-                    tp.topic, tp.partition, offset, reason)
-        signals.messages_refetched.emit(lost, reason=reason)
-        await app.consumer.seek(tp, offset)
-
     async def run_stage(stream: StreamT, stage_name: str, handle: Any) -> None:
         """Process each message; one that fails is logged, counted and dead-lettered, never retried forever."""
         async for event in stream.events():
             msg = event.message
-            verdict, offset = guard.admit(msg.tp, msg.offset, committed(msg.tp))
-            if verdict is Verdict.SKIP:
+            verdict = guard.admit(msg.tp, msg.offset, committed(msg.tp))
+            if verdict is not Verdict.PROCESS:
                 signals.messages_skipped.emit()
+                if verdict is Verdict.LOST:
+                    log.warning("messages of %s:%s before offset %s were lost after fetching; fetching them again",
+                                msg.topic, msg.partition, msg.offset)
                 continue
-            if verdict is Verdict.REWIND:
-                await refetch(msg.tp, offset, msg.offset - offset, "gap")
-                continue
-            if verdict is Verdict.RESEEK:
-                signals.messages_skipped.emit()
-                await app.consumer.seek(msg.tp, offset)
-                continue
-            if verdict is Verdict.ACCEPT_GAP:
-                log.error("offsets %s..%s of %s:%s never arrived after %d re-fetches; going on without them",
-                          offset, msg.offset - 1, msg.topic, msg.partition, guard.max_refetch)
-                signals.messages_unrecoverable.emit(msg.offset - offset)
             started = time.perf_counter()
             try:
                 await handle(event)
@@ -255,17 +241,29 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         except Exception as e:
             log.debug("gauges skipped: %r", e)
 
-    @app.timer(5.0)
-    async def stall_check() -> None:
+    @app.timer(1.0)
+    async def refetch_lost() -> None:
+        """Seek back partitions whose fetched messages Faust lost (see streams/offset_guard.py)."""
         try:
+            for r in guard.refetches():
+                if r.given_up:
+                    log.error("offsets before %s of %s:%s never arrived after %d seeks; going on without them",
+                              r.offset, r.tp.topic, r.tp.partition, guard.max_refetch)
+                    signals.messages_unrecoverable.emit(r.missing)
+                else:
+                    signals.messages_refetched.emit(r.missing, reason="gap")
+                    await app.consumer.seek(r.tp, r.offset)
             for tp in sorted(app.consumer.assignment()):
                 if tp.topic in sources:
                     position = await app.consumer.position(tp)
                     offset = guard.stalled(tp, position, committed(tp))
                     if offset is not None and position is not None:
-                        await refetch(tp, offset, position - offset, "stall")
+                        log.warning("messages of %s:%s from offset %s were fetched but never arrived; "
+                                    "fetching them again", tp.topic, tp.partition, offset)
+                        signals.messages_refetched.emit(position - offset, reason="stall")
+                        await app.consumer.seek(tp, offset)
         except Exception as e:
-            log.warning("stall check skipped: %r", e)
+            log.warning("re-fetch skipped: %r", e)
 
     async def update_gauges() -> None:
         for name, t in tables.items():

@@ -10,82 +10,109 @@ assigned (its committed offset). A message
 
 - at that offset is processed;
 - below it was processed already since the assignment (a second delivery) and is skipped;
-- above it means messages were lost on the way: the partition is sought back to the missing offset and
-  this message is skipped (it comes again). Messages fetched before the seek keep arriving for a while
-  and can move Faust's read position past the seek again, so each of them seeks again (quietly) until
-  the missing offset arrives.
+- above it means messages were lost on the way: it is skipped, and so is everything after it until the
+  missing offset arrives. The worker's timer seeks the partition back to the missing offset once the
+  messages fetched before are out of the way (`refetch_every_s`), and again every `refetch_every_s`
+  until it arrives. After `max_refetch` seeks the log evidently has no messages there (a transactional
+  producer's markers; herdwatch's own producers never write transactionally): the guard goes on from the
+  first offset that did arrive, and says so.
 
 A partition whose fetch position has moved past the next offset while nothing arrived for `stall_s`
-lost its tail the same way, and is sought back too; if nothing comes then either, the log has no
-messages there (a transaction marker at the end) and the position is accepted. A gap in the middle that
-the log really has is accepted after `max_refetch` seeks, with an error: herdwatch's own producers never
-write transactionally, so source offsets are contiguous.
+lost its tail the same way and is sought back too; if nothing comes after that seek either, the log has
+no messages there (a marker at the end) and the position is accepted.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 
 class Verdict(Enum):
     PROCESS = "process"
-    SKIP = "skip"  # processed before: a second delivery
-    REWIND = "rewind"  # messages were lost: seek back (and report it), skip this one
-    RESEEK = "reseek"  # still waiting for the lost messages: seek back again quietly, skip this one
-    ACCEPT_GAP = "accept_gap"  # the lost messages never came after max_refetch seeks: process this one
+    SKIP = "skip"  # a second delivery, or a message after a loss (it comes again)
+    LOST = "lost"  # the first sign of a loss: skip it, report it; the timer fetches the rest again
+
+
+@dataclass
+class Loss:
+    want: int
+    """The first offset that did not arrive."""
+    first: int
+    """The smallest offset that did arrive past it."""
+    since: float
+    """Clock time of the last seek (or of the detection)."""
+    seeks: int = 0
+
+
+@dataclass
+class Refetch:
+    tp: Any
+    offset: int
+    """Where to seek to; for a gap given up on, the offset processing goes on from."""
+    missing: int
+    given_up: bool = False
 
 
 class OffsetGuard:
-    def __init__(self, stall_s: float = 20.0, max_refetch: int = 5000,
+    def __init__(self, stall_s: float = 20.0, refetch_every_s: float = 2.0, max_refetch: int = 30,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stall_s = stall_s
+        self.refetch_every_s = refetch_every_s
         self.max_refetch = max_refetch
         self.clock = clock
         self.next: dict[Any, int] = {}
         """partition -> next offset the handler must see."""
+        self.lost: dict[Any, Loss] = {}
         self.since: dict[Any, tuple[int, float, bool]] = {}
         """partition -> (next offset, clock time it was first seen stuck there, sought back since)."""
-        self.asked: dict[Any, tuple[int, int]] = {}
-        """partition -> (offset sought back to and not yet arrived, seeks since)."""
 
     def reset(self) -> None:
         """Forget everything (on every rebalance: partitions restart from their committed offsets)."""
         self.next.clear()
+        self.lost.clear()
         self.since.clear()
-        self.asked.clear()
 
-    def admit(self, tp: Any, offset: int, committed: int | None) -> tuple[Verdict, int]:
-        """What to do with the message at `offset`, and the offset to seek to for REWIND and RESEEK."""
+    def admit(self, tp: Any, offset: int, committed: int | None) -> Verdict:
+        """What the handler does with the message at `offset` of `tp`."""
         want = self.next.get(tp, committed)
         if want is None or offset == want:
-            return self._process(tp, offset)
+            self.next[tp] = offset + 1
+            self.lost.pop(tp, None)
+            return Verdict.PROCESS
         if offset < want:
-            return Verdict.SKIP, want
-        asked, seeks = self.asked.get(tp, (want, 0))
-        if asked != want:
-            seeks = 0
-        if seeks >= self.max_refetch:
-            self._process(tp, offset)
-            return Verdict.ACCEPT_GAP, want
-        self.asked[tp] = (want, seeks + 1)
-        return (Verdict.REWIND if seeks == 0 else Verdict.RESEEK), want
+            return Verdict.SKIP
+        loss = self.lost.get(tp)
+        if loss is None or loss.want != want:
+            self.lost[tp] = Loss(want, offset, self.clock())
+            return Verdict.LOST
+        loss.first = min(loss.first, offset)
+        return Verdict.SKIP
 
-    def _process(self, tp: Any, offset: int) -> tuple[Verdict, int]:
-        self.next[tp] = offset + 1
-        self.asked.pop(tp, None)
-        return Verdict.PROCESS, offset
+    def refetches(self) -> list[Refetch]:
+        """The seeks to make now for partitions with a loss (called periodically)."""
+        now = self.clock()
+        out = []
+        for tp, loss in list(self.lost.items()):
+            if now - loss.since < self.refetch_every_s:
+                continue
+            if loss.seeks >= self.max_refetch:
+                del self.lost[tp]
+                self.next[tp] = loss.first
+                out.append(Refetch(tp, loss.first, loss.first - loss.want, given_up=True))
+                continue
+            loss.seeks += 1
+            loss.since = now
+            out.append(Refetch(tp, loss.want, loss.first - loss.want))
+        return out
 
     def stalled(self, tp: Any, position: int | None, committed: int | None) -> int | None:
-        """The offset to seek `tp` back to if its fetch position passed messages that never arrived.
-
-        If nothing arrives after that seek either, the log has no messages there (a transaction marker
-        at the end, say): the position is accepted as the next offset.
-        """
+        """The offset to seek `tp` back to if its fetch position passed messages that never arrived."""
         want = self.next.get(tp, committed)
-        if want is None or position is None or position <= want:
+        if want is None or position is None or position <= want or tp in self.lost:
             self.since.pop(tp, None)
             return None
         now = self.clock()
@@ -95,7 +122,7 @@ class OffsetGuard:
             return None
         if now - seen[1] < self.stall_s:
             return None
-        if seen[2]:
+        if seen[2]:  # sought back once and still nothing: the log has no messages there
             self.next[tp] = position
             self.since.pop(tp, None)
             return None
