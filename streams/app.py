@@ -252,7 +252,7 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
                     signals.messages_unrecoverable.emit(r.missing)
                 else:
                     signals.messages_refetched.emit(r.missing, reason="gap")
-                    await app.consumer.seek(r.tp, r.offset)
+                await app.consumer.seek(r.tp, r.offset)  # what was skipped meanwhile comes again
             for tp in sorted(app.consumer.assignment()):
                 if tp.topic in sources:
                     position = await app.consumer.position(tp)

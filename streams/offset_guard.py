@@ -52,7 +52,7 @@ class Loss:
 class Refetch:
     tp: Any
     offset: int
-    """Where to seek to; for a gap given up on, the offset processing goes on from."""
+    """Where to seek to: the missing offset, or for a gap given up on, the first offset that did arrive."""
     missing: int
     given_up: bool = False
 
