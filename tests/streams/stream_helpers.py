@@ -22,6 +22,16 @@ from streams.settings import WorkerSettings
 from streams.worker import prepare_topics
 
 
+class Clock:
+    """A settable stand-in for time.time / time.monotonic."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 class Worker:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path, metrics_port: int) -> None:
         self.proc, self.log, self.metrics_port = proc, log, metrics_port
@@ -40,11 +50,14 @@ class Worker:
                 self.proc.wait(10)
         return int(self.proc.returncode)
 
+    def metrics_text(self) -> str:
+        """The worker's /metrics page."""
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a Prometheus sample from the worker's /metrics (labels must all match)."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
         total = 0.0
-        for line in text.splitlines():
+        for line in self.metrics_text().splitlines():
             if not line.startswith(name):
                 continue
             head, _, value = line.rpartition(" ")
@@ -136,11 +149,11 @@ def dump_logs(env: StreamEnv) -> str:
         parts.append(f"--- {w.log.name}\n{w.log.read_text()[-3000:]}")
         if w.proc.poll() is None:
             try:
-                text = urllib.request.urlopen(f"http://127.0.0.1:{w.metrics_port}/metrics", timeout=5).read()
+                text = w.metrics_text()
             except OSError as e:
                 parts.append(f"--- {w.log.name} metrics unavailable: {e!r}")
                 continue
-            lines = [line for line in text.decode().splitlines()
+            lines = [line for line in text.splitlines()
                      if line.startswith("herdwatch_") and "_created" not in line and "_bucket" not in line]
             parts.append(f"--- {w.log.name} metrics\n" + "\n".join(lines))
     return "\n".join(parts)

@@ -5,18 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stream_helpers import Clock
+
 from detectors.types import Observation
 from streams.cohorts import CohortStage, FamilyStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_family_store_slices_and_routes_keys() -> None:
@@ -43,7 +37,7 @@ def obs(host: str, seconds: float, **kw: Any) -> Observation:
 
 
 def test_lifecycle_up_and_goodbye() -> None:
-    stage, members = make_stage(Clock())
+    stage, members = make_stage(Clock(1000.0))
     _, life = stage.process([obs("a", 0, first=True, added=("proc:x",)), obs("a", 5)])
     assert [(e["host_id"], e["status"], e["reason"]) for e in life] == [("a", "up", "first event")]
     _, life = stage.process([obs("a", 20, gone=True)])
@@ -52,7 +46,7 @@ def test_lifecycle_up_and_goodbye() -> None:
 
 
 def test_silent_host_times_out_in_event_time_after_wall_grace() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     stage, members = make_stage(clock)
     stage.process([obs("a", 0, first=True), obs("b", 0, first=True)])
     for t in range(10, 100, 10):

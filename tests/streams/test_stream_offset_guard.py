@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
+from stream_helpers import Clock
+
 from streams.offset_guard import OffsetGuard, Verdict
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_in_order_messages_are_processed_from_the_committed_offset() -> None:
