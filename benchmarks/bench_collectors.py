@@ -34,11 +34,11 @@ from pathlib import Path
 import psutil
 from confluent_kafka import Consumer, TopicPartition
 
-from herdwatch import topics
-from herdwatch.contract import decode_batch
-from herdwatch.kafka_admin import ensure_topics
+from contract import topics
+from contract.events import decode_batch
+from contract.kafka_admin import ensure_topics
+from contract.settings import KafkaSettings
 from herdwatch.kafka_local import LocalKafka, free_port
-from herdwatch.settings import KafkaSettings
 
 NODE_EXPORTER = "prometheus-node-exporter"
 

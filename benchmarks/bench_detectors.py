@@ -141,9 +141,9 @@ def bench_quality(duration_s: float) -> None:
 
 
 def bench_scenario(name: str) -> None:
-    """The same comparison on a scenario of the fleet simulator (collectors/simulator), if installed."""
+    """The same comparison on a scenario of the fleet simulator (simulator), if installed."""
     try:
-        from collectors.simulator import Fleet
+        from simulator import Fleet
     except ImportError:
         print(f"\n(simulator not available: scenario {name} skipped)")
         return

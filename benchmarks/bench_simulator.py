@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from collectors.simulator import Fleet
-from herdwatch.contract import encode_batch
+from contract.events import encode_batch
+from simulator import Fleet
 
 
 def generation(scenario: str, encode: bool, cycles: int | None) -> tuple[int, int, float, float]:
@@ -42,10 +42,10 @@ def generation(scenario: str, encode: bool, cycles: int | None) -> tuple[int, in
 
 def to_kafka(scenario: str, cycles: int | None) -> tuple[int, int, float, float, int]:
     from collectors.publisher import Publisher
-    from collectors.simulator.publish import publish_fleet
-    from herdwatch.kafka_admin import ensure_topics
+    from contract.kafka_admin import ensure_topics
+    from contract.settings import KafkaSettings
     from herdwatch.kafka_local import LocalKafka, free_port
-    from herdwatch.settings import KafkaSettings
+    from simulator.publish import publish_fleet
 
     with tempfile.TemporaryDirectory(prefix="bench-sim-kafka-") as root:
         broker = LocalKafka(Path(root), port=free_port(), controller_port=free_port())

@@ -19,8 +19,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from herdwatch.contract import Event, encode_batch
-from herdwatch.settings import KafkaSettings, StorageSettings
+from contract.events import Event, encode_batch
+from contract.settings import KafkaSettings, StorageSettings
 from storage.client import connect
 from storage.load import EVENTS_INSERT_SETTINGS, INSERT_SETTINGS
 from storage.queries import QUERIES
@@ -38,7 +38,7 @@ BASE = (_NOW - timedelta(days=7 + _NOW.weekday())).replace(hour=0, minute=0, sec
 
 def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     from collectors.publisher import Publisher
-    from herdwatch.kafka_admin import ensure_topics
+    from contract.kafka_admin import ensure_topics
     from herdwatch.kafka_local import LocalKafka, free_port
     from storage.sink import Sink
 
@@ -74,7 +74,7 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
         buffered.add_message(telemetry_rows(m, 0, 0, 1 << 20)[0], 0, 0)
     decode_s = time.perf_counter() - t
     lines = buffered.lines()
-    from herdwatch.contract import decode_batch
+    from contract.events import decode_batch
 
     t = time.perf_counter()
     for m in messages:
@@ -123,7 +123,7 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     print(f"  ceiling, bare insert column-oriented, same rows:     {n / col_s:>12,.0f} events/s ({col_s:.2f} s)")
     print(f"  sink / best bare insert:                             {(n / sink_s) / ceiling:>12.2f}")
     print(f"  Python decode+validate+encode alone (no Kafka/engine): {n / decode_s:>10,.0f} events/s")
-    print(f"  herdwatch.contract.decode_batch alone, for comparison: {n / contract_s:>10,.0f} events/s")
+    print(f"  contract.events.decode_batch alone, for comparison: {n / contract_s:>10,.0f} events/s")
 
 
 def _payload_sql() -> str:

@@ -32,9 +32,9 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from collectors.publisher import producer_config
-from herdwatch.contract import decode_batch, encode_batch
+from contract.events import decode_batch, encode_batch
+from contract.settings import KafkaSettings
 from herdwatch.kafka_local import LocalKafka, free_port
-from herdwatch.settings import KafkaSettings
 from streams.sample_fleet import SampleFleet
 from streams.settings import WorkerSettings
 from streams.worker import prepare_topics

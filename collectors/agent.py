@@ -40,9 +40,9 @@ from collectors.probes import (
 from collectors.settings import CollectorSettings
 from collectors.spool import Spool
 from collectors.state import SeqCounter, read_json, write_json
-from herdwatch import __version__
-from herdwatch.contract import Event, Kind
-from herdwatch.settings import KafkaSettings
+from contract import __version__
+from contract.events import Event, Kind
+from contract.settings import KafkaSettings
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -261,7 +261,7 @@ class Agent:
             self._pump()
 
     def _ensure_topics(self) -> None:
-        from herdwatch.kafka_admin import ensure_topics
+        from contract.kafka_admin import ensure_topics
         delay = 1.0
         while not self.stop_event.is_set():
             try:

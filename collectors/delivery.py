@@ -25,8 +25,8 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from collectors import signals
 from collectors.publisher import Publisher
 from collectors.spool import Record, Spool
-from herdwatch.contract import Event, encode_batch, encode_event
-from herdwatch.settings import KafkaSettings
+from contract.events import Event, encode_batch, encode_event
+from contract.settings import KafkaSettings
 
 log = logging.getLogger("herdwatch.collector")
 

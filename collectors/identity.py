@@ -26,7 +26,7 @@ import psutil
 from collectors.safe import clean, read_text
 from collectors.settings import CollectorSettings
 from collectors.state import read_json, write_json
-from herdwatch.contract import HostIdentity
+from contract.events import HostIdentity
 
 IMAGE_ENV = ("CONTAINER_IMAGE_DIGEST", "HERDWATCH_CONTAINER_IMAGE_DIGEST")
 IMAGE_NAME_ENV = ("CONTAINER_IMAGE", "HERDWATCH_CONTAINER_IMAGE")

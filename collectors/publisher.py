@@ -10,8 +10,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from herdwatch.contract import Event, encode_batch
-from herdwatch.settings import KafkaSettings
+from contract.events import Event, encode_batch
+from contract.settings import KafkaSettings
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 

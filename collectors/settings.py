@@ -1,6 +1,6 @@
 """Collector settings: env prefix HERDWATCH_COLLECTOR_, optionally a YAML file (env wins over the file).
 
-Kafka connection settings come from herdwatch.settings.KafkaSettings (HERDWATCH_KAFKA_...).
+Kafka connection settings come from contract.settings.KafkaSettings (HERDWATCH_KAFKA_...).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import logging
 
 from prometheus_client import Gauge, Histogram
 
-from herdwatch.observability import Signal
+from contract.observability import Signal
 
 events_sent = Signal("collector_events_sent", "events acknowledged by Kafka")
 events_spooled = Signal("collector_events_spooled", "events written to the on-disk spool")

@@ -8,6 +8,7 @@ The detector classes (river style: learn_one / score_one, constructor args are t
 exported for reuse and listed in DETECTORS. See docs/detection.md.
 """
 
+from contract.findings import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
 from detectors.baseline import CohortBaseline
 from detectors.drift import ConfigDrift
 from detectors.engine import FamilyEngine
@@ -18,7 +19,7 @@ from detectors.policy import PolicyCheck
 from detectors.rarity import CohortRarity
 from detectors.rollout import RolloutTracker
 from detectors.sequence import SequenceGap
-from detectors.types import Finding, FindingKind, Observation, RolloutEvent, RolloutStatus, Severity
+from detectors.types import Observation
 
 DETECTORS = (CohortRarity, PeerDeviation, MultivariateOutlier, ConfigDrift, PolicyCheck, RolloutTracker)
 """Every exported detector class (the conformance test runs over these)."""

@@ -28,11 +28,12 @@ from typing import Any, Protocol
 
 import orjson
 
+from contract.events import ContractError, Event, decode_event, format_time
+from contract.findings import Finding, RolloutEvent
 from detectors.engine import FamilyEngine, Output
 from detectors.host_state import HostState
 from detectors.sequence import SequenceGap
-from detectors.types import Finding, Observation, RolloutEvent
-from herdwatch.contract import ContractError, Event, decode_event, format_time
+from detectors.types import Observation
 
 EVENT_COLUMNS = (
     "event_id",

@@ -3,10 +3,11 @@ differs from its cohort's majority (or a value the majority has and the host los
 
 from __future__ import annotations
 
+from contract.findings import Severity
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
 from detectors.features import STATE_KINDS, kind_of, split_state
-from detectors.types import Observation, Severity
+from detectors.types import Observation
 
 _SENSITIVE = (
     "sshd.",

@@ -22,6 +22,7 @@ import heapq
 from collections.abc import MutableMapping
 from typing import Any
 
+from contract.findings import Finding, FindingKind, RolloutEvent, Severity
 from detectors.base import hhmmss, to_datetime
 from detectors.baseline import CohortBaseline
 from detectors.drift import ConfigDrift
@@ -32,7 +33,7 @@ from detectors.policy import PolicyCheck
 from detectors.rarity import CohortRarity
 from detectors.rollout import RolloutTracker
 from detectors.suppression import Suppressor
-from detectors.types import Finding, FindingKind, Observation, RolloutEvent, Severity
+from detectors.types import Observation
 
 Output = Finding | RolloutEvent
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from statistics import median
 from typing import Any
 
-from detectors.types import Finding, RolloutEvent
+from contract.findings import Finding, RolloutEvent
 
 NOISE_KINDS = ("rollout", "rollback", "traffic_spike", "config_push")
 

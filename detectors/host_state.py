@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contract.events import Event, Kind
 from detectors.features import (
     EPHEMERAL_PORT,
     config_feature,
@@ -25,7 +26,6 @@ from detectors.features import (
     proc_feature,
 )
 from detectors.types import Observation
-from herdwatch.contract import Event, Kind
 
 MAX_FEATURES = 4096
 """Behaviour features kept per host; beyond this new ones collapse into `<kind>:<overflow>`."""

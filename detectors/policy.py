@@ -15,10 +15,11 @@ from typing import Any
 
 import yaml
 
+from contract.findings import Severity
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
 from detectors.features import split_state
-from detectors.types import Observation, Severity
+from detectors.types import Observation
 
 DEFAULT_RULES = Path(__file__).with_name("policies.yaml")
 _PIECE = re.compile(r"\d+|[A-Za-z]+|~")

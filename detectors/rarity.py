@@ -3,10 +3,11 @@ the cohort's live hosts show."""
 
 from __future__ import annotations
 
+from contract.findings import Severity
 from detectors.base import Detector, hhmmss
 from detectors.baseline import CohortBaseline
 from detectors.features import IMMEDIATE_KINDS, describe, kind_of
-from detectors.types import Observation, Severity
+from detectors.types import Observation
 
 _SUSPICIOUS_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
 _SHELLS = ("/sh", "/bash", "/dash", "/zsh", "/nc", "/ncat", "/socat", "/python3", "/perl")

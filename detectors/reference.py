@@ -12,9 +12,10 @@ import dataclasses
 import math
 from typing import Any
 
+from contract.findings import Finding, FindingKind, Severity
 from detectors.base import to_datetime
 from detectors.engine import FamilyEngine, Output
-from detectors.types import Finding, FindingKind, Observation, Severity
+from detectors.types import Observation
 
 
 class GlobalModel:

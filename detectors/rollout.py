@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from contract.findings import RolloutEvent, RolloutStatus
 from detectors.base import Detector, to_datetime
 from detectors.baseline import CohortBaseline
 from detectors.features import describe
-from detectors.types import Observation, RolloutEvent, RolloutStatus
+from detectors.types import Observation
 
 ACTIVE = ("started", "progress")
 

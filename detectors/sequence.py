@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.types import Finding, FindingKind, Severity
-from herdwatch.contract import Event
+from contract.events import Event
+from contract.findings import Finding, FindingKind, Severity
 
 
 class SequenceGap:

@@ -4,7 +4,7 @@ Cohorts of identical hosts with noisy-but-normal life (web hosts: failed SSH log
 a stream of client connections; app hosts: a config-management run restarting the service on schedule;
 batch hosts: short jobs and hosts that live minutes), fleet-wide events (a traffic spike, a config push),
 a clean gradual rollout, and injected compromises with their ground truth ({host_id, scenario, start,
-end}). Deterministic for a seed. The full simulator lives in collectors/simulator; this one is kept small
+end}). Deterministic for a seed. The full simulator lives in simulator; this one is kept small
 and dependency-free so the detectors can be tested on their own.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from herdwatch.contract import Event, Kind
+from contract.events import Event, Kind
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -1,4 +1,7 @@
-"""herdwatch: security telemetry for cloud clone fleets. This package holds the shared event contract,
-settings, topics, observability and the `herdwatch` CLI."""
+"""herdwatch: security telemetry for cloud clone fleets. This package is the top layer: the `herdwatch`
+CLI, its commands, the demo and the evaluation report. It is the only code that imports every other
+package (see docs/ARCHITECTURE.md)."""
 
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

@@ -8,8 +8,8 @@ import argparse
 import importlib
 import sys
 
+from contract.observability import setup_logging
 from herdwatch import __version__
-from herdwatch.observability import setup_logging
 
 # Order here is the order in `herdwatch --help`.
 COMMANDS = [

@@ -23,9 +23,9 @@ from typing import IO, Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from herdwatch.kafka_admin import ensure_topics, group_lag
+from contract.kafka_admin import ensure_topics, group_lag
+from contract.settings import KafkaSettings, StorageSettings
 from herdwatch.kafka_local import LocalKafka
-from herdwatch.settings import KafkaSettings, StorageSettings
 
 Say = Callable[[str], None]
 
@@ -145,7 +145,7 @@ def wait_for_drain(settings: KafkaSettings, groups: dict[str, list[str]], childr
 
 def reset_store(storage: StorageSettings, env: dict[str, str]) -> None:
     """Drop the demo database in a child process (this process must not open the embedded store)."""
-    code = ("from herdwatch.settings import StorageSettings; from storage.client import connect; "
+    code = ("from contract.settings import StorageSettings; from storage.client import connect; "
             "s = StorageSettings(); c = connect(s); c.command(f'DROP DATABASE IF EXISTS {s.database}')")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
@@ -153,15 +153,15 @@ def reset_store(storage: StorageSettings, env: dict[str, str]) -> None:
 def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
     """Run the whole demo; returns the report dict (also written to var/demo/report.json)."""
     from collectors.publisher import Publisher
-    from collectors.simulator.clock import SimClock
-    from collectors.simulator.fleet import Cycle, Fleet
-    from collectors.simulator.publish import PublishStats, publish_fleet
-    from collectors.simulator.scenarios import load_scenario
-    from detectors.types import Finding, RolloutEvent
+    from contract.findings import Finding, RolloutEvent
     from herdwatch.evaluation.chart import render_html
     from herdwatch.evaluation.report import RunInfo, build_report
     from herdwatch.evaluation.runner import DetectionRun, HostSeen
     from herdwatch.evaluation.text import report_lines
+    from simulator.clock import SimClock
+    from simulator.fleet import Cycle, Fleet
+    from simulator.publish import PublishStats, publish_fleet
+    from simulator.scenarios import load_scenario
     from storage.query_client import open_query_client
 
     t_start = time.monotonic()

@@ -19,7 +19,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from herdwatch.settings import StorageSettings
+from contract.settings import StorageSettings
 from storage.query_client import DirectQueryClient, QueryError, endpoint_file
 from storage.readonly import UnsafeQuery
 

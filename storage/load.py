@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from herdwatch.contract import Event, encode_batch
+from contract.events import Event, encode_batch
 from storage.rows import EVENT_COLUMNS, EVENTS_FORMAT, telemetry_rows
 
 INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "date_time_input_format": "best_effort",

@@ -153,7 +153,7 @@ def _param(value: Any) -> Any:
     from datetime import datetime
 
     if isinstance(value, datetime):
-        from herdwatch.contract import format_time
+        from contract.events import format_time
 
         return format_time(value).replace("T", " ").removesuffix("Z")
     return value

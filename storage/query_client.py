@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
-from herdwatch.settings import StorageSettings
+from contract.settings import StorageSettings
 from storage.readonly import readonly_sql
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from herdwatch.contract import ContractError, Rejected, accepted_time, batch_items, decode_event, format_time
+from contract.events import ContractError, Rejected, accepted_time, batch_items, decode_event, format_time
 
 MAX_SEQ = 2**63 - 1
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -93,7 +93,7 @@ def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_byt
                    ) -> tuple[list[tuple[str, bytes]], list[Rejected]]:
     """(event_id, JSON row for `events`) for each valid event of one telemetry message.
 
-    Checks what herdwatch.contract.decode_batch checks, plus what the table needs, in one pass over
+    Checks what contract.events.decode_batch checks, plus what the table needs, in one pass over
     the decoded JSON and without building Event objects; an envelope that fails goes through
     decode_event for the reason, so the dead-letter reasons are the contract's own.
     """
@@ -190,7 +190,7 @@ def _time(obj: dict[str, Any], name: str) -> str:
 
 def anomaly_row(value: bytes | None, partition: int, offset: int) -> tuple[str, bytes]:
     """(dedup key, row) for `anomalies` from a Finding.to_dict() message; ValueError says what is wrong."""
-    from detectors.types import Finding
+    from contract.findings import Finding
 
     obj = _obj(value)
     try:
@@ -209,7 +209,7 @@ def anomaly_row(value: bytes | None, partition: int, offset: int) -> tuple[str, 
 
 
 def rollout_row(value: bytes | None, partition: int, offset: int) -> tuple[str, bytes]:
-    from detectors.types import RolloutEvent
+    from contract.findings import RolloutEvent
 
     obj = _obj(value)
     try:

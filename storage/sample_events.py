@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from herdwatch.contract import Event, HostIdentity, Kind
-from herdwatch.ids import new_event_id
+from contract.events import Event, HostIdentity, Kind
+from contract.ids import new_event_id
 
 BASE_PROCS = ["/usr/sbin/sshd", "/usr/sbin/nginx", "/usr/lib/systemd/systemd", "/usr/sbin/cron",
               "/usr/bin/containerd", "/usr/sbin/rsyslogd"]

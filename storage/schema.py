@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS events (
 PARTITION BY toMonday(time)
 ORDER BY (host_id, time, event_id)
 {{ttl}}"""
-"""ENVELOPE_FIELDS of herdwatch.contract map 1:1 onto these columns (checked by a test)."""
+"""ENVELOPE_FIELDS of contract.events map 1:1 onto these columns (checked by a test)."""
 
 # --- typed tables per event family, fed by materialized views from `events` -------------------------
 PROCESSES = f"""

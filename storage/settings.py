@@ -1,5 +1,5 @@
 """Settings of the storage sink (env prefix HERDWATCH_SINK_). Where the store is lives in
-herdwatch.settings.StorageSettings (HERDWATCH_STORAGE_DSN, ..._DATABASE, ..._VAR_DIR)."""
+contract.settings.StorageSettings (HERDWATCH_STORAGE_DSN, ..._DATABASE, ..._VAR_DIR)."""
 
 from __future__ import annotations
 

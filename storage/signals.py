@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from herdwatch.observability import Signal
+from contract.observability import Signal
 
 rows_inserted = Signal("sink_rows_inserted", "rows written to ClickHouse", labels=("table",))
 batches_inserted = Signal("sink_batches_inserted", "insert batches written to ClickHouse")

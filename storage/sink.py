@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from herdwatch.settings import KafkaSettings
+from contract.settings import KafkaSettings
 from storage import rows as r
 from storage import signals
 from storage.load import EVENTS_INSERT_SETTINGS, INSERT_SETTINGS

@@ -22,9 +22,10 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import EventT, StreamT
 
-from detectors.types import Finding, Observation
-from herdwatch.contract import Event, Rejected, decode_batch
-from herdwatch.settings import KafkaSettings
+from contract.events import Event, Rejected, decode_batch
+from contract.findings import Finding
+from contract.settings import KafkaSettings
+from detectors.types import Observation
 from streams import codec, faust_fixes, metrics, signals
 from streams.cohorts import CohortStage
 from streams.hosts import process_host_batch

@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from detectors.types import Finding, Observation, RolloutEvent
+from contract.findings import Finding, RolloutEvent
+from detectors.types import Observation
 
 
 def encode_observations(observations: list[Observation]) -> bytes:

@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from contract.findings import Finding, RolloutEvent
 from detectors import FamilyEngine
-from detectors.types import Finding, Observation, RolloutEvent
+from detectors.types import Observation
 from streams import signals
 
 log = logging.getLogger("herdwatch.streams")

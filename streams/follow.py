@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from detectors.types import Severity
-from herdwatch.settings import KafkaSettings
+from contract.findings import Severity
+from contract.settings import KafkaSettings
 
 SEVERITY_ORDER = {s.value: i for i, s in enumerate(Severity)}
 

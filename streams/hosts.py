@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from contract.events import Event
+from contract.findings import Finding
 from detectors import HostState, SequenceGap
-from detectors.types import Finding, Observation
-from herdwatch.contract import Event
+from detectors.types import Observation
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from herdwatch.contract import Event, HostIdentity, Kind
+from contract.events import Event, HostIdentity, Kind
 
 BASE_PROCS = [("/usr/sbin/sshd", "sshd: /usr/sbin/sshd -D", "root"),
               ("/usr/sbin/nginx", "nginx: master process /usr/sbin/nginx", "root"),

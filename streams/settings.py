@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from herdwatch.settings import KafkaSettings, default_var_dir
+from contract.settings import KafkaSettings, default_var_dir
 
 
 class WorkerSettings(BaseSettings):

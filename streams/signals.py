@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from herdwatch.observability import Signal
+from contract.observability import Signal
 
 messages_in = Signal("streams_messages_in", "telemetry messages (batches) consumed")
 events_in = Signal("streams_events_in", "telemetry events decoded and accepted")

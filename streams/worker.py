@@ -13,10 +13,10 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from herdwatch import topics as t
-from herdwatch.kafka_admin import ensure_topics
-from herdwatch.observability import serve_metrics
-from herdwatch.settings import KafkaSettings
+from contract import topics as t
+from contract.kafka_admin import ensure_topics
+from contract.observability import serve_metrics
+from contract.settings import KafkaSettings
 from streams.settings import WorkerSettings
 
 log = logging.getLogger("herdwatch.streams")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.settings import KafkaSettings, StorageSettings
 from herdwatch.kafka_local import LocalKafka, free_port
-from herdwatch.settings import KafkaSettings, StorageSettings
 
 
 @pytest.fixture(scope="session")

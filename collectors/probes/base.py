@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 Emit = tuple[Kind, dict[str, Any]]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from collectors.probes.base import Emit, Probe, diff_maps
 from collectors.safe import absent, clean, read_bounded, to_text
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 MAX_FILE = 16 * 1024 * 1024
 UNREADABLE = "unreadable"

@@ -22,7 +22,7 @@ from collectors import signals
 from collectors.probes.base import Emit, Probe
 from collectors.safe import absent, clean
 from collectors.state import read_json, write_json
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 MAX_LINE = 4096
 JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")

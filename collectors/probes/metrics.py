@@ -11,7 +11,7 @@ import psutil
 
 from collectors.probes.base import Emit, Probe
 from collectors.safe import absent
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 
 class MetricsProbe(Probe):

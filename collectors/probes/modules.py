@@ -6,7 +6,7 @@ from pathlib import Path
 
 from collectors.probes.base import Emit, Probe, diff_maps
 from collectors.safe import read_text
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 
 def parse_modules(text: str) -> dict[str, str]:

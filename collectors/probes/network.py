@@ -15,7 +15,7 @@ from typing import Any
 from collectors import signals
 from collectors.probes.base import Emit, Probe
 from collectors.safe import absent, clean, read_text
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 TCP_LISTEN, TCP_ESTABLISHED, UDP_UNCONNECTED = "0A", "01", "07"
 TABLES = ("tcp", "tcp6", "udp", "udp6")

@@ -10,7 +10,7 @@ from pathlib import Path
 from collectors.probes.base import Emit, Probe, diff_maps
 from collectors.probes.config import stat_sig
 from collectors.safe import read_text
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 DPKG_STATUS = "var/lib/dpkg/status"
 APK_INSTALLED = "lib/apk/db/installed"

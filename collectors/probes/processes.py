@@ -16,7 +16,7 @@ import psutil
 from collectors import signals
 from collectors.probes.base import Emit, Probe
 from collectors.safe import absent, clean, read_bounded
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 MAX_PARENTS = 8
 

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
-    from herdwatch.settings import KafkaSettings
+    from contract.settings import KafkaSettings
     from streams.follow import AnomalyFilter, follow, render
 
     flt = AnomalyFilter(set(args.image), set(args.family), set(args.host), set(args.kind), args.severity)

@@ -91,9 +91,9 @@ def _read_files(names: list[str]) -> tuple[list[Any], list[Any]]:
 
 
 def _read_storage(query: str | None, where: str) -> tuple[list[Any], list[Any]]:
+    from contract.events import ContractError, decode_event
+    from contract.settings import StorageSettings
     from detectors.backtest import EVENT_COLUMNS, BadLine, row_to_envelope
-    from herdwatch.contract import ContractError, decode_event
-    from herdwatch.settings import StorageSettings
     from storage.query_client import open_query_client
 
     sql = query or (

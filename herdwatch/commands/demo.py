@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from herdwatch.settings import default_var_dir
+from contract.settings import default_var_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from herdwatch.settings import default_var_dir
+from contract.settings import default_var_dir
 
 log = logging.getLogger("herdwatch.simulate")
 
@@ -80,11 +80,11 @@ def write_run_files(out: Path, fleet_ground_truth: list[dict], hosts: list[dict]
 
 def run(args: argparse.Namespace) -> int:
     from collectors.publisher import Publisher
-    from collectors.simulator import Fleet, SimClock
-    from collectors.simulator.publish import PublishStats, publish_fleet
-    from collectors.simulator.scenarios import load_scenario
-    from herdwatch.kafka_admin import ensure_topics
-    from herdwatch.settings import KafkaSettings
+    from contract.kafka_admin import ensure_topics
+    from contract.settings import KafkaSettings
+    from simulator import Fleet, SimClock
+    from simulator.publish import PublishStats, publish_fleet
+    from simulator.scenarios import load_scenario
 
     speed = parse_speed(args.speed)
     scenario = load_scenario(args.scenario, seed=args.seed, start=parse_start(args.start))

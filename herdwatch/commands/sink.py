@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from herdwatch.kafka_admin import ensure_topics
-    from herdwatch.observability import serve_metrics
-    from herdwatch.settings import KafkaSettings, StorageSettings
+    from contract.kafka_admin import ensure_topics
+    from contract.observability import serve_metrics
+    from contract.settings import KafkaSettings, StorageSettings
     from storage.client import connect, is_embedded
     from storage.endpoint import QueryEndpoint
     from storage.schema import migrate

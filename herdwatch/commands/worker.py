@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from herdwatch.settings import KafkaSettings
+    from contract.settings import KafkaSettings
     from streams.settings import WorkerSettings
     from streams.worker import run_worker
 

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from collectors.simulator.fleet import Fleet
-from collectors.simulator.scenarios import load_scenario
 from herdwatch.evaluation.chart import render_html
 from herdwatch.evaluation.report import RunInfo, build_report
 from herdwatch.evaluation.runner import DetectionRun, run_detectors
+from simulator.fleet import Fleet
+from simulator.scenarios import load_scenario
 
 
 @dataclass

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from collectors.simulator.scenarios import GroundTruth
+from contract.findings import Finding
 from detectors.evaluation import evaluate
-from detectors.types import Finding
 from herdwatch.evaluation.runner import DetectionRun
+from simulator.scenarios import GroundTruth
 
 HOST_KINDS = ("compromise", "stale_image")
 ROLLOUT_KINDS = ("rollout", "rollback")

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from collectors.simulator.fleet import Cycle
+from contract.findings import Finding, RolloutEvent
 from detectors.backtest import FamilyEngines, HostSeen, Replay
-from detectors.types import Finding, RolloutEvent
+from simulator.fleet import Cycle
 
 __all__ = ["DetectionRun", "HostSeen", "run_detectors"]
 

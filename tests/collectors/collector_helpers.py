@@ -6,8 +6,8 @@ import time
 
 from confluent_kafka import Consumer
 
-from herdwatch.contract import Event, decode_batch
-from herdwatch.settings import KafkaSettings
+from contract.events import Event, decode_batch
+from contract.settings import KafkaSettings
 
 
 def read_events(kafka: KafkaSettings, until: int | None = None, timeout: float = 30.0,

@@ -19,8 +19,8 @@ from collectors.probes import NetworkProbe, ProcessProbe
 from collectors.probes.logins import LogFollower
 from collectors.safe import absent, clean
 from collectors.settings import CollectorSettings
-from herdwatch.contract import Kind
-from herdwatch.settings import KafkaSettings
+from contract.events import Kind
+from contract.settings import KafkaSettings
 
 UNREACHABLE = KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="unit")
 

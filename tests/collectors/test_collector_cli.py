@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from collector_helpers import read_events
 
-from herdwatch.contract import Kind
+from contract.events import Kind
+from contract.settings import KafkaSettings
 from herdwatch.kafka_local import free_port
-from herdwatch.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

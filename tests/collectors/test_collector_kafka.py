@@ -26,8 +26,8 @@ from collectors.probes import (
     ProcessProbe,
 )
 from collectors.settings import CollectorSettings
-from herdwatch.contract import Event, Kind
-from herdwatch.settings import KafkaSettings
+from contract.events import Event, Kind
+from contract.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

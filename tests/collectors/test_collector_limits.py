@@ -7,8 +7,8 @@ from collectors.agent import Agent
 from collectors.budget import Budget
 from collectors.probes.base import Emit, Probe
 from collectors.settings import CollectorSettings
-from herdwatch.contract import Kind
-from herdwatch.settings import KafkaSettings
+from contract.events import Kind
+from contract.settings import KafkaSettings
 
 UNREACHABLE = KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="unit")
 

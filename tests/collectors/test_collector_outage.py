@@ -18,9 +18,9 @@ from collector_helpers import read_events
 from collectors.agent import Agent
 from collectors.probes import MetricsProbe, ProcessProbe
 from collectors.settings import CollectorSettings
-from herdwatch.contract import Kind
+from contract.events import Kind
+from contract.settings import KafkaSettings
 from herdwatch.kafka_local import LocalKafka, free_port
-from herdwatch.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from collectors.probes import ConfigProbe, MetricsProbe, ModuleProbe, NetworkPro
 from collectors.probes.logins import LogFollower, LoginProbe, parse_auth_line
 from collectors.probes.network import decode_addr, parse_table
 from collectors.probes.packages import parse_apk_installed, parse_dpkg_status
-from herdwatch.contract import Kind
+from contract.events import Kind
 
 
 def changes(out: list, kind: Kind) -> list[dict]:

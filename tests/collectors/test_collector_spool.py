@@ -13,8 +13,8 @@ from pathlib import Path
 from collectors import signals
 from collectors.delivery import Delivery, split_batches
 from collectors.spool import Spool
-from herdwatch.contract import Event, HostIdentity, Kind
-from herdwatch.settings import KafkaSettings
+from contract.events import Event, HostIdentity, Kind
+from contract.settings import KafkaSettings
 
 HOST = HostIdentity("h1", "b1", "ami-1", "fam")
 UNREACHABLE = KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="unit")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contract.events import Event, Kind
 from detectors import FamilyEngine, Finding, Observation, RolloutEvent
-from herdwatch.contract import Event, Kind
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -5,12 +5,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from contract.events import Event
 from detectors import FamilyEngine, FindingKind
 from detectors.backtest import EVENT_COLUMNS, BadLine, FamilyEngines, Replay, parse_lines, replay, row_to_envelope
 from detectors.synthetic import Cohort, build_fleet, write_jsonl
 from detectors.types import Observation
 from herdwatch.cli import main
-from herdwatch.contract import Event
 
 
 def small_fleet(duration_s: float = 900.0):
@@ -155,7 +155,7 @@ def test_backtest_needs_input() -> None:
 
 @pytest.mark.integration
 def test_backtest_from_a_clickhouse_query(storage_settings, monkeypatch, capsys) -> None:
-    from herdwatch.ids import new_event_id
+    from contract.ids import new_event_id
     from storage.client import connect
     from storage.schema import migrate
 

@@ -2,8 +2,8 @@ import json
 
 from det_helpers import EventMaker
 
+from contract.events import Kind
 from detectors import HostState
-from herdwatch.contract import Kind
 
 NGINX = {
     "pid": 10,

@@ -1,7 +1,7 @@
 from det_helpers import EventMaker
 
+from contract.events import Kind
 from detectors import FindingKind, SequenceGap
-from herdwatch.contract import Kind
 
 HB = {"events_sent": 1, "events_dropped": 0}
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from herdwatch.contract import (
+from contract.events import (
     PAYLOAD_FIELDS,
     SCHEMA_VERSION,
     ContractError,
@@ -17,7 +17,7 @@ from herdwatch.contract import (
     encode_batch,
     format_time,
 )
-from herdwatch.ids import event_id_time_ms, new_event_id
+from contract.ids import event_id_time_ms, new_event_id
 
 HOST = HostIdentity("i-0abc", "boot-1", "ami-1", "web", {"cloud.region": "eu-west-1"})
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from herdwatch.settings import KafkaSettings
+from contract.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from herdwatch.kafka_admin import ensure_topics
+from contract.kafka_admin import ensure_topics
+from contract.settings import KafkaSettings
+from contract.topics import ALL
 from herdwatch.kafka_local import LocalKafka, free_port
-from herdwatch.settings import KafkaSettings
-from herdwatch.topics import ALL
 
 pytestmark = pytest.mark.integration
 

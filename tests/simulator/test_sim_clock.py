@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collectors.simulator import SimClock
+from simulator import SimClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -39,7 +39,7 @@ def test_speed_must_be_positive(speed: float) -> None:
 
 def test_simulator_imports_nothing_heavy() -> None:
     code = (
-        "import sys, collectors.simulator, collectors.simulator.publish; "
+        "import sys, simulator, simulator.publish; "
         "heavy = [m for m in ('faust', 'sklearn', 'chdb', 'clickhouse_connect', 'numpy', 'detectors') "
         "if m in sys.modules]; print(','.join(heavy))"
     )

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from collectors.simulator.scenarios import GroundTruth
-from detectors.types import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
+from contract.findings import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
 from herdwatch.cli import main
 from herdwatch.evaluation import evaluate_scenario
 from herdwatch.evaluation.chart import render_html
 from herdwatch.evaluation.report import RunInfo, build_report
 from herdwatch.evaluation.runner import DetectionRun, HostSeen
+from simulator.scenarios import GroundTruth
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

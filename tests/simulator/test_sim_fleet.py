@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from collectors.simulator import Fleet
-from collectors.simulator.scenarios import SCENARIO_DIR, parse_scenario
-from herdwatch.contract import Event, Kind, decode_batch, encode_batch
-from herdwatch.ids import event_id_time_ms
+from contract.events import Event, Kind, decode_batch, encode_batch
+from contract.ids import event_id_time_ms
+from simulator import Fleet
+from simulator.scenarios import SCENARIO_DIR, parse_scenario
 
 
 @pytest.fixture(scope="module")

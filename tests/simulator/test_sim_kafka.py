@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from collectors.publisher import Publisher
-from collectors.simulator import Fleet
-from collectors.simulator.publish import publish_fleet
+from contract.events import decode_batch
+from contract.kafka_admin import ensure_topics
+from contract.settings import KafkaSettings
 from herdwatch.cli import main
-from herdwatch.contract import decode_batch
-from herdwatch.kafka_admin import ensure_topics
-from herdwatch.settings import KafkaSettings
+from simulator import Fleet
+from simulator.publish import publish_fleet
 
 pytestmark = pytest.mark.integration
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from collectors.simulator.scenarios import (
+from herdwatch.cli import main
+from simulator.scenarios import (
     SCENARIO_DIR,
     ScenarioError,
     load_scenario,
     parse_duration,
     parse_scenario,
 )
-from herdwatch.cli import main
 
 
 def minimal() -> dict:

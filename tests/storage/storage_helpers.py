@@ -7,9 +7,9 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from collectors.publisher import Publisher
-from herdwatch.contract import Event
-from herdwatch.kafka_admin import ensure_topics
-from herdwatch.settings import KafkaSettings
+from contract.events import Event
+from contract.kafka_admin import ensure_topics
+from contract.settings import KafkaSettings
 from storage.sample_events import HostHistory
 
 

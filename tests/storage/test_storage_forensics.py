@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contract.events import Kind
 from herdwatch.cli import main
-from herdwatch.contract import Kind
 from storage.client import connect
 from storage.load import load_events
 from storage.queries import QUERIES, run_named

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from storage_helpers import publish
 
-from herdwatch.settings import KafkaSettings, StorageSettings
+from contract.settings import KafkaSettings, StorageSettings
 from storage.query_client import EndpointQueryClient, read_endpoint
 from storage.sample_events import fleet
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from herdwatch.contract import ENVELOPE_FIELDS
+from contract.events import ENVELOPE_FIELDS
 from storage.client import connect
 from storage.rows import EVENT_COLUMNS, telemetry_rows
 from storage.sample_events import fleet
@@ -30,7 +30,7 @@ def test_events_table_matches_the_event_contract(storage_settings):
     migrate(client)
     columns = _columns(client, "events")
     assert set(columns) == set(ENVELOPE_FIELDS) | SINK_COLUMNS, \
-        "events columns and herdwatch.contract.ENVELOPE_FIELDS drifted apart: update storage/schema.py " \
+        "events columns and contract.events.ENVELOPE_FIELDS drifted apart: update storage/schema.py " \
         "with a new migration"
     for name, types in ENVELOPE_FIELDS.items():
         assert columns[name] in COMPATIBLE[types[0]], (name, columns[name])

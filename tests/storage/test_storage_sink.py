@@ -8,9 +8,9 @@ import orjson
 import pytest
 from storage_helpers import produce_raw, publish, read_all
 
-from herdwatch.contract import Kind, encode_batch
-from herdwatch.kafka_admin import ensure_topics
-from herdwatch.settings import KafkaSettings, StorageSettings
+from contract.events import Kind, encode_batch
+from contract.kafka_admin import ensure_topics
+from contract.settings import KafkaSettings, StorageSettings
 from storage import signals
 from storage.client import connect
 from storage.rows import KEY_SQL, anomaly_row, lifecycle_row, rollout_row
@@ -120,7 +120,7 @@ def test_upstream_duplicates_are_stored_once(kafka_settings, storage_settings):
 
 
 def test_anomalies_rollouts_and_lifecycle_are_stored(kafka_settings, storage_settings):
-    from detectors.types import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
+    from contract.findings import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
 
     ensure_topics(kafka_settings, partitions=1)
     f = Finding(FindingKind.RARE_FEATURE, "i-1", "ami-1", "web", START, 0.9, Severity.HIGH,
@@ -173,7 +173,7 @@ class FlakyStore:
 
 
 def test_store_outage_pauses_consumption_and_loses_nothing(kafka_settings, storage_settings):
-    from detectors.types import Finding, FindingKind, Severity
+    from contract.findings import Finding, FindingKind, Severity
 
     hosts = fleet(3, START, minutes=4)
     sent = publish(kafka_settings, hosts)
@@ -198,7 +198,7 @@ def test_store_outage_pauses_consumption_and_loses_nothing(kafka_settings, stora
 def test_partial_batch_failure_does_not_insert_the_stored_table_twice(kafka_settings, storage_settings):
     """events insert succeeds, the anomalies insert of the same batch fails: the retry must not
     insert the events again."""
-    from detectors.types import Finding, FindingKind, Severity
+    from contract.findings import Finding, FindingKind, Severity
 
     ensure_topics(kafka_settings, partitions=1)
     events = fleet(1, START, minutes=1)[0].events

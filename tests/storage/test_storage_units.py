@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from herdwatch.contract import SCHEMA_VERSION
+from contract.events import SCHEMA_VERSION
 from storage.output import render
 from storage.query_client import QueryResult, plain
 from storage.readonly import UnsafeQuery, readonly_sql
@@ -37,7 +37,7 @@ def test_telemetry_rows_keep_partition_offset_and_reject_with_reasons():
 
 def _envelope_variants() -> list[object]:
     """Valid envelopes of every kind and many ways of breaking each field."""
-    from herdwatch.contract import PAYLOAD_FIELDS, Kind
+    from contract.events import PAYLOAD_FIELDS, Kind
 
     wrong: list[object] = [None, True, 0, -1, 1.5, "", "x", [], {}, 2]
     values = {int: 1, float: 1.5, str: "x", list: [], dict: {}, type(None): None}
@@ -59,7 +59,7 @@ def _envelope_variants() -> list[object]:
 
 
 def test_the_fast_envelope_check_agrees_with_the_contract():
-    from herdwatch.contract import ContractError, accepted_time, decode_batch, decode_event
+    from contract.events import ContractError, accepted_time, decode_batch, decode_event
 
     accepted = 0
     for d in _envelope_variants():
@@ -78,7 +78,7 @@ def test_the_fast_envelope_check_agrees_with_the_contract():
 
 
 def test_topic_rows_refuse_bad_values():
-    from detectors.types import Finding, FindingKind, Severity
+    from contract.findings import Finding, FindingKind, Severity
 
     f = Finding(FindingKind.RARE_FEATURE, "h", "i", "f", datetime(2026, 3, 1, tzinfo=UTC), 0.5, Severity.LOW,
                 "s", "e")

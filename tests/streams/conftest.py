@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from stream_helpers import StreamEnv
 
-from herdwatch.settings import KafkaSettings
+from contract.settings import KafkaSettings
 
 
 @pytest.fixture

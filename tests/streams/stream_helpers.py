@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
+from contract.settings import KafkaSettings
 from herdwatch.kafka_local import free_port
-from herdwatch.settings import KafkaSettings
 from streams.settings import WorkerSettings
 from streams.worker import prepare_topics
 

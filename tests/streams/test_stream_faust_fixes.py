@@ -53,7 +53,7 @@ def test_a_failed_changelog_write_stops_the_commit() -> None:
 
 
 def test_the_worker_app_uses_it(tmp_path: Path) -> None:
-    from herdwatch.settings import KafkaSettings
+    from contract.settings import KafkaSettings
     from streams.app import build_app
     from streams.settings import WorkerSettings
 

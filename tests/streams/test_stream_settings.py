@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from herdwatch.settings import KafkaSettings
+from contract.settings import KafkaSettings
 from streams.follow import AnomalyFilter, render
 from streams.settings import WorkerSettings, faust_broker_kwargs
 

@@ -10,7 +10,7 @@ import pytest
 from stream_helpers import StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
-from herdwatch.contract import Event
+from contract.events import Event
 from streams.sample_fleet import SampleFleet
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Message
 
 from collectors.publisher import Publisher
-from collectors.simulator import signals
-from collectors.simulator.clock import SimClock
-from collectors.simulator.fleet import Cycle, Fleet
+from simulator import signals
+from simulator.clock import SimClock
+from simulator.fleet import Cycle, Fleet
 
 
 @dataclass

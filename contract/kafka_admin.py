@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from herdwatch import topics as t
-from herdwatch.settings import KafkaSettings
+from contract import topics as t
+from contract.settings import KafkaSettings
 
 
 def ensure_topics(settings: KafkaSettings, specs: Iterable[t.TopicSpec] = t.ALL,

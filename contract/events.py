@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from herdwatch.ids import new_event_id
+from contract.ids import new_event_id
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

@@ -23,9 +23,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from collectors.simulator.attacks import ATTACKS, Attack
-from collectors.simulator.host import Image, SimHost
-from collectors.simulator.scenarios import (
+from contract.events import Event
+from simulator.attacks import ATTACKS, Attack
+from simulator.host import Image, SimHost
+from simulator.scenarios import (
     COMPROMISES,
     GroundTruth,
     ImageSpec,
@@ -34,7 +35,6 @@ from collectors.simulator.scenarios import (
     load_scenario,
     parse_duration,
 )
-from herdwatch.contract import Event
 
 
 @dataclass

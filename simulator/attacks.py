@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from collectors.simulator.host import SimHost
+from simulator.host import SimHost
 
 
 class Attack:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from herdwatch.contract import Event, Kind
+from contract.events import Event, Kind
 
 AGENT_VERSION = "0.1.0"
 _MASK62 = (1 << 62) - 1

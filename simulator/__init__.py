@@ -4,9 +4,9 @@ Light on purpose (no Faust, scikit-learn or ClickHouse): `herdwatch simulate` pu
 through collectors.publisher.Publisher, and `herdwatch evaluate` feeds them straight into the detectors.
 """
 
-from collectors.simulator.clock import SimClock
-from collectors.simulator.fleet import Cycle, Fleet, HostPlan
-from collectors.simulator.scenarios import GroundTruth, Scenario, ScenarioError, load_scenario, resolve_path
+from simulator.clock import SimClock
+from simulator.fleet import Cycle, Fleet, HostPlan
+from simulator.scenarios import GroundTruth, Scenario, ScenarioError, load_scenario, resolve_path
 
 __all__ = [
     "Cycle",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from herdwatch.observability import Signal
+from contract.observability import Signal
 
 batch_delivery_failed = Signal(
     "simulator_delivery_failures", "simulated batches Kafka did not acknowledge", level=logging.WARNING

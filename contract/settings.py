@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from herdwatch.topics import TopicNames
+from contract.topics import TopicNames
 
 
 def default_var_dir() -> Path:

@@ -1,6 +1,6 @@
 """Scenario files: a fleet (images, cohorts), its normal fleet-wide events, and injected scenarios.
 
-A scenario file is YAML (see collectors/simulator/scenarios/*.yaml and docs/simulator.md). Loading
+A scenario file is YAML (see simulator/scenarios/*.yaml and docs/simulator.md). Loading
 checks every field and says how to fix a mistake. The ground truth of a run (which host was compromised
 when, which family rolled out when) follows from the file and the seed, before any event is generated.
 """
