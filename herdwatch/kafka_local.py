@@ -2,12 +2,18 @@
 
 The jars come from Maven Central via deploy/kafka/pom.xml (built on first use). Data and logs live
 under <var>/kafka/. Used by `herdwatch kafka start|stop|status`, the demo and the test fixtures.
+
+With `secure=True` the broker has one SASL_SSL listener (SCRAM-SHA-512 over TLS, a local CA made with
+openssl), the StandardAuthorizer (no ACL: no access) and one SCRAM user per role (ROLES), created at
+format time. Generated passwords are kept in <root>/credentials.env (mode 0600); `provision` creates
+a deployment's topics and grants each role only what it needs (`role_acls`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,11 +21,25 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+
+from contract.settings import KafkaSettings
 
 KAFKA_HOME = Path(os.environ.get("HERDWATCH_KAFKA_HOME", Path(__file__).resolve().parents[1] / "deploy" / "kafka"))
 READY_LINE = "Kafka Server started"
 JVM_OPTS = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true"]
+
+
+ROLES = ("agent", "worker", "sink", "subscriber", "admin")
+"""One SCRAM user per role; the user name is the role. `admin` is a super user (topics, ACLs)."""
+CONTROLLER_USER = "controller"
+"""The broker's own user on the controller listener (SASL/PLAIN: KRaft controllers cannot use SCRAM)."""
+SCRAM_MECHANISM: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+SUBSCRIBER_GROUP_PREFIX = "herdwatch-anomalies-"
+"""Consumer groups subscribers may use (`herdwatch anomalies` names its private groups like this)."""
 
 
 class KafkaLocalError(RuntimeError):
@@ -57,6 +77,7 @@ class LocalKafka:
     root: Path
     port: int = 9092
     controller_port: int = 9093
+    secure: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -84,13 +105,21 @@ class LocalKafka:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    @property
+    def credentials_file(self) -> Path:
+        return self.root / "credentials.env"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "tls" / "ca.pem"
+
     @classmethod
     def from_root(cls, root: Path, port: int = 9092, controller_port: int = 9093) -> LocalKafka:
-        """Reuse the ports a previous start wrote down, so `stop`/`status` need no flags."""
+        """Reuse the ports (and mode) a previous start wrote down, so `stop`/`status` need no flags."""
         ports = root / "ports"
         if ports.exists():
-            p, c = ports.read_text().split()
-            return cls(root, int(p), int(c))
+            words = ports.read_text().split()
+            return cls(root, int(words[0]), int(words[1]), secure=words[2:] == ["secure"])
         return cls(root, port, controller_port)
 
     def start(self, timeout: float = 90.0) -> None:
@@ -99,17 +128,31 @@ class LocalKafka:
         libs = ensure_jars()
         self.root.mkdir(parents=True, exist_ok=True)
         data = self.root / "data"
+        self._check_mode(data)
         props = self.root / "server.properties"
         template = (KAFKA_HOME / "server.properties.template").read_text()
-        props.write_text(template.format(port=self.port, controller_port=self.controller_port, data_dir=data))
-        (self.root / "ports").write_text(f"{self.port} {self.controller_port}")
+        text = template.format(port=self.port, controller_port=self.controller_port, data_dir=data)
+        format_extra: list[str] = []
+        if self.secure:
+            self.root.chmod(0o700)
+            passwords = self.passwords()
+            self._ensure_tls(passwords["keystore"])
+            text = with_overrides(text, self._secure_properties(passwords))
+            for role in ROLES:  # SCRAM users exist from the first start: the broker itself logs in as admin
+                secret = passwords[role].get_secret_value()
+                format_extra += ["--add-scram", f"{SCRAM_MECHANISM}=[name={role},password={secret}]"]
+        props.touch(mode=0o600)
+        props.chmod(0o600)
+        props.write_text(text)
+        (self.root / "ports").write_text(f"{self.port} {self.controller_port}" + (" secure" if self.secure else ""))
         java = shutil.which("java") or "java"
         classpath = f"{libs}/*"
         log_opts = [f"-Dlog4j2.configurationFile={KAFKA_HOME / 'log4j2.properties'}",
                     f"-Dkafka.logs.dir={self.root}"]
         if not (data / "meta.properties").exists():
             fmt = subprocess.run([java, *log_opts, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                                  "-t", "aGVyZHdhdGNoLWxvY2Fs", "-c", str(props), "--ignore-formatted"],
+                                  "-t", "aGVyZHdhdGNoLWxvY2Fs", "-c", str(props), "--ignore-formatted",
+                                  *format_extra],
                                  capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise KafkaLocalError(f"kafka storage format failed: {fmt.stdout}\n{fmt.stderr}")
@@ -165,3 +208,259 @@ class LocalKafka:
     def status(self) -> str:
         pid = self.pid()
         return f"running (pid {pid}) on {self.bootstrap}" if pid else "stopped"
+
+    # --- secure mode --------------------------------------------------------------------------------
+    def _check_mode(self, data: Path) -> None:
+        """A data folder formatted for one mode cannot be started in the other (SCRAM users live in it)."""
+        marker = self.root / "mode"
+        wanted = "secure" if self.secure else "plain"
+        if (data / "meta.properties").exists():
+            found = marker.read_text().strip() if marker.exists() else "plain"
+            if found != wanted:
+                flag = "--secure " if found == "secure" else ""
+                raise KafkaLocalError(
+                    f"{self.root} holds a {found} broker; start it as such (`herdwatch kafka start {flag}"
+                    f"--root {self.root}`), or use another --root, or delete {data} to start over")
+        marker.write_text(wanted + "\n")
+
+    def passwords(self) -> dict[str, SecretStr]:
+        """Every role's password (plus `controller` and `keystore`), generated on first use (file mode 0600)."""
+        names = (*ROLES, CONTROLLER_USER, "keystore")
+        if self.credentials_file.exists():
+            found = read_env_file(self.credentials_file)
+            missing = [n for n in names if f"{n.upper()}_PASSWORD" not in found]
+            if missing:
+                raise KafkaLocalError(f"{self.credentials_file} lacks {', '.join(missing)}: restore it, or "
+                                      f"delete {self.root} to start a new secure broker")
+            return {n: SecretStr(found[f"{n.upper()}_PASSWORD"]) for n in names}
+        values = {n: secrets.token_urlsafe(24) for n in names}
+        lines = [f"# Passwords of the local Kafka broker's users ({SCRAM_MECHANISM}; user name = role).",
+                 "# `herdwatch kafka env --role ROLE` prints the HERDWATCH_KAFKA_* settings of one role.",
+                 *(f"{n.upper()}_PASSWORD={v}" for n, v in values.items())]
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return {n: SecretStr(v) for n, v in values.items()}
+
+    def _ensure_tls(self, keystore_password: SecretStr) -> None:
+        """A local CA and a broker certificate for 127.0.0.1/localhost (PKCS#12 keystore), made once."""
+        tls = self.ca_file.parent
+        keystore = tls / "broker.p12"
+        if keystore.exists() and self.ca_file.exists():
+            return
+        openssl = shutil.which("openssl")
+        if not openssl:
+            raise KafkaLocalError("openssl is needed to make the secure broker's certificates: "
+                                  "apt-get install openssl")
+        tls.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (tls / "broker.ext").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "825",
+             "-subj", "/CN=herdwatch local Kafka CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+             "-subj", "/CN=localhost"],
+            ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "broker.pem", "-days", "825", "-extfile", "broker.ext"],
+            ["pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile", "ca.pem",
+             "-name", "broker", "-out", "broker.p12", "-passout", "env:HERDWATCH_KEYSTORE_PASSWORD"],
+        ]
+        env = {**os.environ, "HERDWATCH_KEYSTORE_PASSWORD": keystore_password.get_secret_value()}
+        for step in steps:
+            result = subprocess.run([openssl, *step], cwd=tls, capture_output=True, text=True, env=env)
+            if result.returncode != 0:
+                raise KafkaLocalError(f"openssl {step[0]} failed while making {tls}: {result.stderr[-2000:]}")
+        for name in ("ca.key", "broker.key", "broker.csr", "broker.ext", "ca.srl"):
+            (tls / name).unlink(missing_ok=True)  # the CA key is not kept: a new cert means a new CA
+        for path in tls.iterdir():
+            path.chmod(0o600 if path.name == "broker.p12" else 0o644)
+
+    def _secure_properties(self, passwords: dict[str, SecretStr]) -> dict[str, str]:
+        admin = passwords["admin"].get_secret_value()
+        controller = passwords[CONTROLLER_USER].get_secret_value()
+        keystore = passwords["keystore"].get_secret_value()
+        return {
+            "listeners": f"CLIENT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL",
+            "inter.broker.listener.name": "CLIENT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            "listener.name.client.scram-sha-512.sasl.jaas.config":
+                f'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" '
+                f'password="{admin}";',
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config":
+                f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{CONTROLLER_USER}" '
+                f'password="{controller}" user_{CONTROLLER_USER}="{controller}";',
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(self.ca_file.parent / "broker.p12"),
+            "ssl.keystore.password": keystore,
+            "ssl.key.password": keystore,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+            "ssl.client.auth": "none",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:admin;User:{CONTROLLER_USER}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def client_settings(self, role: str, topic_prefix: str = "herdwatch") -> KafkaSettings:
+        """KafkaSettings for one role (secure mode) or plain settings (plain mode)."""
+        if not self.secure:
+            return KafkaSettings(bootstrap=self.bootstrap, topic_prefix=topic_prefix)
+        if role not in ROLES:
+            raise KafkaLocalError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        return KafkaSettings(bootstrap=self.bootstrap, topic_prefix=topic_prefix, security_protocol="SASL_SSL",
+                             sasl_mechanism=SCRAM_MECHANISM, sasl_username=role,
+                             sasl_password=self.passwords()[role], ssl_cafile=self.ca_file)
+
+    def role_env(self, role: str, topic_prefix: str = "herdwatch") -> dict[str, str]:
+        """The HERDWATCH_KAFKA_* environment of one role (for subprocesses and `herdwatch kafka env`)."""
+        s = self.client_settings(role, topic_prefix)
+        env = {"HERDWATCH_KAFKA_BOOTSTRAP": s.bootstrap, "HERDWATCH_KAFKA_TOPIC_PREFIX": s.topic_prefix,
+               "HERDWATCH_KAFKA_SECURITY_PROTOCOL": s.security_protocol}
+        if s.sasl_mechanism and s.sasl_password:
+            env.update({"HERDWATCH_KAFKA_SASL_MECHANISM": s.sasl_mechanism,
+                        "HERDWATCH_KAFKA_SASL_USERNAME": s.sasl_username or "",
+                        "HERDWATCH_KAFKA_SASL_PASSWORD": s.sasl_password.get_secret_value(),
+                        "HERDWATCH_KAFKA_SSL_CAFILE": str(s.ssl_cafile)})
+        return env
+
+    def provision(self, topic_prefix: str = "herdwatch", app_id: str = "herdwatch-streams",
+                  sink_group: str = "herdwatch-sink", subscriber_group_prefix: str = SUBSCRIBER_GROUP_PREFIX,
+                  partitions: int | None = None) -> list[AclSpec]:
+        """As admin: create the deployment's topics and grant every role its ACLs (both idempotent)."""
+        from contract.kafka_admin import ensure_topics
+
+        admin = self.client_settings("admin", topic_prefix)
+        ensure_topics(admin, partitions=partitions)
+        specs = role_acls(topic_prefix, app_id, sink_group, subscriber_group_prefix)
+        create_acls(admin, specs)
+        return specs
+
+    def rotate(self, role: str) -> SecretStr:
+        """Give `role` a new random password (on the broker, then in credentials.env); returns it."""
+        from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+        if role not in ROLES:
+            raise KafkaLocalError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        passwords = self.passwords()
+        new = secrets.token_urlsafe(24)
+        admin = AdminClient(self.client_settings("admin").confluent_config())
+        upsert = UserScramCredentialUpsertion(role, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                              new.encode())
+        for fut in admin.alter_user_scram_credentials([upsert]).values():
+            fut.result(30)
+        lines = self.credentials_file.read_text().splitlines()
+        key = f"{role.upper()}_PASSWORD="
+        self.credentials_file.write_text("\n".join(key + new if line.startswith(key) else line
+                                                  for line in lines) + "\n")
+        if role == "admin":  # the broker's inter-broker login uses it from the next start on
+            props = self.root / "server.properties"
+            props.write_text(props.read_text().replace(passwords["admin"].get_secret_value(), new))
+        return SecretStr(new)
+
+
+def with_overrides(properties: str, overrides: dict[str, str]) -> str:
+    """`properties` with each key of `overrides` replaced (or appended when absent)."""
+    out, seen = [], set()
+    for line in properties.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if not line.lstrip().startswith("#") and key in overrides:
+            out.append(f"{key}={overrides[key]}")
+            seen.add(key)
+        else:
+            out.append(line)
+    out += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
+    return "\n".join(out) + "\n"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+# --- ACLs --------------------------------------------------------------------------------------------
+Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
+
+
+@dataclass(frozen=True)
+class AclSpec:
+    """ALLOW `operations` on one topic or group (literal name, or every name starting with it)."""
+
+    role: str
+    resource: Literal["topic", "group"]
+    name: str
+    operations: tuple[Operation, ...]
+    prefixed: bool = False
+
+    def describe(self) -> str:
+        what = f"{self.resource} {self.name}{'*' if self.prefixed else ''}"
+        return f"User:{self.role:<10} {', '.join(self.operations):<30} {what}"
+
+
+def role_acls(topic_prefix: str = "herdwatch", app_id: str = "herdwatch-streams",
+              sink_group: str = "herdwatch-sink",
+              subscriber_group_prefix: str = SUBSCRIBER_GROUP_PREFIX) -> list[AclSpec]:
+    """Least privilege per role. `admin` is a super user and needs none.
+
+    CREATE on a topic the role already uses is there because workers and sinks create missing topics at
+    start (idempotently); on an existing topic it changes nothing.
+    """
+    from contract.topics import ALL, TopicNames
+
+    t = TopicNames(topic_prefix)
+    every = [t.name(spec) for spec in ALL]
+    specs = [AclSpec("agent", "topic", t.telemetry, ("WRITE", "DESCRIBE"))]
+    # stream worker: reads telemetry (and its own repartitioned observations), writes findings
+    specs.append(AclSpec("worker", "topic", t.telemetry, ("READ", "DESCRIBE", "CREATE")))
+    specs.append(AclSpec("worker", "topic", t.observations, ("READ", "WRITE", "DESCRIBE", "CREATE")))
+    specs += [AclSpec("worker", "topic", name, ("WRITE", "DESCRIBE", "CREATE"))
+              for name in (t.anomalies, t.rollouts, t.lifecycle, t.deadletter)]
+    specs.append(AclSpec("worker", "topic", f"{app_id}-", ("READ", "WRITE", "DESCRIBE", "CREATE"), prefixed=True))
+    specs.append(AclSpec("worker", "group", app_id, ("READ", "DESCRIBE")))
+    # sink: reads what it stores, dead-letters what it cannot store
+    stored = (t.telemetry, t.anomalies, t.rollouts, t.lifecycle)
+    specs += [AclSpec("sink", "topic", name, ("READ", "DESCRIBE", "CREATE")) for name in stored]
+    specs += [AclSpec("sink", "topic", name, ("WRITE", "DESCRIBE", "CREATE")) for name in (t.deadletter,)]
+    specs += [AclSpec("sink", "topic", name, ("CREATE",)) for name in every
+              if name not in stored and name != t.deadletter]
+    specs.append(AclSpec("sink", "group", sink_group, ("READ", "DESCRIBE")))
+    # subscribers: findings only
+    specs.append(AclSpec("subscriber", "topic", t.anomalies, ("READ", "DESCRIBE")))
+    specs.append(AclSpec("subscriber", "group", subscriber_group_prefix, ("READ", "DESCRIBE"), prefixed=True))
+    return specs
+
+
+def create_acls(admin: KafkaSettings, specs: list[AclSpec], timeout: float = 30.0) -> None:
+    """Create `specs` on the cluster `admin` reaches (as a super user). Existing ACLs are left as they are."""
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    client = AdminClient(admin.confluent_config())
+    bindings = [AclBinding(ResourceType.TOPIC if spec.resource == "topic" else ResourceType.GROUP, spec.name,
+                           ResourcePatternType.PREFIXED if spec.prefixed else ResourcePatternType.LITERAL,
+                           f"User:{spec.role}", "*", AclOperation[op], AclPermissionType.ALLOW)
+                for spec in specs for op in spec.operations]
+    for binding, fut in client.create_acls(bindings, request_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except Exception as e:
+            raise KafkaLocalError(f"could not create ACL {binding}: {e}; is {admin.sasl_username} a super user "
+                                  f"of {admin.bootstrap}?") from e
