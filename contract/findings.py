@@ -1,6 +1,6 @@
-"""What herdwatch reports: findings about hosts and rollout events about images.
+"""What herdwatch reports: findings about hosts, rollout events about images, hosts joining and leaving.
 
-These are the messages of the anomalies and rollouts topics: the detectors create them, the stream
+These are the messages of the anomalies, rollouts and lifecycle topics: the detectors create them, the stream
 workers publish them, storage keeps them and the CLI prints them. They serialise to plain JSON-able
 dicts with `to_dict` / `from_dict`.
 """
@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class Severity(StrEnum):
@@ -128,6 +128,52 @@ class RolloutEvent:
             time=aware_time(d["time"]),
             explanation=d["explanation"],
             diff=dict(d.get("diff", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HostLifecycle:
+    """A host joined its cohort ("up") or left it ("gone": goodbye, timeout), with when it was seen."""
+
+    host_id: str
+    image_id: str
+    image_family: str
+    status: Literal["up", "gone"]
+    time: datetime
+    first_seen: datetime
+    last_seen: datetime
+    reason: str
+    """Why: "first event", "re-imaged from <image>", "goodbye" or "timeout"."""
+
+    def to_dict(self) -> dict[str, Any]:
+        def zulu(t: datetime) -> str:  # ISO 8601 in UTC with a "Z" suffix, e.g. 2026-03-01T12:00:00Z
+            return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+        return {
+            "host_id": self.host_id,
+            "image_id": self.image_id,
+            "image_family": self.image_family,
+            "status": self.status,
+            "time": zulu(self.time),
+            "first_seen": zulu(self.first_seen),
+            "last_seen": zulu(self.last_seen),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HostLifecycle:
+        status = d["status"]
+        if status not in ("up", "gone"):
+            raise ValueError(f"lifecycle status must be 'up' or 'gone', got {status!r}")
+        return cls(
+            host_id=d["host_id"],
+            image_id=d["image_id"],
+            image_family=d["image_family"],
+            status=status,
+            time=aware_time(d["time"]),
+            first_seen=aware_time(d["first_seen"]),
+            last_seen=aware_time(d["last_seen"]),
+            reason=d["reason"],
         )
 
 

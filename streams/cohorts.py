@@ -5,7 +5,7 @@ one family lives in that partition's changelog):
 
     baselines["<family>|<engine key>"]   the engine's durable state: many small values (see detectors)
     rollouts["<family>|r|<family>"]       the engine's rollout state ("r|" keys) for that family
-    members[host]                         [family, image, first_seen, last_seen] of every live host
+    members[host]                         Member.to_json(): family, image, first/last seen of a live host
 
 `last_seen` in members is refreshed at most every `touch_interval_s`, so lifecycle times are that precise.
 Time is event time: per family the stage keeps the newest event time it saw and lets it advance with the
@@ -13,6 +13,9 @@ wall clock while the family is silent, so hosts that stop reporting still time o
 it has been silent for `host_timeout_s` of event time *and* nothing arrived from it for `lag_grace_s` of
 wall time: while a worker catches up on a backlog, some partitions run ahead of others in event time, and
 hosts on the slower ones must not be declared gone for that.
+
+An observation the engine fails on does not stop the stage: it is returned in `CohortResult.failed`, and
+the agent sends it to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from contract.findings import Finding, RolloutEvent
+import orjson
+
+from contract.findings import Finding, HostLifecycle, RolloutEvent
 from detectors import FamilyEngine
 from detectors.types import Observation
-from streams import signals
 
 log = logging.getLogger("herdwatch.streams")
 
@@ -65,13 +70,50 @@ class FamilyStore(MutableMapping[str, Any]):
         return sum(1 for _ in self)
 
 
-def lifecycle_event(host: str, image: str, family: str, status: str, t: float, first: float, last: float,
-                    reason: str) -> dict[str, Any]:
-    def iso(x: float) -> str:
-        return datetime.fromtimestamp(x, UTC).isoformat().replace("+00:00", "Z")
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A live host of a family: the members table's value (JSON via to_json / from_json)."""
 
-    return {"host_id": host, "image_id": image, "image_family": family, "status": status, "time": iso(t),
-            "first_seen": iso(first), "last_seen": iso(last), "reason": reason}
+    image_family: str
+    image_id: str
+    first_seen: float
+    """Event time (epoch seconds) the host joined."""
+    last_seen: float
+    """Event time it was last heard of (refreshed at most every touch_interval_s)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image_family": self.image_family, "image_id": self.image_id, "first_seen": self.first_seen,
+                "last_seen": self.last_seen}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Member:
+        return cls(image_family=str(d["image_family"]), image_id=str(d["image_id"]),
+                   first_seen=float(d["first_seen"]), last_seen=float(d["last_seen"]))
+
+
+def lifecycle_event(host: str, image: str, family: str, status: Literal["up", "gone"], t: float, first: float,
+                    last: float, reason: str) -> HostLifecycle:
+    def at(x: float) -> datetime:
+        return datetime.fromtimestamp(x, UTC)
+
+    return HostLifecycle(host_id=host, image_id=image, image_family=family, status=status, time=at(t),
+                         first_seen=at(first), last_seen=at(last), reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Input the detectors failed on: dead-lettered with `reason` (the original `raw` bytes kept)."""
+
+    reason: str
+    raw: bytes
+
+
+@dataclass
+class CohortResult:
+    outputs: list[Output] = field(default_factory=list)
+    """Findings and rollout events to publish."""
+    lifecycle: list[HostLifecycle] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
 
 
 class CohortStage:
@@ -112,65 +154,77 @@ class CohortStage:
         t, seen = self.clock.get(family, (0.0, 0.0))
         return t + max(0.0, self.wall() - seen)
 
-    def _run(self, family: str, fn: Callable[[], list[Output]]) -> list[Output]:
-        try:
-            return fn()
-        except Exception:  # one bad observation must not stop the worker
-            log.exception("detectors failed for family %s", family)
-            signals.engine_errors.emit(stage="cohorts")
-            return []
+    def member(self, host: str) -> Member | None:
+        value = self.members.get(host)
+        return None if value is None else Member.from_json(value)
 
-    def process(self, observations: list[Observation]) -> tuple[list[Output], list[dict[str, Any]]]:
-        out: list[Output] = []
-        life: list[dict[str, Any]] = []
+    def _score(self, engine: FamilyEngine, obs: Observation, result: CohortResult) -> None:
+        """Learn and score one observation; one the engine fails on is logged and kept as a failure."""
+        try:
+            result.outputs += engine.process(obs)
+        except Exception as e:  # one bad observation must not stop the worker
+            log.exception("detectors failed on an observation of %s (family %s)", obs.host_id, obs.image_family)
+            result.failed.append(Failure(f"detectors failed: {e!r}", orjson.dumps({"obs": [obs.to_dict()]})))
+
+    def _tick(self, engine: FamilyEngine, family: str, now: float, result: CohortResult) -> None:
+        try:
+            result.outputs += engine.tick(now)
+        except Exception as e:  # the next tick tries again
+            log.exception("detectors failed on the periodic work of family %s", family)
+            result.failed.append(Failure(f"detectors failed on tick: {e!r}",
+                                         orjson.dumps({"tick": now, "image_family": family})))
+
+    def process(self, observations: list[Observation]) -> CohortResult:
+        result = CohortResult()
         for obs in observations:
             family, host = obs.image_family, obs.host_id
             t = obs.time.timestamp()
             if t > self.clock.get(family, (0.0, 0.0))[0]:
                 self.clock[family] = (t, self.wall())
             self.heard[host] = self.wall()
-            rec = self.members.get(host)
+            rec = self.member(host)
             if obs.gone:
                 if rec is not None:
                     del self.members[host]
-                    life.append(lifecycle_event(host, rec[1], rec[0], "gone", t, rec[2], t, "goodbye"))
-            elif rec is None or rec[1] != obs.image_id:
-                self.members[host] = [family, obs.image_id, t, t]
-                life.append(lifecycle_event(host, obs.image_id, family, "up", t, t, t,
-                                            "first event" if rec is None else f"re-imaged from {rec[1]}"))
-            elif t - rec[3] >= self.touch_interval_s:
-                self.members[host] = [rec[0], rec[1], rec[2], t]
-            engine = self.engine(family)
-            out += self._run(family, lambda e=engine, o=obs: e.process(o))  # type: ignore[misc]
-        return out, life
+                    result.lifecycle.append(lifecycle_event(host, rec.image_id, rec.image_family, "gone", t,
+                                                            rec.first_seen, t, "goodbye"))
+            elif rec is None or rec.image_id != obs.image_id:
+                self.members[host] = Member(family, obs.image_id, t, t).to_json()
+                reason = "first event" if rec is None else f"re-imaged from {rec.image_id}"
+                result.lifecycle.append(lifecycle_event(host, obs.image_id, family, "up", t, t, t, reason))
+            elif t - rec.last_seen >= self.touch_interval_s:
+                self.members[host] = Member(rec.image_family, rec.image_id, rec.first_seen, t).to_json()
+            self._score(self.engine(family), obs, result)
+        return result
 
-    def tick(self, partition: int) -> tuple[list[Output], list[dict[str, Any]]]:
+    def tick(self, partition: int) -> CohortResult:
         """Time out silent hosts and run every engine's periodic work, for the families of `partition`."""
-        silent: dict[str, list[tuple[str, list[Any]]]] = {}
+        silent: dict[str, list[tuple[str, Member]]] = {}
         families = {f for f in self.engines if self.partition_of(f) == partition}
-        for host, rec in list(self.members.items()):
-            family = rec[0]
+        for host, value in list(self.members.items()):
+            rec = Member.from_json(value)
+            family = rec.image_family
             if self.partition_of(family) != partition:
                 continue
             families.add(family)
             if family not in self.clock:  # after a restart: start the family's clock at its newest host
-                self.clock[family] = (rec[3], self.wall())
-            elif rec[3] > self.clock[family][0]:
-                self.clock[family] = (rec[3], self.clock[family][1])
+                self.clock[family] = (rec.last_seen, self.wall())
+            elif rec.last_seen > self.clock[family][0]:
+                self.clock[family] = (rec.last_seen, self.clock[family][1])
             silent.setdefault(family, []).append((host, rec))
-        out: list[Output] = []
-        life: list[dict[str, Any]] = []
+        result = CohortResult()
         for family in sorted(families):
             now = self.now(family)
             engine = self.engine(family)
             wall = self.wall()
             for host, rec in silent.get(family, ()):
                 heard = self.heard.setdefault(host, wall)
-                if now - rec[3] > self.host_timeout_s and wall - heard > self.lag_grace_s:
+                if now - rec.last_seen > self.host_timeout_s and wall - heard > self.lag_grace_s:
                     del self.members[host]
                     self.heard.pop(host, None)
-                    life.append(lifecycle_event(host, rec[1], family, "gone", now, rec[2], rec[3], "timeout"))
-                    gone = Observation(host, rec[1], family, datetime.fromtimestamp(now, UTC), gone=True)
-                    out += self._run(family, lambda e=engine, o=gone: e.process(o))  # type: ignore[misc]
-            out += self._run(family, lambda e=engine, t=now: e.tick(t))  # type: ignore[misc]
-        return out, life
+                    result.lifecycle.append(lifecycle_event(host, rec.image_id, family, "gone", now, rec.first_seen,
+                                                            rec.last_seen, "timeout"))
+                    gone = Observation(host, rec.image_id, family, datetime.fromtimestamp(now, UTC), gone=True)
+                    self._score(engine, gone, result)
+            self._tick(engine, family, now, result)
+        return result

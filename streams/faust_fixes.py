@@ -1,26 +1,62 @@
-"""A fix to faust-streaming 0.15 that the worker's crash guarantees depend on; `install` applies it.
+"""Two faust-streaming 0.15 behaviours the worker's crash guarantees depend on, and what works around them.
 
-Faust writes every table change to the table's changelog topic through `ProducerBuffer`, a queue that a
-background task drains into the Kafka producer, and flushes that buffer before committing consumer
-offsets. But `ProducerBuffer.flush` returns after 0.1 s without progress and does not count the message
-its task is handing over, so on a busy machine offsets were committed ahead of the table changes they
-depend on, and a worker killed then came back with state older than its offsets. `ChangelogBuffer.flush`
-waits until the broker has acknowledged every message put into the buffer before the flush began, and
-raises if one of them failed, so Faust never commits past a lost table change (the worker stops instead,
-and the messages are processed again by whoever takes the partitions over).
+1. **The changelog flush gives up.** Faust writes every table change to the table's changelog topic
+   through `ProducerBuffer`, a queue that a background task drains into the Kafka producer, and flushes
+   that buffer before committing consumer offsets. But `ProducerBuffer.flush` returns after 0.1 s without
+   progress and does not count the message its task is handing over, so on a busy machine offsets were
+   committed ahead of the table changes they depend on, and a worker killed then came back with state
+   older than its offsets. `ChangelogBuffer.flush` waits until the broker has acknowledged every message
+   put into the buffer before the flush began, and raises if one of them failed, so Faust never commits
+   past a lost table change (the worker stops instead, and the messages are processed again by whoever
+   takes the partitions over). `install_changelog_buffer` gives a new app's producer one.
 
-The other Faust loss, messages dropped after they were fetched, is caught in `streams/offset_guard.py`.
+2. **Fetched messages get lost.** Around a restart or rebalance Faust can lose messages it has already
+   fetched: they are cleared from the stream queues or dropped as "already read" (below the consumer's
+   read offset), while the Kafka position moves past them. Seen under CPU load: a restarted worker
+   skipped a single message (a false sequence gap), or a whole partition's backlog (its hosts timed out).
+   Nothing in Faust notices, so `OffsetGuard` does: every message of a source partition reaches the
+   stage handler once per assignment, in offset order.
+
+   Per source partition it keeps the next offset the handler must see, starting where the partition was
+   assigned (its committed offset). A message
+
+   - at that offset is processed;
+   - below it was processed already since the assignment (a second delivery) and is skipped;
+   - above it means messages were lost on the way: it is skipped, and so is everything after it until
+     the missing offset arrives. The refetch timer (`add_refetch_timer`) seeks the partition back to the
+     missing offset once the messages fetched before are out of the way (`refetch_every_s`), and again
+     every `refetch_every_s` until it arrives. After `max_refetch` seeks the log evidently has no
+     messages there (a transactional producer's markers; herdwatch's own producers never write
+     transactionally): the guard goes on from the first offset that did arrive, and says so.
+
+   A partition whose fetch position has moved past the next offset while nothing arrived for `stall_s`
+   lost its tail the same way and is sought back too; if nothing comes after that seek either, the log
+   has no messages there (a marker at the end) and the position is accepted.
+
+Both lean on Faust internals (`ProducerBuffer`, `Consumer._committed_offset`, `Consumer.seek` resetting
+the read offset); tests/streams/test_stream_faust_fixes.py checks that those still exist and still
+behave as described, so a Faust upgrade that changes them fails the tests instead of losing data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from faust.transport.producer import ProducerBuffer
 
+from streams import signals
+
 log = logging.getLogger("herdwatch.streams")
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Commit offsets only after every table change is acknowledged
+# ---------------------------------------------------------------------------------------------------------
 
 STOP_TIMEOUT_S = 30.0
 """How long a stopping worker waits for its last table changes to be acknowledged."""
@@ -59,7 +95,7 @@ class ChangelogBuffer(ProducerBuffer):
                 log.error("stopping with %d table change(s) not acknowledged by the broker", len(late))
 
 
-def install(app: Any) -> None:
+def install_changelog_buffer(app: Any) -> None:
     """Give a new app's producer a ChangelogBuffer (before the app starts)."""
     if app.conf.producer_threaded:
         raise ValueError("ChangelogBuffer does not support producer_threaded=True")
@@ -67,3 +103,161 @@ def install(app: Any) -> None:
     buffer = ChangelogBuffer(loop=producer.loop, beacon=producer.beacon)
     buffer.app = app
     producer.buffer = buffer
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Every source message once per assignment, in offset order
+# ---------------------------------------------------------------------------------------------------------
+
+
+class Verdict(Enum):
+    PROCESS = "process"
+    SKIP = "skip"  # a second delivery, or a message after a loss (it comes again)
+    LOST = "lost"  # the first sign of a loss: skip it, report it; the timer fetches the rest again
+
+
+@dataclass
+class Loss:
+    want: int
+    """The first offset that did not arrive."""
+    first: int
+    """The smallest offset that did arrive past it."""
+    since: float
+    """Clock time of the last seek (or of the detection)."""
+    seeks: int = 0
+
+
+@dataclass
+class Refetch:
+    tp: Any
+    offset: int
+    """Where to seek to: the missing offset, or for a gap given up on, the first offset that did arrive."""
+    missing: int
+    given_up: bool = False
+
+
+class OffsetGuard:
+    def __init__(self, stall_s: float = 20.0, refetch_every_s: float = 2.0, max_refetch: int = 30,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self.refetch_every_s = refetch_every_s
+        self.max_refetch = max_refetch
+        self.clock = clock
+        self.next: dict[Any, int] = {}
+        """partition -> next offset the handler must see."""
+        self.lost: dict[Any, Loss] = {}
+        self.since: dict[Any, tuple[int, float, bool]] = {}
+        """partition -> (next offset, clock time it was first seen stuck there, sought back since)."""
+
+    def reset(self) -> None:
+        """Forget everything (on every rebalance: partitions restart from their committed offsets)."""
+        self.next.clear()
+        self.lost.clear()
+        self.since.clear()
+
+    def admit(self, tp: Any, offset: int, committed: int | None) -> Verdict:
+        """What the handler does with the message at `offset` of `tp`."""
+        want = self.next.get(tp, committed)
+        if want is None or offset == want:
+            self.next[tp] = offset + 1
+            self.lost.pop(tp, None)
+            return Verdict.PROCESS
+        if offset < want:
+            return Verdict.SKIP
+        loss = self.lost.get(tp)
+        if loss is None or loss.want != want:
+            self.lost[tp] = Loss(want, offset, self.clock())
+            return Verdict.LOST
+        loss.first = min(loss.first, offset)
+        return Verdict.SKIP
+
+    def refetches(self) -> list[Refetch]:
+        """The seeks to make now for partitions with a loss (called periodically)."""
+        now = self.clock()
+        out = []
+        for tp, loss in list(self.lost.items()):
+            if now - loss.since < self.refetch_every_s:
+                continue
+            if loss.seeks >= self.max_refetch:
+                del self.lost[tp]
+                self.next[tp] = loss.first
+                out.append(Refetch(tp, loss.first, loss.first - loss.want, given_up=True))
+                continue
+            loss.seeks += 1
+            loss.since = now
+            out.append(Refetch(tp, loss.want, loss.first - loss.want))
+        return out
+
+    def stalled(self, tp: Any, position: int | None, committed: int | None) -> int | None:
+        """The offset to seek `tp` back to if its fetch position passed messages that never arrived."""
+        want = self.next.get(tp, committed)
+        if want is None or position is None or position <= want or tp in self.lost:
+            self.since.pop(tp, None)
+            return None
+        now = self.clock()
+        seen = self.since.get(tp)
+        if seen is None or seen[0] != want:
+            self.since[tp] = (want, now, False)
+            return None
+        if now - seen[1] < self.stall_s:
+            return None
+        if seen[2]:  # sought back once and still nothing: the log has no messages there
+            self.next[tp] = position
+            self.since.pop(tp, None)
+            return None
+        self.since[tp] = (want, now, True)
+        return want
+
+
+def committed_offset(app: Any, tp: Any) -> int | None:
+    """The offset Faust last committed for `tp` (read only; Faust keeps it in a private mapping)."""
+    return app.consumer._committed_offset.get(tp)  # type: ignore[no-any-return]
+
+
+def admit(guard: OffsetGuard, app: Any, event: Any) -> bool:
+    """Whether the stage handles `event`; skipped messages are counted, the first sign of a loss logged."""
+    msg = event.message
+    verdict = guard.admit(msg.tp, msg.offset, committed_offset(app, msg.tp))
+    if verdict is Verdict.PROCESS:
+        return True
+    signals.messages_skipped.emit()
+    if verdict is Verdict.LOST:
+        log.warning("messages of %s:%s before offset %s were lost after fetching; fetching them again",
+                    msg.topic, msg.partition, msg.offset)
+    return False
+
+
+def add_refetch_timer(app: Any, guard: OffsetGuard, sources: Iterable[str], interval_s: float = 1.0) -> None:
+    """Seek back partitions whose fetched messages Faust lost; forget the guard's offsets on rebalances."""
+    topics = frozenset(sources)
+
+    # A timer must never raise: an exception in a timer crashes the whole Faust app. During a rebalance
+    # the assignment it reads can change under it; it simply tries again next time.
+    @app.timer(interval_s)
+    async def refetch_lost() -> None:
+        try:
+            for r in guard.refetches():
+                if r.given_up:
+                    log.error("offsets before %s of %s:%s never arrived after %d seeks; going on without them",
+                              r.offset, r.tp.topic, r.tp.partition, guard.max_refetch)
+                    signals.messages_unrecoverable.emit(r.missing)
+                else:
+                    signals.messages_refetched.emit(r.missing, reason="gap")
+                await app.consumer.seek(r.tp, r.offset)  # what was skipped meanwhile comes again
+            for tp in sorted(app.consumer.assignment()):
+                if tp.topic in topics:
+                    position = await app.consumer.position(tp)
+                    offset = guard.stalled(tp, position, committed_offset(app, tp))
+                    if offset is not None and position is not None:
+                        log.warning("messages of %s:%s from offset %s were fetched but never arrived; "
+                                    "fetching them again", tp.topic, tp.partition, offset)
+                        signals.messages_refetched.emit(position - offset, reason="stall")
+                        await app.consumer.seek(tp, offset)
+        except Exception as e:
+            log.warning("re-fetch skipped: %r", e)
+
+    def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        guard.reset()  # partitions restart from their committed offsets
+
+    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(on_rebalance)

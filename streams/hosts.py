@@ -2,8 +2,8 @@
 
 Per host the stage keeps two table values:
 
-    host_seq[host]   [boot_id, last seq, first_seen, last_seen, last_forwarded]   (tiny, every message)
-    host_state[host] HostState.to_dict()                                       (only when it changed)
+    host_seq[host]   HostSeq.to_json(): boot_id, seq, first/last seen, last forwarded   (tiny, every message)
+    host_state[host] HostState.to_dict()                                            (only when it changed)
 
 `seq` makes replays harmless: after a crash Faust re-reads messages past the last committed offset, and
 events whose seq the host already applied are skipped (counted as duplicates), so host state never counts
@@ -25,10 +25,35 @@ from detectors import HostState, SequenceGap
 from detectors.types import Observation
 
 
+@dataclass(frozen=True, slots=True)
+class HostSeq:
+    """Where a host's event stream stands: the host_seq table's value (JSON via to_json / from_json)."""
+
+    boot_id: str
+    seq: int
+    """The last seq applied in this boot."""
+    first_seen: float
+    """Event time (epoch seconds) of the host's first event."""
+    last_seen: float
+    """Event time of its newest event."""
+    last_forwarded: float | None
+    """Event time of the last observation sent to the cohort stage (None: none yet)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"boot_id": self.boot_id, "seq": self.seq, "first_seen": self.first_seen,
+                "last_seen": self.last_seen, "last_forwarded": self.last_forwarded}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> HostSeq:
+        fwd = d["last_forwarded"]
+        return cls(boot_id=str(d["boot_id"]), seq=int(d["seq"]), first_seen=float(d["first_seen"]),
+                   last_seen=float(d["last_seen"]), last_forwarded=None if fwd is None else float(fwd))
+
+
 @dataclass
 class HostResult:
-    seq: list[Any]
-    """New host_seq value (always written: it carries the last seq)."""
+    seq: HostSeq | None
+    """New host_seq value (None only if there was nothing to apply; compare with the old one to write)."""
     state: dict[str, Any] | None
     """New host_state value, or None if unchanged."""
     observations: list[Observation] = field(default_factory=list)
@@ -37,19 +62,23 @@ class HostResult:
     lost: int = 0
 
 
-def process_host_batch(events: list[Event], seq: list[Any] | None, state: dict[str, Any] | None,
+def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str, Any] | None,
                        host_timeout_s: float, touch_interval_s: float) -> HostResult:
     """Apply one host's events (in order) to its stored state; see the module docstring."""
     first_ev = events[0]
     host = first_ev.host_id
     hs = HostState.from_dict(state) if state else HostState(host, first_ev.image_id, first_ev.image_family)
+    boot: str | None
+    first_seen: float | None
+    last_seen: float | None
     if seq is not None:
-        boot, last_seq, first_seen, last_seen, last_fwd = seq
+        boot, last_seq, first_seen, last_seen, last_fwd = (seq.boot_id, seq.seq, seq.first_seen, seq.last_seen,
+                                                           seq.last_forwarded)
         gaps = SequenceGap.from_dict({"last": {host: [boot, last_seq]}})
     else:
         boot, last_seq, first_seen, last_seen, last_fwd = None, -1, None, None, None
         gaps = SequenceGap()
-    result = HostResult(seq=[], state=None)
+    result = HostResult(seq=seq, state=None)
     for event in events:
         if event.host_id != host:
             continue  # the caller groups by host; never mix hosts' state
@@ -72,8 +101,7 @@ def process_host_batch(events: list[Event], seq: list[Any] | None, state: dict[s
         boot, last_seq = event.boot_id, event.seq
         first_seen = t if first_seen is None else first_seen
         last_seen = t if last_seen is None else max(last_seen, t)
-    if last_seen is None:  # every event was a duplicate
-        result.seq = list(seq) if seq is not None else []
+    if boot is None or first_seen is None or last_seen is None:  # every event was a duplicate
         return result
     result.observations = merge(result.observations)
     if result.observations:
@@ -82,7 +110,7 @@ def process_host_batch(events: list[Event], seq: list[Any] | None, state: dict[s
         result.observations.append(Observation(host, hs.image_id, hs.image_family,
                                                datetime.fromtimestamp(last_seen, UTC)))
         last_fwd = last_seen
-    result.seq = [boot, last_seq, first_seen, last_seen, last_fwd]
+    result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd)
     new_state = hs.to_dict()
     if new_state != state:
         result.state = new_state

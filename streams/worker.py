@@ -10,6 +10,7 @@ import logging
 import shutil
 import time
 
+import faust
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -17,19 +18,11 @@ from contract import topics as t
 from contract.kafka_admin import ensure_topics
 from contract.observability import serve_metrics
 from contract.settings import KafkaSettings
+from streams.app import build_app
 from streams.settings import WorkerSettings
+from streams.topology import COHORT_TABLES, HOST_TABLES, STREAM_TOPICS, changelog_topic
 
 log = logging.getLogger("herdwatch.streams")
-
-STREAM_TOPICS = (t.TELEMETRY, t.OBSERVATIONS, t.ANOMALIES, t.ROLLOUTS, t.LIFECYCLE)
-HOST_TABLES = ("host-seq", "host-state")
-"""Tables of the host stage: partitioned like the telemetry topic."""
-COHORT_TABLES = ("baselines", "rollouts", "members")
-"""Tables of the cohort stage: partitioned like the observations topic."""
-
-
-def changelog_topic(app_id: str, table: str) -> str:
-    return f"{app_id}-{table}-changelog"
 
 
 def _ensure_changelogs(kafka: KafkaSettings, app_id: str, partitions: dict[str, int]) -> None:
@@ -91,10 +84,6 @@ def quiet_framework_logs(loglevel: str) -> None:
 
 
 def run_worker(kafka: KafkaSettings, ws: WorkerSettings) -> int:
-    import faust
-
-    from streams.app import build_app
-
     if ws.engine.get("mv_enabled", True):
         # The multivariate detector imports scikit-learn on its first fit; doing that here keeps a
         # multi-second import from stalling the first tick under live traffic.

@@ -38,11 +38,12 @@ def obs(host: str, seconds: float, **kw: Any) -> Observation:
 
 def test_lifecycle_up_and_goodbye() -> None:
     stage, members = make_stage(Clock(1000.0))
-    _, life = stage.process([obs("a", 0, first=True, added=("proc:x",)), obs("a", 5)])
-    assert [(e["host_id"], e["status"], e["reason"]) for e in life] == [("a", "up", "first event")]
-    _, life = stage.process([obs("a", 20, gone=True)])
-    assert [(e["status"], e["reason"]) for e in life] == [("gone", "goodbye")] and members == {}
-    assert life[0]["first_seen"].endswith("12:00:00Z") and life[0]["last_seen"].endswith("12:00:20Z")
+    life = stage.process([obs("a", 0, first=True, added=("proc:x",)), obs("a", 5)]).lifecycle
+    assert [(e.host_id, e.status, e.reason) for e in life] == [("a", "up", "first event")]
+    life = stage.process([obs("a", 20, gone=True)]).lifecycle
+    assert [(e.status, e.reason) for e in life] == [("gone", "goodbye")] and members == {}
+    d = life[0].to_dict()
+    assert d["first_seen"].endswith("12:00:00Z") and d["last_seen"].endswith("12:00:20Z")
 
 
 def test_silent_host_times_out_in_event_time_after_wall_grace() -> None:
@@ -52,10 +53,9 @@ def test_silent_host_times_out_in_event_time_after_wall_grace() -> None:
     for t in range(10, 100, 10):
         stage.process([obs("b", t)])
     # a is 90 s silent in event time, but it was heard from 0 s ago in wall time: a backlog, wait
-    _, life = stage.tick(0)
-    assert life == []
+    assert stage.tick(0).lifecycle == []
     clock.t += 6
-    _, life = stage.tick(0)
-    assert [(e["host_id"], e["status"], e["reason"]) for e in life] == [("a", "gone", "timeout")]
+    life = stage.tick(0).lifecycle
+    assert [(e.host_id, e.status, e.reason) for e in life] == [("a", "gone", "timeout")]
     assert "a" not in members and "b" in members
     assert stage.engine("web").baseline.n("ami-1") == 1

@@ -16,7 +16,8 @@ def test_first_batch_makes_a_first_observation_and_state() -> None:
     res = process_host_batch(fleet.hello(h, T0), None, None, 300, 30)
     assert res.observations and res.observations[0].first
     assert any(f.startswith("proc:/usr/sbin/nginx") for f in res.observations[0].added)
-    assert res.state is not None and res.seq[:2] == [h.identity.boot_id, h.seq - 1]
+    assert res.state is not None and res.seq is not None
+    assert (res.seq.boot_id, res.seq.seq) == (h.identity.boot_id, h.seq - 1)
     assert res.findings == [] and res.duplicates == 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stream_helpers import Clock
 
-from streams.offset_guard import OffsetGuard, Verdict
+from streams.faust_fixes import OffsetGuard, Verdict
 
 
 def test_in_order_messages_are_processed_from_the_committed_offset() -> None:

@@ -1,0 +1,81 @@
+"""The cohort stage as a Faust agent: observations in, findings, rollout and lifecycle events out.
+
+The logic (one FamilyEngine per image family, members, timeouts) is `streams/cohorts.py`. Beside the agent
+is the timer that drives the stage's periodic work: every `tick_interval_s` it sends a tick message to
+each observations partition this worker owns, so timeouts and each engine's `tick` run inside a normal
+stream event and their table writes land in the right changelog partition.
+
+An observation the detectors fail on is dead-lettered (component `streams.cohorts`, counted by
+`engine_errors{stage="cohorts"}` and `events_dead_lettered`); the stage goes on with the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from contract.events import Rejected
+from streams import codec, signals
+from streams.cohorts import CohortResult, CohortStage
+from streams.faust_fixes import OffsetGuard
+from streams.outputs import Outputs
+from streams.settings import WorkerSettings
+from streams.stage_loop import run_stage
+from streams.topology import Topology, partitioner
+
+log = logging.getLogger("herdwatch.streams")
+
+COMPONENT = "streams.cohorts"
+
+
+def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSettings,
+                     guard: OffsetGuard) -> CohortStage:
+    observations = topology.observations
+    stage = CohortStage(topology.baselines, topology.rollout_state, topology.members,
+                        partitioner(observations.partitions), ws.host_timeout_s, ws.touch_interval_s, ws.engine,
+                        lag_grace_s=ws.lag_grace_s)
+
+    async def send(result: CohortResult, event: Any) -> None:
+        for failure in result.failed:
+            signals.engine_errors.emit(stage="cohorts")
+            await outputs.dead_letter(Rejected(failure.reason, failure.raw), event, COMPONENT)
+        await outputs.publish(result.outputs)
+        await outputs.publish_lifecycle(result.lifecycle)
+
+    async def on_observations(event: Any) -> None:
+        try:
+            obs, tick = codec.decode(event.value)
+        except (ValueError, KeyError, TypeError) as e:
+            await outputs.dead_letter(Rejected(f"bad observation message: {e}", event.value or b""), event,
+                                      COMPONENT)
+            return
+        if tick is not None:
+            await send(stage.tick(event.message.partition), event)
+        else:
+            result = stage.process(obs)
+            signals.observations_scored.emit(len(obs) - len(result.failed))
+            await send(result, event)
+
+    @app.agent(observations, concurrency=1)  # higher concurrency can commit past unfinished messages
+    async def cohorts(stream: Any) -> None:
+        await run_stage(app, stream, "cohorts", on_observations, guard, outputs)
+
+    # A timer must never raise: an exception in a timer crashes the whole Faust app. During a rebalance
+    # the assignment it reads can change under it; it simply tries again next time.
+    @app.timer(ws.tick_interval_s)
+    async def tick() -> None:
+        wall = time.time()
+        try:
+            for tp in sorted(app.consumer.assignment()):
+                if tp.topic == observations.get_topic_name():
+                    await observations.send(value=codec.encode_tick(wall), partition=tp.partition)
+        except Exception as e:
+            log.warning("tick skipped: %r", e)
+
+    def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        stage.reset()  # engines rebuild their caches from the (recovered) tables on next use
+
+    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(on_rebalance)
+    return stage

@@ -1,0 +1,99 @@
+"""The host stage as a Faust agent: telemetry in, per-host tables, observations out (logic in hosts.py).
+
+One telemetry message is one host's batch. Rejected envelopes, and events whose host differs from the
+message key (their state belongs to another partition's owner), go to the dead-letter topic; per host the
+batch is applied to `host-seq` / `host-state`, data-loss findings are published and the observations are
+sent to the observations topic keyed by image family. Hosts silent past the retention period are swept
+from the tables while their partition has traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from contract.events import Event, Rejected, decode_batch
+from detectors.types import Observation
+from streams import codec, signals
+from streams.faust_fixes import OffsetGuard
+from streams.hosts import HostSeq, process_host_batch
+from streams.outputs import Outputs
+from streams.settings import WorkerSettings
+from streams.stage_loop import run_stage
+from streams.topology import Topology, partitioner
+
+COMPONENT = "streams.hosts"
+SWEEP_INTERVAL_S = 60.0
+"""How often (wall time) each telemetry partition looks for hosts past their retention."""
+
+
+class HostSweep:
+    """Deletes per-host state of hosts silent past the retention period, per telemetry partition."""
+
+    def __init__(self, topology: Topology, retention_s: float, partitions: int) -> None:
+        self.host_seq = topology.host_seq
+        self.host_state = topology.host_state
+        self.retention_s = retention_s
+        self.partition_of = partitioner(partitions)
+        self.last: dict[int, float] = {}
+
+    def __call__(self, partition: int, now: float) -> None:
+        """Sweep `partition`'s hosts at event time `now` (at most every SWEEP_INTERVAL_S of wall time)."""
+        wall = time.monotonic()
+        if wall - self.last.get(partition, wall - SWEEP_INTERVAL_S - 1) < SWEEP_INTERVAL_S:
+            return
+        self.last[partition] = wall
+        for host, value in list(self.host_seq.items()):
+            if value and now - HostSeq.from_json(value).last_seen > self.retention_s \
+                    and self.partition_of(host) == partition:
+                del self.host_seq[host]
+                self.host_state.pop(host, None)
+                signals.hosts_forgotten.emit()
+
+
+def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSettings, guard: OffsetGuard) -> None:
+    host_seq, host_state, observations = topology.host_seq, topology.host_state, topology.observations
+    sweep = HostSweep(topology, ws.host_retention_s, topology.telemetry.partitions)
+
+    async def on_telemetry(event: Any) -> None:
+        signals.messages_in.emit()
+        events, rejected = decode_batch(event.value)
+        for r in rejected:
+            await outputs.dead_letter(r, event, COMPONENT)
+        key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else None
+        by_host: dict[str, list[Event]] = defaultdict(list)
+        for e in events:
+            if key and e.host_id != key:  # its state belongs to another partition's owner
+                await outputs.dead_letter(Rejected(f"host_id {e.host_id!r} differs from the message key {key!r}",
+                                                  orjson.dumps(e.to_dict())), event, COMPONENT)
+                continue
+            by_host[e.host_id].append(e)
+        newest = 0.0
+        for host, evs in by_host.items():
+            signals.events_in.emit(len(evs))
+            stored = host_seq.get(host)
+            old_seq = HostSeq.from_json(stored) if stored else None
+            res = process_host_batch(evs, old_seq, host_state.get(host), ws.host_timeout_s, ws.touch_interval_s)
+            if res.seq is not None and res.seq != old_seq:
+                host_seq[host] = res.seq.to_json()
+                newest = max(newest, res.seq.last_seen)
+            if res.state is not None:
+                host_state[host] = res.state
+            signals.events_duplicate.emit(res.duplicates)
+            signals.events_lost.emit(res.lost)
+            await outputs.publish(res.findings)
+            by_family: dict[str, list[Observation]] = defaultdict(list)
+            for o in res.observations:
+                by_family[o.image_family].append(o)
+            for family, obs in by_family.items():
+                signals.observations.emit(len(obs))
+                await observations.send(key=family.encode(), value=codec.encode_observations(obs))
+        if newest:
+            sweep(event.message.partition, newest)
+
+    @app.agent(topology.telemetry, concurrency=1)  # higher concurrency can commit past unfinished messages
+    async def hosts(stream: Any) -> None:
+        await run_stage(app, stream, "hosts", on_telemetry, guard, outputs)

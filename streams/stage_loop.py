@@ -1,0 +1,38 @@
+"""The loop every stage agent runs: admit each message once (OffsetGuard), handle it, time it.
+
+A message whose handler raises is logged, counted (`engine_errors{stage}`) and sent to the dead-letter
+topic with the error as reason; the stage goes on with the next one, never retrying forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from contract.events import Rejected
+from streams import metrics, signals
+from streams.faust_fixes import OffsetGuard, admit
+from streams.outputs import Outputs
+
+log = logging.getLogger("herdwatch.streams")
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+async def run_stage(app: Any, stream: Any, stage: str, handle: Handler, guard: OffsetGuard,
+                    outputs: Outputs) -> None:
+    async for event in stream.events():
+        if not admit(guard, app, event):
+            continue
+        started = time.perf_counter()
+        try:
+            await handle(event)
+        except Exception as e:
+            msg = event.message
+            log.exception("%s failed on %s:%s@%s", stage, msg.topic, msg.partition, msg.offset)
+            signals.engine_errors.emit(stage=stage)
+            await outputs.dead_letter(Rejected(f"processing failed: {e!r}", event.value or b""), event,
+                                      f"streams.{stage}")
+        metrics.processing_seconds.labels(stage).observe(time.perf_counter() - started)
