@@ -1,14 +1,16 @@
 """The cohort baseline: who is in each cohort, which features its live hosts show, their latest metrics.
 
 Durable state lives in `store` (any MutableMapping: a dict, or a Faust table in the stream workers) as
-many small JSON-able values:
+many small JSON-able values (keys and records: store_keys.py, records.py):
 
-    "h|<host>"            [image, family, first_seen, last_seen]   (last_seen written every touch_every_s)
-    "x|<host>"            the host's current feature list          (written when its features change)
-    "n|<image>"           live hosts in the cohort
-    "f|<image>|<feature>" [hosts showing it, first seen]           (deleted when no live host shows it)
-    "m|<image>|<host>"    [time, {metric: value}]                  (latest metrics of a live host)
-    "i|<family>|<image>"  first seen of an image in its family
+    HOST            h|<host>              HostEntry: image, family, first and last seen (last written
+                                          every touch_every_s)
+    HOST_FEATURES   x|<host>              the host's current feature list (written when it changes)
+    COHORT_SIZE     n|<image>             live hosts in the cohort
+    FEATURE_COUNT   f|<image>|<feature>   FeatureCount: hosts showing it, first seen (deleted when no
+                                          live host shows it)
+    HOST_METRICS    m|<image>|<host>      MetricReport: latest metrics of a live host
+    IMAGE           i|<family>|<image>    first seen of an image in its family
 
 Everything else on the instance is a cache rebuilt from the store by `load()`.
 
@@ -24,6 +26,17 @@ import sys
 from collections.abc import Container, MutableMapping
 from typing import Any
 
+from detectors.records import FeatureCount, HostEntry, MetricReport
+from detectors.store_keys import (
+    COHORT_SIZE,
+    FEATURE_COUNT,
+    HOST,
+    HOST_FEATURES,
+    HOST_METRICS,
+    IMAGE,
+    family_of_key,
+    owner_of_key,
+)
 from detectors.types import Observation
 
 _intern = sys.intern
@@ -94,46 +107,50 @@ class CohortBaseline:
         images: set[str] | None = None
         hosts: set[str] | None = None
         if self.family is not None:  # only this family's keys (several engines may share one store)
-            images = {k.split("|", 2)[2] for k, _ in items if k.startswith(f"i|{self.family}|")}
-            hosts = {k[2:] for k, v in items if k.startswith("h|") and v[1] == self.family}
+            images = {IMAGE.parse(k)[1] for k, _ in items if IMAGE.holds(k) and IMAGE.parse(k)[0] == self.family}
+            hosts = {
+                HOST.parse(k)[0] for k, v in items if HOST.holds(k) and HostEntry.from_json(v).family == self.family
+            }
         for key, value in items:
-            tag, _, rest = key.partition("|")
-            if images is not None and hosts is not None and not self._mine(tag, rest, images, hosts):
+            kf = family_of_key(key)
+            if kf is None or (images is not None and hosts is not None and not self._mine(key, images, hosts)):
                 continue
-            if tag == "h":
-                image, family, first, last = value
-                self.hosts[rest] = HostRec(image, family, float(first), float(last))
-                self.members.setdefault(image, set()).add(rest)
-            elif tag == "x":
-                self.feats[rest] = {_intern(f) for f in value}
-            elif tag == "f":
-                image, _, feat = rest.partition("|")
-                self.counts.setdefault(image, {})[_intern(feat)] = [float(value[0]), float(value[1])]
-            elif tag == "m":
-                image, _, host = rest.partition("|")
-                self.metrics.setdefault(image, {})[host] = (float(value[0]), dict(value[1]))
-            elif tag == "i":
-                family, _, image = rest.partition("|")
+            if kf is HOST:
+                (host,) = HOST.parse(key)
+                e = HostEntry.from_json(value)
+                self.hosts[host] = HostRec(e.image, e.family, e.first, e.last)
+                self.members.setdefault(e.image, set()).add(host)
+            elif kf is HOST_FEATURES:
+                (host,) = HOST_FEATURES.parse(key)
+                self.feats[host] = {_intern(f) for f in value}
+            elif kf is FEATURE_COUNT:
+                image, feat = FEATURE_COUNT.parse(key)
+                c = FeatureCount.from_json(value)
+                self.counts.setdefault(image, {})[_intern(feat)] = [float(c.hosts), c.first]
+            elif kf is HOST_METRICS:
+                image, host = HOST_METRICS.parse(key)
+                m = MetricReport.from_json(value)
+                self.metrics.setdefault(image, {})[host] = (m.time, m.values)
+            elif kf is IMAGE:
+                family, image = IMAGE.parse(key)
                 self.images.setdefault(family, {})[image] = float(value)
 
-    def _mine(self, tag: str, rest: str, images: Container[str], hosts: Container[str]) -> bool:
-        if tag in ("h", "x", "s", "k"):
-            return rest.split("|", 1)[0] in hosts
-        if tag in ("f", "m", "n", "p"):
-            return rest.split("|", 1)[0] in images
-        if tag in ("i", "r"):
-            return rest.split("|", 1)[0] == self.family
-        return True
+    def _mine(self, key: str, images: Container[str], hosts: Container[str]) -> bool:
+        owner = owner_of_key(key)
+        if owner is None:
+            return True
+        kind, name = owner
+        if kind == "host":
+            return name in hosts
+        if kind == "image":
+            return name in images
+        return name == self.family
 
     def owns(self, key: str) -> bool:
         """True if a store key belongs to this baseline's family (always, without a family filter)."""
         if self.family is None:
             return True
-        tag, _, rest = key.partition("|")
-        images = self.images.get(self.family, {})
-        if tag == "s" and rest.startswith("image:"):
-            return rest[6:].split("|", 1)[0] in images
-        return self._mine(tag, rest, images, self.hosts)
+        return self._mine(key, self.images.get(self.family, {}), self.hosts)
 
     # ---- queries ----------------------------------------------------------------------------------
     def n(self, image: str) -> int:
@@ -194,25 +211,25 @@ class CohortBaseline:
             rec.last = t
             if t - rec.stored_last >= self.touch_every_s:
                 rec.stored_last = t
-                self.store[f"h|{host}"] = [rec.image, rec.family, rec.first, t]
+                self.store[HOST.key(host)] = HostEntry(rec.image, rec.family, rec.first, t).to_json()
         if obs.added or obs.removed:
             self._apply_features(host, rec.image, obs.added, obs.removed, t)
         if obs.metrics:
             self.metrics.setdefault(rec.image, {})[host] = (t, obs.metrics)
-            self.store[f"m|{rec.image}|{host}"] = [t, obs.metrics]
+            self.store[HOST_METRICS.key(rec.image, host)] = MetricReport(t, obs.metrics).to_json()
         return joined
 
     def _join(self, host: str, image: str, family: str, t: float) -> HostRec:
         rec = HostRec(image, family, t, t)
         self.hosts[host] = rec
-        self.store[f"h|{host}"] = [image, family, t, t]
+        self.store[HOST.key(host)] = HostEntry(image, family, t, t).to_json()
         members = self.members.setdefault(image, set())
         members.add(host)
-        self.store[f"n|{image}"] = len(members)
+        self.store[COHORT_SIZE.key(image)] = len(members)
         fam = self.images.setdefault(family, {})
         if image not in fam:
             fam[image] = t
-            self.store[f"i|{family}|{image}"] = t
+            self.store[IMAGE.key(family, image)] = t
         self.version += 1
         return rec
 
@@ -236,10 +253,10 @@ class CohortBaseline:
                     continue
                 if e[0] <= 1:
                     del counts[f]
-                    store.pop(f"f|{image}|{f}", None)
+                    store.pop(FEATURE_COUNT.key(image, f), None)
                 else:
                     e[0] -= 1
-                    store[f"f|{image}|{f}"] = [e[0], e[1]]
+                    store[FEATURE_COUNT.key(image, f)] = FeatureCount(int(e[0]), e[1]).to_json()
         for f in added:
             if f not in feats:
                 f = _intern(f)
@@ -250,9 +267,9 @@ class CohortBaseline:
                     e = counts[f] = [1, t]
                 else:
                     e[0] += 1
-                store[f"f|{image}|{f}"] = [e[0], e[1]]
+                store[FEATURE_COUNT.key(image, f)] = FeatureCount(int(e[0]), e[1]).to_json()
         if changed:
-            store[f"x|{host}"] = list(feats)
+            store[HOST_FEATURES.key(host)] = list(feats)
 
     def leave(self, host: str) -> HostRec | None:
         """Remove a departed host and everything it contributed."""
@@ -265,14 +282,14 @@ class CohortBaseline:
         if feats:
             self._apply_features(host, image, (), tuple(feats), rec.last)
         self.feats.pop(host, None)
-        self.store.pop(f"x|{host}", None)
-        self.store.pop(f"h|{host}", None)
+        self.store.pop(HOST_FEATURES.key(host), None)
+        self.store.pop(HOST.key(host), None)
         members = self.members.get(image, set())
         members.discard(host)
-        self.store[f"n|{image}"] = len(members)
+        self.store[COHORT_SIZE.key(image)] = len(members)
         if image in self.metrics:
             self.metrics[image].pop(host, None)
-        self.store.pop(f"m|{image}|{host}", None)
+        self.store.pop(HOST_METRICS.key(image, host), None)
         self.version += 1
         return rec
 

@@ -6,9 +6,9 @@
 
 One engine can serve one image family or many (every store key names its image, host or family).
 Several engines may share one store: give each `family=` so it rebuilds its caches from its own keys.
-All durable state is in `store` as small JSON-able values (see baseline.py for the key layout, plus
-"p|<image>|<feature>" pending judgements, "s|<host>|<subject>" suppression times, "k|<host>" metric
-streaks and "r|<family>" rollout state). Caches on the instance are rebuilt from the store.
+All durable state is in `store` as small JSON-able values: store_keys.py names every key family
+(baseline.py's cohort state, plus pending judgements, suppression times, metric streaks and rollout
+state), records.py the typed records they hold. Caches on the instance are rebuilt from the store.
 
 Timing (all event time): a behaviour feature that is rare in its cohort is judged `confirm_s` after it
 appears, a configuration/package/module value `grace_s` after; while more hosts keep gaining the same
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import MutableMapping
+from dataclasses import replace
 from typing import Any
 
 from contract.findings import Finding, FindingKind, RolloutEvent, Severity
@@ -31,7 +32,9 @@ from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
 from detectors.policy import PolicyCheck
 from detectors.rarity import CohortRarity
+from detectors.records import PendingJudgement
 from detectors.rollout import RolloutTracker
+from detectors.store_keys import COHORT_SIZE, IMAGE, IMAGE_SUBJECT_PREFIX, PENDING, SUPPRESSED
 from detectors.suppression import Suppressor
 from detectors.types import Observation
 
@@ -155,12 +158,12 @@ class FamilyEngine:
         self.baseline.load()
         self._heap = []
         for key, value in list(self.store.items()):
-            if not key.startswith(("p|", "s|")) or not self.baseline.owns(key):
+            if not (PENDING.holds(key) or SUPPRESSED.holds(key)) or not self.baseline.owns(key):
                 continue
-            if key.startswith("p|"):
-                _, image, feature = key.split("|", 2)
-                self._heap.append((self._due_of(value), image, feature))
-            elif key.startswith("s|"):
+            if PENDING.holds(key):
+                image, feature = PENDING.parse(key)
+                self._heap.append((PendingJudgement.from_json(value).due(self.settle_s), image, feature))
+            else:
                 self.suppress.load(key)
         heapq.heapify(self._heap)
 
@@ -220,7 +223,7 @@ class FamilyEngine:
         for family in list(b.images):
             out += self.rollout.update(family, t)
             st = self.rollout.state(family)
-            for old, new in dict((st or {}).get("stale", {})).items():
+            for old, new in (st.stale if st else {}).items():
                 for host in sorted(b.members.get(old, ())):
                     out += self._stale_finding(host, old, family, new, t)
         if self.mv_enabled:
@@ -241,9 +244,6 @@ class FamilyEngine:
         }
 
     # ---- pending judgements -------------------------------------------------------------------------
-    def _due_of(self, e: dict[str, Any]) -> float:
-        return max(e["t"] + e["d"], e["g"] + (self.settle_s if len(e["h"]) > 1 else 0.0), e.get("w", 0.0))
-
     def _cap(self, n: int, policy: bool) -> int:
         return 256 if policy else self.rarity.rare_max(max(n, 1)) + 1
 
@@ -258,25 +258,26 @@ class FamilyEngine:
         b = self.baseline
         n = b.n(image)
         c = b.count(image, f)
-        key = f"p|{image}|{f}"
-        e = self.store.get(key)
+        key = PENDING.key(image, f)
+        stored = self.store.get(key)
         policy = kind in ("cfg", "pkg") and bool(self.policy.violations(f))
-        if e is None:
+        if stored is None:
             if not policy and n >= self.min_hosts and c > self.rarity.rare_max(n):
                 return  # common in an established cohort
-            e = {"t": t, "g": t, "d": delay, "h": {host: t}, "p": policy}
-            self.store[key] = e
-            heapq.heappush(self._heap, (self._due_of(e), image, f))
+            e = PendingJudgement(first=t, grown=t, delay=delay, hosts={host: t}, policy=policy)
+            self.store[key] = e.to_json()
+            heapq.heappush(self._heap, (e.due(self.settle_s), image, f))
             return
-        if host in e["h"]:
+        e = PendingJudgement.from_json(stored)
+        if host in e.hosts:
             return
-        if not e["p"] and n >= self.min_hosts and c > self._cap(n, False):
+        if not e.policy and n >= self.min_hosts and c > self._cap(n, False):
             self.store.pop(key, None)  # it spread across the cohort: a fleet-wide change, not an anomaly
             return
-        e = {**e, "g": t, "h": dict(e["h"])}
-        if len(e["h"]) < self._cap(n, e["p"]):
-            e["h"][host] = t
-        self.store[key] = e
+        hosts = dict(e.hosts)
+        if len(hosts) < self._cap(n, e.policy):
+            hosts[host] = t
+        self.store[key] = replace(e, grown=t, hosts=hosts).to_json()
 
     def _consider_absent(self, image: str, host: str, f: str, t: float, majority: float) -> None:
         b = self.baseline
@@ -286,47 +287,49 @@ class FamilyEngine:
         self._add_absent(image, host, f, t)
 
     def _add_absent(self, image: str, host: str, f: str, t: float) -> None:
-        key = f"p|{image}|-{f}"
-        e = self.store.get(key)
-        if e is None:
-            e = {"t": t, "g": t, "d": self.grace_s, "h": {host: t}, "p": False}
-            heapq.heappush(self._heap, (self._due_of(e), image, f"-{f}"))
+        key = PENDING.key(image, f"-{f}")
+        stored = self.store.get(key)
+        if stored is None:
+            e = PendingJudgement(first=t, grown=t, delay=self.grace_s, hosts={host: t})
+            heapq.heappush(self._heap, (e.due(self.settle_s), image, f"-{f}"))
         else:
-            e = {**e, "g": t, "h": {**e["h"], host: t}}
-            if len(e["h"]) > self._cap(self.baseline.n(image), False):
+            old = PendingJudgement.from_json(stored)
+            e = replace(old, grown=t, hosts={**old.hosts, host: t})
+            if len(e.hosts) > self._cap(self.baseline.n(image), False):
                 self.store.pop(key, None)
                 return
-        self.store[key] = e
+        self.store[key] = e.to_json()
 
     def _judge_due(self, now: float) -> list[Output]:
         out: list[Output] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, image, f = heapq.heappop(heap)
-            key = f"p|{image}|{f}"
-            e = self.store.get(key)
-            if e is None:
+            key = PENDING.key(image, f)
+            stored = self.store.get(key)
+            if stored is None:
                 continue
-            due = self._due_of(e)
+            e = PendingJudgement.from_json(stored)
+            due = e.due(self.settle_s)
             if due > now:
                 heapq.heappush(heap, (due, image, f))
                 continue
             result = self._judge(image, f, e, now)
             if result is None:  # held: look again later
-                e = {**e, "w": now + self.recheck_s}
-                self.store[key] = e
-                heapq.heappush(heap, (self._due_of(e), image, f))
+                e = replace(e, recheck_at=now + self.recheck_s)
+                self.store[key] = e.to_json()
+                heapq.heappush(heap, (e.due(self.settle_s), image, f))
                 continue
             self.store.pop(key, None)
             out += result
         return out
 
-    def _judge(self, image: str, f: str, e: dict[str, Any], now: float) -> list[Output] | None:
+    def _judge(self, image: str, f: str, e: PendingJudgement, now: float) -> list[Output] | None:
         b = self.baseline
         absent = f.startswith("-")
         feat = f[1:] if absent else f
         hosts = []
-        for h in e["h"]:
+        for h in e.hosts:
             rec = b.hosts.get(h)
             if rec is None or rec.image != image:
                 continue
@@ -349,21 +352,21 @@ class FamilyEngine:
             return []  # a missing feature is only judged against an established cohort
         out: list[Output] = []
         kind = kind_of(feat)
-        if e.get("p") and not absent:
+        if e.policy and not absent:
             out += self._policy_findings(image, family, feat, hosts, count, total, now)
         lacking = total - count
         rare = (lacking if absent else count) <= self.rarity.rare_max(total)
         if scope == "self":
             # No peers to compare with: only what arrived after the host had settled counts as new.
-            hosts = [h for h in hosts if e["h"][h] - b.hosts[h].first >= self.self_learn_s]
+            hosts = [h for h in hosts if e.hosts[h] - b.hosts[h].first >= self.self_learn_s]
             rare = True
         if not rare:
             return out
         for h in hosts:
             if kind in STATE_KINDS:
-                out += self._drift_finding(h, image, family, feat, absent, scope, count, total, e["h"][h], now)
+                out += self._drift_finding(h, image, family, feat, absent, scope, count, total, e.hosts[h], now)
             elif absent:
-                out += self._missing_finding(h, image, family, feat, count, total, e["h"][h], now)
+                out += self._missing_finding(h, image, family, feat, count, total, e.hosts[h], now)
             else:
                 out += self._rare_finding(h, image, family, feat, scope, count, total, now)
         return out
@@ -527,7 +530,7 @@ class FamilyEngine:
                     f"policy:{rule.id}",
                     self.policy.explain(rule, f, h, image, count, total, image_level),
                     details,
-                    suppress_as=f"image:{image}" if image_level else None,
+                    suppress_as=IMAGE_SUBJECT_PREFIX + image if image_level else None,
                     suppress_for=float("inf") if image_level else None,  # an image is assessed once
                 )
         return out
@@ -637,14 +640,14 @@ class FamilyEngine:
         """Drop images with no live host for image_retention_s (their family registry entry)."""
         b = self.baseline
         for family, images in list(b.images.items()):
-            st = self.rollout.state(family) or {}
-            keep = {st.get("old"), st.get("new")} | set(dict(st.get("stale", {})))
+            st = self.rollout.state(family)
+            keep = {st.old, st.new, *st.stale} if st else set()
             for image in list(images):
                 if b.n(image) == 0 and image not in keep and now - images[image] > self.image_retention_s:
                     del images[image]
-                    self.store.pop(f"i|{family}|{image}", None)
-                    self.store.pop(f"n|{image}", None)
+                    self.store.pop(IMAGE.key(family, image), None)
+                    self.store.pop(COHORT_SIZE.key(image), None)
                     b.counts.pop(image, None)
                     b.metrics.pop(image, None)
                     b.members.pop(image, None)
-                    self.suppress.forget_host(f"image:{image}")
+                    self.suppress.forget_host(IMAGE_SUBJECT_PREFIX + image)

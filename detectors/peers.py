@@ -14,6 +14,7 @@ from statistics import median
 
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
+from detectors.store_keys import STREAKS
 from detectors.types import Observation
 
 DEFAULT_MIN_ABS = {
@@ -115,7 +116,7 @@ class PeerDeviation(Detector):
 
     def update_streak(self, host: str, metric: str, deviating: bool) -> int:
         """Consecutive deviating observations of (host, metric); writes only when it changes."""
-        key = f"k|{host}"
+        key = STREAKS.key(host)
         cur = self.baseline.store.get(key) or {}
         old = int(cur.get(metric, 0))
         new = old + 1 if deviating else 0
@@ -132,4 +133,4 @@ class PeerDeviation(Detector):
         return new
 
     def forget(self, host: str) -> None:
-        self.baseline.store.pop(f"k|{host}", None)
+        self.baseline.store.pop(STREAKS.key(host), None)

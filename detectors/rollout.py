@@ -1,6 +1,6 @@
 """Rollout awareness: a new image replacing an established one within an image family.
 
-State per family in the store under "r|<family>": {old, new, status, t, share, ms, diff, done, stale}.
+State per family in the store under its ROLLOUT key (store_keys.py): a RolloutState (records.py).
 A rollout starts when the first host of an image newer than the family's established image (the largest
 cohort with at least `min_hosts` hosts) appears. Once the new cohort reaches `min_hosts`, what most of
 its hosts show and the old cohort does not (and the reverse) is reported once as the rollout's diff;
@@ -13,15 +13,13 @@ cohort empties while the old remains. Hosts still on an image the family rolled 
 
 from __future__ import annotations
 
-from typing import Any
-
 from contract.findings import RolloutEvent, RolloutStatus
 from detectors.base import Detector, to_datetime
 from detectors.baseline import CohortBaseline
 from detectors.features import describe
+from detectors.records import RolloutState
+from detectors.store_keys import ROLLOUT
 from detectors.types import Observation
-
-ACTIVE = ("started", "progress")
 
 
 class RolloutTracker(Detector):
@@ -50,12 +48,13 @@ class RolloutTracker(Detector):
         self.max_diff = int(max_diff)
 
     # ---- state -------------------------------------------------------------------------------------
-    def state(self, family: str) -> dict[str, Any] | None:
-        st = self.baseline.store.get(f"r|{family}")
-        return dict(st) if st else None
+    def state(self, family: str) -> RolloutState | None:
+        """The family's latest rollout (a fresh copy: change it, then `_save` it)."""
+        st = self.baseline.store.get(ROLLOUT.key(family))
+        return RolloutState.from_json(st) if st else None
 
-    def _save(self, family: str, st: dict[str, Any]) -> None:
-        self.baseline.store[f"r|{family}"] = st
+    def _save(self, family: str, st: RolloutState) -> None:
+        self.baseline.store[ROLLOUT.key(family)] = st.to_json()
 
     def established(self, family: str, exclude: str | None = None) -> str | None:
         best, best_n = None, 0
@@ -71,10 +70,10 @@ class RolloutTracker(Detector):
         st = self.state(family)
         return bool(
             st
-            and st["status"] in ACTIVE
-            and st["new"] == image
+            and st.active
+            and st.new == image
             and self.baseline.n(image) < self.min_hosts
-            and now - st["t"] < self.hold_s
+            and now - st.started < self.hold_s
         )
 
     def stale(self, image: str, family: str) -> str | None:
@@ -82,7 +81,7 @@ class RolloutTracker(Detector):
         st = self.state(family)
         if not st:
             return None
-        return dict(st.get("stale", {})).get(image)
+        return st.stale.get(image)
 
     def learn_one(self, obs: Observation) -> None:
         """Standalone use: feed the baseline and follow the family's rollout."""
@@ -100,30 +99,18 @@ class RolloutTracker(Detector):
     def on_join(self, image: str, family: str, now: float) -> list[RolloutEvent]:
         """A host joined `image`: start a rollout if the image is new in a family with an established one."""
         st = self.state(family)
-        if st and st["status"] in ACTIVE and image in (st["new"], st["old"]):
+        if st and st.active and image in (st.new, st.old):
             return []
-        if st and st["status"] == "completed" and st["new"] == image:
+        if st and st.status == RolloutStatus.COMPLETED and st.new == image:
             return []
-        if st and image in dict(st.get("stale", {})):
+        if st and image in st.stale:
             return []
         images = self.baseline.images.get(family, {})
         old = self.established(family, exclude=image)
         if old is None or images.get(image, 0.0) <= images.get(old, 0.0) or self.baseline.n(image) > 1:
             return []
-        stale = dict(st.get("stale", {})) if st else {}
-        new_st = {
-            "old": old,
-            "new": image,
-            "status": "started",
-            "t": now,
-            "share": 0.0,
-            "ms": 0.0,
-            "diff": None,
-            "done": None,
-            "peak": 1,
-            "stale": stale,
-        }
-        self._save(family, new_st)
+        stale = dict(st.stale) if st else {}
+        self._save(family, RolloutState(old=old, new=image, status=RolloutStatus.STARTED, started=now, stale=stale))
         n_old = self.baseline.n(old)
         share = 1 / (1 + n_old)
         return [
@@ -142,17 +129,17 @@ class RolloutTracker(Detector):
 
     def update(self, family: str, now: float) -> list[RolloutEvent]:
         st = self.state(family)
-        if not st or st["status"] not in ACTIVE:
+        if not st or not st.active:
             return []
-        old, new = st["old"], st["new"]
+        old, new = st.old, st.new
         n_new, n_old = self.baseline.n(new), self.baseline.n(old)
         share = n_new / (n_new + n_old) if n_new + n_old else 0.0
         out: list[RolloutEvent] = []
         t = to_datetime(now)
-        st["peak"] = max(int(st.get("peak", 0)), n_new)
+        st.peak = max(st.peak, n_new)
         if n_new == 0 and n_old > 0:
-            st["status"] = "rolled_back"
-            st["share"] = 0.0
+            st.status = RolloutStatus.ROLLED_BACK
+            st.share = 0.0
             self._save(family, st)
             return [
                 RolloutEvent(
@@ -163,17 +150,17 @@ class RolloutTracker(Detector):
                     0.0,
                     t,
                     f"rollout of image {new} in family {family} rolled back: its hosts are gone "
-                    f"(peak {st['peak']}) while {n_old} hosts still run image {old}",
+                    f"(peak {st.peak}) while {n_old} hosts still run image {old}",
                 )
             ]
-        changed = abs(share - float(st.get("share", 0.0))) > 1e-9
-        st["share"] = share
+        changed = abs(share - st.share) > 1e-9
+        st.share = share
         if changed:
-            st["moved"] = now
-        if st.get("diff") is None and n_new >= self.min_hosts:
+            st.moved = now
+        if st.diff is None and n_new >= self.min_hosts:
             diff = self.diff(old, new)
-            st["diff"] = {k: len(v) for k, v in diff.items()}
-            st["status"] = "progress"
+            st.diff = {k: len(v) for k, v in diff.items()}
+            st.status = RolloutStatus.PROGRESS
             out.append(
                 RolloutEvent(
                     family,
@@ -187,10 +174,10 @@ class RolloutTracker(Detector):
                 )
             )
             changed = True
-        if st.get("diff") is not None:
+        if st.diff is not None:
             for m in self.milestones:
-                if share >= m > float(st.get("ms", 0.0)):
-                    st["ms"] = m
+                if share >= m > st.milestone:
+                    st.milestone = m
                     changed = True
                     if not out:
                         out.append(
@@ -205,14 +192,14 @@ class RolloutTracker(Detector):
                                 f"({share:.0%}), {n_old} still on image {old}",
                             )
                         )
-            stalled = now - float(st.get("moved", st["t"])) >= self.complete_after_s
+            stalled = now - (st.started if st.moved is None else st.moved) >= self.complete_after_s
             few_left = n_old <= max(1, int(self.rare_fraction * (n_new + n_old)))
             if n_old == 0 or (stalled and (share >= self.complete_share or few_left)):
-                st["status"] = "completed"
-                st["done"] = now
-                stale = dict(st.get("stale", {}))
+                st.status = RolloutStatus.COMPLETED
+                st.done = now
+                stale = dict(st.stale)
                 stale[old] = new
-                st["stale"] = dict(list(stale.items())[-5:])  # the last few images rolled away from
+                st.stale = dict(list(stale.items())[-5:])  # the last few images rolled away from
                 changed = True
                 left = f"; {n_old} host(s) still run image {old} and are reported as stale" if n_old else ""
                 out.append(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+from detectors.store_keys import SUPPRESSED
+
 
 class Suppressor:
-    """Remembers when each (host, subject) was last reported, in `store` under "s|<host>|<subject>".
+    """Remembers when each (host, subject) was last reported, in `store` under SUPPRESSED keys.
 
     `allow(host, subject, now)` is True (and records `now`) when the pair was not reported within
     `window_s` seconds of event time. `forget_host` drops a departed host's entries (bounded memory).
@@ -20,11 +22,11 @@ class Suppressor:
 
     def load(self, key: str) -> None:
         """Index an existing store key (used when rebuilding caches)."""
-        _, host, subject = key.split("|", 2)
+        host, subject = SUPPRESSED.parse(key)
         self._by_host.setdefault(host, set()).add(subject)
 
     def allow(self, host: str, subject: str, now: float, window_s: float | None = None) -> bool:
-        key = f"s|{host}|{subject}"
+        key = SUPPRESSED.key(host, subject)
         last = self.store.get(key)
         window = self.window_s if window_s is None else window_s
         if last is not None and now - float(last) < window:
@@ -35,4 +37,4 @@ class Suppressor:
 
     def forget_host(self, host: str) -> None:
         for subject in self._by_host.pop(host, ()):
-            self.store.pop(f"s|{host}|{subject}", None)
+            self.store.pop(SUPPRESSED.key(host, subject), None)

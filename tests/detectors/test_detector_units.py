@@ -2,7 +2,7 @@
 
 from det_helpers import BASE, obs
 
-from detectors import CohortRarity, ConfigDrift, PeerDeviation, RolloutTracker
+from detectors import CohortRarity, ConfigDrift, PeerDeviation, RolloutStatus, RolloutTracker
 from detectors.base import Detector
 
 
@@ -62,5 +62,5 @@ def test_rollout_tracker_standalone_lifecycle() -> None:
         r.learn_one(obs(f"ami-a-h{i:02d}", "ami-a", 10 + i, family="c", gone=True))
         r.learn_one(obs(f"b{i}", "ami-b", 10.5 + i, BASE, family="c", first=True))
     st = r.state("c")
-    assert st is not None and st["status"] == "completed" and st["old"] == "ami-a" and st["new"] == "ami-b"
+    assert st is not None and (st.status, st.old, st.new) == (RolloutStatus.COMPLETED, "ami-a", "ami-b")
     assert r.stale("ami-a", "c") == "ami-b" and r.stale("ami-b", "c") is None
