@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -23,6 +26,31 @@ from contract.ids import new_event_id
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """A telemetry message larger than this is rejected whole (the broker default is 1 MiB)."""
+
+# Limits every consumer applies in the same way (docs/contract.md, "Limits").
+MAX_ID_CHARS = 256
+"""host_id, boot_id, image_id and image_family: 1..256 characters of SAFE_ID."""
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=~,-]*")
+"""Identifier characters: what instance ids, container ids, image references and names use, and nothing a
+terminal, a log line or a query string could misread (no spaces, quotes, control or bidi characters)."""
+MAX_TAGS = 64
+TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
+MAX_TAG_CHARS = 1024
+MAX_SEQ = 2**63 - 1
+MAX_PAYLOAD_DEPTH = 8
+"""Nesting of objects and arrays inside a payload (inventories need 3)."""
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Control characters (but tab and newline) and bidirectional overrides: refused in tag values."""
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+MAX_PAST = timedelta(days=30)
+MAX_FUTURE = timedelta(minutes=10)
+"""The time window around a message's arrival (its Kafka timestamp). An event outside it comes from a host
+whose clock is off: it is kept, re-timed to the arrival, with its own time in the ORIGINAL_TIME_TAG tag.
+MAX_PAST covers what an agent spools through a long outage."""
+ORIGINAL_TIME_TAG = "herdwatch.original_time"
 
 
 class Kind(StrEnum):
@@ -74,6 +102,43 @@ PAYLOAD_FIELDS: dict[Kind, dict[str, tuple[type, ...]]] = {
 }
 
 _KINDS = {k.value: k for k in Kind}
+
+
+def _is_num(v: Any) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _str_map(values: Any, ok: Any) -> str | None:
+    for k, v in values.items():
+        if not ok(v):
+            return f"value of {str(k)[:64]!r} has type {type(v).__name__}"
+    return None
+
+
+def _dict_items(fields: Mapping[str, tuple[type, ...]]) -> Any:
+    def check(items: list[Any]) -> str | None:
+        for i, item in enumerate(items):
+            if type(item) is not dict:
+                return f"item {i} must be an object, got {type(item).__name__}"
+            for name, types in fields.items():
+                if name in item and type(item[name]) not in types:
+                    return f"item {i} field {name!r} has type {type(item[name]).__name__}"
+        return None
+    return check
+
+
+_PROC_ITEM = {"pid": (int,), "exe": (str,), "cmdline": (str,), "user": (str,)}
+_SOCK_ITEM = {"state": (str,), "proto": (str,), "laddr": (str,), "lport": (int,)}
+ITEM_CHECKS: dict[str, tuple[str, Any]] = {
+    Kind.METRICS.value: ("values", lambda v: _str_map(v, _is_num)),
+    Kind.CONFIG_INVENTORY.value: ("items", lambda v: _str_map(v, lambda x: x is None or type(x) is str)),
+    Kind.PACKAGE_INVENTORY.value: ("items", lambda v: _str_map(v, lambda x: type(x) is str)),
+    Kind.MODULE_INVENTORY.value: ("items", lambda v: _str_map(v, lambda x: type(x) is str)),
+    Kind.PROCESS_INVENTORY.value: ("items", _dict_items(_PROC_ITEM)),
+    Kind.NET_INVENTORY.value: ("items", _dict_items(_SOCK_ITEM)),
+    Kind.LOGIN_INVENTORY.value: ("items", _dict_items({"user": (str,)})),
+}
+"""Per kind, the payload field whose contents are checked beyond its own type, and the check."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +235,13 @@ def parse_time(s: str) -> datetime:
     try:
         t = datetime.fromisoformat(s)
     except ValueError as e:
-        raise ContractError(f"time {s!r} is not ISO-8601 (expected e.g. 2026-03-01T12:00:00.000000Z)") from e
+        raise ContractError(f"time {s[:64]!r} is not ISO-8601 (expected e.g. 2026-03-01T12:00:00.000000Z)") from e
     if t.tzinfo is None:
-        raise ContractError(f"time {s!r} has no timezone; send UTC with a trailing Z")
-    return t.astimezone(UTC)
+        raise ContractError(f"time {s[:64]!r} has no timezone; send UTC with a trailing Z")
+    try:
+        return t.astimezone(UTC)
+    except OverflowError as e:
+        raise ContractError(f"time {s[:64]!r} is out of range") from e
 
 
 def encode_batch(events: list[Event]) -> bytes:
@@ -185,72 +253,130 @@ def encode_event(event: Event) -> bytes:
     return orjson.dumps(event.to_dict())
 
 
-def decode_event(obj: Any) -> Event:
-    """Validate one decoded JSON envelope and build an Event, or raise ContractError."""
-    if not isinstance(obj, dict):
+def check_envelope(obj: Any, *, key: str | None = None, received: datetime | None = None) -> datetime:
+    """Check one decoded JSON envelope against the contract; return its (possibly re-timed) UTC time.
+
+    The one validation every consumer runs (the stream worker through `decode_event`, the storage sink
+    directly, without building an Event). Raises ContractError saying what is wrong and how to fix it.
+    `key` is the Kafka message key: an envelope must speak for the host that keys its message.
+    `received` is the message's arrival time: an envelope dated outside the window around it is re-timed
+    in place (see MAX_PAST, MAX_FUTURE); without it, times outside EARLIEST..LATEST are refused.
+    """
+    if type(obj) is not dict:
         raise ContractError(f"an event must be a JSON object, got {type(obj).__name__}")
     for name, types in ENVELOPE_FIELDS.items():
-        value = obj.get(name)
         if name not in obj:
             raise ContractError(f"envelope field {name!r} is missing")
-        if not isinstance(value, types) or isinstance(value, bool):
+        if type(obj[name]) not in types:
             raise ContractError(f"envelope field {name!r} must be {types[0].__name__}, "
-                                f"got {type(value).__name__}")
+                                f"got {type(obj[name]).__name__}")
     if obj["schema_version"] != SCHEMA_VERSION:
         raise ContractError(f"schema_version {obj['schema_version']} is not supported "
                             f"(this build reads version {SCHEMA_VERSION}); upgrade herdwatch")
-    kind = _KINDS.get(obj["kind"])
-    if kind is None:
-        raise ContractError(f"unknown kind {obj['kind']!r}; known kinds: {', '.join(_KINDS)}")
-    if not obj["host_id"]:
-        raise ContractError("host_id is empty")
-    if obj["seq"] < 0:
-        raise ContractError("seq must be >= 0")
+    kind = obj["kind"]
+    if kind not in _KINDS:
+        raise ContractError(f"unknown kind {kind[:64]!r}; known kinds: {', '.join(_KINDS)}")
+    for name in ("host_id", "boot_id", "image_id", "image_family"):
+        value = obj[name]
+        if not value:
+            raise ContractError(f"{name} is empty")
+        if not (0 < len(value) <= MAX_ID_CHARS and SAFE_ID.fullmatch(value)):
+            raise ContractError(f"{name} {value[:64]!r} must be 1..{MAX_ID_CHARS} characters of "
+                                f"letters, digits and ._:/@+=~,- starting with a letter or digit")
+    if key is not None and obj["host_id"] != key:
+        raise ContractError(f"host_id {obj['host_id'][:64]!r} disagrees with the message key {key[:64]!r}; "
+                            "key each message with the host_id of its events")
+    if not UUID.fullmatch(obj["event_id"]):
+        raise ContractError(f"event_id {obj['event_id'][:64]!r} is not a UUID (send a UUIDv7 string)")
+    if not 0 <= obj["seq"] <= MAX_SEQ:
+        raise ContractError(f"seq must be in 0..{MAX_SEQ}")
+    _check_tags(obj["tags"])
     payload = obj["payload"]
-    for name, types in PAYLOAD_FIELDS[kind].items():
+    for name, types in PAYLOAD_FIELDS[_KINDS[kind]].items():
         if name not in payload:
-            raise ContractError(f"{kind.value} payload field {name!r} is missing")
+            raise ContractError(f"{kind} payload field {name!r} is missing")
         value = payload[name]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ContractError(f"{kind.value} payload field {name!r} has type {type(value).__name__}")
-    return Event(kind=kind, time=parse_time(obj["time"]), host_id=obj["host_id"], boot_id=obj["boot_id"],
+        if type(value) not in types:
+            raise ContractError(f"{kind} payload field {name!r} has type {type(value).__name__}")
+    if kind in ITEM_CHECKS:
+        name, check = ITEM_CHECKS[kind]
+        if problem := check(payload[name]):
+            raise ContractError(f"{kind} payload field {name!r}: {problem}")
+    if _depth(payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
+        raise ContractError(f"{kind} payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    t = parse_time(obj["time"])
+    low, high = (received - MAX_PAST, received + MAX_FUTURE) if received else (EARLIEST, LATEST)
+    if low <= t <= high:
+        return t
+    if received is None:
+        raise ContractError(f"time {obj['time'][:64]!r} is outside {EARLIEST.year}..{LATEST.year}")
+    obj["tags"] = {**obj["tags"], ORIGINAL_TIME_TAG: obj["time"]}
+    obj["time"] = format_time(received)
+    return received
+
+
+def _check_tags(tags: dict[str, Any]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise ContractError(f"{len(tags)} tags, at most {MAX_TAGS} are accepted")
+    for k, v in tags.items():
+        if not TAG_KEY.fullmatch(k):
+            raise ContractError(f"tag name {k[:64]!r} must be 1..64 characters of letters, digits and ._:/-")
+        if type(v) is not str:
+            raise ContractError(f"tag {k!r} must be a string, got {type(v).__name__}")
+        if len(v) > MAX_TAG_CHARS or UNSAFE_CHARS.search(v):
+            raise ContractError(f"tag {k!r} is longer than {MAX_TAG_CHARS} characters or has control characters")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of JSON containers, counting no further than limit + 1."""
+    if type(value) is dict:
+        children: Any = value.values()
+    elif type(value) is list:
+        children = value
+    else:
+        return 0
+    if limit < 0:
+        return 1
+    return 1 + max((_depth(c, limit - 1) for c in children), default=0)
+
+
+LOG_APPEND_TIME = 2
+"""Kafka's timestamp type for a time set by the broker on arrival (librdkafka TIMESTAMP_LOG_APPEND_TIME)."""
+
+
+def arrival_time(timestamp: tuple[int, int]) -> datetime | None:
+    """A message's arrival time if the broker set it (topic message.timestamp.type=LogAppendTime), else None.
+
+    A producer's own timestamp (CreateTime) comes from the same clock as its events, so it proves nothing
+    about that clock: only the broker's time is used to judge a host's clock.
+    """
+    kind, ms = timestamp
+    if kind != LOG_APPEND_TIME or ms <= 0:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def is_retimed(event: Event) -> bool:
+    """True if the event arrived from a host whose clock is off (its own time is in ORIGINAL_TIME_TAG)."""
+    return ORIGINAL_TIME_TAG in event.tags
+
+
+def decode_event(obj: Any, *, key: str | None = None, received: datetime | None = None) -> Event:
+    """Validate one decoded JSON envelope (`check_envelope`) and build an Event, or raise ContractError."""
+    t = check_envelope(obj, key=key, received=received)
+    return Event(kind=_KINDS[obj["kind"]], time=t, host_id=obj["host_id"], boot_id=obj["boot_id"],
                  image_id=obj["image_id"], image_family=obj["image_family"], seq=obj["seq"],
-                 payload=payload, tags=obj["tags"], event_id=obj["event_id"],
+                 payload=obj["payload"], tags=obj["tags"], event_id=obj["event_id"],
                  schema_version=obj["schema_version"])
 
 
-_PAYLOAD_CHECKS = {kind.value: tuple(fields.items()) for kind, fields in PAYLOAD_FIELDS.items()}
-_MISSING = object()
-
-
-def accepted_time(obj: Any) -> datetime | None:
-    """The UTC time of a decoded JSON envelope that `decode_event` accepts, else None.
-
-    The checks of `decode_event` without building an Event, for readers of many events (the storage
-    sink). Only exact JSON types pass, as orjson produces them, so this never accepts what decode_event
-    refuses; on None, call decode_event for the reason.
-    """
-    if type(obj) is not dict:
-        return None
-    get = obj.get
-    version, seq, kind, host_id = get("schema_version"), get("seq"), get("kind"), get("host_id")
-    payload = get("payload")
-    if not (type(version) is int and version == SCHEMA_VERSION and type(seq) is int and seq >= 0
-            and type(kind) is str and type(host_id) is str and host_id and type(payload) is dict
-            and type(get("tags")) is dict and type(get("event_id")) is str and type(get("time")) is str
-            and type(get("boot_id")) is str and type(get("image_id")) is str
-            and type(get("image_family")) is str):
-        return None
-    fields = _PAYLOAD_CHECKS.get(kind)
-    if fields is None:
-        return None
-    for name, types in fields:
-        if type(payload.get(name, _MISSING)) not in types:
-            return None
+def raw_of(item: Any) -> bytes:
+    """The bytes to dead-letter for one rejected item: its JSON, or a bounded repr if it cannot be encoded
+    (orjson reads deeper nesting than it writes)."""
     try:
-        return parse_time(obj["time"])
-    except ContractError:
-        return None
+        return orjson.dumps(item)
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(item)[:4096].encode("utf-8", "backslashreplace")
 
 
 def batch_items(value: bytes | None) -> tuple[list[Any], list[Rejected]]:
@@ -267,16 +393,19 @@ def batch_items(value: bytes | None) -> tuple[list[Any], list[Rejected]]:
     return (obj if isinstance(obj, list) else [obj]), []
 
 
-def decode_batch(value: bytes | None) -> tuple[list[Event], list[Rejected]]:
+def decode_batch(value: bytes | None, *, key: bytes | str | None = None,
+                 received: datetime | None = None) -> tuple[list[Event], list[Rejected]]:
     """Decode one telemetry message (a JSON array of envelopes, or one envelope).
 
     Returns the valid events and the rejected parts; a message that is not JSON at all is rejected whole.
+    `key` and `received` are the message's key and arrival time (see `check_envelope`).
     """
     items, rejected = batch_items(value)
+    host = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
     events: list[Event] = []
     for item in items:
         try:
-            events.append(decode_event(item))
+            events.append(decode_event(item, key=host, received=received))
         except ContractError as e:
-            rejected.append(Rejected(str(e), orjson.dumps(item)))
+            rejected.append(Rejected(str(e), raw_of(item)))
     return events, rejected

@@ -12,17 +12,13 @@ keys for Python to write or for the engine to read); the other tables' rows are 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from contract.events import ContractError, Rejected, accepted_time, batch_items, decode_event, format_time
-
-MAX_SEQ = 2**63 - 1
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+from contract.events import ContractError, Rejected, batch_items, check_envelope, format_time, raw_of
 
 EVENT_COLUMNS = ["event_id", "kind", "time", "host_id", "boot_id", "image_id", "image_family", "seq", "tags",
                  "payload", "schema_version", "kafka_partition", "kafka_offset"]
@@ -89,30 +85,25 @@ def cause_of(reason: str) -> str:
     return "invalid"
 
 
-def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_bytes: int,
+def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_bytes: int, *,
+                   key: bytes | None = None, received: datetime | None = None,
                    ) -> tuple[list[tuple[str, bytes]], list[Rejected]]:
     """(event_id, JSON row for `events`) for each valid event of one telemetry message.
 
-    Checks what contract.events.decode_batch checks, plus what the table needs, in one pass over
-    the decoded JSON and without building Event objects; an envelope that fails goes through
-    decode_event for the reason, so the dead-letter reasons are the contract's own.
+    Runs the contract's own check (`contract.events.check_envelope`, the same as the stream worker's) on
+    the decoded JSON without building Event objects, plus the row size limit; `key` and `received` are the
+    message's key and arrival time. Never raises on bad input.
     """
     items, rejected = batch_items(value)
+    host = key.decode("utf-8", "replace") if key is not None else None
     out: list[tuple[str, bytes]] = []
     for item in items:
-        t = accepted_time(item)
-        if t is None:  # the contract says why (or, for input orjson never makes, builds the event)
-            try:
-                e = decode_event(item)
-            except ContractError as err:
-                rejected.append(Rejected(str(err), orjson.dumps(item)))
-                continue
-            item, t = e.to_dict(), e.time
-        event_id = item["event_id"]
-        problem = _check_event(event_id, item["seq"], item["tags"], t.year)
-        if problem:
-            rejected.append(Rejected(problem, orjson.dumps(decode_event(item).to_dict())))
+        try:
+            t = check_envelope(item, key=host, received=received)
+        except ContractError as err:
+            rejected.append(Rejected(str(err), raw_of(item)))
             continue
+        event_id = item["event_id"]
         line = orjson.dumps([
             event_id, item["kind"], t, item["host_id"], item["boot_id"], item["image_id"],
             item["image_family"], item["seq"], item["tags"], item["payload"], item["schema_version"],
@@ -124,19 +115,6 @@ def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_byt
             continue
         out.append((event_id, line))
     return out, rejected
-
-
-def _check_event(event_id: str, seq: int, tags: dict[str, Any], year: int) -> str | None:
-    if not _UUID.fullmatch(event_id):
-        return f"event_id {event_id[:64]!r} is not a UUID (send a UUIDv7 string)"
-    if seq > MAX_SEQ:
-        return f"seq {seq} is larger than {MAX_SEQ}"
-    if not 1970 <= year <= 2200:
-        return f"event time year {year} is outside 1970..2200"
-    for k, v in tags.items():
-        if not isinstance(v, str):
-            return f"tag {k!r} must be a string, got {type(v).__name__}"
-    return None
 
 
 def _obj(value: bytes | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from contract.events import arrival_time
 from contract.settings import KafkaSettings
 from storage import rows as r
 from storage import signals
@@ -243,7 +244,8 @@ class Sink:
         if self._batch_started is None:
             self._batch_started = time.monotonic()
         if self.topics[topic] == "events":
-            good, rejected = r.telemetry_rows(m.value(), partition, offset, self.settings.max_row_bytes)
+            good, rejected = r.telemetry_rows(m.value(), partition, offset, self.settings.max_row_bytes,
+                                              key=m.key(), received=arrival_time(m.timestamp()))
             fresh = self._recent.unseen(good)
             if len(fresh) < len(good):
                 self.stats.duplicates += len(good) - len(fresh)
