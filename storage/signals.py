@@ -19,3 +19,13 @@ paused = Signal("sink_paused", "consumption paused because the store is unavaila
 resumed = Signal("sink_resumed", "consumption resumed after the store came back", level=logging.INFO)
 commit_failed = Signal("sink_commit_failed", "offset commits that failed (rows are deduplicated on restart)",
                        level=logging.WARNING)
+query_refused = Signal("query_refused", "SQL refused before it ran (not one safe read statement)",
+                       labels=("why",), level=logging.WARNING)
+endpoint_busy = Signal("endpoint_busy", "query endpoint connections refused because every worker was busy",
+                       level=logging.WARNING)
+endpoint_timeout = Signal("endpoint_timeout", "query endpoint connections cut off for sending or reading too slowly",
+                          level=logging.WARNING)
+endpoint_bad_request = Signal("endpoint_bad_request", "query endpoint requests refused as malformed",
+                              labels=("why",), level=logging.WARNING)
+message_failed = Signal("sink_message_failed", "messages that raised while being turned into rows (dead-lettered)",
+                        labels=("topic",), level=logging.ERROR)

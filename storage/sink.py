@@ -240,9 +240,18 @@ class Sink:
             self.stats.first_message_at = time.monotonic()
         if tp not in self._first_offset:
             self._first_offset[tp] = offset
-        self._pending[tp] = offset + 1
         if self._batch_started is None:
             self._batch_started = time.monotonic()
+        try:
+            self._rows_of(m, topic, partition, offset)
+        except Exception as e:  # a bug or an input nobody foresaw: the message becomes a dead letter
+            signals.message_failed.emit(topic=topic)
+            self._dead_letter(m, f"internal error: {type(e).__name__}: {str(e)[:200]}", m.value() or b"")
+        # only now, when the message is buffered for storage or dead-lettered, may its offset be committed
+        self._pending[tp] = offset + 1
+
+    def _rows_of(self, m: Message, topic: str, partition: int, offset: int) -> None:
+        """Buffer the rows of one message for its table; dead-letter what the contract refuses."""
         if self.topics[topic] == "events":
             good, rejected = r.telemetry_rows(m.value(), partition, offset, self.settings.max_row_bytes,
                                               key=m.key(), received=arrival_time(m.timestamp()))
@@ -253,17 +262,17 @@ class Sink:
             self.buffers["events"].add_message(fresh, partition, offset)
             for rej in rejected:
                 self._dead_letter(m, rej.reason, rej.raw)
-        else:
-            try:
-                key, line = self._row_makers[topic](m.value(), partition, offset)
-            except ValueError as e:
-                self._dead_letter(m, str(e), m.value() or b"")
-                return
-            if len(line) > self.settings.max_row_bytes:
-                self._dead_letter(m, f"oversized: row is {len(line)} bytes, the limit is "
-                                     f"{self.settings.max_row_bytes}", m.value() or b"")
-                return
-            self.buffers[self.topics[topic]].add(line, partition, offset, key)
+            return
+        try:
+            key, line = self._row_makers[topic](m.value(), partition, offset)
+        except ValueError as e:
+            self._dead_letter(m, str(e), m.value() or b"")
+            return
+        if len(line) > self.settings.max_row_bytes:
+            self._dead_letter(m, f"oversized: row is {len(line)} bytes, the limit is "
+                                 f"{self.settings.max_row_bytes}", m.value() or b"")
+            return
+        self.buffers[self.topics[topic]].add(line, partition, offset, key)
 
     def _dead_letter(self, m: Message, reason: str, raw: bytes) -> None:
         topic = m.topic() or ""
