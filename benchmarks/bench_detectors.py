@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors import FamilyEngine, HostState, Observation
+from detectors import EngineConfig, FamilyEngine, HostState, Observation
 from detectors.backtest import replay
 from detectors.evaluation import evaluate, format_comparison
 from detectors.reference import GlobalModel, HostHistoryModel
@@ -48,7 +48,7 @@ def host_features(i: int, rng: random.Random) -> list[str]:
 
 def bench_throughput(hosts: int, n_obs: int) -> None:
     rng = random.Random(1)
-    engine = FamilyEngine(mv_enabled=False)
+    engine = FamilyEngine(config=EngineConfig(mv_enabled=False))
     for i in range(hosts):
         engine.process(Observation(f"h{i}", "ami-bench", "bench", T0, tuple(host_features(i, rng)), first=True))
     toggles = [f"proc:/usr/bin/job|job --run #|batch{k}" for k in range(8)] + [
@@ -85,7 +85,7 @@ def bench_throughput(hosts: int, n_obs: int) -> None:
         push=None,
     )
     states: dict[str, HostState] = {}
-    engine2 = FamilyEngine(mv_enabled=False)
+    engine2 = FamilyEngine(config=EngineConfig(mv_enabled=False))
     start = time.perf_counter()
     n = 0
     for e in fleet.events:

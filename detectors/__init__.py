@@ -1,9 +1,10 @@
 """herdwatch detectors: a pure library (plain Python, numpy, scikit-learn; no Kafka, Faust or ClickHouse).
 
-    from detectors import HostState, FamilyEngine, SequenceGap
+    from detectors import EngineConfig, FamilyEngine, HostState, SequenceGap
 
 HostState turns one host's events into Observations; FamilyEngine learns and scores them against the
-host's cohort (hosts cloned from the same image) with rollout awareness; SequenceGap spots lost events.
+host's cohort (hosts cloned from the same image) with rollout awareness, configured by one EngineConfig
+(typed, checked when built); SequenceGap spots lost events.
 The detector classes (river style: learn_one / score_one, constructor args are the whole config) are
 exported for reuse and listed in DETECTORS. See docs/detection.md.
 """
@@ -12,6 +13,7 @@ from contract.findings import Finding, FindingKind, RolloutEvent, RolloutStatus,
 from detectors.baseline import CohortBaseline
 from detectors.drift import ConfigDrift
 from detectors.engine import FamilyEngine
+from detectors.engine_config import EngineConfig, EngineConfigError
 from detectors.host_state import HostState
 from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
@@ -29,6 +31,8 @@ __all__ = [
     "CohortBaseline",
     "CohortRarity",
     "ConfigDrift",
+    "EngineConfig",
+    "EngineConfigError",
     "FamilyEngine",
     "Finding",
     "FindingKind",

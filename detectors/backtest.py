@@ -31,6 +31,7 @@ import orjson
 from contract.events import ContractError, Event, decode_event, format_time
 from contract.findings import Finding, RolloutEvent
 from detectors.engine import FamilyEngine, Output
+from detectors.engine_config import EngineConfig
 from detectors.host_state import HostState
 from detectors.sequence import SequenceGap
 from detectors.types import Observation
@@ -138,9 +139,9 @@ class FamilyEngines:
     The stream workers keep engines this way; `replay` defaults to one FamilyEngine for every family.
     """
 
-    def __init__(self, **config: Any) -> None:
-        self.record_scores = bool(config.pop("record_scores", False))
-        self.config = config
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = EngineConfig() if config is None else config
+        self.record_scores = self.config.record_scores
         self.engines: dict[str, FamilyEngine] = {}
         self.last_scores: dict[str, float] = {}
         """The scores of the engine that processed the last observation."""
@@ -148,7 +149,8 @@ class FamilyEngines:
     def process(self, obs: Observation) -> list[Output]:
         engine = self.engines.get(obs.image_family)
         if engine is None:
-            engine = self.engines[obs.image_family] = FamilyEngine(record_scores=self.record_scores, **self.config)
+            engine = self.engines[obs.image_family] = FamilyEngine(config=self.config)
+            engine.record_scores = self.record_scores
         out = engine.process(obs)
         self.last_scores = engine.last_scores
         return out

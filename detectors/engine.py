@@ -1,6 +1,6 @@
 """FamilyEngine: learns and scores host observations against their cohort, with rollout awareness.
 
-    engine = FamilyEngine(store=None, **config)
+    engine = FamilyEngine(store=None, config=EngineConfig(min_hosts=5))
     out = engine.process(obs)     # learn + score one Observation -> [Finding | RolloutEvent]
     out += engine.tick(now)       # periodic, event time: timeouts, rollouts, stale images, model refits
 
@@ -27,6 +27,7 @@ from contract.findings import Finding, FindingKind, RolloutEvent, Severity
 from detectors.base import hhmmss, to_datetime
 from detectors.baseline import CohortBaseline
 from detectors.drift import ConfigDrift
+from detectors.engine_config import EngineConfig
 from detectors.features import IMMEDIATE_KINDS, STATE_KINDS, describe, kind_of, split_state
 from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
@@ -53,89 +54,64 @@ _SEVERITY_SCORE = {
 
 
 class FamilyEngine:
-    """Composes the detectors over one shared CohortBaseline. Constructor arguments are the whole config."""
+    """Composes the detectors over one shared CohortBaseline. `config` (EngineConfig) is the whole config."""
 
     def __init__(
         self,
         store: MutableMapping[str, Any] | None = None,
+        config: EngineConfig | None = None,
         *,
-        rare_fraction: float = 0.1,
-        min_hosts: int = 3,
-        majority: float = 0.5,
-        absent_majority: float = 0.9,
-        confirm_s: float = 30.0,
-        grace_s: float = 120.0,
-        settle_s: float = 60.0,
-        recheck_s: float = 30.0,
-        suppress_s: float = 3600.0,
-        host_timeout_s: float = 300.0,
-        self_learn_s: float = 600.0,
-        rollout_hold_s: float = 1800.0,
-        complete_share: float = 0.9,
-        rollout_complete_after_s: float = 300.0,
-        image_retention_s: float = 86400.0,
-        policies: str | None = None,
-        peer_min_z: float = 5.0,
-        peer_min_rel: float = 0.5,
-        peer_min_abs: dict[str, float] | None = None,
-        peer_persistence: int = 5,
-        peer_window_s: float = 180.0,
-        peer_min_peers: int = 5,
-        mv_enabled: bool = True,
-        mv_min_hosts: int = 16,
-        mv_refit_s: float = 120.0,
-        mv_threshold: float = 0.6,
-        mv_min_z: float = 6.0,
-        mv_persistence: int = 2,
-        record_scores: bool = False,
         family: str | None = None,
     ) -> None:
+        """`store`: where durable state lives (a dict by default); `config`: every knob (EngineConfig);
+        `family`: load only this family's keys from a store shared with other engines."""
+        c = self.config = EngineConfig() if config is None else config
         self.store: MutableMapping[str, Any] = {} if store is None else store
-        self.min_hosts = int(min_hosts)
-        self.majority = float(majority)
-        self.absent_majority = float(absent_majority)
-        self.confirm_s = float(confirm_s)
-        self.grace_s = float(grace_s)
-        self.settle_s = float(settle_s)
-        self.recheck_s = float(recheck_s)
-        self.host_timeout_s = float(host_timeout_s)
-        self.self_learn_s = float(self_learn_s)
-        self.image_retention_s = float(image_retention_s)
-        self.peer_persistence = int(peer_persistence)
-        self.mv_enabled = bool(mv_enabled)
-        self.mv_persistence = int(mv_persistence)
-        self.record_scores = bool(record_scores)
+        self.min_hosts = c.min_hosts
+        self.majority = c.majority
+        self.absent_majority = c.absent_majority
+        self.confirm_s = c.confirm_s
+        self.grace_s = c.grace_s
+        self.settle_s = c.settle_s
+        self.recheck_s = c.recheck_s
+        self.host_timeout_s = c.host_timeout_s
+        self.self_learn_s = c.self_learn_s
+        self.image_retention_s = c.image_retention_s
+        self.peer_persistence = c.peer_persistence
+        self.mv_enabled = c.mv_enabled
+        self.mv_persistence = c.mv_persistence
+        self.record_scores = c.record_scores
         b = self.baseline = CohortBaseline(self.store, family=family)
-        self.rarity = CohortRarity(rare_fraction, min_hosts, baseline=b)
-        self.drift = ConfigDrift(rare_fraction, majority, min_hosts, baseline=b)
-        self.policy = PolicyCheck(policies, majority, baseline=b)
+        self.rarity = CohortRarity(c.rare_fraction, c.min_hosts, baseline=b)
+        self.drift = ConfigDrift(c.rare_fraction, c.majority, c.min_hosts, baseline=b)
+        self.policy = PolicyCheck(c.policies, c.majority, baseline=b)
         self.peers = PeerDeviation(
-            peer_min_z,
-            peer_min_rel,
-            peer_min_abs,
-            peer_persistence,
-            peer_window_s,
+            c.peer_min_z,
+            c.peer_min_rel,
+            None if c.peer_min_abs is None else dict(c.peer_min_abs),
+            c.peer_persistence,
+            c.peer_window_s,
             baseline=b,
-            min_peers=peer_min_peers,
+            min_peers=c.peer_min_peers,
         )
         self.mv = MultivariateOutlier(
-            min_hosts=mv_min_hosts,
-            refit_s=mv_refit_s,
-            window_s=peer_window_s,
-            threshold=mv_threshold,
-            min_z=mv_min_z,
+            min_hosts=c.mv_min_hosts,
+            refit_s=c.mv_refit_s,
+            window_s=c.peer_window_s,
+            threshold=c.mv_threshold,
+            min_z=c.mv_min_z,
             baseline=b,
         )
         self.rollout = RolloutTracker(
-            min_hosts,
-            majority,
-            rare_fraction,
-            complete_share,
-            hold_s=rollout_hold_s,
-            complete_after_s=rollout_complete_after_s,
+            c.min_hosts,
+            c.majority,
+            c.rare_fraction,
+            c.complete_share,
+            hold_s=c.rollout_hold_s,
+            complete_after_s=c.rollout_complete_after_s,
             baseline=b,
         )
-        self.suppress = Suppressor(self.store, suppress_s)
+        self.suppress = Suppressor(self.store, c.suppress_s)
         self.now = 0.0
         self.last_scores: dict[str, float] = {}
         """Per-detector scores of the last processed observation (when record_scores is on)."""

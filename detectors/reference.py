@@ -15,14 +15,15 @@ from typing import Any
 from contract.findings import Finding, FindingKind, Severity
 from detectors.base import to_datetime
 from detectors.engine import FamilyEngine, Output
+from detectors.engine_config import EngineConfig
 from detectors.types import Observation
 
 
 class GlobalModel:
     """The cohort engine with every host put in one fleet-wide cohort."""
 
-    def __init__(self, **config: Any) -> None:
-        self.engine = FamilyEngine(**config)
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.engine = FamilyEngine(config=config)
 
     def process(self, obs: Observation) -> list[Output]:
         return self.engine.process(dataclasses.replace(obs, image_id="global", image_family="global"))
@@ -37,9 +38,14 @@ class HostHistoryModel:
     reports, for `persistence` reports in a row)."""
 
     def __init__(
-        self, alpha: float = 0.05, min_z: float = 5.0, warmup: int = 30, persistence: int = 3, **config: Any
+        self,
+        alpha: float = 0.05,
+        min_z: float = 5.0,
+        warmup: int = 30,
+        persistence: int = 3,
+        config: EngineConfig | None = None,
     ) -> None:
-        self.engine = FamilyEngine(mv_enabled=False, **config)
+        self.engine = FamilyEngine(config=(config or EngineConfig()).replace(mv_enabled=False))
         self.alpha = float(alpha)
         self.min_z = float(min_z)
         self.warmup = int(warmup)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import orjson
 
 from contract.findings import Finding, HostLifecycle, RolloutEvent
-from detectors import FamilyEngine
+from detectors import EngineConfig, FamilyEngine
 from detectors.types import Observation
 
 log = logging.getLogger("herdwatch.streams")
@@ -147,7 +147,7 @@ class CohortStage:
         e = self.engines.get(family)
         if e is None:
             e = self.engines[family] = FamilyEngine(FamilyStore(family, self.baselines, self.rollouts),
-                                                    **self.engine_config)
+                                                    EngineConfig.from_mapping(self.engine_config))
         return e
 
     def now(self, family: str) -> float:

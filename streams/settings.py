@@ -11,10 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.settings import KafkaSettings, default_var_dir
+from detectors.engine_config import EngineConfig
 
 
 class WorkerSettings(BaseSettings):
@@ -46,7 +47,14 @@ class WorkerSettings(BaseSettings):
     """How fast the group notices a dead worker (Kafka's group.min.session.timeout.ms is 6 s)."""
     loglevel: str = "warn"
     engine: dict[str, Any] = Field(default_factory=dict)
-    """Extra FamilyEngine settings (JSON in HERDWATCH_WORKER_ENGINE), e.g. {"min_hosts": 3}."""
+    """FamilyEngine settings (JSON in HERDWATCH_WORKER_ENGINE), e.g. {"min_hosts": 3}: the knobs of
+    detectors.EngineConfig, checked when the settings load, so a typo stops the worker at start."""
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_knobs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        EngineConfig.from_mapping(value)  # raises with the fix ("did you mean min_hosts?", accepted range)
+        return value
 
     def worker_dir(self) -> Path:
         return self.data_dir / f"{self.app_id}-{uuid.uuid4().hex[:8]}"

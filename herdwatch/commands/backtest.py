@@ -147,7 +147,7 @@ class _ScoreWriter:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detectors import FamilyEngine, Finding
+    from detectors import EngineConfig, EngineConfigError, FamilyEngine, Finding
     from detectors.backtest import replay
     from detectors.evaluation import evaluate, format_comparison
 
@@ -158,14 +158,11 @@ def run(args: argparse.Namespace) -> int:
         more, more_bad = _read_storage(args.query, args.where)
         events += more
         bad += more_bad
-    knobs = _knobs(args.set)
     try:
-        engine = FamilyEngine(**knobs)
-    except TypeError as e:
-        import inspect
-
-        known = [k for k in inspect.signature(FamilyEngine).parameters if k != "store"]
-        raise ValueError(f"--set: {e}; known knobs: {', '.join(known)} (see docs/detection.md)") from e
+        config = EngineConfig.from_mapping(_knobs(args.set))
+    except EngineConfigError as e:
+        raise ValueError(f"--set: {e} (see docs/detection.md)") from e
+    engine = FamilyEngine(config=config)
     writer = _ScoreWriter(args.scores) if args.scores else None
     try:
         result = replay(events, engine, tick_s=args.tick, on_scores=writer)

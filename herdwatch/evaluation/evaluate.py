@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from detectors import EngineConfig
 from herdwatch.evaluation.chart import render_html
 from herdwatch.evaluation.report import RunInfo, build_report
 from herdwatch.evaluation.runner import DetectionRun, run_detectors
@@ -27,7 +28,7 @@ def evaluate_scenario(
     scenario: str | Path,
     seed: int | None = None,
     start: datetime | None = None,
-    engine_config: dict[str, Any] | None = None,
+    engine_config: EngineConfig | None = None,
     grace_s: float = 300.0,
 ) -> EvaluationResult:
     """Simulate `scenario` (file or bundled name), run the detectors offline, build the report."""

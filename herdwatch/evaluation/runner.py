@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from contract.findings import Finding, RolloutEvent
+from detectors import EngineConfig
 from detectors.backtest import FamilyEngines, HostSeen, Replay
 from simulator.fleet import Cycle
 
@@ -40,9 +41,11 @@ class DetectionRun:
     cycle_times: list[datetime] = field(default_factory=list)
 
 
-def run_detectors(cycles: Iterable[Cycle], engine_config: dict[str, Any] | None = None) -> DetectionRun:
-    """Feed every batch of every cycle through the detectors; returns their findings and rollout events."""
-    engines = FamilyEngines(**{"record_scores": True, **(engine_config or {})})
+def run_detectors(cycles: Iterable[Cycle], engine_config: EngineConfig | None = None) -> DetectionRun:
+    """Feed every batch of every cycle through the detectors; returns their findings and rollout events.
+
+    Every detector's scores are recorded (for the chart), whatever `engine_config.record_scores` says."""
+    engines = FamilyEngines((engine_config or EngineConfig()).replace(record_scores=True))
     run = DetectionRun()
 
     def note_score(record: dict[str, Any]) -> None:

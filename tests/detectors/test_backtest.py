@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from contract.events import Event
-from detectors import FamilyEngine, FindingKind
+from detectors import EngineConfig, FamilyEngine, FindingKind
 from detectors.backtest import EVENT_COLUMNS, BadLine, FamilyEngines, Replay, parse_lines, replay, row_to_envelope
 from detectors.synthetic import Cohort, build_fleet, write_jsonl
 from detectors.types import Observation
@@ -118,7 +118,7 @@ def test_family_engines_keep_each_family_apart_and_report_its_scores() -> None:
         spike=None,
         push=None,
     )
-    engines = FamilyEngines(confirm_s=60)
+    engines = FamilyEngines(EngineConfig(confirm_s=60))
     scores: list[dict] = []
     result = replay(fleet.events, engines, on_scores=scores.append)
     assert set(engines.engines) == {"web", "app"}
@@ -209,4 +209,5 @@ def test_unknown_knob_lists_the_known_ones(tmp_path: Path, capsys: pytest.Captur
     write_jsonl(small_fleet(30), str(data))
     assert main(["backtest", str(data), "--set", "confirm_seconds=5"]) == 1
     err = capsys.readouterr().err
-    assert "known knobs:" in err and "confirm_s" in err
+    assert "unknown engine setting 'confirm_seconds' (did you mean confirm_s?)" in err
+    assert "known settings: rare_fraction, min_hosts" in err

@@ -2,7 +2,7 @@ import pickle
 
 from det_helpers import BASE, advance, at, findings, join, obs, rollouts
 
-from detectors import FamilyEngine, FindingKind, RolloutStatus, Severity
+from detectors import EngineConfig, FamilyEngine, FindingKind, RolloutStatus, Severity
 
 MINER = "proc:/tmp/.x/xmrig|/tmp/.x/xmrig -o pool:#|www-data"
 
@@ -40,7 +40,7 @@ def test_feature_pushed_to_the_whole_cohort_moves_the_baseline_not_the_alerts() 
 
 
 def test_cohort_wide_traffic_spike_does_not_alert_but_one_host_does() -> None:
-    e = FamilyEngine(mv_enabled=False)
+    e = FamilyEngine(config=EngineConfig(mv_enabled=False))
     join(e, "ami-web", 12)
     out = []
     for k in range(30):
@@ -83,7 +83,7 @@ def test_config_drift_and_policy_violation_on_one_host() -> None:
 
 
 def test_missing_majority_value_is_drift() -> None:
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     join(e, "ami-app", 10)
     e.process(obs("ami-app-h04", "ami-app", 50, removed=("mod:ext4",)))
     fs = findings(advance(e, 60, 300))
@@ -92,7 +92,7 @@ def test_missing_majority_value_is_drift() -> None:
 
 
 def test_image_wide_policy_violation_is_reported_once_per_image() -> None:
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     join(e, "ami-old", 8, features=(*BASE, "cfg:sshd.passwordauthentication=yes"))
     fs = findings(advance(e, 0, 400))
     assert len(fs) == 1
@@ -102,7 +102,7 @@ def test_image_wide_policy_violation_is_reported_once_per_image() -> None:
 
 
 def test_new_host_inherits_the_baseline_at_its_first_event() -> None:
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     join(e, "ami-web", 10)
     advance(e, 0, 600)
     e.process(obs("newcomer", "ami-web", 700, (*BASE, MINER), first=True))
@@ -111,7 +111,7 @@ def test_new_host_inherits_the_baseline_at_its_first_event() -> None:
 
 
 def test_small_cohort_falls_back_to_its_family_and_says_so() -> None:
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     join(e, "ami-web", 10, family="web")
     join(e, "ami-web-tiny", 2, family="web", s=1.0)
     advance(e, 0, 2000)  # any rollout hold has expired
@@ -122,7 +122,7 @@ def test_small_cohort_falls_back_to_its_family_and_says_so() -> None:
 
 
 def test_rollout_reports_the_diff_once_and_no_host_anomalies() -> None:
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     out = join(e, "ami-v1", 10, family="api")
     new = (*BASE[:-2], "pkg:nginx=1.26.0", "proc:/opt/api/v43/node|node server.js|api", "mod:ext4")
     for i in range(10):  # replace one host per minute
@@ -144,7 +144,7 @@ def test_rollout_reports_the_diff_once_and_no_host_anomalies() -> None:
 
 
 def test_stale_image_after_completed_rollout_and_rollback() -> None:
-    e = FamilyEngine(rollout_complete_after_s=100, host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(rollout_complete_after_s=100, host_timeout_s=1e6))
     out = join(e, "ami-v1", 10, family="api")
     for i in range(9):
         out += e.process(obs(f"ami-v1-h{i:02d}", "ami-v1", 10 + i, family="api", gone=True))
@@ -160,7 +160,7 @@ def test_stale_image_after_completed_rollout_and_rollback() -> None:
 
 
 def test_duplicates_are_suppressed_for_the_window() -> None:
-    e = FamilyEngine(suppress_s=1000, confirm_s=0, settle_s=0)
+    e = FamilyEngine(config=EngineConfig(suppress_s=1000, confirm_s=0, settle_s=0))
     join(e, "ami-web", 10)
     f1 = e.process(obs("ami-web-h01", "ami-web", 10, [MINER])) + advance(e, 10, 20)
     e.process(obs("ami-web-h01", "ami-web", 30, removed=(MINER,)))
@@ -171,7 +171,7 @@ def test_duplicates_are_suppressed_for_the_window() -> None:
 
 
 def test_silent_hosts_leave_the_cohort() -> None:
-    e = FamilyEngine(host_timeout_s=120)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=120))
     join(e, "ami-web", 5)
     for s in range(10, 300, 10):
         for i in range(3):
@@ -223,7 +223,7 @@ def test_engines_of_several_families_can_share_one_store() -> None:
 
 
 def test_small_family_rollout_completes_and_flags_the_host_left_behind() -> None:
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     out = join(e, "ami-c1", 6, family="cache")
     for i in range(5):
         out += e.process(obs(f"ami-c1-h{i:02d}", "ami-c1", 10 + i, family="cache", gone=True))
@@ -238,7 +238,7 @@ def test_multivariate_outlier_when_no_single_metric_is_far_enough() -> None:
     import random
 
     rng = random.Random(5)
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     join(e, "ami-app", 30)
     out = []
     for k in range(40):  # the model is refitted and the cohort scored every mv_refit_s (120 s)
@@ -260,7 +260,7 @@ def test_multivariate_outlier_when_no_single_metric_is_far_enough() -> None:
 
 
 def test_image_level_violation_is_not_repeated_as_hosts_come_and_go() -> None:
-    e = FamilyEngine(host_timeout_s=1e6, suppress_s=100)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6, suppress_s=100))
     bad = (*BASE, "cfg:sshd.passwordauthentication=yes")
     out = join(e, "ami-old", 8, features=bad)
     out += advance(e, 0, 400)
@@ -272,7 +272,7 @@ def test_image_level_violation_is_not_repeated_as_hosts_come_and_go() -> None:
 
 
 def test_a_host_that_stops_running_what_all_its_clones_run() -> None:
-    e = FamilyEngine(host_timeout_s=1e6)
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
     join(e, "ami-web", 12)
     sshd = BASE[0]
     e.process(obs("ami-web-h05", "ami-web", 50, removed=(sshd,)))
@@ -290,7 +290,8 @@ def test_engine_store_stays_bounded_while_hosts_churn() -> None:
     import random
 
     rng = random.Random(9)
-    e = FamilyEngine(host_timeout_s=120, mv_enabled=False)  # the store, not the model, is under test
+    # the store, not the model, is under test
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=120, mv_enabled=False))
     sizes, live, serial, t = [], [], 0, 0.0
     for step in range(12_000):
         t += 1.0

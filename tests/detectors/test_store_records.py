@@ -69,7 +69,7 @@ def test_pending_judgement_round_trips(p: PendingJudgement) -> None:
 
 
 @given(pending, st.floats(min_value=0, max_value=1e5))
-def test_pending_judgement_is_due_after_its_delay_its_spread_and_its_recheck(p: PendingJudgement, settle: float) -> None:
+def test_pending_judgement_is_due_after_delay_spread_and_recheck(p: PendingJudgement, settle: float) -> None:
     due = p.due(settle)
     assert due >= p.first + p.delay and due >= p.recheck_at
     assert due >= p.grown + (settle if len(p.hosts) > 1 else 0.0)
@@ -100,7 +100,8 @@ def test_rollout_state_round_trips(r: RolloutState) -> None:
 
 @given(st.sampled_from(KEY_FAMILIES), st.data())
 def test_every_key_family_parses_the_keys_it_builds(kf, data) -> None:  # type: ignore[no-untyped-def]
-    parts = tuple(data.draw(names) for _ in kf.parts[:-1]) + (data.draw(features if len(kf.parts) > 1 else names),)
+    last = data.draw(features if len(kf.parts) > 1 else names)
+    parts = (*(data.draw(names) for _ in kf.parts[:-1]), last)
     key = kf.key(*parts)
     assert kf.holds(key) and family_of_key(key) is kf and kf.parse(key) == parts
     assert owner_of_key(key) == (kf.owner, parts[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from contract.settings import KafkaSettings
@@ -62,3 +64,25 @@ def test_anomaly_filter() -> None:
     assert not AnomalyFilter(images={"ami-2"}).matches(f)
     assert not AnomalyFilter(families={"db"}).matches(f)
     assert "HIGH" in render(f) and "h1 (ami-1): process x" in render(f)
+
+
+def test_worker_settings_reject_an_unknown_engine_knob_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERDWATCH_WORKER_ENGINE", '{"min_host": 5}')
+    with pytest.raises(ValueError, match="unknown engine setting 'min_host' \\(did you mean min_hosts\\?\\)"):
+        WorkerSettings()
+    monkeypatch.setenv("HERDWATCH_WORKER_ENGINE", '{"rare_fraction": 2}')
+    with pytest.raises(ValueError, match="rare_fraction must be a number > 0 and <= 1, got 2"):
+        WorkerSettings()
+
+
+def test_worker_engine_settings_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detectors import EngineConfig
+
+    knobs = {"min_hosts": 5, "confirm_s": 60.0, "peer_min_abs": {"cpu_pct": 40.0}, "mv_enabled": False}
+    monkeypatch.setenv("HERDWATCH_WORKER_ENGINE", json.dumps(knobs))
+    ws = WorkerSettings()
+    assert ws.engine == knobs
+    config = EngineConfig.from_mapping(ws.engine)
+    assert (config.min_hosts, config.confirm_s, config.mv_enabled) == (5, 60.0, False)
+    monkeypatch.setenv("HERDWATCH_WORKER_ENGINE", json.dumps(config.to_dict()))
+    assert EngineConfig.from_mapping(WorkerSettings().engine) == config
