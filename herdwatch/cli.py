@@ -10,6 +10,7 @@ import sys
 
 from contract.observability import setup_logging
 from herdwatch import __version__
+from herdwatch.terminal import SafeStream
 
 # Order here is the order in `herdwatch --help`.
 COMMANDS = [
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not isinstance(sys.stdout, SafeStream):
+        sys.stdout = SafeStream(sys.stdout)  # type: ignore[assignment]
+        sys.stderr = SafeStream(sys.stderr)  # type: ignore[assignment]
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
