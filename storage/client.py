@@ -7,7 +7,9 @@ one process only. Several databases inside one path are fine (tests use one data
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,6 +23,17 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class StorageError(RuntimeError):
     pass
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the embedded store's directory readable by its owner only (0700); tighten an existing one.
+
+    The store holds every host's processes, logins and configuration: other local users must not read it.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, 0o700)
 
 
 def is_embedded(dsn: str) -> bool:
@@ -39,7 +52,7 @@ def connect(settings: StorageSettings | None = None, *, create_database: bool = 
         if path not in ("", "memory") and not path.startswith("/"):
             raise StorageError(f"embedded DSN needs an absolute path, e.g. chdb:///srv/herdwatch (got {dsn})")
         if path.startswith("/"):
-            Path(path).mkdir(parents=True, exist_ok=True)
+            make_private_dir(Path(path))
     elif urlparse(dsn).scheme not in ("http", "https", "clickhouse", "clickhouses"):
         raise StorageError(f"unsupported storage DSN {dsn!r}: use chdb:///abs/path or http(s)://host:8123")
     try:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from contract.settings import StorageSettings
-from storage.readonly import readonly_sql
+from storage.readonly import UnsafeQuery, run_read_only
 
 
 @dataclass
@@ -45,7 +45,9 @@ class QueryError(RuntimeError):
 
 
 class QueryClient(Protocol):
-    def query(self, sql: str, params: dict[str, Any] | None = None, *, readonly: bool = True) -> QueryResult:
+    """Runs one read statement (storage.readonly decides what that is); there is no way to ask for writes."""
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
         ...
 
     def close(self) -> None: ...
@@ -72,21 +74,22 @@ def plain(value: Any) -> Any:
 
 
 class DirectQueryClient:
-    """Runs queries on a clickhouse-connect client (embedded engine in this process, or a server)."""
+    """Runs read statements on a clickhouse-connect client (embedded engine in this process, or a server).
+
+    Every query goes through storage.readonly.run_read_only: refused ones raise UnsafeQuery before anything
+    runs; engine errors while running raise QueryError.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def query(self, sql: str, params: dict[str, Any] | None = None, *, readonly: bool = True) -> QueryResult:
-        text = readonly_sql(sql) if readonly else sql
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
         try:
-            res = self.client.query(text, parameters=params or None)
+            res = run_read_only(self.client, sql, params)
+        except UnsafeQuery:
+            raise
         except Exception as e:
-            message = _short(e)
-            if readonly and "Syntax error" in message:
-                message += ("\n  note: only one read-only query can be run (SELECT or WITH ... SELECT); "
-                            "writes, DDL and SET are refused")
-            raise QueryError(message) from e
+            raise QueryError(_short(e)) from e
         return QueryResult(list(res.column_names), [t.name for t in res.column_types],
                            [[plain(v) for v in row] for row in res.result_rows])
 
@@ -102,8 +105,8 @@ class EndpointQueryClient:
         self.token = token
         self.timeout = timeout
 
-    def query(self, sql: str, params: dict[str, Any] | None = None, *, readonly: bool = True) -> QueryResult:
-        body = json.dumps({"sql": sql, "params": params or {}, "readonly": readonly}).encode()
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        body = json.dumps({"sql": sql, "params": params or {}}).encode()
         req = urllib.request.Request(f"{self.url}/query", data=body, method="POST",
                                      headers={"Authorization": f"Bearer {self.token}",
                                               "Content-Type": "application/json"})
@@ -112,12 +115,16 @@ class EndpointQueryClient:
                 data = json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:
-                message = json.loads(e.read()).get("error", str(e))
+                answer = json.loads(e.read())
             except ValueError:
-                message = str(e)
-            raise QueryError(message) from e
+                answer = {}
+            if answer.get("refused"):
+                raise UnsafeQuery(answer["error"]) from e
+            raise QueryError(answer.get("error") or str(e)) from e
         except urllib.error.URLError as e:
             raise QueryError(f"the sink's query endpoint at {self.url} did not answer: {e.reason}") from e
+        except OSError as e:  # reset or timed out mid-answer
+            raise QueryError(f"the sink's query endpoint at {self.url} broke off: {e}") from e
         return QueryResult(data["columns"], data["types"], data["rows"])
 
     def close(self) -> None:

@@ -1,4 +1,8 @@
-"""`herdwatch sql "SELECT ..."`: any read-only query on the event store (table, JSON or CSV output)."""
+"""`herdwatch sql "SELECT ..."`: any read-only query on the event store (table, JSON or CSV output).
+
+What may run is decided by storage.readonly (the engine's own parser; readonly = 1 set by the code), the
+same check whether the store is opened here or the sink answers through its query endpoint.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,12 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sql", help="run a read-only SQL query on the event store",
-                       description="Runs one SELECT read-only. Named parameters are bound by the engine: "
-                                   "write {name:Type} in the SQL and pass --param name=value. Works while "
-                                   "the sink runs (it answers through its local query endpoint).")
+                       description="Runs one read statement (SELECT with WITH/UNION/subqueries, DESCRIBE, "
+                                   "SHOW, EXISTS, EXPLAIN) read-only; writes, DDL, SET, SETTINGS, INTO "
+                                   "OUTFILE and table functions that reach files, processes or the network "
+                                   "are refused. Named parameters are bound by the engine: write {name:Type} "
+                                   "in the SQL and pass --param name=value. Works while the sink runs (it "
+                                   "answers through its local query endpoint).")
     p.add_argument("query", nargs="?", help='e.g. "SELECT kind, count() FROM events GROUP BY kind"')
     p.add_argument("--named", metavar="NAME", help="run a named forensic query from storage/queries.py "
                                                     "(its parameters with -p); --list shows them")
