@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors import EngineConfig, FamilyEngine, HostState, Observation
 from detectors.backtest import replay
-from detectors.evaluation import evaluate, format_comparison
 from detectors.reference import GlobalModel, HostHistoryModel
 from detectors.synthetic import Cohort, build_fleet, default_cohorts
+from herdwatch.evaluation.scoring import evaluate, format_comparison
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

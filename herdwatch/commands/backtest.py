@@ -149,7 +149,7 @@ class _ScoreWriter:
 def run(args: argparse.Namespace) -> int:
     from detectors import EngineConfig, EngineConfigError, FamilyEngine, Finding
     from detectors.backtest import replay
-    from detectors.evaluation import evaluate, format_comparison
+    from herdwatch.evaluation.scoring import evaluate, format_comparison
 
     if not args.files and not (args.query or args.from_storage):
         raise ValueError("nothing to replay: give JSONL files (or '-'), --query SQL or --from-storage")

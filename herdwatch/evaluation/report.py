@@ -1,6 +1,6 @@
 """The detection report: detector output matched against a scenario's ground truth.
 
-The headline numbers come from `detectors.evaluation.evaluate` (the same scoring the backtest uses), run
+The headline numbers come from `scoring.evaluate` (the same scoring `herdwatch backtest --truth` uses), run
 over the findings after the warm-up. Its rules (documented in docs/simulator.md):
 - a finding *detects* an injected host scenario when it names that host and falls in
   [start, end + grace]; a stale-image scenario needs a stale_image finding; time to detect = first such
@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contract.findings import Finding
-from detectors.evaluation import evaluate
 from herdwatch.evaluation.runner import DetectionRun
+from herdwatch.evaluation.scoring import evaluate
 from simulator.scenarios import GroundTruth
 
 HOST_KINDS = ("compromise", "stale_image")

@@ -4,9 +4,9 @@ import pytest
 
 from detectors import FamilyEngine, RolloutStatus
 from detectors.backtest import replay
-from detectors.evaluation import evaluate
 from detectors.reference import GlobalModel, HostHistoryModel
 from detectors.synthetic import COMPROMISES, build_fleet
+from herdwatch.evaluation.scoring import evaluate
 
 
 @pytest.fixture(scope="module")

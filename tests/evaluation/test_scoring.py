@@ -1,7 +1,15 @@
-from det_helpers import at
+"""Scoring findings against ground truth: matches, false alarms, fleet-life windows, image-level findings."""
 
-from detectors import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
-from detectors.evaluation import evaluate, format_comparison
+from datetime import UTC, datetime, timedelta
+
+from contract.findings import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
+from herdwatch.evaluation.scoring import evaluate, format_comparison
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
 
 
 def finding(host: str, s: float, family: str = "web", scope: str | None = None) -> Finding:
