@@ -5,6 +5,10 @@ Lifecycle: agent.hello first (with host age and anything lost or shed before), a
 heartbeat interval (counters, own CPU/RSS, shed probe runs, dropped events), agent.goodbye on a clean
 stop (SIGTERM, SIGINT, --duration). Scheduling uses the monotonic clock, so wall-clock jumps change
 event times but never the probe rhythm; a jump is reported in the next heartbeat.
+
+Each probe runs with a time budget in its own worker thread (collectors/runner.py): a stuck probe is
+reported once and skipped while the others go on, and SIGTERM ends the agent within shutdown_flush_s
+whatever a probe is doing. The state dir is created 0700 (files in it 0600), never through a symlink.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from collectors.probes import (
     Probe,
     ProcessProbe,
 )
+from collectors.redact import Redactor
+from collectors.runner import ProbeRunner
+from collectors.safe import ensure_private_dir
 from collectors.settings import CollectorSettings
 from collectors.spool import Spool
 from collectors.state import SeqCounter, read_json, write_json
@@ -53,7 +60,8 @@ SEQ_SAVE_S = 10.0
 def build_probes(s: CollectorSettings) -> list[Probe]:
     if s.proc != Path("/proc"):  # e.g. a sidecar reading the host's /proc mounted at /host/proc
         psutil.PROCFS_PATH = str(s.proc)
-    processes = ProcessProbe(s.process_interval_s, s.process_inventory_s, s.proc, s.max_cmdline_chars)
+    redactor = Redactor(s.redact_patterns)  # the one redaction of command lines, shared by the probes
+    processes = ProcessProbe(s.process_interval_s, s.process_inventory_s, s.proc, s.max_cmdline_chars, redactor)
     network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets)
     logins = LoginProbe(s.login_interval_s, s.login_inventory_s, s.auth_logs,
                         s.state_dir / "journal.cursor" if s.journal else None, s.max_auth_bytes_per_read,
@@ -61,7 +69,7 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
     metrics = MetricsProbe(s.metrics_interval_s, procs=lambda: len(processes.known),
                            conns=lambda: network.count, failed_logins=lambda: logins.failed_total)
     probes: list[Probe] = [processes, network, logins, metrics,
-                           ConfigProbe(s.config_interval_s, s.config_inventory_s, s.root, s.proc),
+                           ConfigProbe(s.config_interval_s, s.config_inventory_s, s.root, s.proc, redactor),
                            PackageProbe(s.package_interval_s, s.package_inventory_s, s.root),
                            ModuleProbe(s.module_interval_s, s.module_inventory_s, s.proc)]
     return [p for p in probes if p.name not in s.disabled_probes]
@@ -76,10 +84,10 @@ class Agent:
         self.wall, self.mono = wall, mono
         state = settings.state_dir
         try:
-            state.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(state)
         except OSError as e:
             raise RuntimeError(f"cannot use state dir {state}: {e}; set HERDWATCH_COLLECTOR_STATE_DIR or "
-                               f"--state-dir to a writable directory") from e
+                               f"--state-dir to a writable directory (not a symlink)") from e
         self.started_mono = mono()
         self.identity = identity or resolve_identity(settings)
         self.spool = Spool(state / "spool", settings.spool_max_bytes, settings.spool_segment_bytes,
@@ -92,6 +100,7 @@ class Agent:
         self.probes = probes if probes is not None else build_probes(settings)
         self.budget = budget or Budget(settings.cpu_budget_pct, settings.rss_budget_mb,
                                        settings.budget_window_s, settings.max_degrade_level)
+        self.runner = ProbeRunner(settings.probe_timeout_s, settings.probe_timeouts, mono)
         self.stop_event = threading.Event()
         self.stop_reason = "stopped"
         self.shed: dict[str, int] = {}
@@ -171,6 +180,8 @@ class Agent:
                                    "degrade_level": self.budget.level, "spool_bytes": self.spool.total_bytes,
                                    "broker_up": bool(self.delivery.broker_up)}
         payload.update(self._loss_report())
+        if stuck := self.runner.stuck():
+            payload["stuck_probes"] = stuck
         if self._clock_jumps:
             payload["clock_jumps_s"] = list(self._clock_jumps)
             self._clock_jumps = []
@@ -182,6 +193,8 @@ class Agent:
         out: list[tuple[Kind, dict[str, Any]]] = []
         factor = self.budget.factor
         for probe in self.probes:
+            if self.stop_event.is_set():
+                break
             due = self._next_due.get(probe.name, 0.0)
             if not force_full and now < due:
                 continue
@@ -191,7 +204,7 @@ class Agent:
                 self._next_inventory[probe.name] = now + probe.inventory_interval
             t0 = time.perf_counter()
             try:
-                out.extend(probe.collect(full))
+                out.extend(self.runner.run(probe, full, self.stop_event))
             except Exception:
                 signals.probe_errors.emit(probe=probe.name)
                 log.exception("probe %s failed; it will run again next interval", probe.name)

@@ -127,7 +127,9 @@ def image_from_env(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def os_release(root: Path) -> tuple[str, str]:
-    fields = read_image_file(root / "etc/os-release")
+    # /etc/os-release is often a link to ../usr/lib/os-release: links are not followed, so read the
+    # target's standard location (os-release(5)) when the first is not a regular file
+    fields = read_image_file(root / "etc/os-release") or read_image_file(root / "usr/lib/os-release")
     family = fields.get("id", "linux")
     version = fields.get("version_id", "")
     return f"os:{family}-{version}".rstrip("-"), family

@@ -6,22 +6,34 @@ Kafka connection settings come from contract.settings.KafkaSettings (HERDWATCH_K
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HERDWATCH_COLLECTOR_"
 
 
+def default_state_dir() -> Path:
+    """/var/lib/herdwatch for root (the unit and images use it too), else the user's XDG state folder."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/herdwatch")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg.startswith("/") else Path.home() / ".local" / "state"
+    return base / "herdwatch" / "agent"
+
+
 class CollectorSettings(BaseSettings):
     """Everything the host agent needs besides Kafka. Intervals are in seconds."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    # No env_file: a .env in whatever directory the agent was started from must not change its settings.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    state_dir: Path = Field(default=Path("var/agent"), description="seq, spool and identity live here")
+    state_dir: Path = Field(default_factory=default_state_dir,
+                            description="seq, spool and identity live here (created 0700)")
 
     # Identity (explicit settings win over everything else).
     host_id: str | None = None
@@ -84,8 +96,34 @@ class CollectorSettings(BaseSettings):
     budget_window_s: float = 60.0
     max_degrade_level: int = 4
 
+    # Probe time budgets: a probe still running after its budget is reported once (probe_stuck) and not
+    # started again until that run returns; the other probes go on.
+    probe_timeout_s: float = 10.0
+    probe_timeouts: dict[str, float] = Field(default_factory=lambda: {"packages": 120.0})
+    """Per-probe budgets overriding probe_timeout_s (rpm -qa can take a minute on a big host)."""
+
+    # Redaction of secrets in command lines (see collectors/redact.py); these regexes add to the built-in
+    # rules. A pattern's first group is masked, or the whole match when it has no group.
+    redact_patterns: list[str] = Field(default_factory=list)
+
     metrics_port: int = 0
     metrics_addr: str = "127.0.0.1"
+
+    @field_validator("state_dir", "root", "proc", "image_file")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Relative paths would depend on the directory the agent was started from: made absolute now."""
+        return value if value.is_absolute() else Path(os.path.abspath(value))
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"redact_patterns: {pattern!r} is not a valid regular expression: {e}") from e
+        return value
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> CollectorSettings:

@@ -14,6 +14,10 @@ events_dropped = Signal("collector_events_dropped", "events lost (spool bound, d
                         labels=("reason",), level=logging.WARNING)
 probe_errors = Signal("collector_probe_errors", "probe collections that raised", labels=("probe",),
                       level=logging.WARNING)
+probe_stuck = Signal("collector_probe_stuck", "probe runs that overran their time budget (once per stuck run)",
+                     labels=("probe",), level=logging.WARNING)
+probe_skipped = Signal("collector_probe_skipped", "probe runs not started because the previous run has not returned",
+                       labels=("probe",))
 probe_shed = Signal("collector_probe_shed", "probe collections skipped to stay within budget",
                     labels=("probe",), level=logging.INFO)
 broker_errors = Signal("collector_broker_errors", "Kafka client errors (broker unreachable, ...)",

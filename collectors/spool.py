@@ -14,11 +14,16 @@ fsync policy (setting spool_fsync):
 
 Bound: when the segments exceed spool_max_bytes, the oldest segment is deleted and its unsent events
 are counted as dropped (reported by the agent in its next heartbeat/hello, never silently).
+
+Files: the spool directory is 0700 and segments 0600 whatever the umask; segments are opened
+O_NOFOLLOW, so a symlink planted at a segment path is never written or read through (on open it is
+removed, the link only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
 import time
@@ -28,7 +33,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from collectors import signals
+from collectors.safe import ensure_private_dir, open_for_reading, open_private, remove_if_not_regular
 from collectors.state import read_json, write_json
+
+log = logging.getLogger("herdwatch.collector")
 
 HEADER = struct.Struct("<2sIIQI")
 MAGIC = b"HW"
@@ -53,7 +61,7 @@ class Spool:
                  segment_bytes: int = 4 * 1024 * 1024,
                  fsync: str = "always", fsync_interval_s: float = 1.0) -> None:
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.dir)
         self.max_bytes = max_bytes
         self.segment_bytes = max(4096, min(segment_bytes, max_bytes // 4 or 4096))
         self.fsync = fsync
@@ -79,13 +87,21 @@ class Spool:
     def _path(self, seg: int) -> Path:
         return self.dir / f"{seg:012d}.seg"
 
+    def _read(self, seg: int) -> bytes:
+        with open_for_reading(self._path(seg)) as f:
+            return f.read()
+
     def _scan(self) -> None:
         segs = sorted(int(p.stem) for p in self.dir.glob("*.seg") if p.stem.isdigit())
         for seg in segs:
             if seg < self.cursor[0]:
                 self._path(seg).unlink(missing_ok=True)  # fully acknowledged before a crash
                 continue
-            data = self._path(seg).read_bytes()
+            if remove_if_not_regular(self._path(seg)):  # a planted link: removed, its target untouched
+                signals.spool_corrupt.emit()
+                log.warning("spool segment %s was not a regular file; removed", self._path(seg))
+                continue
+            data = self._read(seg)
             pos, events, acked = 0, 0, 0
             while pos + HEADER.size <= len(data):
                 magic, length, crc, first, count = HEADER.unpack_from(data, pos)
@@ -100,7 +116,7 @@ class Spool:
                 pos = end
             if pos < len(data):  # torn or damaged tail: keep the good prefix
                 signals.spool_corrupt.emit()
-                with open(self._path(seg), "r+b") as f:
+                with open_private(self._path(seg), "r+b") as f:
                     f.truncate(pos)
             self.seg_events[seg], self.seg_bytes[seg] = events, pos
             if seg == self.cursor[0]:
@@ -124,7 +140,7 @@ class Spool:
             self._rotate()
         record = HEADER.pack(MAGIC, len(value), _crc(value, first_seq, count), first_seq, count) + value
         if self._writer is None:
-            self._writer = open(self._path(self.write_seg), "ab")  # noqa: SIM115 - kept open
+            self._writer = open_private(self._path(self.write_seg), "ab")  # 0600, never through a link
         size = self.seg_bytes.get(self.write_seg, 0)
         try:
             self._writer.write(record)
@@ -133,7 +149,7 @@ class Spool:
             writer, self._writer = self._writer, None
             with contextlib.suppress(OSError):
                 writer.close()
-            with contextlib.suppress(OSError), open(self._path(self.write_seg), "r+b") as f:
+            with contextlib.suppress(OSError), open_private(self._path(self.write_seg), "r+b") as f:
                 f.truncate(size)  # drop a partial record
             raise
         self.seg_bytes[self.write_seg] = size + len(record)
@@ -198,7 +214,7 @@ class Spool:
         signals.events_dropped.emit(count, reason="spool_full")
 
     def _unread_events(self, seg: int) -> int:
-        data = self._path(seg).read_bytes()
+        data = self._read(seg)
         pos, events = self.read_pos[1], 0
         while pos + HEADER.size <= len(data):
             _, length, _, _, count = HEADER.unpack_from(data, pos)
@@ -234,7 +250,7 @@ class Spool:
             if self._reader is None or self._reader[0] != seg:
                 if self._reader is not None:
                     self._reader[1].close()  # type: ignore[attr-defined]
-                self._reader = (seg, open(self._path(seg), "rb"))  # noqa: SIM115 - kept open
+                self._reader = (seg, open_for_reading(self._path(seg)))  # kept open; never a link
             f = self._reader[1]
             f.seek(offset)  # type: ignore[attr-defined]
             head = f.read(HEADER.size)  # type: ignore[attr-defined]

@@ -1,4 +1,9 @@
-"""Small durable state files under the state dir: JSON written atomically, and the sequence counter."""
+"""Small durable state files under the state dir: JSON written atomically, and the sequence counter.
+
+Files are created 0600 in 0700 directories whatever the umask; a symlink planted at a state path is
+never written through (the temp file is opened O_NOFOLLOW|O_EXCL, the rename replaces the link itself)
+nor read through.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,18 @@ from typing import Any
 
 import orjson
 
+from collectors.safe import create_private, ensure_private_dir, read_bounded
+
+MAX_STATE_BYTES = 16 * 1024 * 1024
+
 
 def write_json(path: Path, obj: Any, fsync: bool = False) -> None:
     """Write atomically (temp file + rename), so a crash leaves the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a crash, or something planted: removed, never written through
+    with os.fdopen(create_private(tmp, os.O_EXCL), "wb") as f:
         f.write(orjson.dumps(obj))
         if fsync:
             f.flush()
@@ -25,8 +36,9 @@ def write_json(path: Path, obj: Any, fsync: bool = False) -> None:
 def read_json(path: Path) -> Any:
     """The stored object, or None if the file is missing or damaged."""
     try:
-        return orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        got = read_bounded(path, MAX_STATE_BYTES)
+        return None if got is None or got[1] else orjson.loads(got[0])
+    except orjson.JSONDecodeError:
         return None
 
 

@@ -4,17 +4,27 @@ sudoers, crontabs, authorized_keys and kernel sysctls.
 Change detection is cheap: each source is re-read only when the stat signature (inode, size, mtime,
 mode, owner) of one of its files, or the listing of its directory, changed. Sysctls are tiny /proc
 reads and are read every cycle. A change is reported as config.change {key, before, after}.
+
+Files are read with collectors.safe (never blocking, never through a symlink, size-capped). A watched
+path that is a symlink is reported as `file.link:<path>` = its target, never read through (e.g. the
+unit links in /etc/systemd/system); a FIFO, device or directory as `file.type:<path>` with hash
+"unreadable". authorized_keys are read below each user's home folder without following any link
+(~/.ssh -> /etc is refused) and only when the file has a single hard link; a home folder that is itself
+a symlink not owned by root is skipped. sshd settings pass the command-line redaction (e.g. a token in
+AuthorizedKeysCommand).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from collectors.probes.base import Emit, Probe, diff_maps
-from collectors.safe import absent, clean, read_bounded, to_text
+from collectors.redact import Redactor
+from collectors.safe import absent, clean, lstat_below, read_below, read_bounded, to_text
 from contract.events import Kind
 
 MAX_FILE = 16 * 1024 * 1024
@@ -35,22 +45,29 @@ Signature = tuple[tuple[str, int, int, int, int, int] | None, ...]
 
 
 def stat_sig(path: Path) -> tuple[str, int, int, int, int, int] | None:
-    st = absent(lambda: os.stat(path))
+    st = absent(lambda: os.lstat(path))
     if st is None:
         return None
     return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)
 
 
-def file_hash(path: Path) -> str | None:
-    got = read_bounded(path, MAX_FILE)
-    if got is None:
-        return UNREADABLE if path.exists() else None
-    return hashlib.sha256(got[0]).hexdigest()
+def _is_dir(path: Path) -> bool:
+    st = absent(lambda: os.lstat(path))
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
-def parse_sshd(text: str, include: Callable[[str], list[str]]) -> dict[str, str]:
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "char-device"), (stat.S_ISBLK, "block-device")):
+        if test(mode):
+            return name
+    return "other"
+
+
+def parse_sshd(text: str, include: Callable[[str], list[str]], redactor: Redactor | None = None) -> dict[str, str]:
     """sshd's first-value-wins keywords (lower-cased) until the first Match block."""
     out: dict[str, str] = {}
+    redact = redactor or Redactor()
 
     def walk(body: str, depth: int) -> bool:
         for line in body.splitlines():
@@ -66,7 +83,7 @@ def parse_sshd(text: str, include: Callable[[str], list[str]]) -> dict[str, str]
                     if not walk(chunk, depth + 1):
                         return False
                 continue
-            out.setdefault(f"sshd.{key}", clean(value, 512)[0])
+            out.setdefault(f"sshd.{key}", clean(redact.text(value), 512)[0])
         return True
 
     walk(text, 0)
@@ -95,10 +112,11 @@ class ConfigProbe(Probe):
     name = "config"
 
     def __init__(self, interval: float = 5.0, inventory_interval: float | None = 3600.0,
-                 root: Path = Path("/"), proc: Path = Path("/proc")) -> None:
+                 root: Path = Path("/"), proc: Path = Path("/proc"), redactor: Redactor | None = None) -> None:
         super().__init__(interval, inventory_interval)
         self.root = root
         self.proc = proc
+        self.redactor = redactor or Redactor()
         self.values: dict[str, str] = {}
         self._sigs: dict[str, Signature] = {}
         self._parts: dict[str, dict[str, str]] = {}
@@ -112,11 +130,15 @@ class ConfigProbe(Probe):
         return sorted(f"{directory}/{n}" for n in names if not n.startswith("."))
 
     def _homes(self) -> list[tuple[str, str]]:
+        """(user, home) from /etc/passwd, without homes that are links a user could have made."""
         text = to_text((read_bounded(self.host("/etc/passwd"), MAX_FILE) or (b"", False))[0])[0]
         homes = []
         for line in text.splitlines():
             f = line.split(":")
-            if len(f) >= 7 and f[5].startswith("/"):
+            if len(f) >= 7 and f[5].startswith("/") and ".." not in f[5].split("/"):
+                st = absent(lambda h=f[5]: os.lstat(self.host(h)))  # type: ignore[misc]
+                if st is not None and stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
+                    continue
                 homes.append((clean(f[0], 64)[0], f[5]))
         return homes
 
@@ -128,7 +150,7 @@ class ConfigProbe(Probe):
         src["/etc/ssh/sshd_config"] = (["/etc/ssh/sshd_config", *self._listing("/etc/ssh/sshd_config.d")],
                                        self._read_file)  # Include'd files change sshd.* keys too
         for directory in WATCHED_DIRS:
-            files = [p for p in self._listing(directory) if os.path.isfile(self.host(p))]
+            files = [p for p in self._listing(directory) if not _is_dir(self.host(p))]
             src[directory] = ([directory, *files], self._read_dir)
         sudoers = ["/etc/sudoers", "/etc/sudoers.d", *self._listing("/etc/sudoers.d")]
         src["sudoers"] = (sudoers, self._read_sudoers)
@@ -137,22 +159,39 @@ class ConfigProbe(Probe):
         src["authorized_keys"] = (["/etc/passwd", *keys], self._read_authorized_keys)
         return src
 
+    def _signature(self, name: str, paths: list[str]) -> Signature:
+        if name != "authorized_keys":
+            return tuple(stat_sig(self.host(p)) for p in paths)
+        sig: list[tuple[str, int, int, int, int, int] | None] = [stat_sig(self.host(paths[0]))]
+        for path in paths[1:]:  # under a home: never stat through a link the user made
+            home, _, rel = path.partition("/.ssh/")
+            st = lstat_below(self.host(home), f".ssh/{rel}")
+            sig.append(None if st is None else (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid))
+        return tuple(sig)
+
     def _read_file(self, paths: list[str]) -> dict[str, str]:
         path = paths[0]
         host = self.host(path)
-        digest = file_hash(host)
-        if digest is None:
+        st = absent(lambda: os.lstat(host))
+        if st is None:
             return {}
-        out = {f"file.sha256:{path}": digest}
-        st = absent(lambda: os.stat(host))
-        if st is not None:
-            out[f"file.mode:{path}"] = f"{st.st_mode & 0o7777:04o}"
-            out[f"file.owner:{path}"] = f"{st.st_uid}:{st.st_gid}"
-        if digest == UNREADABLE:
+        out = {f"file.mode:{path}": f"{st.st_mode & 0o7777:04o}", f"file.owner:{path}": f"{st.st_uid}:{st.st_gid}"}
+        if stat.S_ISLNK(st.st_mode):  # reported as a link, never read through
+            target = absent(lambda: os.readlink(host))
+            out[f"file.link:{path}"] = clean(target, 1024)[0] if target is not None else UNREADABLE
             return out
-        text = to_text((read_bounded(host, MAX_FILE) or (b"", False))[0])[0]
+        if not stat.S_ISREG(st.st_mode):
+            out[f"file.type:{path}"] = _file_type(st.st_mode)
+            out[f"file.sha256:{path}"] = UNREADABLE
+            return out
+        got = read_bounded(host, MAX_FILE)
+        if got is None:
+            out[f"file.sha256:{path}"] = UNREADABLE
+            return out
+        out[f"file.sha256:{path}"] = hashlib.sha256(got[0]).hexdigest()
+        text = to_text(got[0])[0]
         if path == "/etc/ssh/sshd_config":
-            out.update(parse_sshd(text, self._sshd_include))
+            out.update(parse_sshd(text, self._sshd_include, self.redactor))
         elif path == "/etc/passwd":
             out.update(parse_passwd(text))
         elif path == "/etc/group":
@@ -191,7 +230,7 @@ class ConfigProbe(Probe):
             h = hashlib.sha256()
             found = False
             for name in ("authorized_keys", "authorized_keys2"):
-                got = read_bounded(self.host(f"{home}/.ssh/{name}"), MAX_FILE)
+                got = read_below(self.host(home), f".ssh/{name}", MAX_FILE)
                 if got is not None:
                     found = True
                     h.update(got[0])
@@ -210,7 +249,7 @@ class ConfigProbe(Probe):
     def current(self) -> dict[str, str]:
         values: dict[str, str] = {}
         for name, (paths, reader) in self.sources().items():
-            sig: Signature = tuple(stat_sig(self.host(p)) for p in paths)
+            sig = self._signature(name, paths)
             if self._sigs.get(name) != sig or name not in self._parts:
                 self._parts[name] = reader(paths)
                 self._sigs[name] = sig

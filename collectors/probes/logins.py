@@ -20,7 +20,7 @@ import psutil
 
 from collectors import signals
 from collectors.probes.base import Emit, Probe
-from collectors.safe import absent, clean
+from collectors.safe import absent, clean, open_regular, read_fd
 from collectors.state import read_json, write_json
 from contract.events import Kind
 
@@ -88,10 +88,14 @@ class LogFollower:
         if st.st_size == self.offset:
             return []
 
-        def read() -> bytes:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                return f.read(self.max_bytes)
+        def read() -> bytes:  # never blocks on a FIFO, never follows a link planted at the log path
+            fd = open_regular(self.path)
+            try:
+                os.lseek(fd, self.offset, os.SEEK_SET)
+                data, _ = read_fd(fd, self.max_bytes)
+                return data
+            finally:
+                os.close(fd)
         data = absent(read) or b""
         self.offset += len(data)
         if self.state_file is not None and data:
@@ -139,7 +143,7 @@ class JournalReader:
         if not self.cursor_file.exists():
             cmd.append("-b")
         try:
-            out = subprocess.run(cmd, capture_output=True, timeout=10, check=False).stdout
+            out = subprocess.run(cmd, capture_output=True, timeout=10, check=False, umask=0o077).stdout
         except (OSError, subprocess.SubprocessError):
             return []
         entries = []

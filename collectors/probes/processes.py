@@ -3,6 +3,9 @@
 Cheap by design: each cycle lists /proc (one readdir) and reads details only for new pids, so a host
 with hundreds of idle processes costs almost nothing. With the default 1 s interval every process that
 lives 1 s or more is seen. A pid reused within one interval is not told apart (documented limit).
+
+Command lines pass the redaction (collectors/redact.py) argument by argument before they are cut to
+max_cmdline_chars, so a secret is masked even when the line is long.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import psutil
 
 from collectors import signals
 from collectors.probes.base import Emit, Probe
-from collectors.safe import absent, clean, read_bounded
+from collectors.redact import Redactor
+from collectors.safe import absent, clean, read_bounded, to_text
 from contract.events import Kind
 
 MAX_PARENTS = 8
@@ -25,8 +29,10 @@ class ProcessProbe(Probe):
     name = "processes"
 
     def __init__(self, interval: float = 1.0, inventory_interval: float | None = 600.0,
-                 proc: Path = Path("/proc"), max_cmdline_chars: int = 4096) -> None:
+                 proc: Path = Path("/proc"), max_cmdline_chars: int = 4096,
+                 redactor: Redactor | None = None) -> None:
         super().__init__(interval, inventory_interval)
+        self.redactor = redactor or Redactor()
         self.proc = proc
         self.max_cmdline = max_cmdline_chars
         self.known: dict[int, dict[str, Any]] = {}
@@ -54,7 +60,7 @@ class ProcessProbe(Probe):
             return None
         got = read_bounded(self.proc / str(pid) / "cmdline", self.max_cmdline * 4)
         raw, over = got if got is not None else (b"", False)
-        cmdline, truncated, invalid = clean(raw.replace(b"\0", b" "), self.max_cmdline)
+        cmdline, truncated, invalid = self.cmdline(raw)
         truncated = truncated or over
         if truncated:
             signals.input_truncated.emit(what="cmdline")
@@ -67,6 +73,16 @@ class ProcessProbe(Probe):
         if invalid or exe_invalid:
             item["invalid_utf8"] = True
         return item
+
+    def cmdline(self, raw: bytes) -> tuple[str, bool, bool]:
+        """/proc/<pid>/cmdline bytes (NUL-separated argv) as (redacted text, truncated, invalid_utf8)."""
+        args = raw.split(b"\0")
+        if args and args[-1] == b"":
+            args.pop()
+        decoded = [to_text(a) for a in args]
+        text = " ".join(self.redactor.argv([t for t, _ in decoded]))
+        cmdline, truncated, _ = clean(text, self.max_cmdline)
+        return cmdline, truncated, any(bad for _, bad in decoded)
 
     def _user(self, uid: int | None) -> str:
         if uid is None:
