@@ -154,6 +154,36 @@ class Exfiltration(Attack):
         _effect(host, "mul", "disk_read_bytes", float(self.params.get("disk_factor", 4.0)), undo=True)
 
 
+class SshBreakIn(Attack):
+    """A password guessed over SSH: a successful login, an interactive session, and tools installed
+    with the package manager (by default netcat)."""
+
+    def begin(self, host: SimHost) -> None:
+        p = self.params
+        user, source = str(p.get("user", "root")), str(p.get("source", "198.51.100.7"))
+        host.auth_attempt(user, "success", source, str(p.get("method", "password")))
+        session = host.login(user, str(p.get("terminal", "pts/0")), source)
+        packages = {str(k): str(v) for k, v in p.get("install", {"netcat": "1.10-47"}).items()}
+        self.state.update(session=session, before={name: host.packages.get(name) for name in packages})
+        for name, version in packages.items():
+            host.set_package(name, version)
+
+    def end(self, host: SimHost) -> None:
+        host.logout(self.state["session"])
+        for name, version in self.state["before"].items():
+            host.set_package(name, version)
+
+
+class KernelModule(Attack):
+    """A rootkit's kernel module loaded (and unloaded when the attack ends)."""
+
+    def begin(self, host: SimHost) -> None:
+        host.set_module(str(self.params.get("module", "diamorphine")), "loaded")
+
+    def end(self, host: SimHost) -> None:
+        host.set_module(str(self.params.get("module", "diamorphine")), None)
+
+
 ATTACKS: dict[str, type[Attack]] = {
     "cryptominer": Cryptominer,
     "reverse_shell": ReverseShell,
@@ -161,6 +191,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "sshd_tamper": SshdTamper,
     "authorized_key": AuthorizedKey,
     "exfiltration": Exfiltration,
+    "ssh_break_in": SshBreakIn,
+    "kernel_module": KernelModule,
 }
 
 _SSHD_FILE = "file.sha256:/etc/ssh/sshd_config"

@@ -23,6 +23,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from contract.events import Event
 from simulator.attacks import ATTACKS, Attack
 from simulator.host import Image, SimHost
@@ -34,6 +36,7 @@ from simulator.scenarios import (
     Scenario,
     load_scenario,
     parse_duration,
+    parse_scenario,
 )
 
 
@@ -83,6 +86,11 @@ class Fleet:
         """A fleet for a scenario file (or a bundled scenario name like "demo"); `seed` overrides the file."""
         return cls(load_scenario(path, seed=seed, start=start))
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], seed: int | None = None, start: datetime | None = None) -> Fleet:
+        """A fleet for a scenario given as a mapping (the YAML file's content), e.g. a preset's."""
+        return cls(parse_scenario(raw, seed=seed, start=start))
+
     # --- planning -----------------------------------------------------------------------------------
 
     def _new_host_id(self) -> str:
@@ -106,6 +114,10 @@ class Fleet:
             self.initial[c.name] = [self._add(c.name, c.image, 0.0).host_id for _ in range(c.hosts)]
             if c.ephemeral:
                 self._plan_ephemeral(c.name, c.image, c.ephemeral.lifetime, c.ephemeral.no_goodbye)
+        for ev in sc.events:
+            if ev.kind == "scale_in" and ev.cohort is not None:
+                plan = self.plans[self.initial[ev.cohort][ev.host]]
+                plan.end, plan.goodbye = max(self.cycle, self._snap(ev.at)), ev.reason
         stale_targets = {
             i.params["after"]: self.initial[i.cohort][i.host]
             for i in sc.injections
@@ -138,6 +150,8 @@ class Fleet:
                 )
 
         for i, ev in enumerate(sc.events):  # normal fleet life: findings in these windows are false alarms
+            if ev.kind == "scale_in":
+                continue  # one host less is not a window of unusual behaviour
             family = self.images[sc.cohort(ev.cohort).image].family if ev.cohort else None
             self.ground_truth.append(
                 GroundTruth(
@@ -298,6 +312,20 @@ class Fleet:
         for cycle in self.cycles():
             yield from cycle.batches
 
+    def events(self) -> Iterator[Event]:
+        """Every event of the run, batch after batch (each host's events in `seq` order)."""
+        for _host_id, events in self.batches():
+            yield from events
+
+    def write_jsonl(self, path: str | Path) -> int:
+        """The run's events as a backtest input file (one envelope per line); returns the count."""
+        n = 0
+        with open(path, "wb") as f:
+            for event in self.events():
+                f.write(orjson.dumps(event.to_dict()) + b"\n")
+                n += 1
+        return n
+
     def _make_host(self, plan: HostPlan, t: float, config: dict[str, str]) -> SimHost:
         cohort = self.scenario.cohort(plan.cohort)
         rng = random.Random(f"{self.seed}:{plan.host_id}")
@@ -320,6 +348,22 @@ class Fleet:
         )
         host.config.update(config)
         return host
+
+    # --- hosts outside the plan (hand-driven fleets) -------------------------------------------------
+
+    def make_host(self, host_id: str) -> SimHost:
+        """A fresh SimHost for a planned host, to drive by hand (`simulator.presets.Clones`)."""
+        plan = self.plans[host_id]
+        return self._make_host(plan, plan.start, {})
+
+    def add_host(self, cohort: str, image: str, t: float) -> str:
+        """Plan one more host of `image` in `cohort`, launched `t` seconds into the run; returns its id."""
+        return self._add(cohort, image, t).host_id
+
+    def add_image(self, spec: ImageSpec) -> Image:
+        """Build one more image (e.g. the next version a hand-driven rollout moves to)."""
+        self.images[spec.name] = _build_image(spec, self.scenario)
+        return self.images[spec.name]
 
     # --- summary ------------------------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ class SimHost:
         self.config = dict(image.config)
         self.packages = dict(image.packages)
         self.modules = {m: "loaded" for m in image.modules}
+        self.logins: list[dict[str, Any]] = []
+        """Interactive sessions (who is logged in), as the login probe reports them."""
         self.effects = Effects()
         self.pending: list[tuple[Kind, dict[str, Any]]] = []
         self.auth: list[dict[str, Any]] = []
@@ -227,8 +229,42 @@ class SimHost:
             self.config[key] = value
         self.pending.append((Kind.CONFIG_CHANGE, {"key": key, "before": before, "after": value}))
 
+    def set_package(self, name: str, version: str | None) -> None:
+        """Install, upgrade or (version None) remove a package."""
+        before = self.packages.get(name)
+        if before == version:
+            return
+        if version is None:
+            self.packages.pop(name, None)
+        else:
+            self.packages[name] = version
+        self.pending.append((Kind.PACKAGE_CHANGE, {"key": name, "before": before, "after": version}))
+
+    def set_module(self, name: str, state: str | None) -> None:
+        """Load (state "loaded") or (None) unload a kernel module."""
+        before = self.modules.get(name)
+        if before == state:
+            return
+        if state is None:
+            self.modules.pop(name, None)
+        else:
+            self.modules[name] = state
+        self.pending.append((Kind.MODULE_CHANGE, {"key": name, "before": before, "after": state}))
+
     def auth_attempt(self, user: str, outcome: str, source: str, method: str = "password") -> None:
         self.auth.append({"user": user, "outcome": outcome, "source": source, "method": method, "service": "sshd"})
+
+    def login(self, user: str, terminal: str, source: str) -> dict[str, Any]:
+        """A session opens: the login probe reports the new list of logged-in users."""
+        session = {"user": user, "terminal": terminal, "host": source, "started": round(self.now, 3)}
+        self.logins.append(session)
+        self.pending.append((Kind.LOGIN_INVENTORY, {"items": list(self.logins)}))
+        return session
+
+    def logout(self, session: dict[str, Any]) -> None:
+        if session in self.logins:
+            self.logins.remove(session)
+            self.pending.append((Kind.LOGIN_INVENTORY, {"items": list(self.logins)}))
 
     # --- normal life ---------------------------------------------------------------------------------
 
@@ -308,10 +344,15 @@ class SimHost:
         pos = (t + self.life_offset * every) % every
         state = self.cycle_state
         if "job" in state and t - state["job_t"] >= duration:
+            if "job_sock" in state:
+                self.disconnect(state.pop("job_sock"))
             self.exit_process(state.pop("job")["pid"])
         if pos < cycle and "job" not in state:
             state["job"] = self.start_process(spec, parent_exe=spec.get("parent"))
             state["job_t"] = t
+            if "connect" in spec:  # the job talks to a backend (a database, a queue) while it runs
+                backend = spec["connect"]
+                state["job_sock"] = self.connect(str(backend["raddr"]), int(backend["rport"]), state["job"])
 
     # --- one collector cycle -------------------------------------------------------------------------
 
@@ -387,6 +428,22 @@ class SimHost:
         self.sent += len(events)
         return events
 
+    def heartbeat(self, when: datetime) -> list[Event]:
+        """A batch of one heartbeat (a collector with nothing else to say), sent at `when`."""
+        events: list[Event] = []
+        payload = {"events_sent": self.sent + 1, "events_dropped": 0, "events_spooled": 0, "shed": {}}
+        self._emit(events, Kind.HEARTBEAT, payload, when, int(when.timestamp() * 1000))
+        self.sent += 1
+        return events
+
+    def goodbye(self, when: datetime, reason: str = "shutdown") -> list[Event]:
+        """The agent's last batch when the host shuts down: only the goodbye."""
+        events: list[Event] = []
+        self._emit(events, Kind.GOODBYE, {"reason": reason}, when, int(when.timestamp() * 1000))
+        self.sent += 1
+        self.gone = True
+        return events
+
     def _emit(self, events: list[Event], kind: Kind, payload: dict[str, Any], when: datetime, ms: int) -> None:
         events.append(
             Event(
@@ -413,7 +470,7 @@ class SimHost:
             when,
             ms,
         )
-        self._emit(events, Kind.LOGIN_INVENTORY, {"items": []}, when, ms)
+        self._emit(events, Kind.LOGIN_INVENTORY, {"items": list(self.logins)}, when, ms)
         self._emit(events, Kind.CONFIG_INVENTORY, {"items": dict(sorted(self.config.items()))}, when, ms)
         self._emit(
             events,

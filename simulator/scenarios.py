@@ -26,11 +26,13 @@ COMPROMISES = (
     "sshd_tamper",
     "authorized_key",
     "exfiltration",
+    "ssh_break_in",
+    "kernel_module",
 )
 """Host compromises: each must be reported on its host."""
 HOST_KINDS = (*COMPROMISES, "stale_image")
 COHORT_KINDS = ("rollout", "rollback")
-FLEET_EVENT_KINDS = ("traffic_spike", "config_push")
+FLEET_EVENT_KINDS = ("traffic_spike", "config_push", "scale_in")
 
 
 class ScenarioError(ValueError):
@@ -89,7 +91,8 @@ class CohortSpec:
 
 @dataclass(frozen=True)
 class FleetEvent:
-    """A normal fleet-wide event (not an anomaly): a traffic spike over a cohort, a config push."""
+    """A normal fleet event (not an anomaly): a traffic spike over a cohort, a config push, one host of a
+    cohort scaled in (destroyed, with or without a goodbye)."""
 
     kind: str
     at: float
@@ -98,6 +101,10 @@ class FleetEvent:
     factor: float = 1.0
     key: str = ""
     value: str = ""
+    host: int = 0
+    """scale_in: index of the host among the cohort's initial hosts."""
+    reason: str | None = "terminated: scale-in"
+    """scale_in: the goodbye reason; None = the host vanishes without a goodbye."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +338,13 @@ def parse_scenario(
         cohort = ev.get("cohort")
         if cohort is not None and cohort not in cohort_names:
             raise ScenarioError(f"{w}: cohort {cohort!r} is not defined under cohorts")
+        host = int(ev.get("host", 0))
+        if kind == "scale_in":
+            spec = next((c for c in cohorts if c.name == cohort), None)
+            if spec is None or spec.ephemeral is not None:
+                raise ScenarioError(f"{w}: scale_in needs 'cohort: <name>' of a cohort that is not ephemeral")
+            if not 0 <= host < spec.hosts:
+                raise ScenarioError(f"{w}: host {host} is out of range; cohort {cohort} has {spec.hosts} hosts")
         events.append(
             FleetEvent(
                 kind=kind,
@@ -340,6 +354,8 @@ def parse_scenario(
                 factor=float(ev.get("factor", 1.0)),
                 key=str(ev.get("key", "")),
                 value=str(ev.get("value", "")),
+                host=host,
+                reason=str(ev.get("reason", "terminated: scale-in")) if ev.get("goodbye", True) else None,
             )
         )
 

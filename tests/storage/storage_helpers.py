@@ -1,7 +1,8 @@
-"""Helpers for the storage tests: publish a fleet, run a sink, read the dead-letter topic."""
+"""Helpers for the storage tests: a fleet, publish it, run a sink, read the dead-letter topic."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer
@@ -10,7 +11,14 @@ from collectors.publisher import Publisher
 from contract.events import Event
 from contract.kafka_admin import ensure_topics
 from contract.settings import KafkaSettings
-from storage.sample_events import HostHistory
+from simulator.presets import HostHistory, forensics, histories
+
+
+def fleet(hosts: int, start: datetime, minutes: int = 14) -> list[HostHistory]:
+    """The simulator's forensics preset, host by host: queue workers, host 0 broken into half way (root
+    SSH login, netcat installed, root login enabled, a miner from /tmp talking to 203.0.113.50:4444) and
+    scaled in three quarters into the run."""
+    return histories(forensics(hosts, minutes, start=start))
 
 
 def publish(kafka: KafkaSettings, hosts: list[HostHistory], per_message: int = 5) -> int:

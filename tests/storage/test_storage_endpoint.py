@@ -10,13 +10,12 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
-from storage_helpers import publish
+from storage_helpers import fleet, publish
 
 from herdwatch.cli import main
 from storage.client import connect
 from storage.endpoint import QueryEndpoint
 from storage.query_client import EndpointQueryClient, open_query_client, read_endpoint
-from storage.sample_events import fleet
 from storage.schema import migrate
 from storage.settings import SinkSettings
 from storage.sink import Sink

@@ -14,11 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from storage_helpers import publish
+from storage_helpers import fleet, publish
 
 from contract.settings import KafkaSettings, StorageSettings
 from storage.query_client import EndpointQueryClient, read_endpoint
-from storage.sample_events import fleet
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

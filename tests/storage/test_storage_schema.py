@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from storage_helpers import fleet
 
 from contract.events import ENVELOPE_FIELDS
 from storage.client import connect
 from storage.rows import EVENT_COLUMNS, telemetry_rows
-from storage.sample_events import fleet
 from storage.schema import MIGRATIONS, migrate
 from storage.settings import SinkSettings
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from storage_helpers import produce_raw, publish, read_all
+from storage_helpers import fleet, produce_raw, publish, read_all
 
 from contract.events import Kind, encode_batch
 from contract.kafka_admin import ensure_topics
@@ -14,7 +14,6 @@ from contract.settings import KafkaSettings, StorageSettings
 from storage import signals
 from storage.client import connect
 from storage.rows import KEY_SQL, anomaly_row, lifecycle_row, rollout_row
-from storage.sample_events import fleet
 from storage.schema import migrate
 from storage.settings import SinkSettings
 from storage.sink import Sink
@@ -41,11 +40,14 @@ def test_stores_every_event_once_and_fills_typed_tables(kafka_settings, storage_
     assert count == unique == sent
     procs = c.query("SELECT countIf(kind = 'process.inventory'), countIf(kind = 'process.start') "
                     "FROM processes").result_rows[0]
-    assert procs == (4 * 6, 4 * 5 + 1)  # 6 processes per snapshot; 5 workers per host + 1 miner
+    events = [e for h in hosts for e in h.events]
+    snapshot_rows = sum(len(e.payload["items"]) for e in events if e.kind == Kind.PROCESS_INVENTORY)
+    starts = sum(1 for e in events if e.kind == Kind.PROCESS_START)  # every task process + 1 miner
+    assert procs == (snapshot_rows, starts)
     hosts_row = c.query("SELECT count(), countIf(gone_at IS NOT NULL) FROM host_lifecycle").result_rows[0]
-    assert hosts_row == (4, 4)
+    assert hosts_row == (4, 1)  # host 0 was scaled in (goodbye); the others still live
     ran = c.query("SELECT DISTINCT host_id FROM process_exe_hosts WHERE exe = '/tmp/.x/xmrig'").result_rows
-    assert ran == [(hosts[0].host.host_id,)]
+    assert ran == [(hosts[0].host_id,)]
 
 
 def test_a_caught_up_sink_stores_its_batch_without_waiting_for_the_timeout(kafka_settings, storage_settings):
@@ -87,7 +89,7 @@ def test_bad_input_is_dead_lettered_with_reasons_and_the_sink_keeps_going(kafka_
         orjson.dumps([wrong_version, bad_id]),
         encode_batch([huge]),
         encode_batch(good[4:]),
-    ])
+    ], key=good[0].host_id.encode())  # keyed by host, as the contract asks
     produce_raw(kafka_settings, kafka_settings.topics.anomalies, [b'{"kind": "nope"}'])
     sink = _sink(kafka_settings, storage_settings, max_row_bytes=10_000)
     stats = sink.run(until_idle=2)
@@ -111,7 +113,7 @@ def test_upstream_duplicates_are_stored_once(kafka_settings, storage_settings):
     ensure_topics(kafka_settings, partitions=1)
     events = fleet(1, START, minutes=2)[0].events
     produce_raw(kafka_settings, kafka_settings.topics.telemetry,
-                [encode_batch(events), encode_batch(events[:10])])  # a resent spool
+                [encode_batch(events), encode_batch(events[:10])], key=events[0].host_id.encode())  # a resent spool
     sink = _sink(kafka_settings, storage_settings)
     stats = sink.run(until_idle=2)
     assert stats.duplicates == 10
@@ -203,7 +205,7 @@ def test_partial_batch_failure_does_not_insert_the_stored_table_twice(kafka_sett
     ensure_topics(kafka_settings, partitions=1)
     events = fleet(1, START, minutes=1)[0].events
     f = Finding(FindingKind.RARE_FEATURE, "i-1", "ami-1", "web", START, 0.9, Severity.HIGH, "s", "e")
-    produce_raw(kafka_settings, kafka_settings.topics.telemetry, [encode_batch(events)])
+    produce_raw(kafka_settings, kafka_settings.topics.telemetry, [encode_batch(events)], key=events[0].host_id.encode())
     produce_raw(kafka_settings, kafka_settings.topics.anomalies, [orjson.dumps(f.to_dict())])
     client = connect(storage_settings)
     migrate(client)
