@@ -154,7 +154,7 @@ class Clones:
         self.family = family or role
         self.start = start
         self.cycle = cycle
-        raw = scenario({role: hosts}, duration="30d", cycle=cycle, seed=seed, bursts_per_hour=0, name="clones")
+        raw = scenario({role: hosts}, duration="720h", cycle=cycle, seed=seed, bursts_per_hour=0, name="clones")
         raw["images"] = [{"name": self.image, "id": self.image, "role": role, "family": self.family}]
         raw["cohorts"] = [{"name": self.family, "image": self.image, "hosts": hosts}]
         self.fleet = Fleet.from_dict(raw, start=start)

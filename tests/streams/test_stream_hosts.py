@@ -5,64 +5,65 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from streams.hosts import process_host_batch
-from streams.sample_fleet import SampleFleet
+from simulator.presets import Clones
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def test_first_batch_makes_a_first_observation_and_state() -> None:
-    fleet = SampleFleet(1, start=T0)
+    fleet = Clones(1, start=T0)
     h = fleet.hosts[0]
-    res = process_host_batch(fleet.hello(h, T0), None, None, 300, 30)
+    res = process_host_batch(fleet.step(h, T0), None, None, 300, 30)
     assert res.observations and res.observations[0].first
     assert any(f.startswith("proc:/usr/sbin/nginx") for f in res.observations[0].added)
     assert res.state is not None and res.seq is not None
-    assert (res.seq.boot_id, res.seq.seq) == (h.identity.boot_id, h.seq - 1)
+    assert (res.seq.boot_id, res.seq.seq) == (h.boot_id, h.seq - 1)
     assert res.findings == [] and res.duplicates == 0
 
 
 def test_replayed_events_are_skipped_and_change_nothing() -> None:
-    fleet = SampleFleet(1, start=T0)
+    fleet = Clones(1, start=T0)
     h = fleet.hosts[0]
-    first = process_host_batch(fleet.hello(h, T0), None, None, 300, 30)
-    batch = fleet.miner(h, T0 + timedelta(seconds=10))
+    first = process_host_batch(fleet.step(h, T0), None, None, 300, 30)
+    fleet.attack(h, "cryptominer")
+    batch = fleet.step(h, T0 + timedelta(seconds=10))
     once = process_host_batch(batch, first.seq, first.state, 300, 30)
     assert once.observations and "xmrig" in " ".join(once.observations[0].added)
     again = process_host_batch(batch, once.seq, once.state, 300, 30)  # a replay after a crash
-    assert again.duplicates == 1 and again.observations == [] and again.state is None
+    assert again.duplicates == len(batch) and again.observations == [] and again.state is None
     assert again.seq == once.seq
 
 
 def test_sequence_gap_is_a_data_loss_finding() -> None:
-    fleet = SampleFleet(1, start=T0)
+    fleet = Clones(1, start=T0)
     h = fleet.hosts[0]
-    first = process_host_batch(fleet.hello(h, T0), None, None, 300, 30)
+    first = process_host_batch(fleet.step(h, T0), None, None, 300, 30)
     h.seq += 5
-    res = process_host_batch(fleet.cycle(h, T0 + timedelta(seconds=10)), first.seq, first.state, 300, 30)
+    res = process_host_batch(fleet.step(h, T0 + timedelta(seconds=10)), first.seq, first.state, 300, 30)
     assert res.lost == 5
     [f] = res.findings
     assert f.kind == "data_loss" and f.host_id == h.host_id and "5 event(s)" in f.explanation
 
 
 def test_host_back_after_timeout_rejoins_with_its_whole_state() -> None:
-    fleet = SampleFleet(1, start=T0)
+    fleet = Clones(1, start=T0)
     h = fleet.hosts[0]
-    first = process_host_batch(fleet.hello(h, T0), None, None, 300, 30)
+    first = process_host_batch(fleet.step(h, T0), None, None, 300, 30)
     later = T0 + timedelta(seconds=900)
-    res = process_host_batch(fleet.cycle(h, later), first.seq, first.state, 300, 30)
+    res = process_host_batch(fleet.step(h, later), first.seq, first.state, 300, 30)
     rejoin = res.observations[0]
     assert rejoin.first and rejoin.time == later
     assert set(first.observations[0].added) <= set(rejoin.added)
 
 
 def test_quiet_host_sends_keepalive_only_every_touch_interval() -> None:
-    fleet = SampleFleet(1, start=T0)
+    fleet = Clones(1, start=T0)
     h = fleet.hosts[0]
-    res = process_host_batch(fleet.hello(h, T0), None, None, 300, 30)
+    res = process_host_batch(fleet.step(h, T0), None, None, 300, 30)
     seq, state = res.seq, res.state
     sent = []
     for i in range(1, 10):  # heartbeats every 10 s: nothing changes
-        hb = [fleet.cycle(h, T0 + timedelta(seconds=10 * i))[0]]
+        hb = fleet.heartbeat(h, T0 + timedelta(seconds=10 * i))
         r = process_host_batch(hb, seq, state, 300, 30)
         seq, state = r.seq, r.state or state
         sent.append(len(r.observations))
@@ -70,9 +71,9 @@ def test_quiet_host_sends_keepalive_only_every_touch_interval() -> None:
 
 
 def test_goodbye_makes_a_gone_observation() -> None:
-    fleet = SampleFleet(1, start=T0)
+    fleet = Clones(1, start=T0)
     h = fleet.hosts[0]
-    first = process_host_batch(fleet.hello(h, T0), None, None, 300, 30)
+    first = process_host_batch(fleet.step(h, T0), None, None, 300, 30)
     res = process_host_batch(fleet.goodbye(h, T0 + timedelta(seconds=5)), first.seq, first.state, 300, 30)
     [obs] = res.observations
     assert obs.gone and set(obs.removed) == set(first.observations[0].added)
