@@ -45,8 +45,8 @@ READ_ROOTS = SELECT_ROOTS | frozenset({
     "ExistsTableQuery", "ExistsViewQuery", "ExistsDatabaseQuery", "ExistsDictionaryQuery", "Explain",
 })
 ALLOWED_STATEMENTS = "SELECT (with WITH, UNION, subqueries), DESCRIBE, SHOW, EXISTS or EXPLAIN SELECT"
-# the format every clickhouse-connect query() appends; it lands in the dump as the root's last child
-CLIENT_FORMAT = "Native"
+# the format ast() asks for; appended by the client, it lands in the dump as the statement's last child
+DUMP_FORMAT = "TabSeparatedRaw"
 
 _LINE = re.compile(r"^( *)(\S+)(?: (\S+))?")
 
@@ -98,6 +98,9 @@ def canonical(client: Any, sql: str) -> str:
         rows = client.query("SELECT formatQuery({sql:String})", parameters={"sql": sql}).result_rows
     except Exception as e:
         message = _engine_message(e)
+        if "Empty query" in message:
+            raise _refuse("empty", "the SQL is only comments: give one SELECT, DESCRIBE, SHOW, EXISTS or "
+                                   "EXPLAIN") from e
         if "Multi-statements" in message:
             raise _refuse("statements", "only one statement can be run: remove the ';' and what follows "
                                         f"(the engine's parser found several)\n  {message}") from e
@@ -108,12 +111,13 @@ def canonical(client: Any, sql: str) -> str:
 def ast(client: Any, text: str, params: dict[str, Any] | None) -> list[Node]:
     """The statement's tree as the engine dumps it (`EXPLAIN AST`), one Node per line."""
     try:
-        rows = client.query(f"EXPLAIN AST {text}", parameters=params or None).result_rows
+        # raw_query: query() would take an EXPLAIN of `... LIMIT 0` for a column probe and fail on its rows
+        raw = client.raw_query(f"EXPLAIN AST {text}", parameters=params or None, fmt=DUMP_FORMAT)
     except Exception as e:
         raise _refuse("syntax", f"cannot parse the SQL: {_engine_message(e)}") from e
     nodes = []
-    for (line,) in rows:
-        m = _LINE.match(str(line))
+    for line in bytes(raw).decode("utf-8", "replace").split("\n"):
+        m = _LINE.match(line)
         # An alias holding a line break splits its node's line in two. Every rule in check() reads a node's
         # own line (kind, name, indentation), never which line is whose parent, so such extra lines can
         # only add refusals: they cannot hide a real node or move it.
@@ -142,7 +146,7 @@ def check(nodes: list[Node], known_table_functions: frozenset[str]) -> None:
             raise _refuse("statement", "EXPLAIN is accepted for a SELECT only: EXPLAIN [PLAN|SYNTAX|"
                                        "PIPELINE|ESTIMATE|AST|QUERY TREE] SELECT ...")
     last = nodes[-1]
-    if last.kind == "Identifier" and last.depth == 1 and last.name != CLIENT_FORMAT:
+    if last.kind == "Identifier" and last.depth == 1 and last.name != DUMP_FORMAT:
         raise _refuse("format", f"the FORMAT clause (FORMAT {last.name}) is refused: choose the output "
                                 "with --format table|json|csv")
     for n in nodes:
