@@ -85,11 +85,12 @@ _KEY_BLOCK = re.compile(r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----).*?(?:
 _URL_CREDS = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<secret>[^\s/]*)@")
 _HEADER = re.compile(r"(?P<name>(?<![\w\-.])[A-Za-z][\w\-]*):(?P<sp>\s*)"
                      r"(?P<scheme>(?:Bearer|Basic|Token|Digest|Negotiate|bearer|basic|token)\s+)?"
-                     r"(?P<secret>[^\s\"',;]+)")
-_BEARER = re.compile(r"(?P<pre>\b[Bb]earer\s+)(?P<secret>[A-Za-z0-9\-._~+/=]{4,})")
+                     r"(?P<secret>[^\s\"']+)")
+_BEARER = re.compile(r"(?P<pre>\b[Bb]earer\s+)(?P<secret>(?!\*\*\*)[^\s\"']+)")
 _KV = re.compile(r"(?P<name>(?<![\w\-.])-{0,2}[A-Za-z_][\w.\-]*)(?P<sep>\s*=\s*)"
-                 r"(?P<secret>'[^']*'|\"[^\"]*\"|\S+)")
+                 r"(?P<secret>(?!\*\*\*)(?:'[^']*'|\"[^\"]*\"|\S+))")
 _KV_URL = re.compile(r"(?P<name>(?<![\w\-.])-{0,2}[A-Za-z_][\w.\-]*)(?P<sep>=)(?P<secret>[^\s&#]+)")
+_WORD = re.compile(r"\S+")
 _JSON = re.compile(r"(?P<name>\"[^\"]{1,64}\")(?P<sep>\s*:\s*)(?P<secret>\"(?:[^\"\\]|\\.)*\"|[^\s,}]+)")
 
 
@@ -101,9 +102,10 @@ def _token(m: re.Match[str]) -> str:
 def _named(m: re.Match[str]) -> str:
     """name + separator + *** when the name is secret, else the match unchanged."""
     name = m.group("name").strip("\"")
-    if not is_secret_name(name):
-        return m.group(0)
-    return m.group(0)[: m.start("secret") - m.start(0)] + MASK
+    head = m.group(0)[: m.start("secret") - m.start(0)]
+    if not is_secret_name(name):  # the value may hold a pair of its own: --from-literal=password=x
+        return head + m.re.sub(_named, m.group("secret"))
+    return head + MASK
 
 
 def _header(m: re.Match[str]) -> str:
@@ -132,7 +134,9 @@ USERPASS: dict[str, frozenset[str]] = {
     "smbclient": frozenset({"-U", "--user"}), "rpcclient": frozenset({"-U", "--user"}),
 }
 """program -> options taking user:password (curl) or user%password (smbclient)."""
-_PROGRAMS = frozenset({*SEPARATE, *ATTACHED, *USERPASS, *_LOGIN_HOSTS, "aws"}) - {"login"}
+_WRAPPERS = frozenset({"sshpass"})
+"""Programs whose first positional argument is the command they run: their options end there."""
+PROGRAMS = frozenset({*SEPARATE, *ATTACHED, *USERPASS, *_LOGIN_HOSTS, "aws"}) - {"login"}
 
 
 def _mask_userpass(value: str) -> str:
@@ -159,7 +163,8 @@ class Redactor:
         text = _HEADER.sub(_header, text)
         text = _BEARER.sub(lambda m: m.group("pre") + MASK, text)
         text = _JSON.sub(_named, text)
-        text = (_KV_URL if "://" in text else _KV).sub(_named, text)
+        text = _WORD.sub(lambda w: _KV_URL.sub(_named, w.group()) if "://" in w.group() else w.group(), text)
+        text = _KV.sub(_named, text)  # after the URLs, whose masked values (***) it leaves alone
         for pattern in self.extra:
             text = pattern.sub(self._extra_mask, text)
         return text
@@ -201,7 +206,9 @@ class Redactor:
                 continue
             if not arg.startswith("-"):
                 base = os.path.basename(arg.strip("\"'"))
-                if base in _PROGRAMS:
+                if program in _WRAPPERS:
+                    program = ""
+                if base in PROGRAMS:
                     program, words = base, []
                     continue
                 if base == "login" and program in _LOGIN_HOSTS:

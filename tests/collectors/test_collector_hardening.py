@@ -310,7 +310,7 @@ def test_herdwatch_collect_is_not_stalled_by_fifos_where_it_reads(fake_root: Pat
                             env=agent_env(tmp_path, fake_root, flush_s), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_spool(tmp_path / "state", proc)
-    took, out, err = stop_and_time(proc)
+    took, _, err = stop_and_time(proc)
     assert proc.returncode == 0, err
     assert took < flush_s + 3.0, f"took {took:.1f} s after SIGTERM"
     events = spooled_events(tmp_path / "state")
