@@ -91,7 +91,9 @@ class _BoundedServer(HTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int,
                  queued: int) -> None:
         super().__init__(address, handler)
-        self._waiting: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue(maxsize=queued)
+        # one slot per connection being served or waiting; the queue itself never holds more than the slots
+        self._slots = threading.BoundedSemaphore(workers + queued)
+        self._waiting: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue()
         self._workers = [threading.Thread(target=self._work, name=f"query-endpoint-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._workers:
@@ -99,9 +101,9 @@ class _BoundedServer(HTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # hand over only if a worker is idle or the bounded queue has room; otherwise 503 now
-        try:
-            self._waiting.put_nowait((request, client_address))
-        except queue.Full:
+        if self._slots.acquire(blocking=False):
+            self._waiting.put((request, client_address))
+        else:
             signals.endpoint_busy.emit()
             try:
                 request.settimeout(0.5)
@@ -122,6 +124,7 @@ class _BoundedServer(HTTPServer):
                 self.handle_error(request, client_address)
             finally:
                 self.shutdown_request(request)
+                self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("query endpoint: connection from %s ended with an error", client_address, exc_info=True)
@@ -129,18 +132,15 @@ class _BoundedServer(HTTPServer):
     def server_close(self) -> None:
         super().server_close()
         for _ in self._workers:
-            try:
-                self._waiting.put_nowait(None)
-            except queue.Full:
-                break  # workers are daemon threads; they end with the process
+            self._waiting.put(None)
 
 
 class QueryEndpoint:
     def __init__(self, client: Any, settings: StorageSettings, port: int = 0, *, workers: int = WORKERS,
                  queued: int = QUEUED, read_timeout: float = READ_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
                  max_body: int = MAX_BODY) -> None:
-        if workers < 1 or queued < 1:
-            raise ValueError(f"query endpoint needs workers >= 1 and queued >= 1 (got {workers}, {queued})")
+        if workers < 1 or queued < 0:
+            raise ValueError(f"query endpoint needs workers >= 1 and queued >= 0 (got {workers}, {queued})")
         self.queries = DirectQueryClient(client)
         self.settings = settings
         self.token = secrets.token_urlsafe(32)
