@@ -31,10 +31,9 @@ from storage import signals
 READ_SETTINGS: dict[str, Any] = {"max_execution_time": 300, "max_result_rows": 1_000_000, "readonly": 1}
 
 # Table functions that only compute rows in memory or read this store's own tables.
-ALLOWED_TABLE_FUNCTIONS = frozenset({
-    "numbers", "numbers_mt", "zeros", "zeros_mt", "values", "generaterandom", "null", "view", "merge",
-    "generateseries", "generate_series", "primes", "format",
-})
+ALLOWED_TABLE_FUNCTIONS = ("numbers", "numbers_mt", "zeros", "zeros_mt", "values", "generateRandom", "null", "view",
+                           "merge", "generateSeries", "generate_series", "primes", "format")
+_ALLOWED = frozenset(name.lower() for name in ALLOWED_TABLE_FUNCTIONS)
 # Scalar functions that read files or models from disk (their names are not table functions).
 DENIED_FUNCTIONS = frozenset({"file", "catboostevaluate", "naivebayesclassifier"})
 
@@ -155,10 +154,10 @@ def check(nodes: list[Node], known_table_functions: frozenset[str]) -> None:
                                       "settings (readonly = 1); remove the SETTINGS clause")
         if n.kind == "Function":
             name = n.name.lower()
-            if name in DENIED_FUNCTIONS or (name in known_table_functions and name not in ALLOWED_TABLE_FUNCTIONS):
+            if name in DENIED_FUNCTIONS or (name in known_table_functions and name not in _ALLOWED):
                 raise _refuse("function", f"function {n.name}() is refused: it reads or writes outside the "
                                           "store (files, network, processes). Allowed table functions: "
-                                          + ", ".join(sorted(ALLOWED_TABLE_FUNCTIONS)))
+                                          + ", ".join(ALLOWED_TABLE_FUNCTIONS))
 
 
 def read_only_sql(client: Any, sql: str, params: dict[str, Any] | None = None) -> str:
