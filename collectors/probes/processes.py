@@ -3,6 +3,9 @@
 Cheap by design: each cycle lists /proc (one readdir) and reads details only for new pids, so a host
 with hundreds of idle processes costs almost nothing. With the default 1 s interval every process that
 lives 1 s or more is seen. A pid reused within one interval is not told apart (documented limit).
+A new process that still looks exactly like its parent (same exe and command line: forked, not yet
+exec'd) is looked at again one cycle later, so the program it execs is what process.start reports; if it
+is gone by then, it is reported as it was (start and exit).
 
 Command lines pass the redaction (collectors/redact.py) argument by argument before they are cut to
 max_cmdline_chars, so a secret is masked even when the line is long.
@@ -37,6 +40,7 @@ class ProcessProbe(Probe):
         self.max_cmdline = max_cmdline_chars
         self.known: dict[int, dict[str, Any]] = {}
         self._users: dict[int, str] = {}
+        self._deferred: dict[int, dict[str, Any]] = {}
         self._started = False
 
     def pids(self) -> set[int]:
@@ -107,14 +111,25 @@ class ProcessProbe(Probe):
             ppid = parent["ppid"]
         return chain
 
+    def _unexeced_fork(self, item: dict[str, Any]) -> bool:
+        parent = self.known.get(item["ppid"])
+        return parent is not None and parent["exe"] == item["exe"] and parent["cmdline"] == item["cmdline"]
+
     def collect(self, full: bool) -> list[Emit]:
         now = self.pids()
         out: list[Emit] = []
         for pid in sorted(self.known.keys() - now):
             out.append((Kind.PROCESS_EXIT, self.known.pop(pid)))
+        deferred, self._deferred = self._deferred, {}
+        for pid in sorted(deferred.keys() - now):  # a fork that ended without exec'ing
+            gone = deferred[pid]
+            out += [(Kind.PROCESS_START, {**gone, "parents": self.parents(gone["ppid"])}), (Kind.PROCESS_EXIT, gone)]
         for pid in sorted(now - self.known.keys()):
             item = self.read(pid)
             if item is None:
+                continue
+            if self._started and pid not in deferred and self._unexeced_fork(item):
+                self._deferred[pid] = item  # look again next cycle, once it has exec'd
                 continue
             self.known[pid] = item
             if self._started:

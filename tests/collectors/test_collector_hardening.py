@@ -396,3 +396,31 @@ def test_a_symlink_at_the_state_dir_is_refused(agent_settings: CollectorSettings
     with pytest.raises(RuntimeError, match="not a symlink"):
         Agent(agent_settings, UNREACHABLE, probes=[Quick()])
     assert list(real.iterdir()) == []
+
+
+def test_a_fork_is_reported_with_the_program_it_execs() -> None:
+    from collectors.probes import ProcessProbe
+
+    probe = ProcessProbe()
+    probe.collect(full=False)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: looks exactly like this test process until it execs
+        os.close(write)
+        os.read(read, 1)
+        os.execv("/bin/sleep", ["sleep", "2"])
+    os.close(read)
+    try:
+        first = [p for k, p in probe.collect(full=False) if k is Kind.PROCESS_START and p["pid"] == pid]
+        assert first == []  # identical to its parent: looked at again next cycle
+        parent_exe = os.readlink(f"/proc/{pid}/exe")
+        os.write(write, b"x")
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{pid}/exe") == parent_exe and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the exec happened
+        started = [p for k, p in probe.collect(full=False) if k is Kind.PROCESS_START and p["pid"] == pid]
+        assert [p["cmdline"] for p in started] == ["sleep 2"]
+    finally:
+        os.close(write)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
