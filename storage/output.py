@@ -25,7 +25,7 @@ def render(result: QueryResult, fmt: str = "table", max_width: int = 80) -> str:
         return json.dumps(result.dicts(), ensure_ascii=False, indent=None if len(result.rows) > 50 else 2)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         w.writerow(result.columns)
         for row in result.rows:
             w.writerow([v if isinstance(v, str | int | float) or v is None else json.dumps(v) for v in row])
