@@ -26,7 +26,7 @@ import psutil
 from collectors.safe import clean, read_text
 from collectors.settings import CollectorSettings
 from collectors.state import read_json, write_json
-from contract.events import HostIdentity
+from contract.events import HostIdentity, safe_id
 
 IMAGE_ENV = ("CONTAINER_IMAGE_DIGEST", "HERDWATCH_CONTAINER_IMAGE_DIGEST")
 IMAGE_NAME_ENV = ("CONTAINER_IMAGE", "HERDWATCH_CONTAINER_IMAGE")
@@ -192,8 +192,9 @@ def resolve_identity(settings: CollectorSettings, env: Mapping[str, str] | None 
     with contextlib.suppress(OSError):  # a full disk must not stop the agent; the cache is an optimisation
         write_json(cache_file, {"boot_id": boot_id, "host_id": host_id, "cloud": cloud,
                                 "first_seen": first_seen})
-    host = HostIdentity(host_id=host_id, boot_id=boot_id, image_id=image_id, image_family=family or image_id,
-                        tags=tags)
+    # whatever settings, images or metadata say, the identity is sent in the contract's safe characters
+    host = HostIdentity(host_id=safe_id(host_id), boot_id=safe_id(boot_id), image_id=safe_id(image_id),
+                        image_family=safe_id(family or image_id), tags=tags)
     return Identity(host=host, boot_time=boot_time, hostname=hostname, first_seen=first_seen, sources=sources)
 
 

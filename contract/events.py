@@ -13,10 +13,10 @@ import dataclasses
 import functools
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -33,6 +33,17 @@ MAX_ID_CHARS = 256
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=~,-]*")
 """Identifier characters: what instance ids, container ids, image references and names use, and nothing a
 terminal, a log line or a query string could misread (no spaces, quotes, control or bidi characters)."""
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._:/@+=~,-]")
+
+
+def safe_id(text: str, fallback: str = "unknown") -> str:
+    """An identifier the contract accepts, made from any text (a producer normalises its own identity with
+    this): disallowed characters become `_`, a leading non-alphanumeric gets an `x` before it, at most
+    MAX_ID_CHARS characters."""
+    out = _UNSAFE_ID_CHARS.sub("_", text)[:MAX_ID_CHARS] or fallback
+    return out if out[0].isascii() and out[0].isalnum() else ("x" + out)[:MAX_ID_CHARS]
+
+
 MAX_TAGS = 64
 TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 MAX_TAG_CHARS = 1024

@@ -201,3 +201,14 @@ def test_only_the_brokers_arrival_time_judges_a_clock() -> None:
     assert arrival_time((2, 1_764_590_400_000)) == datetime(2025, 12, 1, 12, tzinfo=UTC)
     assert arrival_time((1, 1_764_590_400_000)) is None  # CreateTime: the producer's own clock
     assert arrival_time((0, -1)) is None
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.text(max_size=400))
+def test_any_text_can_be_made_a_safe_identifier(text: str) -> None:
+    from contract.events import safe_id
+
+    out = safe_id(text)
+    assert 0 < len(out) <= MAX_ID_CHARS and SAFE_ID.fullmatch(out)
+    if SAFE_ID.fullmatch(text) and len(text) <= MAX_ID_CHARS:
+        assert out == text
