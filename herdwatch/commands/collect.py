@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one full cycle (hello and every inventory), then exit")
     p.add_argument("--config", type=Path, default=None, help="YAML file of collector settings")
     p.add_argument("--state-dir", type=Path, default=None,
-                   help="seq, spool and identity (default ./var/agent)")
+                   help="seq, spool and identity (default /var/lib/herdwatch as root, else the XDG state folder)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus endpoint port (0 = off)")
     p.add_argument("--host-id", default=None, help="override the host id")
     p.add_argument("--image-id", default=None, help="override the image id (cohort)")
