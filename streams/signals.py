@@ -22,7 +22,7 @@ rollout_events = Signal("streams_rollout_events", "rollout events published", la
 lifecycle_events = Signal("streams_lifecycle_events", "host lifecycle events published",
                           labels=("status", "reason"), level=logging.INFO)
 messages_refetched = Signal("streams_messages_refetched",
-                            "source messages Faust lost after fetching them; fetched again (see offset_guard)",
+                            "source messages Faust lost after fetching them; fetched again (see faust_fixes)",
                             labels=("reason",), level=logging.WARNING)
 messages_unrecoverable = Signal("streams_messages_unrecoverable",
                                 "source offsets that never arrived even after re-fetching (processing went on)",
@@ -30,5 +30,5 @@ messages_unrecoverable = Signal("streams_messages_unrecoverable",
 messages_skipped = Signal("streams_messages_skipped",
                           "source messages skipped: second deliveries, and ones that come again after a re-fetch")
 hosts_forgotten = Signal("streams_hosts_forgotten", "per-host state deleted after the retention period")
-engine_errors = Signal("streams_engine_errors", "observations the detectors failed on (logged, skipped)",
+engine_errors = Signal("streams_engine_errors", "messages or observations a stage failed on (logged, dead-lettered)",
                        labels=("stage",), level=logging.ERROR)
