@@ -21,7 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -446,6 +446,7 @@ def create_acls(admin: KafkaSettings, specs: list[AclSpec], timeout: float = 30.
     """Create `specs` on the cluster `admin` reaches (as a super user). Existing ACLs are left as they are."""
     from confluent_kafka.admin import (
         AclBinding,
+        AclBindingFilter,
         AclOperation,
         AclPermissionType,
         AdminClient,
@@ -464,3 +465,18 @@ def create_acls(admin: KafkaSettings, specs: list[AclSpec], timeout: float = 30.
         except Exception as e:
             raise KafkaLocalError(f"could not create ACL {binding}: {e}; is {admin.sasl_username} a super user "
                                   f"of {admin.bootstrap}?") from e
+    # The controller has them; the broker applies them from the metadata log a moment later, and a client
+    # refused in between sees a non-retriable authorization error. Wait until the broker shows them all.
+    anything: Any = None  # a filter's None matches every name, principal and host
+    everything = AclBindingFilter(ResourceType.ANY, anything, ResourcePatternType.ANY, anything, anything,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    wanted = set(bindings)
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = set(client.describe_acls(everything, request_timeout=timeout).result(timeout))
+        if wanted <= shown:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaLocalError(f"{len(wanted - shown)} new ACLs did not show on {admin.bootstrap} within "
+                                  f"{timeout:.0f}s; see the broker log")
+        time.sleep(0.1)

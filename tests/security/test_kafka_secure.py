@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from collectors.publisher import Publisher
@@ -66,6 +66,18 @@ def role_env(broker: LocalKafka, role: str, prefix: str, **extra: str) -> dict[s
     return env
 
 
+def topic_sizes(broker: LocalKafka, prefix: str) -> dict[str, int]:
+    """Messages in each of the prefix's topics, as the admin sees them (for failure messages)."""
+    admin = broker.client_settings("admin", prefix)
+    c = Consumer({**admin.confluent_config(), "group.id": f"sizes-{uuid.uuid4().hex}"})
+    try:
+        meta = c.list_topics(timeout=10)
+        return {name: sum(c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in t.partitions)
+                for name, t in meta.topics.items() if name.startswith(prefix)}
+    finally:
+        c.close()
+
+
 def read_lines(stream: IO[str], out: queue.Queue[str]) -> None:
     for line in stream:
         out.put(line)
@@ -79,9 +91,11 @@ def test_each_role_works_with_its_own_credentials(secure_broker: LocalKafka, tmp
 
     # the agent role writes telemetry
     pub = Publisher(secure_broker.client_settings("agent", prefix))
+    delivered: list[KafkaError | None] = []
     for batch in lossy_host_batches("h-secure-1"):
-        pub.publish(batch)
+        pub.publish(batch, on_delivery=lambda err, msg: delivered.append(err))
     assert pub.flush() == 0
+    assert delivered == [None, None, None], delivered
 
     procs: dict[str, subprocess.Popen[str]] = {}
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "sink")}
@@ -119,6 +133,7 @@ def test_each_role_works_with_its_own_credentials(secure_broker: LocalKafka, tmp
             if line.startswith("{") and json.loads(line).get("kind") == "data_loss":
                 finding = json.loads(line)
         assert finding is not None, (f"no data_loss finding reached the subscriber; its output: {seen[-20:]}\n"
+                                     f"messages per topic: {topic_sizes(secure_broker, prefix)}\n"
                                      f"worker log: {logs['worker'].read_text()[-3000:]}")
         assert finding["host_id"] == "h-secure-1" and finding["details"]["missing"] == 7
 
@@ -217,7 +232,7 @@ def test_roles_are_refused_outside_their_acls(secure_broker: LocalKafka) -> None
     assert KafkaError.TOPIC_AUTHORIZATION_FAILED in codes, codes
     # the agent sees no other topic's metadata: anomalies is refused to it at the topic level
     meta = AdminClient(agent.confluent_config()).list_topics(timeout=10)
-    visible = {name for name, t in meta.topics.items() if t.error is None}
+    visible = {name for name, t in meta.topics.items() if t.error is None and name.startswith(prefix)}
     assert visible == {topics.telemetry}, visible
     meta = AdminClient(agent.confluent_config()).list_topics(topics.anomalies, timeout=10)
     error = meta.topics[topics.anomalies].error
