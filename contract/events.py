@@ -351,20 +351,16 @@ def _depth(value: Any, limit: int) -> int:
     return 1 + max((_depth(c, limit - 1) for c in children), default=0)
 
 
-LOG_APPEND_TIME = 2
-"""Kafka's timestamp type for a time set by the broker on arrival (librdkafka TIMESTAMP_LOG_APPEND_TIME)."""
-
-
-def arrival_time(timestamp: tuple[int, int]) -> datetime | None:
+def arrival_time(timestamp_ms: float | None, set_by_broker: bool) -> datetime | None:
     """A message's arrival time if the broker set it (topic message.timestamp.type=LogAppendTime), else None.
 
     A producer's own timestamp (CreateTime) comes from the same clock as its events, so it proves nothing
-    about that clock: only the broker's time is used to judge a host's clock.
+    about that clock: only the broker's time is used to judge a host's clock. (librdkafka reports the
+    broker's time as TIMESTAMP_LOG_APPEND_TIME, aiokafka as timestamp_type 1.)
     """
-    kind, ms = timestamp
-    if kind != LOG_APPEND_TIME or ms <= 0:
+    if not set_by_broker or not timestamp_ms or timestamp_ms <= 0:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
 
 
 def is_retimed(event: Event) -> bool:

@@ -30,6 +30,7 @@ class FindingKind(StrEnum):
     POLICY_VIOLATION = "policy_violation"  # a hardening rule is broken
     STALE_IMAGE = "stale_image"  # host still runs an image its family has rolled away from
     DATA_LOSS = "data_loss"  # per-host sequence gap: events were lost on the way
+    CLOCK_SKEW = "clock_skew"  # the host's clock is off: its events were re-timed to their arrival
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from contract.events import arrival_time
 from contract.settings import KafkaSettings
@@ -254,7 +263,7 @@ class Sink:
         """Buffer the rows of one message for its table; dead-letter what the contract refuses."""
         if self.topics[topic] == "events":
             good, rejected = r.telemetry_rows(m.value(), partition, offset, self.settings.max_row_bytes,
-                                              key=m.key(), received=arrival_time(m.timestamp()))
+                                              key=m.key(), received=_arrival(m))
             fresh = self._recent.unseen(good)
             if len(fresh) < len(good):
                 self.stats.duplicates += len(good) - len(fresh)
@@ -546,3 +555,8 @@ class Sink:
             self._first_offset.pop(key, None)
             self._skip.pop(key, None)
             self._needs_skip.discard(key)
+
+
+def _arrival(m: Message) -> datetime | None:
+    kind, ms = m.timestamp()
+    return arrival_time(ms, kind == TIMESTAMP_LOG_APPEND_TIME)

@@ -13,9 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import orjson
-
-from contract.events import Event, Rejected, decode_batch
+from contract.events import Event, arrival_time, decode_batch
 from detectors.types import Observation
 from streams import codec, signals
 from streams.faust_fixes import OffsetGuard
@@ -26,6 +24,8 @@ from streams.stage_loop import run_stage
 from streams.topology import Topology, partitioner
 
 COMPONENT = "streams.hosts"
+AIOKAFKA_LOG_APPEND_TIME = 1
+"""aiokafka's timestamp_type for a time the broker set on arrival (0 is the producer's CreateTime)."""
 SWEEP_INTERVAL_S = 60.0
 """How often (wall time) each telemetry partition looks for hosts past their retention."""
 
@@ -60,16 +60,13 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
 
     async def on_telemetry(event: Any) -> None:
         signals.messages_in.emit()
-        events, rejected = decode_batch(event.value)
+        msg = event.message  # the contract checks the key (a host's state lives in its key's partition)
+        received = arrival_time(msg.timestamp * 1000, set_by_broker=msg.timestamp_type == AIOKAFKA_LOG_APPEND_TIME)
+        events, rejected = decode_batch(event.value, key=event.key, received=received)
         for r in rejected:
             await outputs.dead_letter(r, event, COMPONENT)
-        key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else None
         by_host: dict[str, list[Event]] = defaultdict(list)
         for e in events:
-            if key and e.host_id != key:  # its state belongs to another partition's owner
-                await outputs.dead_letter(Rejected(f"host_id {e.host_id!r} differs from the message key {key!r}",
-                                                  orjson.dumps(e.to_dict())), event, COMPONENT)
-                continue
             by_host[e.host_id].append(e)
         newest = 0.0
         for host, evs in by_host.items():

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from contract.events import Event
-from contract.findings import Finding
+from contract.events import ORIGINAL_TIME_TAG, Event, format_time, is_retimed
+from contract.findings import Finding, FindingKind, Severity
 from detectors import HostState, SequenceGap
 from detectors.types import Observation
 
@@ -38,16 +38,20 @@ class HostSeq:
     """Event time of its newest event."""
     last_forwarded: float | None
     """Event time of the last observation sent to the cohort stage (None: none yet)."""
+    skew_reported: float | None = None
+    """Event time of the last clock_skew finding about this host (None: none)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"boot_id": self.boot_id, "seq": self.seq, "first_seen": self.first_seen,
-                "last_seen": self.last_seen, "last_forwarded": self.last_forwarded}
+                "last_seen": self.last_seen, "last_forwarded": self.last_forwarded,
+                "skew_reported": self.skew_reported}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HostSeq:
-        fwd = d["last_forwarded"]
+        fwd, skew = d["last_forwarded"], d.get("skew_reported")
         return cls(boot_id=str(d["boot_id"]), seq=int(d["seq"]), first_seen=float(d["first_seen"]),
-                   last_seen=float(d["last_seen"]), last_forwarded=None if fwd is None else float(fwd))
+                   last_seen=float(d["last_seen"]), last_forwarded=None if fwd is None else float(fwd),
+                   skew_reported=None if skew is None else float(skew))
 
 
 @dataclass
@@ -78,6 +82,7 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
     else:
         boot, last_seq, first_seen, last_seen, last_fwd = None, -1, None, None, None
         gaps = SequenceGap()
+    skew_reported = seq.skew_reported if seq is not None else None
     result = HostResult(seq=seq, state=None)
     for event in events:
         if event.host_id != host:
@@ -90,6 +95,9 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
             result.findings.append(gap)
             result.lost += int(gap.details.get("missing", 0))
         t = event.time.timestamp()
+        if is_retimed(event) and (skew_reported is None or t - skew_reported >= CLOCK_SKEW_REPEAT_S):
+            result.findings.append(clock_skew_finding(event))
+            skew_reported = t
         if last_seen is not None and hs.started and t - last_seen > host_timeout_s:
             # The cohort marked this host gone meanwhile: rejoin with everything it still shows.
             result.observations.append(Observation(
@@ -110,11 +118,26 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
         result.observations.append(Observation(host, hs.image_id, hs.image_family,
                                                datetime.fromtimestamp(last_seen, UTC)))
         last_fwd = last_seen
-    result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd)
+    result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd, skew_reported)
     new_state = hs.to_dict()
     if new_state != state:
         result.state = new_state
     return result
+
+
+CLOCK_SKEW_REPEAT_S = 3600.0
+"""A host whose clock stays off is reported again at most this often (event time)."""
+
+
+def clock_skew_finding(event: Event) -> Finding:
+    original = event.tags[ORIGINAL_TIME_TAG]
+    return Finding(
+        kind=FindingKind.CLOCK_SKEW, host_id=event.host_id, image_id=event.image_id,
+        image_family=event.image_family, time=event.time, score=0.5, severity=Severity.MEDIUM, subject="clock",
+        explanation=(f"host {event.host_id} sends events dated {original} that arrived at "
+                     f"{format_time(event.time)}: its clock is off (or its events were replayed). They are "
+                     f"kept, re-timed to their arrival; the tag {ORIGINAL_TIME_TAG} keeps their own time."),
+        details={"original_time": original, "arrival": format_time(event.time)})
 
 
 def merge(observations: list[Observation]) -> list[Observation]:

@@ -198,9 +198,9 @@ def test_a_host_with_a_wrong_clock_is_kept_and_retimed_to_arrival() -> None:
 
 
 def test_only_the_brokers_arrival_time_judges_a_clock() -> None:
-    assert arrival_time((2, 1_764_590_400_000)) == datetime(2025, 12, 1, 12, tzinfo=UTC)
-    assert arrival_time((1, 1_764_590_400_000)) is None  # CreateTime: the producer's own clock
-    assert arrival_time((0, -1)) is None
+    assert arrival_time(1_764_590_400_000, set_by_broker=True) == datetime(2025, 12, 1, 12, tzinfo=UTC)
+    assert arrival_time(1_764_590_400_000, set_by_broker=False) is None  # CreateTime: the producer's clock
+    assert arrival_time(-1, set_by_broker=True) is None
 
 
 @settings(max_examples=EXAMPLES, deadline=None)

@@ -93,3 +93,27 @@ def test_merge_cancels_features_added_and_removed_within_a_batch() -> None:
         (("a", "c"), (), {"cpu": 2.0}, True, False), ((), ("a", "c"), {}, False, True),
         (("a",), (), {}, True, False)]
     assert merged[0].time == T0 + timedelta(seconds=2)
+
+
+def test_a_host_with_a_wrong_clock_gets_one_clock_skew_finding_an_hour() -> None:
+    import orjson
+
+    from contract.events import decode_batch, encode_batch
+    from contract.findings import FindingKind
+    from streams.hosts import HostSeq
+
+    fleet = Clones(1, start=T0)
+    h = fleet.hosts[0]
+    arrival = T0 + timedelta(days=200)  # the host's clock is 200 days behind the broker's
+    seq, state = None, None
+    found = []
+    for minute in (0, 10, 50, 70):
+        batch = fleet.step(h, T0 + timedelta(minutes=minute))
+        events, rejected = decode_batch(encode_batch(batch), key=h.host_id,
+                                        received=arrival + timedelta(minutes=minute))
+        assert rejected == [] and all(e.time == arrival + timedelta(minutes=minute) for e in events)
+        res = process_host_batch(events, seq, state, 300, 30)
+        seq, state = res.seq, res.state or state
+        found += [f.time - arrival for f in res.findings if f.kind == FindingKind.CLOCK_SKEW]
+    assert found == [timedelta(0), timedelta(minutes=70)]  # once, then again after an hour
+    assert seq is not None and HostSeq.from_json(orjson.loads(orjson.dumps(seq.to_json()))) == seq
