@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from streams.hosts import process_host_batch
 from simulator.presets import Clones
+from streams.hosts import process_host_batch
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
