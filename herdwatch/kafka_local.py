@@ -124,6 +124,7 @@ class LocalKafka:
 
     def start(self, timeout: float = 90.0) -> None:
         if self.is_running():
+            self._check_mode(self.root / "data")
             return
         libs = ensure_jars()
         self.root.mkdir(parents=True, exist_ok=True)

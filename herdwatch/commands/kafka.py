@@ -45,14 +45,17 @@ def run(args: argparse.Namespace) -> int:
     from herdwatch.kafka_local import LocalKafka, role_acls
 
     root = _default_root(args)
-    prefix = args.topic_prefix or KafkaSettings().topic_prefix
+
+    def prefix() -> str:
+        return str(args.topic_prefix or KafkaSettings().topic_prefix)
+
     if args.action == "start":
         broker = LocalKafka(root, args.port, args.controller_port, secure=args.secure)
         broker.start()
         print(f"kafka {broker.status()} (data and logs in {root})")
         if broker.secure:
-            specs = broker.provision(prefix)
-            print(f"SASL_SSL ({len(specs)} ACLs for topic prefix {prefix!r}); passwords in "
+            specs = broker.provision(prefix())
+            print(f"SASL_SSL ({len(specs)} ACLs for topic prefix {prefix()!r}); passwords in "
                   f"{broker.credentials_file}, CA {broker.ca_file}\n"
                   f"settings of one role: herdwatch kafka env --secure --role worker")
         return 0
@@ -64,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"kafka {broker.status()}" + (" (SASL_SSL)" if broker.secure else ""))
         return 0 if broker.is_running() else 3
     elif args.action == "acls":
-        for spec in role_acls(prefix):
+        for spec in role_acls(prefix()):
             print(spec.describe())
     elif not broker.secure:
         print(f"kafka at {root} runs without authentication: `{args.action}` needs a broker started with "
               f"`herdwatch kafka start --secure`")
         return 2
     elif args.action == "env":
-        for key, value in broker.role_env(args.role, prefix).items():
+        for key, value in broker.role_env(args.role, prefix()).items():
             print(f"export {key}={shlex.quote(value)}")
     else:  # rotate
         broker.rotate(args.role)
