@@ -6,9 +6,9 @@ Prints:
 1. set-feature path: host observations per second on one core (FamilyEngine.process), and the same
    through HostState.apply (raw events -> observations);
 2. state of one cohort of 1,000 hosts: Python heap (tracemalloc) and the store's JSON size;
-3. the synthetic fleet (several cohorts, injected compromises, a clean gradual rollout, a traffic spike and
-   a config push) through the cohort engine, per-host history only, and one global model: precision,
-   recall, time to detect and false alarms side by side.
+3. simulator scenarios (several cohorts, injected compromises, a clean gradual rollout, a rollback, traffic
+   spikes and config pushes) through the cohort engine, per-host history only, and one global model:
+   precision, recall, time to detect and false alarms side by side.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors import EngineConfig, FamilyEngine, HostState, Observation
 from detectors.backtest import replay
 from detectors.reference import GlobalModel, HostHistoryModel
-from detectors.synthetic import Cohort, build_fleet, default_cohorts
 from herdwatch.evaluation.scoring import evaluate, format_comparison
+from simulator import presets
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -76,14 +76,7 @@ def bench_throughput(hosts: int, n_obs: int) -> None:
     )
 
     # The same cohort through HostState: raw events -> observations -> engine.
-    fleet = build_fleet(
-        [Cohort("web", "web", "ami-web-1", "web", 40)],
-        duration_s=900.0,
-        compromises=[],
-        rollout=None,
-        spike=None,
-        push=None,
-    )
+    fleet = presets.run(presets.fleet({"web": 40}, duration=900.0))
     states: dict[str, HostState] = {}
     engine2 = FamilyEngine(config=EngineConfig(mv_enabled=False))
     start = time.perf_counter()
@@ -128,16 +121,6 @@ def bench_state(hosts: int) -> None:
         f"Python heap (peak {peak / 1e6:.1f} MB), store {len(engine.store):,} keys / "
         f"{store_bytes / 1e6:.1f} MB as JSON"
     )
-
-
-def bench_quality(duration_s: float) -> None:
-    fleet = build_fleet(default_cohorts(), duration_s=duration_s, seed=7)
-    print(
-        f"\nsynthetic fleet: {len(fleet.events):,} events, {fleet.hosts} hosts, {fleet.host_hours:.0f} "
-        f"host-hours, {sum(1 for t in fleet.truth if t['host_id'])} injected compromises, one clean rollout, "
-        f"a traffic spike and a config push"
-    )
-    compare(fleet.events, fleet.truth)
 
 
 def bench_scenario(name: str) -> None:
@@ -193,7 +176,6 @@ def main() -> None:
     args = ap.parse_args()
     bench_throughput(hosts=1000, n_obs=50_000 if args.quick else 200_000)
     bench_state(hosts=1000)
-    bench_quality(duration_s=3600.0 if args.quick else 4 * 3600.0)
     for name in args.scenario if args.scenario is not None else (["ci"] if args.quick else ["demo", "normal"]):
         bench_scenario(name)
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from contract.events import Event, encode_batch
 from contract.settings import KafkaSettings, StorageSettings
+from simulator import presets
 from storage.client import connect
 from storage.load import EVENTS_INSERT_SETTINGS, INSERT_SETTINGS
 from storage.queries import QUERIES
 from storage.query_client import DirectQueryClient
 from storage.rows import EVENT_COLUMNS, EVENTS_FORMAT, TableRows, telemetry_rows
-from storage.sample_events import fleet
 from storage.schema import migrate
 from storage.settings import SinkSettings
 from storage.state import HOST_ROW, SECTIONS
@@ -42,8 +42,11 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     from herdwatch.kafka_local import LocalKafka, free_port
     from storage.sink import Sink
 
-    per_host = len(fleet(1, BASE, minutes=14)[0].events)
-    hosts = fleet(max(1, n_events // per_host), BASE, minutes=14, compromised=())
+    def workers(n: int) -> list[presets.HostHistory]:  # queue workers living 14 minutes, nothing injected
+        return presets.histories(presets.fleet({"worker": n}, start=BASE, duration="14m", cycle="30s"))
+
+    per_host = len(workers(1)[0].events)
+    hosts = workers(max(1, n_events // per_host))
     events: list[Event] = [e for h in hosts for e in h.events]
     print(f"sink: {len(events):,} events from {len(hosts):,} hosts, 20 events per Kafka message")
     broker = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port())

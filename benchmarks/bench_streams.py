@@ -32,27 +32,37 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from collectors.publisher import producer_config
-from contract.events import decode_batch, encode_batch
+from contract.events import Event, decode_batch, encode_batch
 from contract.settings import KafkaSettings
 from herdwatch.kafka_local import LocalKafka, free_port
-from streams.sample_fleet import SampleFleet
+from simulator.host import SimHost
+from simulator.presets import Clones
 from streams.settings import WorkerSettings
 from streams.worker import prepare_topics
 
 PARTITIONS = 8
 
 
-def fleets(families: int, hosts_per_family: int, start: datetime) -> list[SampleFleet]:
-    return [SampleFleet(hosts_per_family, image=f"ami-{f:02d}", family=f"fam{f:02d}", prefix=f"f{f:02d}h",
+def fleets(families: int, hosts_per_family: int, start: datetime) -> list[Clones]:
+    return [Clones(hosts_per_family, image=f"ami-{f:02d}", family=f"fam{f:02d}",
                         start=start, seed=f) for f in range(families)]
 
 
-def warmup(fl: list[SampleFleet]) -> list[tuple[bytes, bytes]]:
+def cycles(f: Clones, h: SimHost, when: datetime, per_message: int) -> list[Event]:
+    """One message of at least `per_message` events: the host's collector cycles at `when`, as many as it
+    takes (an agent sending several cycles it spooled in one batch)."""
+    out: list[Event] = []
+    while len(out) < per_message:
+        out += f.step(h, when)
+    return out
+
+
+def warmup(fl: list[Clones]) -> list[tuple[bytes, bytes]]:
     """Every host's first batch (hello and inventories): lets the workers join and settle."""
-    return [(h.host_id.encode(), encode_batch(f.hello(h, f.at(0)))) for f in fl for h in f.hosts]
+    return [(h.host_id.encode(), encode_batch(f.step(h, f.at(0)))) for f in fl for h in f.hosts]
 
 
-def backlog(fl: list[SampleFleet], events: int, per_message: int) -> list[tuple[bytes, bytes]]:
+def backlog(fl: list[Clones], events: int, per_message: int) -> list[tuple[bytes, bytes]]:
     """Pre-encoded telemetry messages: collector cycles, 10 s of event time apart."""
     out: list[tuple[bytes, bytes]] = []
     n = 0
@@ -60,7 +70,7 @@ def backlog(fl: list[SampleFleet], events: int, per_message: int) -> list[tuple[
     while n < events:
         for f in fl:
             for h in f.hosts:
-                batch = f.cycle(h, f.at(c * 10), events=per_message)
+                batch = cycles(f, h, f.at(c * 10), per_message)
                 out.append((h.host_id.encode(), encode_batch(batch)))
                 n += len(batch)
         c += 1
@@ -229,12 +239,12 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
         # warm-up: every host joins with a little history (event time in the past), then live traffic
         warm = 0
         for f, h in hosts:
-            batch = f.hello(h, f.at(0))
+            batch = f.step(h, f.at(0))
             warm += len(batch)
             p.produce(kafka.topics.telemetry, key=h.host_id.encode(), value=encode_batch(batch))
         for c in range(1, 4):
             for f, h in hosts:
-                batch = f.cycle(h, f.at(c * 10), events=per_message)
+                batch = cycles(f, h, f.at(c * 10), per_message)
                 warm += len(batch)
                 p.produce(kafka.topics.telemetry, key=h.host_id.encode(), value=encode_batch(batch))
             p.poll(0)
@@ -250,13 +260,14 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
         while time.perf_counter() - start < seconds:
             f, h = hosts[i % len(hosts)]
             now = datetime.now(UTC)
-            events = f.cycle(h, now, events=per_message)
+            events = cycles(f, h, now, per_message)
             if i % 60 == 30:  # a miner on one more host every 60 messages
                 j = next(bad, None)
                 if j is not None:
                     f2, h2 = hosts[j]
+                    f2.attack(h2, "cryptominer")
                     p.produce(kafka.topics.telemetry, key=h2.host_id.encode(),
-                              value=encode_batch(f2.miner(h2, now)))
+                              value=encode_batch(f2.step(h2, now)))
             if i % 20 == 10:  # a lost event now and then: data-loss findings (host stage)
                 h.seq += 1
             p.produce(kafka.topics.telemetry, key=h.host_id.encode(), value=encode_batch(events))

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from contract.events import Event
 from simulator.attacks import ATTACKS, Attack
@@ -88,7 +91,8 @@ def fleet(cohorts: dict[str, int] | None = None, start: datetime = T0, **kw: Any
 def forensics(hosts: int = 6, minutes: int = 14, seed: int = 7, start: datetime = T0) -> Fleet:
     """Queue workers, one task process (with its database connection) a minute each. Host 0 is broken
     into half way: a root password login over SSH and its session, netcat installed, root login enabled
-    in sshd_config, a miner started from /tmp that connects to 203.0.113.50:4444. It is scaled in (goodbye
+    in sshd_config, a miner started from /tmp that connects to 203.0.113.50:4444, a rootkit's kernel
+    module loaded. It is scaled in (goodbye
     "terminated: scale-in") three quarters into the run; the others live to the end."""
     half, late = minutes * 30, minutes * 45
     return fleet(
@@ -104,9 +108,31 @@ def forensics(hosts: int = 6, minutes: int = 14, seed: int = 7, start: datetime 
             attack("sshd_tamper", "worker", 0, half, name="root-login"),
             attack("cryptominer", "worker", 0, half, name="miner", exe=MINER_EXE, user="www-data",
                    cmdline=f"{MINER_EXE} -o {C2[0]}:{C2[1]}", pool_ip=C2[0], pool_port=C2[1]),
+            attack("kernel_module", "worker", 0, half, name="rootkit"),
         ],
         events=[{"kind": "scale_in", "cohort": "worker", "host": 0, "at": late}],
     )
+
+
+@dataclass
+class Run:
+    """A planned fleet generated in full: every event in order, and the ground truth as dicts (the
+    format of a run's ground_truth.json, which `herdwatch backtest --truth` reads)."""
+
+    events: list[Event]
+    truth: list[dict[str, Any]]
+    fleet: Fleet
+
+    def write_jsonl(self, path: str | Path) -> None:
+        """The events as a backtest input file (one envelope per line)."""
+        with open(path, "wb") as f:
+            for event in self.events:
+                f.write(orjson.dumps(event.to_dict()) + b"\n")
+
+
+def run(fleet: Fleet) -> Run:
+    """Generate `fleet` in full."""
+    return Run(list(fleet.events()), fleet.ground_truth_dicts(), fleet)
 
 
 @dataclass

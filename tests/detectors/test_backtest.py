@@ -8,20 +8,15 @@ import pytest
 from contract.events import Event
 from detectors import EngineConfig, FamilyEngine, FindingKind
 from detectors.backtest import EVENT_COLUMNS, BadLine, FamilyEngines, Replay, parse_lines, replay, row_to_envelope
-from detectors.synthetic import Cohort, build_fleet, write_jsonl
 from detectors.types import Observation
 from herdwatch.cli import main
+from simulator import presets
 
 
-def small_fleet(duration_s: float = 900.0):
-    return build_fleet(
-        [Cohort("web", "web", "ami-web-1", "web", 10)],
-        duration_s=duration_s,
-        compromises=[("cryptominer", "web", 4, 300.0)],
-        rollout=None,
-        spike=None,
-        push=None,
-    )
+def small_fleet(duration_s: float = 900.0) -> presets.Run:
+    """Ten web clones; in runs longer than five minutes a miner starts on host 4 at 5m and runs to the end."""
+    miner = [presets.attack("cryptominer", "web", 4, 300.0, exe="/tmp/.x/xmrig")] if duration_s > 300 else []
+    return presets.run(presets.fleet({"web": 10}, duration=duration_s, scenarios=miner))
 
 
 def test_parse_lines_accepts_envelopes_and_arrays_and_reports_bad_lines() -> None:
@@ -110,14 +105,7 @@ def test_replay_records_each_hosts_first_and_last_event() -> None:
 
 
 def test_family_engines_keep_each_family_apart_and_report_its_scores() -> None:
-    fleet = build_fleet(
-        [Cohort("web", "web", "ami-web-1", "web", 6), Cohort("app", "app", "ami-app-1", "app", 4)],
-        duration_s=300,
-        compromises=[],
-        rollout=None,
-        spike=None,
-        push=None,
-    )
+    fleet = presets.run(presets.fleet({"web": 6, "app": 4}, duration=300))
     engines = FamilyEngines(EngineConfig(confirm_s=60))
     scores: list[dict] = []
     result = replay(fleet.events, engines, on_scores=scores.append)
@@ -133,7 +121,7 @@ def test_family_engines_keep_each_family_apart_and_report_its_scores() -> None:
 def test_backtest_command_on_jsonl_writes_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fleet = small_fleet()
     data = tmp_path / "events.jsonl"
-    write_jsonl(fleet, str(data))
+    fleet.write_jsonl(data)
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps(fleet.truth))
     assert main(["backtest", str(data), "--scores", str(tmp_path / "s.csv"), "--truth", str(truth)]) == 0
@@ -206,7 +194,7 @@ def test_backtest_from_a_clickhouse_query(storage_settings, monkeypatch, capsys)
 
 def test_unknown_knob_lists_the_known_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "events.jsonl"
-    write_jsonl(small_fleet(30), str(data))
+    small_fleet(30).write_jsonl(data)
     assert main(["backtest", str(data), "--set", "confirm_seconds=5"]) == 1
     err = capsys.readouterr().err
     assert "unknown engine setting 'confirm_seconds' (did you mean confirm_s?)" in err

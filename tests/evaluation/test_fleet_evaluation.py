@@ -1,30 +1,34 @@
-"""End to end on the synthetic clone fleet: compromises found, clean rollout and fleet life quiet."""
+"""End to end on the simulator's demo fleet: compromises found, clean rollout and fleet life quiet."""
 
 import pytest
 
 from detectors import FamilyEngine, RolloutStatus
 from detectors.backtest import replay
 from detectors.reference import GlobalModel, HostHistoryModel
-from detectors.synthetic import COMPROMISES, build_fleet
 from herdwatch.evaluation.scoring import evaluate
+from simulator import presets
+from simulator.fleet import Fleet
 
 
 @pytest.fixture(scope="module")
-def fleet():
-    return build_fleet(duration_s=3600.0, seed=7)
+def fleet() -> presets.Run:
+    """Six compromises, a clean rollout leaving one host behind, a rollback, a traffic spike, a config push."""
+    return presets.run(Fleet.from_scenario("demo"))
 
 
 def test_cohort_engine_finds_every_compromise_and_stays_quiet_through_the_rollout(fleet) -> None:
     result = replay(fleet.events, FamilyEngine())
     report = evaluate(result.outputs, fleet.truth, host_hours=result.host_hours, family_of_host=result.family_of_host)
-    assert {t["scenario"] for t in report["per_truth"]} == set(COMPROMISES)
+    compromises = {t["scenario"] for t in fleet.truth if t["kind"] == "compromise"}
+    assert len(compromises) == 6
+    assert {t["scenario"] for t in report["per_truth"]} == compromises | {"api-stale-host"}
     assert report["recall"] == 1.0, report["per_truth"]
     assert report["rollout_host_anomalies"] == 0
     assert report["false_positives"] == 0, report["false_positive_examples"]
-    statuses = [r.status for r in result.rollouts]
+    statuses = [r.status for r in result.rollouts if r.image_family == "api"]
     assert statuses[0] == RolloutStatus.STARTED and RolloutStatus.COMPLETED in statuses
-    assert sum(1 for r in result.rollouts if r.diff) == 1
-    assert all(p["ttd_s"] <= 180 for p in report["per_truth"])
+    assert sum(1 for r in result.rollouts if r.diff and r.image_family == "api") == 1
+    assert all(p["ttd_s"] <= 180 for p in report["per_truth"] if p["scenario"] in compromises)
 
 
 def test_reference_methods_pay_for_ignoring_cohorts(fleet) -> None:

@@ -16,7 +16,7 @@ import pytest
 from stream_helpers import StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
-from streams.sample_fleet import SampleFleet
+from simulator.presets import Clones
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +33,16 @@ def cli(env: StreamEnv, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_follow_filters_and_kcat(stream_env_factory: Any) -> None:
     env: StreamEnv = stream_env_factory()
-    fleet = SampleFleet(8, start=datetime.now(UTC) - timedelta(seconds=900))
+    fleet = Clones(8, start=datetime.now(UTC) - timedelta(seconds=900))
     bad = fleet.hosts[2]
     pub = Publisher(env.kafka)
     for h in fleet.hosts:
-        pub.publish(fleet.hello(h, fleet.at(0)))
+        pub.publish(fleet.step(h, fleet.at(0)))
     for c in range(1, 12):
         for h in fleet.hosts:
-            events = fleet.cycle(h, fleet.at(c * 10))
             if h is bad and c == 3:
-                events += fleet.miner(h, fleet.at(c * 10))
-            pub.publish(events)
+                fleet.attack(h, "cryptominer", exe="/tmp/.x/xmrig")
+            pub.publish(fleet.step(h, fleet.at(c * 10)))
     assert pub.flush() == 0
 
     follow = subprocess.Popen([sys.executable, "-m", "herdwatch.cli", "anomalies", "--follow", "--from-beginning",

@@ -11,13 +11,13 @@ from stream_helpers import StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
 from contract.events import Event
-from streams.sample_fleet import SampleFleet
+from simulator.presets import Clones
 
 pytestmark = pytest.mark.integration
 
 
-def past_fleet(hosts: int, seconds_ago: float = 900, **kw: Any) -> SampleFleet:
-    return SampleFleet(hosts, start=datetime.now(UTC) - timedelta(seconds=seconds_ago), **kw)
+def past_fleet(hosts: int, seconds_ago: float = 900, **kw: Any) -> Clones:
+    return Clones(hosts, start=datetime.now(UTC) - timedelta(seconds=seconds_ago), **kw)
 
 
 def host_findings(values: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -30,7 +30,7 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
     bad, lossy, leaver, silent = fleet.hosts[3], fleet.hosts[5], fleet.hosts[7], fleet.hosts[8]
     pub = Publisher(env.kafka)
     for h in fleet.hosts:
-        pub.publish(fleet.hello(h, fleet.at(0)))
+        pub.publish(fleet.step(h, fleet.at(0)))
     for c in range(1, 31):
         for h in fleet.hosts:
             if h is silent and c > 3:
@@ -39,19 +39,20 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
                 pub.publish(fleet.goodbye(h, fleet.at(c * 10)))
             if h is leaver and c >= 20:
                 continue
-            events = fleet.cycle(h, fleet.at(c * 10))
             if h is bad and c == 10:
-                events += fleet.miner(h, fleet.at(c * 10))
+                fleet.attack(h, "cryptominer", exe="/tmp/.x/xmrig")
+            events = fleet.step(h, fleet.at(c * 10))
             if h is lossy and c == 12:
                 h.seq += 7  # seven events lost on the way
             pub.publish(events)
     # malformed input: not JSON at all, and one bad envelope inside an otherwise good batch
     pub.producer.produce(env.kafka.topics.telemetry, key=b"junk", value=b"{not json")
-    good = fleet.cycle(fleet.hosts[0], fleet.at(310))
+    h0, h1 = fleet.hosts[0].host_id, fleet.hosts[1].host_id
+    good = fleet.step(fleet.hosts[0], fleet.at(310))
     broken = [good[0].to_dict(), {**good[1].to_dict(), "seq": "seven"}]
-    pub.producer.produce(env.kafka.topics.telemetry, key=b"h0000", value=orjson.dumps(broken))
-    stray = fleet.cycle(fleet.hosts[1], fleet.at(310))[:1]  # another host's event under h0000's key
-    pub.producer.produce(env.kafka.topics.telemetry, key=b"h0000", value=orjson.dumps([stray[0].to_dict()]))
+    pub.producer.produce(env.kafka.topics.telemetry, key=h0.encode(), value=orjson.dumps(broken))
+    stray = fleet.step(fleet.hosts[1], fleet.at(310))[:1]  # another host's event under h0's key
+    pub.producer.produce(env.kafka.topics.telemetry, key=h0.encode(), value=orjson.dumps([stray[0].to_dict()]))
     assert pub.flush() == 0
 
     anomalies = env.topic(env.kafka.topics.anomalies)
@@ -84,9 +85,10 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
 
     reasons = sorted(dict(m.headers())["reason"].decode().split(":")[0] for m in deadletter.messages)
     assert reasons == ["envelope field 'seq' must be int, got str",
-                       "host_id 'h0001' differs from the message key 'h0000'", "not JSON"], reasons
+                       f"host_id '{h1}' differs from the message key '{h0}'", "not JSON"], reasons
     assert all(dict(m.headers())["component"] == b"streams.hosts" for m in deadletter.messages)
-    assert deadletter.messages[0].value() == b"{not json"  # the original bytes, untouched
+    junk = next(m for m in deadletter.messages if dict(m.headers())["reason"].startswith(b"not JSON"))
+    assert junk.value() == b"{not json"  # the original bytes, untouched
     assert worker.metric("herdwatch_streams_events_dead_lettered_total") == 3
     assert worker.metric("herdwatch_streams_events_dead_lettered_total", reason="not JSON") == 1
     assert worker.metric("herdwatch_streams_events_lost_total") == 7
@@ -99,20 +101,20 @@ def test_rollout_gives_rollout_events_and_no_host_anomalies(stream_env_factory: 
     fleet = past_fleet(6, seconds_ago=1200, image="ami-old")
     pub = Publisher(env.kafka)
     for h in fleet.hosts:
-        pub.publish(fleet.hello(h, fleet.at(0)))
-    new_packages = {**fleet.packages, "nginx": "1.26.1", "openssl": "3.0.15"}
+        pub.publish(fleet.step(h, fleet.at(0)))
+    fleet.add_image("ami-new", packages={"nginx": "1.26.1", "openssl": "3.0.15"})
     new_hosts: list[Any] = []
     old = list(fleet.hosts)
     for c in range(1, 61):
         t = fleet.at(c * 10)
         if c >= 10 and c % 3 == 0 and len(new_hosts) < 6:  # replace one old host every 30 s
-            [h] = fleet.add_hosts(1, "ami-new", f"n{len(new_hosts)}-")
+            [h] = fleet.add_hosts(1, "ami-new", at=c * 10)
             new_hosts.append(h)
-            pub.publish(fleet.hello(h, t, packages=new_packages))
+            pub.publish(fleet.step(h, t))
             leaving = old.pop(0)
             pub.publish(fleet.goodbye(leaving, t))
         for h in old + new_hosts:
-            pub.publish(fleet.cycle(h, t))
+            pub.publish(fleet.step(h, t))
     assert pub.flush() == 0
 
     rollouts = env.topic(env.kafka.topics.rollouts)
@@ -128,15 +130,15 @@ def test_rollout_gives_rollout_events_and_no_host_anomalies(stream_env_factory: 
     assert anomalies.values() == []
 
 
-def _kill_scenario(fleet: SampleFleet) -> tuple[list[list[Event]], list[list[Event]]]:
-    first: list[list[Event]] = [fleet.hello(h, fleet.at(0)) for h in fleet.hosts]
+def _kill_scenario(fleet: Clones) -> tuple[list[list[Event]], list[list[Event]]]:
+    first: list[list[Event]] = [fleet.step(h, fleet.at(0)) for h in fleet.hosts]
     second: list[list[Event]] = []
     for c in range(1, 41):
         part = first if c <= 15 else second
         for i, h in enumerate(fleet.hosts):
-            events = fleet.cycle(h, fleet.at(c * 10))
             if i == 2 and c == 25:
-                events += fleet.miner(h, fleet.at(c * 10))
+                fleet.attack(h, "cryptominer", exe="/tmp/.x/xmrig")
+            events = fleet.step(h, fleet.at(c * 10))
             if i == 4 and c == 30:
                 h.seq += 3
             part.append(events)
@@ -147,7 +149,8 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
     start = datetime.now(UTC) - timedelta(seconds=900)
     runs = {}
     envs = {name: stream_env_factory() for name in ("steady", "killed")}
-    batches = {name: _kill_scenario(SampleFleet(8, start=start)) for name in envs}
+    batches = {name: _kill_scenario(Clones(8, start=start)) for name in envs}
+    host_ids = [h.host_id for h in Clones(8, start=start).hosts]  # the same clones for the same seed
     # the uninterrupted run
     steady = envs["steady"]
     pub = Publisher(steady.kafka)
@@ -182,8 +185,8 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
         runs[name] = host_findings(topic.values())
     life.poll(1.0)
     assert runs["killed"] == runs["steady"]
-    assert ("data_loss", "h0004", "seq") in runs["killed"]
+    assert ("data_loss", host_ids[4], "seq") in runs["killed"]
     # recovered membership: B announces no host anew. Delivery is at least once, so a message A sent just
     # before the kill may come again from B, but only as the same event (storage keeps one row of it).
     ups = {(e["host_id"], e["time"]) for e in life.values() if e["status"] == "up"}
-    assert sorted(host for host, _ in ups) == [f"h{i:04d}" for i in range(8)]
+    assert sorted(host for host, _ in ups) == sorted(host_ids)
