@@ -105,8 +105,15 @@ def test_rollout_gives_rollout_events_and_no_host_anomalies(stream_env_factory: 
     fleet.add_image("ami-new", packages={"nginx": "1.26.1", "openssl": "3.0.15"})
     new_hosts: list[Any] = []
     old = list(fleet.hosts)
+    rollouts = env.topic(env.kafka.topics.rollouts)
+    anomalies = env.topic(env.kafka.topics.anomalies)
     for c in range(1, 61):
         t = fleet.at(c * 10)
+        if c == 10:  # the old cohort is known before the rollout: its hosts were seen by the worker
+            assert pub.flush() == 0
+            life = env.topic(env.kafka.topics.lifecycle)
+            env.start_worker()
+            assert life.wait_for(lambda ms: len(ms) >= 6, 60), dump_logs(env)
         if c >= 10 and c % 3 == 0 and len(new_hosts) < 6:  # replace one old host every 30 s
             [h] = fleet.add_hosts(1, "ami-new", at=c * 10)
             new_hosts.append(h)
@@ -117,9 +124,6 @@ def test_rollout_gives_rollout_events_and_no_host_anomalies(stream_env_factory: 
             pub.publish(fleet.step(h, t))
     assert pub.flush() == 0
 
-    rollouts = env.topic(env.kafka.topics.rollouts)
-    anomalies = env.topic(env.kafka.topics.anomalies)
-    env.start_worker()
     assert rollouts.wait_for(lambda ms: any(b'"completed"' in m.value() for m in ms), 90), dump_logs(env)
     anomalies.poll(3.0)
     events = rollouts.values()
