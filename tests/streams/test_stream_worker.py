@@ -85,7 +85,8 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
 
     reasons = sorted(dict(m.headers())["reason"].decode().split(":")[0] for m in deadletter.messages)
     assert reasons == ["envelope field 'seq' must be int, got str",
-                       f"host_id '{h1}' differs from the message key '{h0}'", "not JSON"], reasons
+                       f"host_id '{h1}' disagrees with the message key '{h0}'; key each message with the "
+                       "host_id of its events", "not JSON"], reasons
     assert all(dict(m.headers())["component"] == b"streams.hosts" for m in deadletter.messages)
     junk = next(m for m in deadletter.messages if dict(m.headers())["reason"].startswith(b"not JSON"))
     assert junk.value() == b"{not json"  # the original bytes, untouched
