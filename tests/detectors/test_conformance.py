@@ -150,3 +150,45 @@ def test_memory_stays_bounded_under_a_long_random_stream(cls: type) -> None:
             sizes.append(d.state_size())
     # Live hosts and their features are bounded; so must the state be (no growth with stream length).
     assert max(sizes[1:]) < 2.0 * sizes[0], sizes
+
+
+def simulated_clones() -> tuple[list[Observation], dict[str, Observation], str]:
+    """The simulator's own clone cohort, turned into observations by the host stage's HostState: 30 web
+    clones for 10 minutes, one of them mined on and its sshd_config weakened half way."""
+    from simulator.presets import Clones
+
+    fleet = Clones(HOSTS, seed=5)
+    bad = fleet.hosts[17]
+    states = {h.host_id: detectors.HostState(h.host_id, fleet.image, fleet.family) for h in fleet.hosts}
+    learn: list[Observation] = []
+    added: dict[str, set[str]] = {h.host_id: set() for h in fleet.hosts}  # what each host gained since 5 min
+    metrics: dict[str, dict[str, float]] = {}
+    for cycle in range(60):
+        if cycle == 30:
+            fleet.attack(bad, "cryptominer")
+            fleet.attack(bad, "sshd_tamper")
+        for h in fleet.hosts:
+            for event in fleet.step(h, fleet.at(cycle * 10)):
+                o = states[h.host_id].apply(event)
+                if o is None:
+                    continue
+                learn.append(o)
+                metrics[h.host_id] = o.metrics or metrics.get(h.host_id, {})
+                if cycle >= 30:
+                    added[h.host_id].update(o.added)
+    end = fleet.at(600)
+    last = {h: Observation(h, fleet.image, fleet.family, end, added=tuple(sorted(added[h])), metrics=metrics[h])
+            for h in added}
+    return learn, last, bad.host_id
+
+
+@pytest.mark.parametrize("cls", [c for c in EXPORTED if c not in FLEETS], ids=lambda c: c.__name__)
+def test_ranks_the_attacked_host_of_a_simulated_cohort_first(cls: type) -> None:
+    learn, last, bad = simulated_clones()
+    d = cls()
+    for o in learn:
+        d.learn_one(o)
+    scores = {h: d.score_one(o) for h, o in last.items()}
+    ranked = sorted(scores, key=lambda h: -scores[h])
+    assert ranked[0] == bad, sorted(scores.items(), key=lambda kv: -kv[1])[:3]
+    assert scores[ranked[0]] > scores[ranked[1]]
