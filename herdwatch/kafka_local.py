@@ -78,10 +78,21 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     secure: bool = False
+    listen: str | None = None
+    """An extra plaintext listener "ADDR[:PORT]" (port default: `port`), advertised as itself, so clients in
+    other network namespaces (the lab's hosts on its bridge) reach the broker; loopback clients are unchanged."""
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def listen_address(self) -> str | None:
+        """The extra listener as "ADDR:PORT" (None without one)."""
+        if not self.listen:
+            return None
+        host, sep, port = self.listen.rpartition(":")
+        return self.listen if sep and host and port.isdigit() else f"{self.listen}:{self.port}"
 
     @property
     def pid_file(self) -> Path:
@@ -119,7 +130,8 @@ class LocalKafka:
         ports = root / "ports"
         if ports.exists():
             words = ports.read_text().split()
-            return cls(root, int(words[0]), int(words[1]), secure=words[2:] == ["secure"])
+            listen = next((w.removeprefix("listen=") for w in words[2:] if w.startswith("listen=")), None)
+            return cls(root, int(words[0]), int(words[1]), secure="secure" in words[2:], listen=listen)
         return cls(root, port, controller_port)
 
     def start(self, timeout: float = 90.0) -> None:
@@ -134,6 +146,11 @@ class LocalKafka:
         template = (KAFKA_HOME / "server.properties.template").read_text()
         text = template.format(port=self.port, controller_port=self.controller_port, data_dir=data)
         format_extra: list[str] = []
+        if self.listen_address and self.secure:
+            raise KafkaLocalError("--listen adds a plaintext listener and cannot be combined with --secure "
+                                  "(whose certificate names 127.0.0.1 only); start one or the other")
+        if self.listen_address:
+            text = with_overrides(text, self._listen_properties())
         if self.secure:
             self.root.chmod(0o700)
             passwords = self.passwords()
@@ -145,7 +162,8 @@ class LocalKafka:
         props.touch(mode=0o600)
         props.chmod(0o600)
         props.write_text(text)
-        (self.root / "ports").write_text(f"{self.port} {self.controller_port}" + (" secure" if self.secure else ""))
+        (self.root / "ports").write_text(f"{self.port} {self.controller_port}" + (" secure" if self.secure else "")
+                                         + (f" listen={self.listen_address}" if self.listen_address else ""))
         java = shutil.which("java") or "java"
         classpath = f"{libs}/*"
         log_opts = [f"-Dlog4j2.configurationFile={KAFKA_HOME / 'log4j2.properties'}",
@@ -208,7 +226,17 @@ class LocalKafka:
 
     def status(self) -> str:
         pid = self.pid()
-        return f"running (pid {pid}) on {self.bootstrap}" if pid else "stopped"
+        extra = f" and {self.listen_address}" if self.listen_address else ""
+        return f"running (pid {pid}) on {self.bootstrap}{extra}" if pid else "stopped"
+
+    def _listen_properties(self) -> dict[str, str]:
+        """Plain mode with a second plaintext listener (LAB) on `listen_address`, advertised as itself."""
+        lab = f"LAB://{self.listen_address}"
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},{lab},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},{lab}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,LAB:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
 
     # --- secure mode --------------------------------------------------------------------------------
     def _check_mode(self, data: Path) -> None:

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--secure", action="store_true",
                    help="SASL_SSL listener (SCRAM-SHA-512), one user per role, ACLs; passwords in "
                         "<root>/credentials.env (mode 0600)")
+    p.add_argument("--listen", default=None, metavar="ADDR[:PORT]",
+                   help="start: also listen (plaintext) on this address, advertised as itself, e.g. a lab bridge "
+                        "address 10.213.47.1 (port default: --port); loopback clients are unchanged")
     p.add_argument("--role", default="worker",
                    help="for env and rotate (with --secure or --root): agent, worker, sink, subscriber or "
                         "admin (default worker)")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return str(args.topic_prefix or KafkaSettings().topic_prefix)
 
     if args.action == "start":
-        broker = LocalKafka(root, args.port, args.controller_port, secure=args.secure)
+        broker = LocalKafka(root, args.port, args.controller_port, secure=args.secure, listen=args.listen)
         broker.start()
         print(f"kafka {broker.status()} (data and logs in {root})")
         if broker.secure:
