@@ -49,7 +49,8 @@ class CollectorSettings(BaseSettings):
     process_interval_s: float = 0.9
     """Below 1 s, so every process that lives 1 s or more is seen, even with timer jitter."""
     process_inventory_s: float = 600.0
-    network_interval_s: float = 10.0
+    network_interval_s: float = 1.0
+    """Reads /proc/net tables (cheap; owners of new sockets only): a connection held 2 s is seen."""
     network_inventory_s: float = 600.0
     login_interval_s: float = 15.0
     login_inventory_s: float = 600.0
@@ -67,6 +68,11 @@ class CollectorSettings(BaseSettings):
     root: Path = Path("/")
     """Filesystem root for config, package and auth-log reads (a sidecar mounts the host at /host)."""
     proc: Path = Path("/proc")
+    watch_cgroups: list[str] = Field(default_factory=list)
+    """cgroup v2 paths (e.g. /system.slice/nginx.service) measured apart: one metrics event each, scope
+    "cgroup:<path>"."""
+    cgroup_own_scope: bool = True
+    """In a container or sidecar (own cgroup v2 path not "/"), also measure the agent's own cgroup."""
     auth_logs: list[Path] = Field(
         default_factory=lambda: [Path("/var/log/auth.log"), Path("/var/log/secure")])
     journal: bool = True
@@ -109,11 +115,19 @@ class CollectorSettings(BaseSettings):
     metrics_port: int = 0
     metrics_addr: str = "127.0.0.1"
 
-    @field_validator("state_dir", "root", "proc", "image_file")
+    host_key: Path | None = None
+    """The Ed25519 host key that signs every batch (default <state_dir>/host.key; created 0600 at first start,
+    never overwritten)."""
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.host_key if self.host_key is not None else self.state_dir / "host.key"
+
+    @field_validator("state_dir", "root", "proc", "image_file", "host_key")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def _absolute(cls, value: Path | None) -> Path | None:
         """Relative paths would depend on the directory the agent was started from: made absolute now."""
-        return value if value.is_absolute() else Path(os.path.abspath(value))
+        return value if value is None or value.is_absolute() else Path(os.path.abspath(value))
 
     @field_validator("redact_patterns")
     @classmethod

@@ -1,14 +1,22 @@
 """Host metrics: CPU, memory, disk and network I/O (per-interval deltas), load, process and
-connection counts, failed logins in the interval."""
+connection counts, failed logins in the interval (payload `scope`: "host").
+
+Per workload, from cgroup v2 (collectors/cgroups.py): one more metrics event per watched cgroup, with
+payload `scope`: "cgroup:<path>". Watched are the cgroups listed in the settings and, when the agent runs
+in a container or sidecar (its own cgroup v2 path is not "/"), its own cgroup. The host's figures stay in
+the host event.
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
+from collectors.cgroups import DEFAULT_MOUNT, CgroupMeter, cgroup2_mount, own_cgroup
 from collectors.probes.base import Emit, Probe
 from collectors.safe import absent
 from contract.events import Kind
@@ -19,10 +27,17 @@ class MetricsProbe(Probe):
 
     def __init__(self, interval: float = 30.0, procs: Callable[[], int] | None = None,
                  conns: Callable[[], int] | None = None, failed_logins: Callable[[], int] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, cgroups: list[str] | None = None,
+                 own_scope: bool = True, cgroup_mount: Path | None = None, proc: Path = Path("/proc")) -> None:
         super().__init__(interval, None)
         self.procs, self.conns, self.failed_logins = procs, conns, failed_logins
         self.clock = clock
+        mount = cgroup_mount or cgroup2_mount(proc) or DEFAULT_MOUNT
+        paths = list(cgroups or [])
+        own = own_cgroup(proc) if own_scope else None
+        if own is not None and own != "/" and own not in paths:  # in a container or sidecar
+            paths.append(own)
+        self.cgroups = [CgroupMeter(path, mount, clock) for path in dict.fromkeys(paths)]
         self._last: dict[str, float] = {}
         self._last_t: float | None = None
         self._cpu_since = clock()
@@ -70,4 +85,9 @@ class MetricsProbe(Probe):
                 # a counter that went backwards was reset (e.g. interface re-created): count from zero
                 values[name] = value - before if before is not None and value >= before else value
         self._last, self._last_t = counters, now
-        return [(Kind.METRICS, {"values": {k: float(v) for k, v in values.items()}})]
+        out: list[Emit] = [(Kind.METRICS, {"values": {k: float(v) for k, v in values.items()}, "scope": "host"})]
+        for meter in self.cgroups:
+            scoped = meter.values()
+            if scoped is not None:
+                out.append((Kind.METRICS, {"values": scoped, "scope": meter.scope}))
+        return out

@@ -1,13 +1,17 @@
 """Listening sockets and established connections, from /proc/net/{tcp,tcp6,udp,udp6}.
 
-Parsing those tables is cheap; finding the owning pid means scanning /proc/*/fd, so that scan runs only
-when a socket appears whose inode is not yet known.
+The tables are the agent's own network namespace (a sidecar sharing the workload's namespace sees the
+workload's sockets). Parsing them is cheap; finding the owning pid means scanning /proc/*/fd, so that scan
+runs only when a socket appears whose inode is not yet known, reads likely owners first (new processes,
+recent socket holders) and keeps what it found between cycles (inode -> pid, exe, user). Each new
+connection is reported with its owner: pid, exe, user, and the exact remote address and port.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import pwd
 import time
 from pathlib import Path
 from typing import Any
@@ -80,7 +84,8 @@ class NetworkProbe(Probe):
         self.proc = proc
         self.max_sockets = max_sockets
         self.open: dict[SockKey, dict[str, Any]] = {}
-        self._owners: dict[int, tuple[int, str]] = {}
+        self._owners: dict[int, tuple[int, str, str]] = {}
+        self._users: dict[int, str] = {}
         self._seen_pids: set[str] = set()
         self._socket_pids: set[str] = set()
         self._last_owner: dict[str, float] = {}
@@ -134,8 +139,24 @@ class NetworkProbe(Probe):
         for inode, name in found.items():
             self._last_owner[name] = now
             exe = absent(lambda n=name: os.readlink(f"{proc}/{n}/exe")) or ""  # type: ignore[misc]
-            self._owners[inode] = (int(name), clean(exe, 4096)[0])
+            self._owners[inode] = (int(name), clean(exe, 4096)[0], self._user(name))
         return complete
+
+    def _user(self, pid: str) -> str:
+        """The owner's user name (its real uid's, looked up once per uid); "" if unknown."""
+        for line in (read_text(f"{self.proc}/{pid}/status") or "").splitlines():
+            if line.startswith("Uid:"):
+                words = line.split()
+                if len(words) < 2 or not words[1].isdigit():
+                    return ""
+                uid = int(words[1])
+                if uid not in self._users:
+                    try:
+                        self._users[uid] = pwd.getpwuid(uid).pw_name
+                    except KeyError:  # a uid without a passwd entry (e.g. a container's): the number
+                        self._users[uid] = str(uid)
+                return self._users[uid]
+        return ""
 
     def _read_fds(self, names: list[str], wanted: set[int]) -> dict[int, str]:
         found: dict[int, str] = {}
@@ -183,9 +204,9 @@ class NetworkProbe(Probe):
 
     def _sock(self, key: SockKey, inode: int) -> dict[str, Any]:
         state, proto, laddr, lport, raddr, rport = key
-        pid, exe = self._owners.get(inode, (0, ""))
+        pid, exe, user = self._owners.get(inode, (0, "", ""))
         return {"state": state, "proto": proto, "laddr": laddr, "lport": lport, "raddr": raddr,
-                "rport": rport, "pid": pid, "exe": exe}
+                "rport": rport, "pid": pid, "exe": exe, "user": user}
 
     @property
     def count(self) -> int:

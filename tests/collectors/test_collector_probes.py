@@ -4,6 +4,7 @@ detection with before/after, package databases, kernel modules, metric deltas.""
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def test_network_probe_sees_a_socket_open_and_close_with_its_owner() -> None:
     port = s.getsockname()[1]
     opened = [p for p in changes(probe.collect(full=False), Kind.NET_OPEN) if p["lport"] == port]
     assert opened == [{"state": "listen", "proto": "tcp6", "laddr": "::1", "lport": port, "raddr": "",
-                       "rport": 0, "pid": os.getpid(), "exe": os.path.realpath(f"/proc/{os.getpid()}/exe")}]
+                       "rport": 0, "pid": os.getpid(), "exe": os.path.realpath(f"/proc/{os.getpid()}/exe"),
+                       "user": pwd.getpwuid(os.getuid()).pw_name}]
     s.close()
     assert [p["lport"] for p in changes(probe.collect(full=False), Kind.NET_CLOSE)] == [port]
 
