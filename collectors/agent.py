@@ -30,7 +30,6 @@ import psutil
 from collectors import signals
 from collectors.budget import Budget
 from collectors.delivery import Delivery
-from collectors.hostkey import load_or_create
 from collectors.identity import Identity, resolve_identity
 from collectors.probes import (
     ConfigProbe,
@@ -92,15 +91,13 @@ class Agent:
                                f"--state-dir to a writable directory (not a symlink)") from e
         self.started_mono = mono()
         self.identity = identity or resolve_identity(settings)
-        self.host_key = load_or_create(settings.host_key_path)  # signs every batch; made once, never replaced
-        log.info("host key %s (%s)", self.host_key.fingerprint, settings.host_key_path)
         self.spool = Spool(state / "spool", settings.spool_max_bytes, settings.spool_segment_bytes,
                            settings.spool_fsync, settings.spool_fsync_interval_s)
         self.seq = SeqCounter(state / "seq.json")
         self.seq.resume_after(self.spool.last_seq)
         self.delivery = Delivery(kafka, self.spool, self.identity.host.host_id.encode(),
                                  settings.max_inflight, settings.replay_rate_msgs, settings.replay_rate_bytes,
-                                 settings.max_message_bytes, settings.spool_memory_bytes, signer=self.host_key)
+                                 settings.max_message_bytes, settings.spool_memory_bytes)
         self.probes = probes if probes is not None else build_probes(settings)
         self.budget = budget or Budget(settings.cpu_budget_pct, settings.rss_budget_mb,
                                        settings.budget_window_s, settings.max_degrade_level)
