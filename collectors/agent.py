@@ -134,6 +134,12 @@ class Agent:
             self._seq_saved_at = self.mono()
         return events
 
+    def seq_written(self) -> int:
+        """The highest seq written to the spool so far (-1: none yet): heartbeats and goodbye announce it, so
+        the stream can count events written but never received when a host ends without goodbye."""
+        last = self.spool.last_seq
+        return -1 if last is None else last
+
     def dropped_total(self) -> int:
         return self._carried_dropped + self.spool.dropped + sum(self.delivery.dropped.values())
 
@@ -179,7 +185,7 @@ class Agent:
                                    "cpu_pct": round(self.budget.cpu_pct, 3),
                                    "rss_bytes": int(self.budget.rss_bytes),
                                    "degrade_level": self.budget.level, "spool_bytes": self.spool.total_bytes,
-                                   "broker_up": bool(self.delivery.broker_up)}
+                                   "broker_up": bool(self.delivery.broker_up), "seq_written": self.seq_written()}
         payload.update(self._loss_report())
         if stuck := self.runner.stuck():
             payload["stuck_probes"] = stuck
@@ -311,7 +317,8 @@ class Agent:
                 break
             self.cycle()
         if not once:
-            goodbye = {"reason": self.stop_reason, "uptime_s": round(self.mono() - self.started_mono, 3)}
+            goodbye = {"reason": self.stop_reason, "uptime_s": round(self.mono() - self.started_mono, 3),
+                       "seq_written": self.seq_written()}
             goodbye.update(self._loss_report())
             self.publish([(Kind.GOODBYE, goodbye)])
         self.stop_event.set()

@@ -145,6 +145,8 @@ class HostLifecycle:
     last_seen: datetime
     reason: str
     """Why: "first event", "re-imaged from <image>", "goodbye" or "timeout"."""
+    missing_events: int = 0
+    """At a timeout: events the host announced written (heartbeat `seq_written`) but never received."""
 
     def to_dict(self) -> dict[str, Any]:
         def zulu(t: datetime) -> str:  # ISO 8601 in UTC with a "Z" suffix, e.g. 2026-03-01T12:00:00Z
@@ -159,6 +161,7 @@ class HostLifecycle:
             "first_seen": zulu(self.first_seen),
             "last_seen": zulu(self.last_seen),
             "reason": self.reason,
+            "missing_events": self.missing_events,
         }
 
     @classmethod
@@ -175,6 +178,7 @@ class HostLifecycle:
             first_seen=aware_time(d["first_seen"]),
             last_seen=aware_time(d["last_seen"]),
             reason=d["reason"],
+            missing_events=int(d.get("missing_events", 0)),
         )
 
 

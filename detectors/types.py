@@ -31,6 +31,10 @@ class Observation:
     gone: bool = False
     first: bool = False
     """True for the host's first observation (it joins its cohort with `added` = its whole state)."""
+    seq_written: int = -1
+    """The highest seq the host announced written to its spool (heartbeat/goodbye `seq_written`; -1 unknown)."""
+    seq_received: int = -1
+    """The last seq of the host the host stage received (-1 unknown): with seq_written, the tail still owed."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +47,8 @@ class Observation:
             "metrics": self.metrics,
             "gone": self.gone,
             "first": self.first,
+            "seq_written": self.seq_written,
+            "seq_received": self.seq_received,
         }
 
     @classmethod
@@ -57,4 +63,6 @@ class Observation:
             metrics=dict(d.get("metrics", {})),
             gone=bool(d.get("gone", False)),
             first=bool(d.get("first", False)),
+            seq_written=int(d.get("seq_written", -1)),
+            seq_received=int(d.get("seq_received", -1)),
         )

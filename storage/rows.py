@@ -220,5 +220,15 @@ def lifecycle_row(value: bytes | None, partition: int, offset: int) -> tuple[str
         "reason": str(obj.get("reason") or ""), "kafka_partition": partition, "kafka_offset": offset,
         "first_seen": _time(obj, "first_seen") if obj.get("first_seen") else None,
         "last_seen": _time(obj, "last_seen") if obj.get("last_seen") else None,
+        "missing_events": _count(obj.get("missing_events")),
     }
     return f"{host_id}|{status}|{_micros(time)}", orjson.dumps(row)
+
+
+def _count(value: Any) -> int:
+    """A non-negative event count from a message (absent: 0); ValueError for anything else."""
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError(f"field 'missing_events' must be a non-negative int, got {str(value)[:32]!r}")
+    return value

@@ -383,6 +383,9 @@ def _state_views(s: SinkSettings) -> list[str]:
 
 MIGRATIONS.append(Migration(2, "point-in-time state views (parameterised)", _state_views))
 
+MIGRATIONS.append(Migration(4, "lifecycle: events written but never received at a timeout", lambda s: [
+    "ALTER TABLE lifecycle ADD COLUMN IF NOT EXISTS missing_events UInt64 DEFAULT 0 AFTER reason"]))
+
 
 def applied_versions(client: Client) -> set[int]:
     client.command("""CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import orjson
 
-from contract.findings import Finding, HostLifecycle, RolloutEvent
+from contract.findings import Finding, FindingKind, HostLifecycle, RolloutEvent, Severity
 from detectors import EngineConfig, FamilyEngine
 from detectors.types import Observation
 
@@ -80,24 +80,49 @@ class Member:
     """Event time (epoch seconds) the host joined."""
     last_seen: float
     """Event time it was last heard of (refreshed at most every touch_interval_s)."""
+    seq_written: int = -1
+    """The highest seq the host announced written (heartbeat/goodbye), as the host stage last reported it."""
+    seq_received: int = -1
+    """The last seq of the host the host stage had received then."""
 
     def to_json(self) -> dict[str, Any]:
         return {"image_family": self.image_family, "image_id": self.image_id, "first_seen": self.first_seen,
-                "last_seen": self.last_seen}
+                "last_seen": self.last_seen, "seq_written": self.seq_written, "seq_received": self.seq_received}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Member:
         return cls(image_family=str(d["image_family"]), image_id=str(d["image_id"]),
-                   first_seen=float(d["first_seen"]), last_seen=float(d["last_seen"]))
+                   first_seen=float(d["first_seen"]), last_seen=float(d["last_seen"]),
+                   seq_written=int(d.get("seq_written", -1)), seq_received=int(d.get("seq_received", -1)))
+
+    @property
+    def missing(self) -> int:
+        """Events announced written but not received: lost if the host ends now without goodbye."""
+        return max(0, self.seq_written - self.seq_received)
 
 
 def lifecycle_event(host: str, image: str, family: str, status: Literal["up", "gone"], t: float, first: float,
-                    last: float, reason: str) -> HostLifecycle:
+                    last: float, reason: str, missing_events: int = 0) -> HostLifecycle:
     def at(x: float) -> datetime:
         return datetime.fromtimestamp(x, UTC)
 
     return HostLifecycle(host_id=host, image_id=image, image_family=family, status=status, time=at(t),
-                         first_seen=at(first), last_seen=at(last), reason=reason)
+                         first_seen=at(first), last_seen=at(last), reason=reason, missing_events=missing_events)
+
+
+def tail_loss_finding(host: str, rec: Member, now: float) -> Finding:
+    """A host that timed out owes events it announced written: they will never arrive."""
+    missing = rec.missing
+    severity = Severity.HIGH if missing >= 100 else Severity.MEDIUM if missing >= 10 else Severity.LOW
+    return Finding(
+        kind=FindingKind.DATA_LOSS, host_id=host, image_id=rec.image_id, image_family=rec.image_family,
+        time=datetime.fromtimestamp(now, UTC), score=min(1.0, 0.3 + missing / 200.0), severity=severity,
+        subject="seq",
+        explanation=(f"{missing} event(s) host {host} wrote to its spool (up to seq {rec.seq_written}) never "
+                     f"arrived: the host went silent without goodbye after seq {rec.seq_received} (destroyed, "
+                     f"crashed or cut off); whatever it did last is not in its record"),
+        details={"missing": missing, "from_seq": rec.seq_received, "to_seq": rec.seq_written,
+                 "reason": "timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +214,15 @@ class CohortStage:
                     result.lifecycle.append(lifecycle_event(host, rec.image_id, rec.image_family, "gone", t,
                                                             rec.first_seen, t, "goodbye"))
             elif rec is None or rec.image_id != obs.image_id:
-                self.members[host] = Member(family, obs.image_id, t, t).to_json()
+                self.members[host] = Member(family, obs.image_id, t, t, obs.seq_written, obs.seq_received).to_json()
                 reason = "first event" if rec is None else f"re-imaged from {rec.image_id}"
                 result.lifecycle.append(lifecycle_event(host, obs.image_id, family, "up", t, t, t, reason))
-            elif t - rec.last_seen >= self.touch_interval_s:
-                self.members[host] = Member(rec.image_family, rec.image_id, rec.first_seen, t).to_json()
+            elif t - rec.last_seen >= self.touch_interval_s or (
+                    obs.seq_received >= 0 and (obs.seq_written, obs.seq_received) != (rec.seq_written,
+                                                                                       rec.seq_received)
+                    and max(0, obs.seq_written - obs.seq_received) != rec.missing):
+                self.members[host] = Member(rec.image_family, rec.image_id, rec.first_seen, max(t, rec.last_seen),
+                                            obs.seq_written, obs.seq_received).to_json()
             self._score(self.engine(family), obs, result)
         return result
 
@@ -223,7 +252,9 @@ class CohortStage:
                     del self.members[host]
                     self.heard.pop(host, None)
                     result.lifecycle.append(lifecycle_event(host, rec.image_id, family, "gone", now, rec.first_seen,
-                                                            rec.last_seen, "timeout"))
+                                                            rec.last_seen, "timeout", rec.missing))
+                    if rec.missing:
+                        result.outputs.append(tail_loss_finding(host, rec, now))
                     gone = Observation(host, rec.image_id, family, datetime.fromtimestamp(now, UTC), gone=True)
                     self._score(engine, gone, result)
             self._tick(engine, family, now, result)

@@ -15,11 +15,11 @@ knows it is alive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from contract.events import ORIGINAL_TIME_TAG, Event, format_time, is_retimed
+from contract.events import ORIGINAL_TIME_TAG, Event, Kind, format_time, is_retimed
 from contract.findings import Finding, FindingKind, Severity
 from detectors import HostState, SequenceGap
 from detectors.types import Observation
@@ -41,15 +41,19 @@ class HostSeq:
     skew_reported: float | None = None
     """Event time of the last clock_skew finding about this host (None: none)."""
 
+    written: int = -1
+    """The highest seq the host announced written to its spool (heartbeat/goodbye `seq_written`; -1 none)."""
+
     def to_json(self) -> dict[str, Any]:
-        return {"boot_id": self.boot_id, "seq": self.seq, "first_seen": self.first_seen,
+        return {"written": self.written, "boot_id": self.boot_id, "seq": self.seq, "first_seen": self.first_seen,
                 "last_seen": self.last_seen, "last_forwarded": self.last_forwarded,
                 "skew_reported": self.skew_reported}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HostSeq:
         fwd, skew = d["last_forwarded"], d.get("skew_reported")
-        return cls(boot_id=str(d["boot_id"]), seq=int(d["seq"]), first_seen=float(d["first_seen"]),
+        return cls(written=int(d.get("written", -1)), boot_id=str(d["boot_id"]), seq=int(d["seq"]),
+                   first_seen=float(d["first_seen"]),
                    last_seen=float(d["last_seen"]), last_forwarded=None if fwd is None else float(fwd),
                    skew_reported=None if skew is None else float(skew))
 
@@ -84,6 +88,7 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
         gaps = SequenceGap()
     skew_reported = seq.skew_reported if seq is not None else None
     result = HostResult(seq=seq, state=None)
+    written = announced_written(events, host, seq.written if seq is not None else -1)
     for event in events:
         if event.host_id != host:
             continue  # the caller groups by host; never mix hosts' state
@@ -119,10 +124,37 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
                                                datetime.fromtimestamp(last_seen, UTC)))
         last_fwd = last_seen
     result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd, skew_reported)
+    result.seq = replace(result.seq, written=written)
+    announce_tail(result, result.seq, seq, hs)
     new_state = hs.to_dict()
     if new_state != state:
         result.state = new_state
     return result
+
+
+def announced_written(events: list[Event], host: str, written: int) -> int:
+    """The highest `seq_written` a heartbeat or goodbye of `host` announced (`written` if none did)."""
+    for event in events:
+        if event.host_id == host and event.kind in (Kind.HEARTBEAT, Kind.GOODBYE):
+            value = event.payload.get("seq_written")
+            if type(value) is int:
+                written = max(written, value)
+    return written
+
+
+def owed(seq: HostSeq | None) -> int:
+    """Events the host announced written but the stage has not received (yet)."""
+    return 0 if seq is None else max(0, seq.written - seq.seq)
+
+
+def announce_tail(result: HostResult, new: HostSeq, old: HostSeq | None, hs: HostState) -> None:
+    """Tell the cohort stage what the host announced written and what arrived: every observation carries
+    both, and when the tail still owed changes an observation is sent even if nothing else changed (the
+    cohort stage judges at a timeout: data_loss for what never arrived)."""
+    if not result.observations and owed(new) != owed(old) and hs.started:
+        result.observations.append(Observation(hs.host_id, hs.image_id, hs.image_family,
+                                               datetime.fromtimestamp(new.last_seen, UTC)))
+    result.observations = [replace(o, seq_written=new.written, seq_received=new.seq) for o in result.observations]
 
 
 CLOCK_SKEW_REPEAT_S = 3600.0
@@ -167,4 +199,3 @@ def merge(observations: list[Observation]) -> list[Observation]:
         out[-1] = Observation(o.host_id, o.image_id, o.image_family, o.time, added=tuple(added),
                               removed=tuple(removed), metrics={**prev.metrics, **o.metrics}, first=prev.first)
     return out
-
