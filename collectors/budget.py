@@ -1,11 +1,17 @@
 """Self-limits: the agent measures its own CPU and memory and, when over budget, slows its probes down
 (each degrade level doubles every probe interval) instead of crashing or being killed. It steps back up
-once it has been well under budget for a while."""
+once it has been well under budget for a while.
+
+CPU counts the agent's own work only: every thread of the process except the Kafka client's (librdkafka
+names its threads "rdk:..."), read from /proc/self/task/<tid>/stat. The client's threads are measured apart
+(gauge herdwatch_collector_kafka_client_cpu_pct): while the network misbehaves they must not make the agent
+shed probe runs, and they are the ones to watch for a spinning client."""
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,10 +25,40 @@ log = logging.getLogger("herdwatch.collector")
 Sample = tuple[float, float]  # (cpu seconds used so far, rss bytes)
 
 
+CLIENT_THREAD_PREFIX = "rdk:"
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_cpu(task_dir: str = "/proc/self/task") -> tuple[float, float]:
+    """(CPU seconds of the agent's own threads, CPU seconds of the Kafka client's threads), live threads only."""
+    own = client = 0.0
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return 0.0, 0.0
+    for tid in tids:
+        try:
+            with open(f"{task_dir}/{tid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:  # the thread just ended
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) < 13:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+        if comm.startswith(CLIENT_THREAD_PREFIX):
+            client += seconds
+        else:
+            own += seconds
+    return own, client
+
+
 def own_usage(proc: psutil.Process | None = None) -> Sample:
+    """The agent's own CPU seconds (Kafka client threads excluded) and the process's RSS."""
     p = proc or psutil.Process()
-    t = p.cpu_times()
-    return t.user + t.system, float(p.memory_info().rss)
+    own, _ = thread_cpu()
+    return own, float(p.memory_info().rss)
 
 
 class Budget:
@@ -38,6 +74,8 @@ class Budget:
         proc = psutil.Process()
         self._sample = sample or (lambda: own_usage(proc))
         self.samples: deque[tuple[float, float]] = deque()
+        self.client_samples: deque[tuple[float, float]] = deque()
+        self.client_cpu_pct = 0.0
         self.level = 0
         self.cpu_pct = 0.0
         self.rss_bytes = 0.0
@@ -45,6 +83,17 @@ class Budget:
         self._last_change = clock()
         self._last_check = -1e18
         self._under_since: float | None = None
+
+    def _client_check(self, now: float) -> None:
+        """The Kafka client's threads, over the same window: reported, never counted against the budget."""
+        _, client = thread_cpu()
+        self.client_samples.append((now, client))
+        while len(self.client_samples) > 2 and now - self.client_samples[1][0] >= self.window:
+            self.client_samples.popleft()
+        t0, c0 = self.client_samples[0]
+        if now - t0 > 0:
+            self.client_cpu_pct = max(0.0, 100.0 * (client - c0) / (now - t0))
+        signals.kafka_client_cpu_pct.set(self.client_cpu_pct)
 
     @property
     def factor(self) -> int:
@@ -61,8 +110,9 @@ class Budget:
         while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
             self.samples.popleft()
         t0, c0 = self.samples[0]
-        if now - t0 > 0:
-            self.cpu_pct = 100.0 * (cpu - c0) / (now - t0)
+        if now - t0 > 0:  # a thread that ended takes its seconds with it: never below zero
+            self.cpu_pct = max(0.0, 100.0 * (cpu - c0) / (now - t0))
+        self._client_check(now)
         self.rss_bytes = rss
         self.peak_rss = max(self.peak_rss, rss)
         signals.own_cpu_pct.set(self.cpu_pct)

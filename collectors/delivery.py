@@ -17,6 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,6 +31,12 @@ from contract.settings import KafkaSettings
 
 log = logging.getLogger("herdwatch.collector")
 
+UNREACHABLE_LOG_S = 60.0
+"""While Kafka stays unreachable, "Kafka unreachable since T, N events spooled" is logged at most this often."""
+STALL_S = 30.0
+"""Records handed to the client and unacknowledged for this long with no acknowledgement at all: unreachable
+(a silent partition may never produce a client error)."""
+
 MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
 """Bytes handed to the client and not yet acknowledged; half its queue (queue.buffering.max.kbytes), so
 producing never blocks, even with the broker down."""
@@ -37,8 +44,18 @@ producing never blocks, even with the broker down."""
 PRODUCER_OVERRIDES: dict[str, Any] = {
     "message.timeout.ms": 0,            # never give up inside the client; the spool bounds what waits
     "queue.buffering.max.kbytes": 32768,
-    "reconnect.backoff.ms": 200,
-    "reconnect.backoff.max.ms": 2000,
+    # A silent partition (packets dropped, no RST) must cost no CPU: connection attempts give up after 10 s,
+    # a connection whose requests get no answer is closed after 30 s, and reconnects back off to one every
+    # 10 s (jittered), so the client sleeps between attempts; once the network heals the next attempt (at
+    # most 10 s later) succeeds and the spool replays.
+    "socket.connection.setup.timeout.ms": 10000,
+    "socket.timeout.ms": 30000,
+    "socket.keepalive.enable": True,    # the kernel notices a dead peer of an idle connection
+    "reconnect.backoff.ms": 500,
+    "reconnect.backoff.max.ms": 10000,
+    "retry.backoff.ms": 500,
+    "retry.backoff.max.ms": 5000,
+    "topic.metadata.refresh.interval.ms": 60000,
     "log_level": 2,                     # connection failures are reported once through error_cb
     "log.connection.close": False,
     "linger.ms": 5,
@@ -94,6 +111,11 @@ class Delivery:
         self.dropped: dict[str, int] = {}
         self.first_ack_at: float | None = None
         self.broker_up: bool | None = None
+        self.unreachable_since: float | None = None
+        """Wall time Kafka became unreachable (None: reachable or not yet known)."""
+        self._unreachable_logged = 0.0
+        self._last_progress = time.monotonic()
+        """Monotonic time of the last acknowledgement, or of the moment the client had nothing in flight."""
         self._failed: KafkaError | None = None
         self._attempts: dict[tuple[int, int], int] = {}
         self._retry_at = 0.0
@@ -113,6 +135,7 @@ class Delivery:
                 log.warning("Kafka unreachable at %s (%s); spooling to %s", self.kafka.bootstrap, err.str(),
                             self.spool.dir)
             self.broker_up = False
+            self._mark_unreachable()
         signals.broker_errors.emit(code=code)
         if err.fatal():
             self._failed = err
@@ -122,9 +145,14 @@ class Delivery:
             if self._failed is None:
                 self._failed = err
             return
-        if self.broker_up is False:
-            log.warning("Kafka is back; replaying %d spooled events", self.spool.pending_events)
+        if self.broker_up is False or self.unreachable_since is not None:
+            since = self.unreachable_since
+            log.warning("Kafka is back%s; replaying %d spooled events",
+                        "" if since is None else f" after {time.time() - since:.1f} s", self.spool.pending_events)
         self.broker_up = True
+        self.unreachable_since = None
+        self._last_progress = time.monotonic()
+        signals.kafka_unreachable_since.set(0)
         self._backoff = 0.5
         if self.inflight and self.inflight[0] is record:
             self.inflight.popleft()
@@ -192,6 +220,25 @@ class Delivery:
     def _callback(self, record: Record) -> Callable[[KafkaError | None, Message], None]:
         return lambda err, msg: self._on_delivery(err, msg, record)
 
+    def _mark_unreachable(self) -> None:
+        if self.unreachable_since is None:
+            self.unreachable_since = time.time()
+            self._unreachable_logged = 0.0
+            signals.kafka_unreachable_since.set(self.unreachable_since)
+
+    def _report_unreachable(self) -> None:
+        """Once Kafka is unreachable: one line right away, then at most every UNREACHABLE_LOG_S."""
+        if self.inflight and self.broker_up is not False and time.monotonic() - self._last_progress >= STALL_S:
+            self._mark_unreachable()  # nothing acknowledged for STALL_S: a silent partition
+        if self.unreachable_since is None:
+            return
+        now = time.monotonic()
+        if now - self._unreachable_logged >= UNREACHABLE_LOG_S:
+            self._unreachable_logged = now
+            since = datetime.fromtimestamp(self.unreachable_since, UTC).isoformat(timespec="seconds")
+            signals.kafka_unreachable.emit()
+            log.warning("Kafka unreachable since %s, %d events spooled", since, self.pending)
+
     @property
     def pending(self) -> int:
         return self.spool.pending_events + sum(c for _, _, c in self.memory)
@@ -231,6 +278,9 @@ class Delivery:
         if self._cursor_dirty and now - self._cursor_saved_at >= 1.0:
             self.spool.save_cursor()
             self._cursor_dirty, self._cursor_saved_at = False, now
+        if not self.inflight:
+            self._last_progress = now
+        self._report_unreachable()
         signals.spool_pending_events.set(self.pending)
         signals.spool_bytes.set(self.spool.total_bytes)
 

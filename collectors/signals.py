@@ -35,6 +35,14 @@ input_truncated = Signal("collector_input_truncated", "oversized inputs truncate
 degrade_changes = Signal("collector_degrade_changes", "self-limit level changes", labels=("direction",),
                          level=logging.WARNING)
 
+kafka_unreachable = Signal("collector_kafka_unreachable",
+                           "'Kafka unreachable since T, N events spooled' lines (once, then at a bounded rate)",
+                           level=logging.INFO)
+kafka_unreachable_since = Gauge("herdwatch_collector_kafka_unreachable_since_seconds",
+                                "epoch seconds since Kafka is unreachable; 0 while it is reachable")
+kafka_client_cpu_pct = Gauge("herdwatch_collector_kafka_client_cpu_pct",
+                             "CPU of the Kafka client's own threads over the budget window, % of one core "
+                             "(not counted in the self-limit)")
 spool_pending_events = Gauge("herdwatch_collector_spool_pending_events", "events in the spool, not yet acked")
 spool_bytes = Gauge("herdwatch_collector_spool_bytes", "bytes on disk in the spool")
 own_cpu_pct = Gauge("herdwatch_collector_cpu_pct", "agent CPU use over the budget window, % of one core")
