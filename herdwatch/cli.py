@@ -16,7 +16,7 @@ from herdwatch.terminal import SafeStream
 COMMANDS = [
     "kafka", "collect", "worker", "sink", "anomalies",
     "sql", "host", "hosts", "timeline",
-    "simulate", "demo", "evaluate", "backtest",
+    "simulate", "demo", "evaluate", "backtest", "lab",
 ]
 
 

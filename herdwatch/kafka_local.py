@@ -79,7 +79,7 @@ class LocalKafka:
     controller_port: int = 9093
     secure: bool = False
     listen: str | None = None
-    """An extra plaintext listener "ADDR[:PORT]" (port default: `port`), advertised as itself, so clients in
+    """An extra plaintext listener "ADDR[:PORT]" (port default: `port` + 2), advertised as itself, so clients in
     other network namespaces (the lab's hosts on its bridge) reach the broker; loopback clients are unchanged."""
 
     @property
@@ -92,7 +92,8 @@ class LocalKafka:
         if not self.listen:
             return None
         host, sep, port = self.listen.rpartition(":")
-        return self.listen if sep and host and port.isdigit() else f"{self.listen}:{self.port}"
+        # Kafka refuses two IPv4 listeners on one port, whatever their addresses
+        return self.listen if sep and host and port.isdigit() else f"{self.listen}:{self.port + 2}"
 
     @property
     def pid_file(self) -> Path:

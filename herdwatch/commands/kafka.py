@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "<root>/credentials.env (mode 0600)")
     p.add_argument("--listen", default=None, metavar="ADDR[:PORT]",
                    help="start: also listen (plaintext) on this address, advertised as itself, e.g. a lab bridge "
-                        "address 10.213.47.1 (port default: --port); loopback clients are unchanged")
+                        "address 10.213.47.1 (port default: --port + 2); loopback clients are unchanged")
     p.add_argument("--role", default="worker",
                    help="for env and rotate (with --secure or --root): agent, worker, sink, subscriber or "
                         "admin (default worker)")

@@ -1,0 +1,92 @@
+"""`herdwatch lab report`: the simulator's report (herdwatch/evaluation) over a lab run: the findings
+and rollout events on the lab's topics, matched against the lab's ground truth, host-hours from the
+lab's own host records, forensic answers about destroyed lab hosts from the lab's store."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from herdwatch.lab.state import LabState, now
+
+Say = Callable[[str], None]
+
+
+def _t(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def wait_for_pipeline(state: LabState, say: Say, timeout: float = 120.0) -> bool:
+    """Until the worker and the sink have committed everything on their topics (three times in a row)."""
+    from contract.kafka_admin import group_lag
+    from contract.settings import KafkaSettings
+
+    kafka = KafkaSettings(bootstrap=f"127.0.0.1:{state.kafka_port}", topic_prefix=state.topic_prefix)
+    t = kafka.topics
+    groups = {f"{state.topic_prefix}-streams": [t.telemetry, t.observations],
+              f"{state.topic_prefix}-sink": [t.telemetry, t.anomalies, t.rollouts, t.lifecycle]}
+    deadline, quiet = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        lags = {g: group_lag(kafka, g, topics) for g, topics in groups.items()}
+        quiet = quiet + 1 if all(v == 0 for v in lags.values()) else 0
+        if quiet >= 3:
+            return True
+        time.sleep(1.0)
+    say(f"  the pipeline did not catch up within {timeout:.0f} s; the report covers what was processed")
+    return False
+
+
+def build_lab_report(state: LabState, say: Say = print, forensics: bool = True) -> dict[str, Any]:
+    from contract.findings import Finding, RolloutEvent
+    from contract.settings import KafkaSettings, StorageSettings
+    from herdwatch.demo import forensics as ask_forensics
+    from herdwatch.demo import print_findings, read_topic
+    from herdwatch.evaluation.chart import render_html
+    from herdwatch.evaluation.report import RunInfo, build_report
+    from herdwatch.evaluation.runner import DetectionRun, HostSeen
+    from herdwatch.evaluation.text import report_lines
+    from simulator.scenarios import GroundTruth
+
+    kafka = KafkaSettings(bootstrap=f"127.0.0.1:{state.kafka_port}", topic_prefix=state.topic_prefix)
+    findings = [Finding.from_dict(json.loads(v)) for v in read_topic(kafka, kafka.topics.anomalies)]
+    rollouts = [RolloutEvent.from_dict(json.loads(v)) for v in read_topic(kafka, kafka.topics.rollouts)]
+    start = _t(state.started)
+    end = _t(state.ended) if state.ended else now()
+    hosts = {h.host_id: HostSeen(h.host_id, h.image_id, h.family, _t(h.first), _t(h.last) if h.last else end)
+             for h in state.hosts if h.first}
+    truth = [GroundTruth.from_dict(r) for r in state.truth]
+    run = DetectionRun(findings=findings, rollouts=rollouts, hosts=hosts, start=start, end=end)
+    host_cohort = {h.host_id: h.image_id for h in state.hosts}
+    info = RunInfo(scenario=f"lab {state.lab_id}", seed=0, start=start, end=end,
+                   warmup_end=start + timedelta(seconds=state.warmup_s), cycle_s=10.0, host_cohort=host_cohort)
+    report = build_report(run, truth, info)
+    report["lab"] = {"lab_id": state.lab_id, "subnet": f"{state.subnet}.0/24", "life": state.life,
+                     "hosts": [{"host_id": h.host_id, "slot": h.slot, "image_id": h.image_id, "ip": h.ip,
+                                "first": h.first, "last": h.last} for h in state.hosts]}
+    print_findings(findings, rollouts, say)
+    for line in report_lines(report):
+        say(line)
+    false_alarms = [f for f in report["anomalies"] if f["label"] == "false_alarm" or ":" in f["label"]]
+    if false_alarms:
+        say(f"\nFalse alarms ({len(false_alarms)}):")
+        for f in false_alarms:
+            say(f"  {f['time']} {f['kind']:<18} {f['host_id']:<20} {f['subject']}: {f['explanation']}")
+    if forensics:
+        try:
+            from storage.query_client import open_query_client
+
+            client = open_query_client(StorageSettings(var_dir=Path(state.lab_dir)))
+            report["forensics"] = ask_forensics(client, SimpleNamespace(ground_truth=truth), say)
+        except Exception as e:  # the store is the sink's; without it the report still stands
+            say(f"\nforensics skipped: {e}")
+    out = Path(state.lab_dir)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.html").write_text(render_html(report, host_cohort))
+    (out / "ground_truth.json").write_text(json.dumps(state.truth, indent=2))
+    say(f"\nreport: {out / 'report.json'}, chart: {out / 'report.html'}")
+    return report
