@@ -1,19 +1,31 @@
-"""Publishing telemetry batches to Kafka: confluent-kafka + orjson, keyed by host_id.
+"""Publishing telemetry batches to Kafka: confluent-kafka + orjson, keyed by host_id, signed.
 
 The key uses murmur2 partitioning so Faust (Java-compatible) and this producer agree on partitions.
+Every message is signed by its `signer` (headers herdwatch-sig / herdwatch-key, see contract.signing): the
+agent passes its host key; by default a publisher signs with simulation keys derived from each host id
+(collectors.hostkey.SimulatedKeys: for simulations, tests and demos); `signer=None` sends unsigned batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from collectors.hostkey import SimulatedKeys
 from contract.events import Event, encode_batch
 from contract.settings import KafkaSettings
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+class Signer(Protocol):
+    def headers(self, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]: ...
+
+
+SIMULATED = SimulatedKeys()
+"""The default signer: per-host keys derived from the host id (anyone can derive them; not for real hosts)."""
 
 
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -34,8 +46,9 @@ def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
 class Publisher:
     """Sends batches of one host's events as one Kafka message each."""
 
-    def __init__(self, settings: KafkaSettings, **producer_overrides: Any) -> None:
+    def __init__(self, settings: KafkaSettings, signer: Signer | None = SIMULATED, **producer_overrides: Any) -> None:
         self.settings = settings
+        self.signer = signer
         self.topic = settings.topics.telemetry
         self.producer = Producer(producer_config(settings, **producer_overrides))
 
@@ -45,10 +58,13 @@ class Publisher:
         self.publish_value(encode_batch(events), events[0].host_id.encode(), on_delivery)
 
     def publish_value(self, value: bytes, key: bytes, on_delivery: DeliveryCallback | None = None) -> None:
-        """Send one already encoded batch (the agent sends spooled records this way)."""
+        """Send one already encoded batch (the agent sends spooled records this way), signed at send time."""
+        headers: list[tuple[str, str | bytes | None]] | None = None
+        if self.signer is not None:
+            headers = list(self.signer.headers(key, value))
         while True:
             try:
-                self.producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
+                self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self.producer.poll(0.1)

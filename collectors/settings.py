@@ -115,11 +115,19 @@ class CollectorSettings(BaseSettings):
     metrics_port: int = 0
     metrics_addr: str = "127.0.0.1"
 
-    @field_validator("state_dir", "root", "proc", "image_file")
+    host_key: Path | None = None
+    """The Ed25519 host key that signs every batch (default <state_dir>/host.key; created 0600 at first start,
+    never overwritten)."""
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.host_key if self.host_key is not None else self.state_dir / "host.key"
+
+    @field_validator("state_dir", "root", "proc", "image_file", "host_key")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def _absolute(cls, value: Path | None) -> Path | None:
         """Relative paths would depend on the directory the agent was started from: made absolute now."""
-        return value if value.is_absolute() else Path(os.path.abspath(value))
+        return value if value is None or value.is_absolute() else Path(os.path.abspath(value))
 
     @field_validator("redact_patterns")
     @classmethod

@@ -29,6 +29,12 @@ class SinkSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=6000,
                                     description="Kafka group session timeout: how soon a crashed sink's "
                                                 "partitions move to a restarted one")
+    require_signatures: bool = Field(
+        default=True, description="refuse telemetry batches not signed by a host key; with false, unsigned "
+                                  "batches are accepted, but a host that once signed must go on (its pin holds)")
+    repin: dict[str, str] = Field(
+        default_factory=dict, description="host_id -> key fingerprint (SHA256:...): after a re-image, that new "
+                                          "key replaces the host's pin (JSON; set the same in HERDWATCH_WORKER_REPIN)")
     endpoint: bool = Field(default=True, description="serve local queries when the store is embedded")
     endpoint_port: int = Field(default=0, ge=0, description="0 picks a free port on 127.0.0.1")
 

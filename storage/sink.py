@@ -15,10 +15,17 @@ assigned partition is paused (backpressure: Kafka holds the rest), and the inser
 waits until it succeeds.
 Nothing is dropped. Malformed, oversized or wrong-version input goes to the dead-letter topic with a
 `reason` header, and is counted.
+
+Host identity: a telemetry message's valid events are stored only if its signature passes the contract's rule
+(`contract.signing.judge`, the same as the stream worker's): host keys are pinned on first use in the
+`host_keys` table, read when partitions are assigned (so pins survive a restart and follow a rebalance) and
+written before the offsets of the message that pinned them are committed. Unsigned (when
+`require_signatures`), forged or wrongly keyed batches go to the dead-letter topic (cause "identity").
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import signal
@@ -42,6 +49,7 @@ from confluent_kafka import (
 
 from contract.events import arrival_time
 from contract.settings import KafkaSettings
+from contract.signing import fingerprint, judge, verify
 from storage import rows as r
 from storage import signals
 from storage.load import EVENTS_INSERT_SETTINGS, INSERT_SETTINGS
@@ -124,6 +132,7 @@ class SinkStats:
     batches: int = 0
     pauses: int = 0
     failed_inserts: int = 0
+    identity_refused: int = 0  # telemetry messages (per host) refused for their signature
     first_message_at: float | None = None  # time.monotonic() of the first message taken
     last_flush_at: float | None = None  # time.monotonic() of the last successful flush
 
@@ -175,6 +184,8 @@ class Sink:
         self._inflight: _Inflight | None = None
         self._assigned = False
         self._last_activity = time.monotonic()
+        self._pins: dict[str, bytes] = {}
+        self._new_pins: list[bytes] = []  # host_keys rows not stored yet
 
     # --- public -----------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -186,6 +197,7 @@ class Sink:
 
     def run(self, duration: float | None = None, until_idle: float | None = None) -> SinkStats:
         """Consume until stop(), `duration` seconds, or `until_idle` seconds without a message."""
+        self._ensure_pins()
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         started = self._last_activity = time.monotonic()
         try:
@@ -264,6 +276,8 @@ class Sink:
         if self.topics[topic] == "events":
             good, rejected = r.telemetry_rows(m.value(), partition, offset, self.settings.max_row_bytes,
                                               key=m.key(), received=_arrival(m))
+            if good:
+                good = self._signed_rows(m, good, partition, offset)
             fresh = self._recent.unseen(good)
             if len(fresh) < len(good):
                 self.stats.duplicates += len(good) - len(fresh)
@@ -283,7 +297,64 @@ class Sink:
             return
         self.buffers[self.topics[topic]].add(line, partition, offset, key)
 
-    def _dead_letter(self, m: Message, reason: str, raw: bytes) -> None:
+    # --- host identity ---------------------------------------------------------------------------------
+    def _signed_rows(self, m: Message, good: list[tuple[str, bytes]], partition: int,
+                     offset: int) -> list[tuple[str, bytes]]:
+        """The rows of hosts whose signature passes; each refused host's batch is dead-lettered once."""
+        key = m.key()
+        by_host: dict[str, list[tuple[str, bytes]]] = {}
+        for row in good:  # with a key, every row is that host's (the contract checked it)
+            host = key.decode("utf-8", "replace") if key is not None else str(orjson.loads(row[1])[3])
+            by_host.setdefault(host, []).append(row)
+        signature = verify(m.headers(), key, m.value())
+        kept: list[tuple[str, bytes]] = []
+        for host, rows in by_host.items():
+            verdict = judge(host, signature, self._pins.get(host), self.settings.require_signatures,
+                            self.settings.repin)
+            if not verdict.accepted:
+                self.stats.identity_refused += 1
+                self._dead_letter(m, verdict.reason, m.value() or b"", cause="identity")
+                continue
+            if verdict.pin is not None:
+                self._pins[host] = verdict.pin
+                self._new_pins.append(orjson.dumps({
+                    "host_id": host, "public_key": base64.b64encode(verdict.pin).decode(),
+                    "fingerprint": fingerprint(verdict.pin), "pinned_at": time.time(),
+                    "kafka_partition": partition, "kafka_offset": offset}))
+            kept.extend(rows)
+        return kept
+
+    def _ensure_pins(self) -> None:
+        """Read the pinned keys before any telemetry is judged; while the store is down, wait like an insert
+        does (counted as a failed store call, consumption paused) and try again."""
+        while True:
+            try:
+                self._load_pins()
+                return
+            except Exception as e:
+                if self._stopping:
+                    raise RuntimeError("stopped before the pinned host keys could be read from the store") from e
+                self._store_failed(e)
+                time.sleep(max(0.0, self._retry_at - time.monotonic()))
+
+    def _load_pins(self) -> None:
+        """Read the pinned keys (the insert thread must be idle: one client, one caller at a time)."""
+        res = self.client.query("SELECT host_id, argMax(public_key, pinned_at) FROM host_keys GROUP BY host_id")
+        pins = {str(host): base64.b64decode(key) for host, key in res.result_rows}
+        for line in self._new_pins:  # pinned here, not stored yet
+            row = orjson.loads(line)
+            pins[row["host_id"]] = base64.b64decode(row["public_key"])
+        self._pins = pins
+
+    def _store_pins(self) -> None:
+        """Store new pins before the offsets of the messages that made them are committed."""
+        if self._new_pins:
+            self.client.raw_insert("host_keys", list(orjson.loads(self._new_pins[0]).keys()),
+                                   insert_block=b"\n".join(self._new_pins), fmt="JSONEachRow",
+                                   settings=INSERT_SETTINGS)
+            self._new_pins = []
+
+    def _dead_letter(self, m: Message, reason: str, raw: bytes, cause: str | None = None) -> None:
         topic = m.topic() or ""
         headers: list[tuple[str, str | bytes | None]] = [
             ("reason", reason.encode()), ("source", topic.encode()), ("component", b"sink")]
@@ -297,7 +368,7 @@ class Sink:
                 self.producer.poll(0.1)
         self.producer.poll(0)
         self.stats.dead_lettered += 1
-        signals.dead_lettered.emit(topic=topic, cause=r.cause_of(reason))
+        signals.dead_lettered.emit(topic=topic, cause=cause or r.cause_of(reason))
         log.warning("dead-lettered %s:%s:%s: %s", topic, m.partition(), m.offset(), reason)
 
     def _on_dl_delivery(self, err: KafkaError | None, msg: Message) -> None:
@@ -346,6 +417,7 @@ class Sink:
             return True
         try:
             self._load_skips()
+            self._store_pins()
             for table, buf in self.buffers.items():
                 if not len(buf):
                     continue
@@ -373,6 +445,7 @@ class Sink:
             return
         try:
             self._load_skips()
+            self._store_pins()
             for buf in self.buffers.values():
                 if len(buf):
                     self._drop_stored(buf)
@@ -532,6 +605,9 @@ class Sink:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = True
         self._last_activity = time.monotonic()  # idleness counts from the (re)assignment
+        if self._inflight is not None and self._inflight.thread is not None:
+            self._inflight.thread.join()  # the client is free again (the batch is committed later)
+        self._ensure_pins()  # pins another sink made while it owned these partitions
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self._first_offset.pop(key, None)

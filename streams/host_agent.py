@@ -13,10 +13,12 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from contract.events import Event, arrival_time, decode_batch
+from contract.events import Event, Rejected, arrival_time, decode_batch
+from contract.signing import verify
 from detectors.types import Observation
 from streams import codec, signals
 from streams.faust_fixes import OffsetGuard
+from streams.host_keys import HostKey, check_identity
 from streams.hosts import HostSeq, process_host_batch
 from streams.outputs import Outputs
 from streams.settings import WorkerSettings
@@ -56,6 +58,7 @@ class HostSweep:
 
 def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSettings, guard: OffsetGuard) -> None:
     host_seq, host_state, observations = topology.host_seq, topology.host_state, topology.observations
+    host_keys = topology.host_keys
     sweep = HostSweep(topology, ws.host_retention_s, topology.telemetry.partitions)
 
     async def on_telemetry(event: Any) -> None:
@@ -69,7 +72,22 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
         for e in events:
             by_host[e.host_id].append(e)
         newest = 0.0
+        signature = verify(getattr(msg, "headers", None), event.key, event.value) if by_host else None
+        judged_at = float(msg.timestamp) if msg.timestamp else time.time()  # the message's time: stable on replay
         for host, evs in by_host.items():
+            assert signature is not None
+            stored_key = host_keys.get(host)
+            pin = HostKey.from_json(stored_key) if stored_key else None
+            known = host_state.get(host) or {}
+            ident = check_identity(host, signature, pin, ws.require_signatures, judged_at,
+                                   known.get("i", "unknown"), known.get("f", "unknown"), ws.repin)
+            if ident.record is not None:
+                host_keys[host] = ident.record.to_json()
+            if not ident.accepted:  # forged or unsigned: none of its events touch the host's state
+                await outputs.dead_letter(Rejected(ident.reason, event.value or b""), event, COMPONENT)
+                if ident.finding is not None:
+                    await outputs.publish([ident.finding])
+                continue
             signals.events_in.emit(len(evs))
             stored = host_seq.get(host)
             old_seq = HostSeq.from_json(stored) if stored else None

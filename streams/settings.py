@@ -46,6 +46,12 @@ class WorkerSettings(BaseSettings):
     session_timeout_s: float = Field(default=10.0, ge=6.0)
     """How fast the group notices a dead worker (Kafka's group.min.session.timeout.ms is 6 s)."""
     loglevel: str = "warn"
+    require_signatures: bool = True
+    """Refuse telemetry batches that are not signed by a host key (docs/security.md, "Host identity"). With
+    false, unsigned batches of producers that do not sign are accepted; a host that once signed must go on."""
+    repin: dict[str, str] = Field(default_factory=dict)
+    """host_id -> key fingerprint (SHA256:...): after a re-image, the host's new key replaces its pin (JSON in
+    HERDWATCH_WORKER_REPIN; set the same in HERDWATCH_SINK_REPIN)."""
     engine: dict[str, Any] = Field(default_factory=dict)
     """FamilyEngine settings (JSON in HERDWATCH_WORKER_ENGINE), e.g. {"min_hosts": 3}: the knobs of
     detectors.EngineConfig, checked when the settings load, so a typo stops the worker at start."""

@@ -1,8 +1,8 @@
 """The worker's Faust topology, declared once: its topics and its changelog-backed tables.
 
     telemetry (key host) --hosts agent--> observations (key image_family) --cohorts agent--> anomalies
-         |                  host-seq, host-state                  baselines, rollouts, members   rollouts
-         +--> deadletter (malformed), anomalies (data loss)                                      lifecycle
+         |                  host-seq, host-state, host-keys       baselines, rollouts, members   rollouts
+         +--> deadletter (malformed, unsigned or forged), anomalies (data loss, identity conflict)   lifecycle
 
 Tables of the host stage are partitioned like telemetry, those of the cohort stage like observations
 (a table's changelog must have its source topic's partitions). Keys are strings, values JSON.
@@ -10,7 +10,7 @@ Tables of the host stage are partitioned like telemetry, those of the cohort sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +23,7 @@ from streams.settings import WorkerSettings
 
 STREAM_TOPICS = (t.TELEMETRY, t.OBSERVATIONS, t.ANOMALIES, t.ROLLOUTS, t.LIFECYCLE)
 """Topics the worker creates with `WorkerSettings.partitions` partitions (the dead-letter topic has 1)."""
-HOST_TABLES = ("host-seq", "host-state")
+HOST_TABLES = ("host-seq", "host-state", "host-keys")
 """Tables of the host stage: partitioned like the telemetry topic."""
 COHORT_TABLES = ("baselines", "rollouts", "members")
 """Tables of the cohort stage: partitioned like the observations topic."""
@@ -58,13 +58,16 @@ class Topology:
     baselines: Any
     rollout_state: Any
     members: Any
+    host_keys: Any = field(default_factory=dict)
+    """Pinned host keys (streams/host_keys.py): never swept, so a pin outlives a host's silence."""
 
     @property
     def tables(self) -> dict[str, Any]:
         """Every table by its name."""
         return {name: table for name, table in zip(
             (*HOST_TABLES, *COHORT_TABLES),
-            (self.host_seq, self.host_state, self.baselines, self.rollout_state, self.members), strict=True)}
+            (self.host_seq, self.host_state, self.host_keys, self.baselines, self.rollout_state, self.members),
+            strict=True)}
 
     @property
     def sources(self) -> tuple[str, str]:
@@ -94,7 +97,7 @@ def declare(app: faust.App, kafka: KafkaSettings, ws: WorkerSettings,
     rollouts = topic(names.rollouts, ws.partitions)
     lifecycle = topic(names.lifecycle, ws.partitions)
     deadletter = topic(names.deadletter, 1)
-    host_seq, host_state = (table(name, n_tel) for name in HOST_TABLES)
+    host_seq, host_state, host_keys = (table(name, n_tel) for name in HOST_TABLES)
     baselines, rollout_state, members = (table(name, n_obs) for name in COHORT_TABLES)
     return Topology(telemetry, observations, anomalies, rollouts, lifecycle, deadletter,
-                    host_seq, host_state, baselines, rollout_state, members)
+                    host_seq, host_state, baselines, rollout_state, members, host_keys)

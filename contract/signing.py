@@ -1,0 +1,162 @@
+"""Host signatures on telemetry messages: what is signed, where the signature travels, and the one rule every
+consumer applies to it (docs/contract.md, "Signatures"; docs/security.md, "Host identity").
+
+Each agent holds an Ed25519 host key and signs every telemetry message it sends. The signature covers the
+message key (the host_id) and the exact value bytes, so it can neither be moved to another host's message nor
+survive any change of the value. It travels in two message headers, as raw bytes:
+
+    herdwatch-sig   64 bytes: Ed25519 signature of  DOMAIN + len(key) (4 bytes, big-endian) + key + value
+    herdwatch-key   32 bytes: the raw Ed25519 public key that made it
+
+Consumers (the stream worker's host stage and the storage sink) pin each host's public key on first use and
+judge every later message with `judge`: same inputs, same verdict, in both. Nothing here raises on bad input:
+`verify` and `judge` return their findings as data.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+HEADER_SIGNATURE = "herdwatch-sig"
+HEADER_PUBLIC_KEY = "herdwatch-key"
+DOMAIN = b"herdwatch-telemetry-v1\x00"
+"""Prefix of every signed message: a herdwatch signature cannot be taken for one over anything else."""
+SIGNATURE_BYTES = 64
+PUBLIC_KEY_BYTES = 32
+REASON_PREFIX = "identity conflict"
+"""Every refusal's reason starts with this (the dead-letter metric label of the stream worker)."""
+
+Headers = Mapping[str, Any] | Iterable[tuple[Any, Any]] | None
+"""Kafka message headers as clients give them: (name, value) pairs (confluent-kafka, aiokafka), a mapping,
+or None. Names may be str or bytes, values bytes (or str)."""
+
+
+def signed_message(key: bytes | None, value: bytes | None) -> bytes:
+    """The exact bytes a host signs for one message."""
+    k = key or b""
+    return DOMAIN + struct.pack(">I", len(k)) + k + (value or b"")
+
+
+def public_key_bytes(private: Ed25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def sign(private: Ed25519PrivateKey, key: bytes | None, value: bytes | None) -> list[tuple[str, bytes]]:
+    """The headers that sign one message (Ed25519 is deterministic: the same message gets the same headers)."""
+    return [(HEADER_SIGNATURE, private.sign(signed_message(key, value))),
+            (HEADER_PUBLIC_KEY, public_key_bytes(private))]
+
+
+def fingerprint(public: bytes | None) -> str:
+    """A public key as people compare it, like ssh-keygen -l: SHA256:<unpadded base64 of its SHA-256>."""
+    if public is None:
+        return "none"
+    return "SHA256:" + base64.b64encode(hashlib.sha256(public).digest()).decode().rstrip("=")
+
+
+class Status(StrEnum):
+    SIGNED = "signed"  # a valid signature by `public_key`
+    UNSIGNED = "unsigned"  # no signature headers at all
+    INVALID = "invalid"  # signature headers that do not verify (see `reason`)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a message's signature headers say about it."""
+
+    status: Status
+    public_key: bytes | None = None
+    """The key that signed it (SIGNED), or the key it claims (INVALID, when the header was there)."""
+    reason: str = ""
+    """Why it is INVALID."""
+
+
+def _header_values(headers: Headers, name: str) -> list[bytes]:
+    if headers is None:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out = []
+    for k, v in pairs:
+        k_text = k.decode("utf-8", "replace") if isinstance(k, bytes | bytearray) else str(k)
+        if k_text.lower() == name:
+            out.append(v.encode() if isinstance(v, str) else bytes(v or b""))
+    return out
+
+
+def verify(headers: Headers, key: bytes | None, value: bytes | None) -> Signature:
+    """Check a message's signature headers against its key and value. Never raises on bad input."""
+    sigs, keys = _header_values(headers, HEADER_SIGNATURE), _header_values(headers, HEADER_PUBLIC_KEY)
+    if not sigs and not keys:
+        return Signature(Status.UNSIGNED)
+    claimed = keys[0] if len(keys) == 1 and len(keys[0]) == PUBLIC_KEY_BYTES else None
+    if len(sigs) != 1 or len(keys) != 1:
+        return Signature(Status.INVALID, claimed, f"expected one {HEADER_SIGNATURE} and one {HEADER_PUBLIC_KEY} "
+                                                  f"header, got {len(sigs)} and {len(keys)}")
+    if claimed is None:
+        return Signature(Status.INVALID, None, f"{HEADER_PUBLIC_KEY} must be a {PUBLIC_KEY_BYTES}-byte raw "
+                                               f"Ed25519 public key, got {len(keys[0])} bytes")
+    if len(sigs[0]) != SIGNATURE_BYTES:
+        return Signature(Status.INVALID, claimed, f"{HEADER_SIGNATURE} must be {SIGNATURE_BYTES} bytes, "
+                                                  f"got {len(sigs[0])}")
+    try:
+        Ed25519PublicKey.from_public_bytes(claimed).verify(sigs[0], signed_message(key, value))
+    except (InvalidSignature, ValueError):
+        return Signature(Status.INVALID, claimed, "the signature does not match the message key and value")
+    return Signature(Status.SIGNED, claimed)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a host's events in one message are accepted, and the pin to store."""
+
+    accepted: bool
+    pin: bytes | None = None
+    """A key to pin for the host now: first use, or an operator's re-pin (None: keep what is pinned)."""
+    reason: str = ""
+    """Why the message was refused (starts with REASON_PREFIX)."""
+    pinned: bytes | None = None
+    offered: bytes | None = None
+
+
+def judge(host: str, signature: Signature, pinned: bytes | None, require: bool,
+          repin: Mapping[str, str] | None = None) -> Verdict:
+    """The rule, trust on first use as SSH has it, for one host's events in one message.
+
+    - a signature that does not verify is refused;
+    - the first valid signature of a host pins its key; later messages must be signed by that key;
+    - an unsigned message is refused when signatures are required (`require`) or the host has a pinned key,
+      and accepted (nothing pinned) otherwise: third-party producers that do not sign;
+    - `repin` (host -> fingerprint, set by an operator after a re-image) lets exactly that key replace the pin.
+    """
+    offered = signature.public_key
+    if signature.status is Status.INVALID:
+        return Verdict(False, reason=f"{REASON_PREFIX}: bad signature for host {host}: {signature.reason} "
+                                     f"(pinned {fingerprint(pinned)}, offered {fingerprint(offered)})",
+                       pinned=pinned, offered=offered)
+    if signature.status is Status.UNSIGNED:
+        if pinned is not None:
+            return Verdict(False, reason=f"{REASON_PREFIX}: unsigned batch for host {host}, whose key "
+                                         f"{fingerprint(pinned)} is pinned", pinned=pinned)
+        if require:
+            return Verdict(False, reason=f"{REASON_PREFIX}: unsigned batch for host {host}; signatures are "
+                                         "required (REQUIRE_SIGNATURES=false accepts producers that do not sign)")
+        return Verdict(True)
+    assert offered is not None
+    if pinned is None:
+        return Verdict(True, pin=offered, offered=offered)
+    if pinned == offered:
+        return Verdict(True, pinned=pinned, offered=offered)
+    if repin and repin.get(host) == fingerprint(offered):
+        return Verdict(True, pin=offered, pinned=pinned, offered=offered)
+    return Verdict(False, reason=f"{REASON_PREFIX}: host {host} has the pinned key {fingerprint(pinned)}; this "
+                                 f"batch is signed with {fingerprint(offered)}", pinned=pinned, offered=offered)

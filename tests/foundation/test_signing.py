@@ -1,0 +1,125 @@
+"""Host signatures (contract/signing.py): a signed message verifies; any change to its value, its key (the
+host_id), the signature or the public key makes it fail; and `judge` applies trust on first use."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collectors.hostkey import SimulatedKeys
+from contract.signing import (
+    HEADER_PUBLIC_KEY,
+    HEADER_SIGNATURE,
+    REASON_PREFIX,
+    Signature,
+    Status,
+    fingerprint,
+    judge,
+    verify,
+)
+
+KEYS = SimulatedKeys(b"test-seed")
+EXAMPLES = 400
+
+values = st.binary(min_size=0, max_size=2048)
+hosts = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.:", min_size=1, max_size=40).map(str.encode)
+
+
+def flip(data: bytes, index: int, bit: int) -> bytes:
+    i = index % len(data)
+    return data[:i] + bytes([data[i] ^ (1 << bit)]) + data[i + 1:]
+
+
+@given(hosts, values)
+@settings(max_examples=EXAMPLES, deadline=None)
+def test_a_signed_message_verifies(key: bytes, value: bytes) -> None:
+    headers = KEYS.headers(key, value)
+    got = verify(headers, key, value)
+    assert got == Signature(Status.SIGNED, KEYS.key_for(key).public)
+    assert verify(dict(headers), key, value).status is Status.SIGNED  # a mapping of headers works too
+
+
+@given(hosts, values, st.data())
+@settings(max_examples=EXAMPLES, deadline=None)
+def test_any_tampering_fails_verification(key: bytes, value: bytes, data: st.DataObject) -> None:
+    headers = dict(KEYS.headers(key, value))
+    sig, pub = headers[HEADER_SIGNATURE], headers[HEADER_PUBLIC_KEY]
+    what = data.draw(st.sampled_from(["value", "key", "signature", "public key", "other host's key", "append",
+                                      "truncate", "move"]))
+    index, bit = data.draw(st.integers(0, 10**6)), data.draw(st.integers(0, 7))
+    if what == "value":
+        value = flip(value, index, bit) if value else b"x"
+    elif what == "key":
+        key = flip(key, index, bit)
+    elif what == "signature":
+        sig = flip(sig, index, bit)
+    elif what == "public key":
+        pub = flip(pub, index, bit)
+    elif what == "other host's key":  # a valid key of another host, with this message's signature
+        pub = KEYS.key_for(key + b"-other").public
+    elif what == "append":
+        value = value + data.draw(st.binary(min_size=1, max_size=8))
+    elif what == "truncate":
+        if not value:
+            value = b"\x00"
+        else:
+            value = value[:-1]
+    else:  # the same signed value under another host's key: the signature cannot be moved
+        key = key + data.draw(st.binary(min_size=1, max_size=4))
+    got = verify([(HEADER_SIGNATURE, sig), (HEADER_PUBLIC_KEY, pub)], key, value)
+    assert got.status is Status.INVALID, what
+    assert got.reason
+
+
+@given(hosts, values, st.sampled_from(["no signature", "no key", "two signatures", "short signature", "short key",
+                                       "empty"]))
+@settings(max_examples=EXAMPLES // 2, deadline=None)
+def test_malformed_headers_are_invalid_not_errors(key: bytes, value: bytes, how: str) -> None:
+    sig, pub = (v for _, v in KEYS.headers(key, value))
+    headers = {
+        "no signature": [(HEADER_PUBLIC_KEY, pub)],
+        "no key": [(HEADER_SIGNATURE, sig)],
+        "two signatures": [(HEADER_SIGNATURE, sig), (HEADER_SIGNATURE, sig), (HEADER_PUBLIC_KEY, pub)],
+        "short signature": [(HEADER_SIGNATURE, sig[:63]), (HEADER_PUBLIC_KEY, pub)],
+        "short key": [(HEADER_SIGNATURE, sig), (HEADER_PUBLIC_KEY, pub[:31])],
+        "empty": [(HEADER_SIGNATURE, b""), (HEADER_PUBLIC_KEY, b"")],
+    }[how]
+    assert verify(headers, key, value).status is Status.INVALID
+
+
+def test_unsigned_messages_are_unsigned() -> None:
+    for headers in (None, [], [("reason", b"x")], {}):
+        assert verify(headers, b"h", b"[]").status is Status.UNSIGNED
+    assert verify([(b"herdwatch-sig", b"")], b"h", b"[]").status is Status.INVALID  # bytes names count too
+
+
+def test_signatures_are_deterministic_so_a_resent_spool_record_is_identical() -> None:
+    assert KEYS.headers(b"h", b"[1]") == KEYS.headers(b"h", b"[1]")
+    assert SimulatedKeys(b"other").key_for(b"h").public != KEYS.key_for(b"h").public
+
+
+def test_judge_is_trust_on_first_use() -> None:
+    a, b = KEYS.key_for(b"a").public, KEYS.key_for(b"b").public
+    signed_a, signed_b = Signature(Status.SIGNED, a), Signature(Status.SIGNED, b)
+    unsigned = Signature(Status.UNSIGNED)
+    bad = Signature(Status.INVALID, a, "the signature does not match the message key and value")
+    assert judge("h", signed_a, None, True).pin == a  # first use pins
+    first = judge("h", signed_a, a, True)
+    assert first.accepted and first.pin is None  # same key: nothing new to pin
+    other = judge("h", signed_b, a, True)
+    assert not other.accepted and other.reason.startswith(REASON_PREFIX)
+    assert fingerprint(a) in other.reason and fingerprint(b) in other.reason
+    assert not judge("h", bad, None, False).accepted  # a bad signature is refused whatever the setting
+    assert not judge("h", unsigned, None, True).accepted  # unsigned, signatures required
+    assert judge("h", unsigned, None, False) .accepted  # unsigned third-party producer, allowed
+    assert not judge("h", unsigned, a, False).accepted  # but a host that signed must go on signing
+    # an operator's re-pin lets exactly the named key take over
+    assert judge("h", signed_b, a, True, {"h": fingerprint(b)}).pin == b
+    assert not judge("h", signed_b, a, True, {"h": fingerprint(a)}).accepted
+    assert not judge("h", signed_b, a, True, {"other": fingerprint(b)}).accepted
+
+
+def test_fingerprints_look_like_ssh_ones() -> None:
+    fp = fingerprint(KEYS.key_for(b"h").public)
+    assert fp.startswith("SHA256:") and len(fp) == 7 + 43 and "=" not in fp
+    assert fingerprint(None) == "none"
