@@ -30,6 +30,7 @@ import psutil
 from collectors import signals
 from collectors.budget import Budget
 from collectors.delivery import Delivery
+from collectors.hostkey import load_or_create
 from collectors.identity import Identity, resolve_identity
 from collectors.probes import (
     ConfigProbe,
@@ -97,7 +98,7 @@ class Agent:
         self.seq.resume_after(self.spool.last_seq)
         self.delivery = Delivery(kafka, self.spool, self.identity.host.host_id.encode(),
                                  settings.max_inflight, settings.replay_rate_msgs, settings.replay_rate_bytes,
-                                 settings.max_message_bytes, settings.spool_memory_bytes)
+                                 settings.max_message_bytes, settings.spool_memory_bytes, signer=self.host_key)
         self.probes = probes if probes is not None else build_probes(settings)
         self.budget = budget or Budget(settings.cpu_budget_pct, settings.rss_budget_mb,
                                        settings.budget_window_s, settings.max_degrade_level)
@@ -117,6 +118,8 @@ class Agent:
         self._reported_dropped = 0
         self.topics_ready = threading.Event()
         self._first_ack_logged = False
+        self.host_key = load_or_create(settings.host_key_path)  # signs every batch; made once, never replaced
+        log.info("host key %s (%s)", self.host_key.fingerprint, settings.host_key_path)
         self._seq_saved_at = -1e18
 
     # -- events ---------------------------------------------------------------------------------

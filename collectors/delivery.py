@@ -9,6 +9,8 @@
   and the idempotent producer delivers them in order once it is back. A permanent rejection rewinds to
   the first unacknowledged record and retries with backoff; after `max_attempts` a record is dropped and
   counted (reason "rejected") so one poison message cannot stall a host forever.
+- Each record is signed with the host key when it is handed to the producer (collectors/hostkey.py): the
+  spool keeps only the value, and the deterministic Ed25519 signature makes a re-sent record identical.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from collectors import signals
-from collectors.publisher import Publisher
+from collectors.publisher import Publisher, Signer
 from collectors.spool import Record, Spool
 from contract.events import Event, encode_batch, encode_event
 from contract.settings import KafkaSettings
@@ -95,8 +97,9 @@ class Delivery:
     def __init__(self, kafka: KafkaSettings, spool: Spool, key: bytes, max_inflight: int = 64,
                  rate_msgs: float = 50.0,
                  rate_bytes: float = 2_000_000.0, max_message_bytes: int = 900_000,
-                 memory_bytes: int = 8 * 1024 * 1024, max_attempts: int = 5) -> None:
+                 memory_bytes: int = 8 * 1024 * 1024, max_attempts: int = 5, signer: Signer | None = None) -> None:
         self.kafka = kafka
+        self.signer = signer
         self.spool = spool
         self.key = key
         self.max_inflight = max_inflight
@@ -125,7 +128,7 @@ class Delivery:
         self.publisher = self._new_publisher()
 
     def _new_publisher(self) -> Publisher:
-        return Publisher(self.kafka, error_cb=self._on_error, **PRODUCER_OVERRIDES)
+        return Publisher(self.kafka, self.signer, error_cb=self._on_error, **PRODUCER_OVERRIDES)
 
     # -- callbacks (run inside producer.poll/flush, on this thread) --------------------------------
     def _on_error(self, err: KafkaError) -> None:

@@ -31,6 +31,7 @@ class FindingKind(StrEnum):
     STALE_IMAGE = "stale_image"  # host still runs an image its family has rolled away from
     DATA_LOSS = "data_loss"  # per-host sequence gap: events were lost on the way
     CLOCK_SKEW = "clock_skew"  # the host's clock is off: its events were re-timed to their arrival
+    IDENTITY_CONFLICT = "identity_conflict"  # a batch for the host was not signed by its pinned key
 
 
 @dataclass(frozen=True, slots=True)

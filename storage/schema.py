@@ -383,6 +383,22 @@ def _state_views(s: SinkSettings) -> list[str]:
 
 MIGRATIONS.append(Migration(2, "point-in-time state views (parameterised)", _state_views))
 
+HOST_KEYS = """
+CREATE TABLE IF NOT EXISTS host_keys (
+    host_id String,
+    public_key String,
+    fingerprint String,
+    pinned_at DateTime64(6, 'UTC'),
+    kafka_partition UInt16,
+    kafka_offset UInt64
+) ENGINE = ReplacingMergeTree(pinned_at)
+ORDER BY host_id"""
+"""Each host's pinned Ed25519 key (base64 of the raw key), trust on first use (docs/security.md, "Host
+identity"). The sink reads the pins when partitions are assigned and adds a row when it pins a key, before it
+commits the message that pinned it; an operator's re-pin adds a later row, which wins (argMax on pinned_at)."""
+
+MIGRATIONS.append(Migration(3, "host key pins", lambda s: [HOST_KEYS]))
+
 MIGRATIONS.append(Migration(4, "lifecycle: events written but never received at a timeout", lambda s: [
     "ALTER TABLE lifecycle ADD COLUMN IF NOT EXISTS missing_events UInt64 DEFAULT 0 AFTER reason"]))
 
