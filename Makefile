@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 JARS   := deploy/kafka/libs/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test pytest test-tools lint typecheck kafka-jars clean
+.PHONY: help setup demo lab test pytest test-tools lint typecheck kafka-jars clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,11 @@ setup: $(STAMP) $(JARS)  ## create .venv, install herdwatch and its tools, fetch
 
 demo: setup  ## run a simulated clone fleet through Kafka, the workers and ClickHouse, then report
 	$(BIN)/herdwatch demo
+
+lab:  ## a real fleet of 8 namespaced hosts for ~10 min with attacks, then the report (root)
+	@[ "$$(id -u)" = 0 ] || { echo "make lab needs root: it makes network, PID, mount and UTS namespaces," \
+	  "veth pairs and a bridge (sudo make lab)"; exit 0; } && \
+	$(MAKE) --no-print-directory setup && $(BIN)/herdwatch lab run --plan full
 
 test: setup lint typecheck pytest  ## everything CI checks: lint, types, unit + integration tests
 
