@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=90.0, help="for attack: seconds the attack lasts (default 90)")
     p.add_argument("--plan", choices=["ci", "full"], default="full",
                    help="for run: ci (4 hosts, ~3.5 min) or full (8 hosts, ~10 min; default)")
+    p.add_argument("--hours", type=float, default=None,
+                   help="for run: instead of a plan, this many hours of normal life only on 8 hosts (false alarms "
+                        "per host-hour; see docs/benchmarks.md)")
     p.set_defaults(func=run)
 
 
@@ -50,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     var = (args.var or default_var_dir()).resolve()
     if args.action == "run":
         from herdwatch.lab.runner import run_plan
-        from herdwatch.lab.schedule import PLANS
+        from herdwatch.lab.schedule import PLANS, soak_plan
 
-        report, _ = run_plan(var, PLANS[args.plan](), subnet=args.subnet)
+        plan = soak_plan(args.hours) if args.hours else PLANS[args.plan]()
+        report, _ = run_plan(var, plan, subnet=args.subnet)
         return 0 if all(v is not False for v in report.get("targets", {}).values()) else 3
     if args.action == "up":
         from herdwatch.lab.images import load_image

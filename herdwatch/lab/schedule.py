@@ -92,6 +92,25 @@ def full_plan() -> Plan:
     return Plan("lab", {"web": 5, "worker": 3}, warmup_s=90, duration_s=600, steps=steps)
 
 
+def soak_plan(hours: float) -> Plan:
+    """8 hosts of normal life only, for false alarms per host-hour over a long run: every 10 minutes a config
+    push, an agent restart, a reboot and an autoscaled host living 1-10 minutes; every 2 hours a rollout of
+    the web image to web-v2 and, an hour later, back to web (as a rollout, not a rollback: it completes)."""
+    steps: list[Step] = []
+    duration = hours * 3600.0
+    for k, at in enumerate(range(600, int(duration) - 600, 600)):
+        steps.append(Step(at, "config_push", {"family": "web" if k % 2 == 0 else "worker",
+                                              "scenario": f"hosts-push-{k}"}))
+        steps.append(Step(at + 60, "agent_restart", {"slot": f"web-{k % 5}"}))
+        steps.append(Step(at + 120, "reboot", {"slot": f"worker-{k % 3}"}))
+        steps += scale_out(at + 180, "worker", 60 + (k * 97) % 540, f"worker-auto-{k}")
+    for k, at in enumerate(range(3600, int(duration) - 3600, 7200)):
+        web = [f"web-{i}" for i in range(5)]
+        steps += rollout(at, web, "web-v2", 30, "rollout", f"web-rollout-{k}")
+        steps += rollout(at + 3600, web, "web", 30, "rollout", f"web-rollout-back-{k}")
+    return Plan(f"lab-soak-{hours:g}h", {"web": 5, "worker": 3}, warmup_s=300, duration_s=duration, steps=steps)
+
+
 PLANS = {"ci": ci_plan, "full": full_plan}
 
 
