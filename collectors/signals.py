@@ -50,3 +50,15 @@ own_rss_bytes = Gauge("herdwatch_collector_rss_bytes", "agent resident memory")
 degrade_level = Gauge("herdwatch_collector_degrade_level", "0 = full rate; each level halves probe rates")
 probe_duration = Histogram("herdwatch_collector_probe_duration_seconds", "time spent in one probe collection",
                            ["probe"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+
+exec_events_shed = Signal("collector_exec_events_shed", "exec/exit events not reported to stay within bounds "
+                          "(rate: over exec_max_reads_per_s; pending: reader queue full; kernel_overflow: the "
+                          "kernel dropped events; kinds: too many kinds at once)", labels=("reason",))
+process_source = Gauge("herdwatch_collector_process_source", "1 for the process event source in use: connector "
+                       "(kernel exec events) or poll (/proc polling)", ["mode"])
+PROCESS_SOURCES = ("connector", "poll")
+
+
+def set_process_source(mode: str) -> None:
+    for m in PROCESS_SOURCES:
+        process_source.labels(m).set(1 if m == mode else 0)

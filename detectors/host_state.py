@@ -240,9 +240,30 @@ class HostState:
                     self.counts[f] = c
 
     # ---- processes -------------------------------------------------------------------------------
+    @staticmethod
+    def _proc_exe(p: dict[str, Any]) -> str:
+        """The process's canonical identity: its resolved exe path, or "" when unknown. A process name
+        never stands in for it (a name is what a short-lived process leaves when its exe could not be
+        read); a kernel thread, which has no exe, is `[name]`."""
+        exe = p.get("exe")
+        missing = p.get("missing") or ()
+        if isinstance(exe, str) and exe and "exe" not in missing:
+            return exe
+        if p.get("kernel_thread") is True and p.get("name"):
+            return f"[{p['name']}]"
+        return ""
+
     def _proc_features(self, p: dict[str, Any], parent_exe: str) -> tuple[str, str, str]:
-        exe = str(p.get("exe") or p.get("name") or "?")
-        pf = proc_feature(exe, str(p.get("cmdline", "")), str(p.get("user", "?")))
+        """(process feature, parent feature, exe); a feature is "" when part of its identity is unknown,
+        so one program seen with its full and with a partial identity never makes two features."""
+        exe = self._proc_exe(p)
+        if not exe:
+            return "", "", ""
+        missing = p.get("missing") or ()
+        cmdline, user = p.get("cmdline"), p.get("user")
+        known = "cmdline" not in missing and "user" not in missing and isinstance(user, str) and user \
+            and isinstance(cmdline, str) and (cmdline or p.get("kernel_thread") is True)
+        pf = proc_feature(exe, str(cmdline), str(user)) if known else ""
         return pf, parent_feature(parent_exe, exe) if parent_exe else "", exe
 
     def _proc_start(self, p: dict[str, Any], now: float, added: list[str], removed: list[str]) -> None:
@@ -257,9 +278,11 @@ class HostState:
         if old is not None:  # pid reuse without an exit: drop the old process first
             self._dec(old[0], now, removed)
             self._dec(old[1], now, removed)
-        if pf in self.counts or pf in self.linger:
-            self.counters["proc_restarts"] = self.counters.get("proc_restarts", 0.0) + 1
-        self.counters["proc_starts"] = self.counters.get("proc_starts", 0.0) + 1
+        count = p.get("count")  # a counted report of an exec storm: N identical execs in one window
+        n = float(count) if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1.0
+        if pf and (pf in self.counts or pf in self.linger):
+            self.counters["proc_restarts"] = self.counters.get("proc_restarts", 0.0) + n
+        self.counters["proc_starts"] = self.counters.get("proc_starts", 0.0) + n
         self.pids[pid] = [pf, cf, exe]
         self._inc(pf, added)
         self._inc(cf, added)
@@ -274,7 +297,7 @@ class HostState:
         self._dec(known[1], now, removed)
 
     def _proc_inventory(self, items: list[Any], now: float, added: list[str], removed: list[str]) -> None:
-        exes = {str(it.get("pid")): str(it.get("exe") or it.get("name") or "?") for it in items if isinstance(it, dict)}
+        exes = {str(it.get("pid")): self._proc_exe(it) for it in items if isinstance(it, dict)}
         pids: dict[str, list[str]] = {}
         new: dict[str, int] = {}
         for it in items:
@@ -284,7 +307,8 @@ class HostState:
             parent_exe = str(parents[0]) if parents else exes.get(str(it.get("ppid")), "")
             pf, cf, exe = self._proc_features(it, parent_exe)
             pids[str(it.get("pid"))] = [pf, cf, exe]
-            new[pf] = new.get(pf, 0) + 1
+            if pf:
+                new[pf] = new.get(pf, 0) + 1
             if cf:
                 new[cf] = new.get(cf, 0) + 1
         self.pids = pids

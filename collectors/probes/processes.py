@@ -9,11 +9,26 @@ is gone by then, it is reported as it was (start and exit).
 
 Command lines pass the redaction (collectors/redact.py) argument by argument before they are cut to
 max_cmdline_chars, so a secret is masked even when the line is long.
+
+Two sources of starts and exits (`mode`, reported in agent.hello and heartbeats, a log line and the gauge
+herdwatch_collector_process_source):
+- "connector": the kernel's process events (collectors/probes/exec_events.py) report every exec and exit,
+  also of processes living a millisecond. Each cycle drains them without waiting; identical execs are
+  aggregated (collectors/probes/exec_storms.py) and at most `max_events_per_cycle` new kinds are reported
+  one by one per cycle (the rest go into counted reports). The /proc listing runs only for the periodic
+  inventory, which re-reads every process (the full snapshot). A reader failure falls back to polling.
+- "poll": the /proc listing each cycle, as described above (not root, another /proc, an old kernel).
+
+A detail that could not be read (the process was gone, or /proc refused) is listed in the payload's
+`missing` and left empty; it is never replaced by something else (a process name is never an exe).
+Kernel threads have no exe: they are marked `kernel_thread`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +36,18 @@ import psutil
 
 from collectors import signals
 from collectors.probes.base import Emit, Probe
+from collectors.probes.exec_events import ExecRecord, ExecSource, ExitRecord
+from collectors.probes.exec_storms import ExecAggregator, Verdict, normalise
 from collectors.redact import Redactor
 from collectors.safe import absent, clean, read_bounded, to_text
 from contract.events import Kind
 
+log = logging.getLogger("herdwatch.collector")
+
 MAX_PARENTS = 8
+MAX_QUIET = 65536
+"""Aggregated (not individually reported) processes still alive, remembered until the next inventory."""
+KTHREADD = 2
 
 
 class ProcessProbe(Probe):
@@ -33,7 +55,8 @@ class ProcessProbe(Probe):
 
     def __init__(self, interval: float = 1.0, inventory_interval: float | None = 600.0,
                  proc: Path = Path("/proc"), max_cmdline_chars: int = 4096,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, exec_source: ExecSource | None = None,
+                 source_reason: str = "", exec_window_s: float = 10.0, max_events_per_cycle: int = 500) -> None:
         super().__init__(interval, inventory_interval)
         self.redactor = redactor or Redactor()
         self.proc = proc
@@ -42,6 +65,42 @@ class ProcessProbe(Probe):
         self._users: dict[int, str] = {}
         self._deferred: dict[int, dict[str, Any]] = {}
         self._started = False
+        self.exec_source = exec_source
+        self.source_reason = source_reason
+        """Why the probe polls (empty in connector mode)."""
+        self.max_events_per_cycle = max_events_per_cycle
+        self.storms: ExecAggregator[ExecRecord] = ExecAggregator(exec_window_s)
+        self._quiet: dict[int, ExecRecord] = {}
+        self._shed: dict[str, int] = {}
+        self.execs_reported = 0
+        self._pending_emits: list[Emit] = []
+        """Execs accounted for in process.start events: one each, or `count` of a counted report."""
+        signals.set_process_source(self.mode)
+
+    # -- which source ----------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return "connector" if self.exec_source is not None and self.exec_source.failed is None else "poll"
+
+    def source_info(self) -> dict[str, str]:
+        """For agent.hello and heartbeats: {"mode": ..., "reason": why it polls}."""
+        info = {"mode": self.mode}
+        if self.mode == "poll":
+            info["reason"] = self.source_reason or "configured"
+        return info
+
+    def take_shed(self) -> dict[str, int]:
+        """Events shed since the last call, by reason (exec_events_<reason>), for the heartbeat's `shed`."""
+        shed, self._shed = self._shed, {}
+        if self.exec_source is not None:
+            for reason, n in self.exec_source.take_shed().items():
+                shed[f"exec_events_{reason}"] = shed.get(f"exec_events_{reason}", 0) + n
+                signals.exec_events_shed.emit(n, reason=reason)
+        return shed
+
+    def close(self) -> None:
+        if self.exec_source is not None:
+            self.exec_source.close()
 
     def pids(self) -> set[int]:
         try:
@@ -74,6 +133,12 @@ class ProcessProbe(Probe):
             "cmdline_truncated": truncated, "user": self._user(uids.real if uids else None),
             "start_time": round(start, 3), "name": clean(name, 256)[0],
         }
+        if pid == KTHREADD or ppid == KTHREADD:
+            item["kernel_thread"] = True  # no exe, no command line: its name is all it has
+        else:
+            missing = [f for f, v in (("exe", exe_text), ("cmdline", cmdline), ("user", uids)) if not v]
+            if missing:
+                item["missing"] = missing
         if invalid or exe_invalid:
             item["invalid_utf8"] = True
         return item
@@ -107,7 +172,9 @@ class ProcessProbe(Probe):
             parent = self.known.get(ppid)
             if parent is None:
                 break
-            chain.append(parent["exe"] or parent["name"])
+            if not parent["exe"]:  # unknown (or a kernel thread): the chain ends, never a name instead
+                break
+            chain.append(parent["exe"])
             ppid = parent["ppid"]
         return chain
 
@@ -116,6 +183,27 @@ class ProcessProbe(Probe):
         return parent is not None and parent["exe"] == item["exe"] and parent["cmdline"] == item["cmdline"]
 
     def collect(self, full: bool) -> list[Emit]:
+        if self.exec_source is not None:
+            if self.exec_source.failed is None:
+                return self._collect_events(full)
+            self._fall_back(self.exec_source.failed)
+        return self._poll(full)
+
+    def _fall_back(self, reason: str) -> None:
+        assert self.exec_source is not None
+        out = self._drain_events()  # what the reader got before it failed is still reported
+        self._pending_emits = out
+        self.exec_source.close()
+        self.exec_source = None
+        self.source_reason = reason
+        signals.set_process_source("poll")
+        log.warning("process events: falling back to /proc polling every %.1f s (%s)", self.interval, reason)
+
+    def _poll(self, full: bool) -> list[Emit]:
+        pending, self._pending_emits = self._pending_emits, []
+        return pending + self._poll_diff(full)
+
+    def _poll_diff(self, full: bool) -> list[Emit]:
         now = self.pids()
         out: list[Emit] = []
         for pid in sorted(self.known.keys() - now):
@@ -138,3 +226,92 @@ class ProcessProbe(Probe):
         if full:
             out.append((Kind.PROCESS_INVENTORY, {"items": [self.known[p] for p in sorted(self.known)]}))
         return out
+
+    # -- connector mode ----------------------------------------------------------------------------------
+    def _collect_events(self, full: bool) -> list[Emit]:
+        out = self._drain_events()
+        if full or not self._started:
+            self._resync()
+            self._started = True
+        if full:
+            out.append((Kind.PROCESS_INVENTORY, {"items": [self.known[p] for p in sorted(self.known)]}))
+        return out
+
+    def _resync(self) -> None:
+        """The full snapshot: every process in /proc, read again (what the events missed is caught here)."""
+        now = self.pids()
+        for pid in self.known.keys() - now:
+            del self.known[pid]
+        for pid in sorted(now - self.known.keys()):
+            item = self.read(pid)
+            if item is not None:
+                self.known[pid] = item
+        self._quiet = {}
+
+    def _drain_events(self) -> list[Emit]:
+        assert self.exec_source is not None
+        out: list[Emit] = []
+        reported = 0
+        for item in self.exec_source.drain():
+            if isinstance(item, ExitRecord):
+                gone = self.known.pop(item.pid, None)
+                if gone is not None:
+                    out.append((Kind.PROCESS_EXIT, gone))
+                else:
+                    self._quiet.pop(item.pid, None)
+                continue
+            verdict = self.storms.add(self._kind(item), item, item.time, reported < self.max_events_per_cycle)
+            if verdict is Verdict.REPORT:
+                payload = self.exec_item(item)
+                self.known[item.pid] = payload
+                out.append((Kind.PROCESS_START, payload))
+                self.execs_reported += 1
+                reported += 1
+            elif verdict is Verdict.COUNTED:
+                self.known.pop(item.pid, None)  # a reused pid: the old process is gone
+                if len(self._quiet) < MAX_QUIET:
+                    self._quiet[item.pid] = item
+            else:
+                self._shed["exec_events_kinds"] = self._shed.get("exec_events_kinds", 0) + 1
+                signals.exec_events_shed.emit(reason="kinds")
+        for rec, count in self.storms.due(time.time(), max(0, self.max_events_per_cycle - reported)):
+            payload = {**self.exec_item(rec), "count": count}
+            out.append((Kind.PROCESS_START, payload))
+            self.execs_reported += count
+            if self._quiet.pop(rec.pid, None) is not None:
+                self.known[rec.pid] = payload  # still running: its exit is reported when it comes
+            else:
+                out.append((Kind.PROCESS_EXIT, payload))  # already gone: keeps the host's state balanced
+        return out
+
+    def _kind(self, rec: ExecRecord) -> tuple[str, ...]:
+        cmd = rec.argv.replace(b"\0", b" ").decode("utf-8", "replace") if rec.argv else ""
+        return (rec.exe or "", rec.parent_exe or "", str(rec.uid), normalise(cmd))
+
+    def exec_item(self, rec: ExecRecord) -> dict[str, Any]:
+        """The process.start payload of one exec (command line redacted here, before anything is built)."""
+        missing = list(rec.missing)
+        if rec.argv is not None:
+            cmdline, truncated, invalid = self.cmdline(rec.argv)
+            truncated = truncated or rec.argv_over
+            if truncated:
+                signals.input_truncated.emit(what="cmdline")
+        else:
+            cmdline, truncated, invalid = "", False, False
+        exe, exe_invalid, _ = clean(rec.exe or "", 4096)
+        parents = self.parents(rec.ppid or 0)
+        if rec.parent_exe:
+            parent_exe = clean(rec.parent_exe, 4096)[0]
+            parents = [parent_exe, *parents[1:]] if parents else [parent_exe]
+        item: dict[str, Any] = {
+            "pid": rec.pid, "ppid": rec.ppid or 0, "exe": exe, "cmdline": cmdline, "cmdline_truncated": truncated,
+            "user": self._user(rec.uid), "start_time": round(rec.time, 3), "name": os.path.basename(exe),
+            "parents": parents, "source": "connector",
+        }
+        if rec.cgroup is not None:
+            item["cgroup"] = clean(rec.cgroup, 256)[0]
+        if missing:
+            item["missing"] = missing
+        if invalid or exe_invalid:
+            item["invalid_utf8"] = True
+        return item
