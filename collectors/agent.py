@@ -42,6 +42,7 @@ from collectors.probes import (
     Probe,
     ProcessProbe,
 )
+from collectors.probes.exec_events import ExecSource, ExecSourceUnavailable
 from collectors.redact import Redactor
 from collectors.runner import ProbeRunner
 from collectors.safe import ensure_private_dir
@@ -62,7 +63,14 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
     if s.proc != Path("/proc"):  # e.g. a sidecar reading the host's /proc mounted at /host/proc
         psutil.PROCFS_PATH = str(s.proc)
     redactor = Redactor(s.redact_patterns)  # the one redaction of command lines, shared by the probes
-    processes = ProcessProbe(s.process_interval_s, s.process_inventory_s, s.proc, s.max_cmdline_chars, redactor)
+    source, reason = open_exec_source(s) if "processes" not in s.disabled_probes else (None, "probe disabled")
+    processes = ProcessProbe(s.process_interval_s, s.process_inventory_s, s.proc, s.max_cmdline_chars, redactor,
+                             exec_source=source, source_reason=reason, exec_window_s=s.exec_window_s,
+                             max_events_per_cycle=s.exec_max_events_per_cycle)
+    if source is not None:
+        log.info("process events: kernel connector (every exec and exit)")
+    else:
+        log.info("process events: /proc polling every %.1f s (%s)", s.process_interval_s, reason)
     network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets)
     logins = LoginProbe(s.login_interval_s, s.login_inventory_s, s.auth_logs,
                         s.state_dir / "journal.cursor" if s.journal else None, s.max_auth_bytes_per_read,
@@ -75,6 +83,24 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
                            PackageProbe(s.package_interval_s, s.package_inventory_s, s.root),
                            ModuleProbe(s.module_interval_s, s.module_inventory_s, s.proc)]
     return [p for p in probes if p.name not in s.disabled_probes]
+
+
+def open_exec_source(s: CollectorSettings) -> tuple[ExecSource | None, str]:
+    """The kernel's process events where the settings allow and they work, else (None, why not)."""
+    if s.process_source == "poll":
+        return None, "configured: process_source=poll"
+    if s.proc != Path("/proc"):
+        return None, f"reading {s.proc}: the connector reports this host's own pids only"
+    if os.geteuid() != 0:
+        return None, "not root: the process events connector needs root"
+    source = ExecSource(s.proc, s.exec_max_reads_per_s)
+    try:
+        source.open()
+    except ExecSourceUnavailable as e:
+        if s.process_source == "connector":
+            log.warning("process_source=connector but %s; polling /proc instead", e)
+        return None, str(e)
+    return source, ""
 
 
 class Agent:
@@ -179,9 +205,18 @@ class Agent:
                    "pid": os.getpid(), "identity_sources": ident.sources,
                    "spool_pending": self.delivery.pending,
                    "probes": {p.name: p.interval for p in self.probes}}
+        if (source := self.process_source()) is not None:
+            payload["process_source"] = source
         payload.update(self._loss_report())
         self._carried_shed = {}
         return Kind.HELLO, payload
+
+    def process_source(self) -> dict[str, str] | None:
+        """Where process events come from: {"mode": "connector"|"poll", "reason": why it polls}."""
+        for probe in self.probes:
+            if isinstance(probe, ProcessProbe):
+                return probe.source_info()
+        return None
 
     def heartbeat(self) -> tuple[Kind, dict[str, Any]]:
         payload: dict[str, Any] = {"events_sent": self.delivery.sent, "events_spooled": self.delivery.pending,
@@ -189,6 +224,8 @@ class Agent:
                                    "rss_bytes": int(self.budget.rss_bytes),
                                    "degrade_level": self.budget.level, "spool_bytes": self.spool.total_bytes,
                                    "broker_up": bool(self.delivery.broker_up), "seq_written": self.seq_written()}
+        if (source := self.process_source()) is not None:
+            payload["process_source"] = source
         payload.update(self._loss_report())
         if stuck := self.runner.stuck():
             payload["stuck_probes"] = stuck
@@ -219,6 +256,9 @@ class Agent:
                 signals.probe_errors.emit(probe=probe.name)
                 log.exception("probe %s failed; it will run again next interval", probe.name)
             signals.probe_duration.labels(probe.name).observe(time.perf_counter() - t0)
+            if isinstance(probe, ProcessProbe):  # exec events shed to stay within bounds
+                for name, n in probe.take_shed().items():
+                    self.shed[name] = self.shed.get(name, 0) + n
             # fixed cadence (not drifting by the cycle's own run time): a process living one interval
             # is always seen
             step = probe.interval * factor
@@ -331,6 +371,9 @@ class Agent:
         self.seq.save(fsync=True)
         self._save_report()
         self.delivery.close()
+        for probe in self.probes:
+            if isinstance(probe, ProcessProbe):
+                probe.close()
         if left:
             log.warning("%d events not yet acknowledged; they stay in %s and are sent on the next start",
                         left, self.spool.dir)

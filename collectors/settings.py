@@ -62,6 +62,17 @@ class CollectorSettings(BaseSettings):
     module_interval_s: float = 30.0
     module_inventory_s: float = 3600.0
     heartbeat_interval_s: float = 60.0
+    process_source: Literal["auto", "connector", "poll"] = "auto"
+    """Where process starts and exits come from: the kernel's process events connector (every exec, as
+    root in the initial namespaces), /proc polling every process_interval_s, or auto (the connector where
+    it works, else polling; the mode in use is in agent.hello)."""
+    exec_window_s: float = 10.0
+    """Identical execs (same exe, parent exe, user, normalised command line) after the first are reported
+    as one process.start with `count` per window."""
+    exec_max_reads_per_s: float = 2000.0
+    """At most this many execs per second are looked up in /proc; more are counted as shed."""
+    exec_max_events_per_cycle: int = 500
+    """At most this many new kinds of exec are reported one by one per cycle; more go into counted reports."""
     disabled_probes: list[str] = Field(default_factory=list)
 
     # Where the probes look (tests and containers point these elsewhere).
