@@ -97,6 +97,15 @@ class Topic:
                 return True
         return False
 
+    def settle(self, quiet: float = 8.0, timeout: float = 60.0) -> None:
+        """Read until nothing new arrived for `quiet` seconds (or `timeout` passed): the worker has said
+        everything it will say about the input so far (findings that need several cycles come late)."""
+        end = time.monotonic() + timeout
+        seen = -1
+        while len(self.messages) != seen and time.monotonic() < end:
+            seen = len(self.messages)
+            self.poll(quiet)
+
     def close(self) -> None:
         self.consumer.close()
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from stream_helpers import StreamEnv, dump_logs
 
-from collectors.publisher import Publisher
+from collectors.publisher import SIMULATED, Publisher
 from contract.events import Event
 from simulator.presets import Clones
 
@@ -50,7 +50,9 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
     h0, h1 = fleet.hosts[0].host_id, fleet.hosts[1].host_id
     good = fleet.step(fleet.hosts[0], fleet.at(310))
     broken = [good[0].to_dict(), {**good[1].to_dict(), "seq": "seven"}]
-    pub.producer.produce(env.kafka.topics.telemetry, key=h0.encode(), value=orjson.dumps(broken))
+    value = orjson.dumps(broken)  # signed like h0's other batches: only the bad envelope is refused
+    pub.producer.produce(env.kafka.topics.telemetry, key=h0.encode(), value=value,
+                         headers=SIMULATED.headers(h0.encode(), value))
     stray = fleet.step(fleet.hosts[1], fleet.at(310))[:1]  # another host's event under h0's key
     pub.producer.produce(env.kafka.topics.telemetry, key=h0.encode(), value=orjson.dumps([stray[0].to_dict()]))
     assert pub.flush() == 0
@@ -186,7 +188,7 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
         ok = topic.wait_for(lambda ms: any(b"xmrig" in m.value() for m in ms)
                             and any(b"data_loss" in m.value() for m in ms), 90)
         assert ok, dump_logs(env)
-        topic.poll(3.0)
+        topic.settle()  # metric findings need several cycles: compare what each run said in the end
         runs[name] = host_findings(topic.values())
     life.poll(1.0)
     assert runs["killed"] == runs["steady"]
