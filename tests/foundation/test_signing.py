@@ -60,10 +60,7 @@ def test_any_tampering_fails_verification(key: bytes, value: bytes, data: st.Dat
     elif what == "append":
         value = value + data.draw(st.binary(min_size=1, max_size=8))
     elif what == "truncate":
-        if not value:
-            value = b"\x00"
-        else:
-            value = value[:-1]
+        value = value[:-1] if value else b"\x00"
     else:  # the same signed value under another host's key: the signature cannot be moved
         key = key + data.draw(st.binary(min_size=1, max_size=4))
     got = verify([(HEADER_SIGNATURE, sig), (HEADER_PUBLIC_KEY, pub)], key, value)

@@ -42,9 +42,12 @@ def publish_events(kafka: KafkaSettings, events: list[Event]) -> None:
 def produce_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None], key: bytes = b"k") -> None:
     from confluent_kafka import Producer
 
+    from collectors.publisher import SIMULATED
+
     p = Producer({**kafka.confluent_config(), "message.max.bytes": 8_000_000})
-    for v in values:
-        p.produce(topic, value=v, key=key)
+    for v in values:  # telemetry is signed like the simulator's (the sink requires signatures by default)
+        headers = SIMULATED.headers(key, v or b"") if topic == kafka.topics.telemetry else None
+        p.produce(topic, value=v, key=key, headers=headers)
     assert p.flush(30) == 0
 
 

@@ -189,7 +189,8 @@ def test_without_required_signatures_unsigned_hosts_pass_but_a_signing_host_must
     stage.feed(signed([e.replace(seq=2**62) for e in clones.goodbye(h, T0 + timedelta(seconds=5))], None,
                       T0.timestamp() + 5))  # unsigned forgery of a signing host
     assert stage.seq(h.host_id) == before
-    assert [r.split(",")[0] for r in stage.dead_reasons()] == [f"identity conflict: unsigned batch for host {h.host_id}"]
+    expected = f"identity conflict: unsigned batch for host {h.host_id}"
+    assert [r.split(",")[0] for r in stage.dead_reasons()] == [expected]
     assert len(stage.findings("identity_conflict")) == 1
     # a signature that does not verify is refused too (here: the value changed after signing)
     key, value, headers, ts = signed(clones.step(h, T0 + timedelta(seconds=6)), REAL, T0.timestamp() + 6)
