@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from contract.events import Event, Rejected, arrival_time, decode_batch
+from contract.events import Event, Rejected, arrival_time, decode_batch, encode_event
 from contract.signing import verify
 from detectors.types import Observation
 from streams import codec, signals
@@ -99,6 +99,8 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
                 host_state[host] = res.state
             signals.events_duplicate.emit(res.duplicates)
             signals.events_lost.emit(res.lost)
+            for bad, why in res.rejected:  # the detectors failed on these events: each is dead-lettered alone
+                await outputs.dead_letter(Rejected(why, encode_event(bad)), event, COMPONENT)
             await outputs.publish(res.findings)
             by_family: dict[str, list[Observation]] = defaultdict(list)
             for o in res.observations:

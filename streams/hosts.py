@@ -7,10 +7,12 @@ Per host the stage keeps two table values:
 
 `seq` makes replays harmless: after a crash Faust re-reads messages past the last committed offset, and
 events whose seq the host already applied are skipped (counted as duplicates), so host state never counts
-an event twice. Forward jumps are sequence gaps: a DATA_LOSS finding. A host that comes back after
-`host_timeout_s` of silence (its cohort has marked it gone) rejoins with its whole known state. A quiet
-host that changes nothing still sends a keep-alive observation every `touch_interval_s` so its cohort
-knows it is alive.
+an event twice; the last seq of a few earlier boots is kept too, so a replay that crosses a reboot is
+skipped as well. An event the detectors fail on (a payload extra of a type they did not expect) is
+rejected on its own (`HostResult.rejected`, for the dead-letter topic); the rest of the batch is applied.
+Forward jumps are sequence gaps: a DATA_LOSS finding. A host that comes back after `host_timeout_s` of
+silence (its cohort has marked it gone) rejoins with its whole known state. A quiet host that changes
+nothing still sends a keep-alive observation every `touch_interval_s` so its cohort knows it is alive.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class HostSeq:
     """Event time of the last observation sent to the cohort stage (None: none yet)."""
     skew_reported: float | None = None
     """Event time of the last clock_skew finding about this host (None: none)."""
+    earlier_boots: tuple[tuple[str, int], ...] = ()
+    """(boot_id, last seq applied) of up to EARLIER_BOOTS_KEPT earlier boots, oldest first."""
 
     written: int = -1
     """The highest seq the host announced written to its spool (heartbeat/goodbye `seq_written`; -1 none)."""
@@ -47,7 +51,7 @@ class HostSeq:
     def to_json(self) -> dict[str, Any]:
         return {"written": self.written, "boot_id": self.boot_id, "seq": self.seq, "first_seen": self.first_seen,
                 "last_seen": self.last_seen, "last_forwarded": self.last_forwarded,
-                "skew_reported": self.skew_reported}
+                "skew_reported": self.skew_reported, "earlier_boots": [list(b) for b in self.earlier_boots]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HostSeq:
@@ -55,7 +59,12 @@ class HostSeq:
         return cls(written=int(d.get("written", -1)), boot_id=str(d["boot_id"]), seq=int(d["seq"]),
                    first_seen=float(d["first_seen"]),
                    last_seen=float(d["last_seen"]), last_forwarded=None if fwd is None else float(fwd),
-                   skew_reported=None if skew is None else float(skew))
+                   skew_reported=None if skew is None else float(skew),
+                   earlier_boots=tuple((str(b), int(s)) for b, s in d.get("earlier_boots") or ()))
+
+
+EARLIER_BOOTS_KEPT = 8
+"""How many earlier boots' last seqs a host's HostSeq remembers (replays crossing reboots are skipped)."""
 
 
 @dataclass
@@ -68,6 +77,8 @@ class HostResult:
     findings: list[Finding] = field(default_factory=list)
     duplicates: int = 0
     lost: int = 0
+    rejected: list[tuple[Event, str]] = field(default_factory=list)
+    """Events the detectors failed on, with the reason (their seq counts as applied: never retried)."""
 
 
 def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str, Any] | None,
@@ -75,7 +86,7 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
     """Apply one host's events (in order) to its stored state; see the module docstring."""
     first_ev = events[0]
     host = first_ev.host_id
-    hs = HostState.from_dict(state) if state else HostState(host, first_ev.image_id, first_ev.image_family)
+    hs = _host_state(state, first_ev, [])
     boot: str | None
     first_seen: float | None
     last_seen: float | None
@@ -87,12 +98,15 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
         boot, last_seq, first_seen, last_seen, last_fwd = None, -1, None, None, None
         gaps = SequenceGap()
     skew_reported = seq.skew_reported if seq is not None else None
+    earlier = dict(seq.earlier_boots) if seq is not None else {}
+    applied: list[Event] = []
     result = HostResult(seq=seq, state=None)
     written = announced_written(events, host, seq.written if seq is not None else -1)
     for event in events:
         if event.host_id != host:
             continue  # the caller groups by host; never mix hosts' state
-        if boot == event.boot_id and event.seq <= last_seq:
+        if (boot == event.boot_id and event.seq <= last_seq) or \
+                (boot != event.boot_id and event.seq <= earlier.get(event.boot_id, -1)):
             result.duplicates += 1
             continue
         gap = gaps.check(event)
@@ -108,9 +122,21 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
             result.observations.append(Observation(
                 host, hs.image_id, hs.image_family, event.time, added=tuple(sorted(hs.features())),
                 first=True))
-        obs = hs.apply(event)
+        try:
+            obs = hs.apply(event)
+        except Exception as e:  # a payload extra of a type the detectors did not expect: this event only
+            result.rejected.append((event, f"detectors failed on this event: {type(e).__name__}: {str(e)[:200]}"))
+            hs = _host_state(state, first_ev, applied)  # apply may have stopped half way: rebuild
+            obs = None
+        else:
+            applied.append(event)
         if obs is not None:
             result.observations.append(obs)
+        if boot is not None and boot != event.boot_id:
+            earlier[boot] = last_seq
+            earlier.pop(event.boot_id, None)
+            while len(earlier) > EARLIER_BOOTS_KEPT:
+                del earlier[next(iter(earlier))]
         boot, last_seq = event.boot_id, event.seq
         first_seen = t if first_seen is None else first_seen
         last_seen = t if last_seen is None else max(last_seen, t)
@@ -123,7 +149,7 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
         result.observations.append(Observation(host, hs.image_id, hs.image_family,
                                                datetime.fromtimestamp(last_seen, UTC)))
         last_fwd = last_seen
-    result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd, skew_reported)
+    result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd, skew_reported, tuple(earlier.items()))
     result.seq = replace(result.seq, written=written)
     announce_tail(result, result.seq, seq, hs)
     new_state = hs.to_dict()
@@ -155,6 +181,14 @@ def announce_tail(result: HostResult, new: HostSeq, old: HostSeq | None, hs: Hos
         result.observations.append(Observation(hs.host_id, hs.image_id, hs.image_family,
                                                datetime.fromtimestamp(new.last_seen, UTC)))
     result.observations = [replace(o, seq_written=new.written, seq_received=new.seq) for o in result.observations]
+
+
+def _host_state(state: dict[str, Any] | None, first: Event, applied: list[Event]) -> HostState:
+    """The host's state from the stored value with `applied` applied again (apply is deterministic)."""
+    hs = HostState.from_dict(state) if state else HostState(first.host_id, first.image_id, first.image_family)
+    for event in applied:
+        hs.apply(event)
+    return hs
 
 
 CLOCK_SKEW_REPEAT_S = 3600.0

@@ -23,12 +23,13 @@ def through_table(value: dict[str, Any]) -> Any:
     HostSeq("b-1", 41, 1772366400.123456, 1772366460.0, None),
     HostSeq("3f6c0a", 0, 0.1, 1e10 + 0.7, 1772366459.999999),
     HostSeq("b-2", 7, 0.5, 1.5, 1.5, skew_reported=1.25),
+    HostSeq("b-3", 2, 0.5, 1.5, 1.5, earlier_boots=(("b-1", 2**63 - 1), ("b-2", 0))),
 ])
 def test_host_seq_round_trips(record: HostSeq) -> None:
     assert HostSeq.from_json(through_table(record.to_json())) == record
     assert HostSeq.from_json(orjson.loads(orjson.dumps(record.to_json()))) == record
     assert set(record.to_json()) == {"boot_id", "seq", "first_seen", "last_seen", "last_forwarded",
-                                      "skew_reported"}
+                                      "skew_reported", "earlier_boots"}
 
 
 @pytest.mark.parametrize("record", [
