@@ -194,6 +194,9 @@ def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None =
         got = read_bounded(f"{proc}/{rec.pid}/cmdline", MAX_CMDLINE_BYTES)
         if got is not None and got[0]:
             rec.argv, rec.argv_over = got
+    for rec in recs:  # exec'd again since (env, a wrapper): that command line belongs to the next program
+        if rec.argv is not None and _readlink(f"{proc}/{rec.pid}/exe") != rec.exe:
+            rec.argv, rec.argv_over = None, False
     for rec in recs:
         status = read_bounded(f"{proc}/{rec.pid}/status", 8192)  # a zombie still has it
         if status is not None:

@@ -39,7 +39,8 @@ def test_each_event_kind_is_decoded() -> None:
     # exit: pid, tgid, exit_code, exit_signal, parent pid, parent tgid (the last two since 4.17)
     assert parse_messages(message(PROC_EVENT_EXIT, 42, 42, 0, 17, 7, 7)) == [
         ProcEvent(PROC_EVENT_EXIT, 42, 42, 7, 7, timestamp_ns=123)]
-    assert parse_messages(message(PROC_EVENT_EXIT, 42, 42, 0, 17)) == [ProcEvent(PROC_EVENT_EXIT, 42, 42, timestamp_ns=123)]
+    assert parse_messages(message(PROC_EVENT_EXIT, 42, 42, 0, 17)) == [
+        ProcEvent(PROC_EVENT_EXIT, 42, 42, timestamp_ns=123)]
     assert parse_messages(message(PROC_EVENT_NONE, 1)) == [ProcEvent(PROC_EVENT_NONE, err=1, timestamp_ns=123)]
 
 

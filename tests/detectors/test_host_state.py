@@ -136,3 +136,48 @@ def test_goodbye_removes_everything_and_state_round_trips_through_json() -> None
     assert m is not None and m.metrics["auth_failures"] == 1
     o = copy.apply(ev(Kind.GOODBYE, 5, {"reason": "shutdown"}))
     assert o is not None and o.gone and set(o.removed) == hs.features()
+
+
+def test_one_program_with_full_and_partial_identity_makes_one_process_feature() -> None:
+    hs, ev = started()
+    full = {"pid": 60, "ppid": 11, "exe": "/usr/bin/date", "cmdline": "date", "user": "root",
+            "parents": ["/usr/sbin/sshd"]}
+    partial = [
+        {"pid": 61, "ppid": 11, "exe": "", "name": "date", "cmdline": "", "user": "root",
+         "missing": ["exe", "cmdline"]},  # gone before its exe could be read
+        {"pid": 62, "ppid": 11, "exe": "", "name": "date", "cmdline": "", "user": ""},  # an older agent
+        {"pid": 63, "ppid": 11, "exe": "/usr/bin/date", "name": "date", "cmdline": "", "user": "root",
+         "missing": ["cmdline"], "parents": ["/usr/sbin/sshd"]},
+        {"pid": 64, "ppid": 0, "exe": "", "cmdline": "", "user": "", "count": 40,
+         "missing": ["exe", "cmdline", "user", "ppid"]},
+    ]
+    added: set[str] = set()
+    for t, p in enumerate([full, *partial]):
+        o = hs.apply(ev(Kind.PROCESS_START, 5 + t, p))
+        if o is not None:
+            added |= set(o.added)
+    procs = {f for f in hs.features() if f.startswith("proc:") and "date" in f}
+    assert procs == {"proc:/usr/bin/date|date|root"}
+    assert added == {"proc:/usr/bin/date|date|root", "pc:/usr/sbin/sshd>/usr/bin/date"}
+    assert not any(f.startswith("proc:date") or ("|date|" in f and not f.startswith("proc:/")) for f in hs.features())
+    m = hs.apply(ev(Kind.METRICS, 20, {"values": {}}))
+    assert m is not None and m.metrics["proc_starts"] == 4 + 40  # counted storms count every exec
+
+
+def test_partial_identity_alone_makes_no_feature_and_exits_balance() -> None:
+    hs, ev = started(linger_s=0)
+    gone = {"pid": 70, "ppid": 11, "exe": "", "name": "date", "cmdline": "", "user": "root", "missing": ["exe"]}
+    assert hs.apply(ev(Kind.PROCESS_START, 5, gone)) is None
+    assert hs.apply(ev(Kind.PROCESS_EXIT, 6, gone)) is None
+    before = set(hs.features())
+    inv = hs.apply(ev(Kind.PROCESS_INVENTORY, 7, {"items": [INIT, NGINX, SSHD, {**gone, "pid": 71}]}))
+    assert inv is None and set(hs.features()) == before
+
+
+def test_kernel_threads_keep_a_bracketed_identity() -> None:
+    ev = EventMaker()
+    hs = HostState("h1", "ami-1", "web")
+    kthread = {"pid": 30, "ppid": 2, "exe": "", "name": "kworker/0:1", "cmdline": "", "user": "root",
+               "kernel_thread": True}
+    o = hs.apply(ev(Kind.PROCESS_INVENTORY, 0, {"items": [INIT, kthread]}))
+    assert o is not None and "proc:[kworker/0:1]||root" in o.added
