@@ -45,6 +45,7 @@ def to_kafka(scenario: str, cycles: int | None) -> tuple[int, int, float, float,
     from contract.kafka_admin import ensure_topics
     from contract.settings import KafkaSettings
     from herdwatch.kafka_local import LocalKafka, free_port
+    from simulator.keys import SIMULATED
     from simulator.publish import publish_fleet
 
     with tempfile.TemporaryDirectory(prefix="bench-sim-kafka-") as root:
@@ -53,7 +54,7 @@ def to_kafka(scenario: str, cycles: int | None) -> tuple[int, int, float, float,
         try:
             settings = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench")
             ensure_topics(settings)
-            publisher = Publisher(settings)
+            publisher = Publisher(settings, SIMULATED)
             publisher.producer.produce(settings.topics.telemetry, value=b"[]", key=b"warm-up")
             publisher.flush()  # connection and idempotent producer id, before the clock starts
             fleet = Fleet.from_scenario(scenario)

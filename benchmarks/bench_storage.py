@@ -40,6 +40,7 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     from collectors.publisher import Publisher
     from contract.kafka_admin import ensure_topics
     from herdwatch.kafka_local import LocalKafka, free_port
+    from simulator.keys import SIMULATED
     from storage.sink import Sink
 
     def workers(n: int) -> list[presets.HostHistory]:  # queue workers living 14 minutes, nothing injected
@@ -54,7 +55,7 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     try:
         kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench")
         ensure_topics(kafka, partitions=4)
-        pub = Publisher(kafka)
+        pub = Publisher(kafka, SIMULATED)
         for h in hosts:
             for i in range(0, len(h.events), 20):
                 pub.publish(h.events[i:i + 20])

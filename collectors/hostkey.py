@@ -9,8 +9,6 @@ would make the stream workers and the sink refuse the host (its old key is pinne
 Batches are signed when they are sent, not when spooled: Ed25519 signatures are deterministic, so a
 spooled record sent again after a crash or restart carries exactly the same headers as before.
 
-`SimulatedKeys` gives simulated hosts keys derived from their host id and a seed: anyone can derive them,
-so they are for simulations, tests and demos only.
 
 Print this host's key fingerprint (to compare with an identity_conflict finding before re-pinning):
 
@@ -21,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -39,7 +36,6 @@ from contract.signing import fingerprint, public_key_bytes, sign
 
 KEY_FILE = "host.key"
 MAX_KEY_BYTES = 4096
-SIMULATION_SEED = b"herdwatch-simulation"
 
 
 class HostKey:
@@ -53,24 +49,6 @@ class HostKey:
     def headers(self, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]:
         """The Kafka headers that sign one message (key = the host_id, value = the batch bytes)."""
         return sign(self.private, key, value)
-
-
-class SimulatedKeys:
-    """Per-host keys derived from the host id and a seed (public knowledge: simulations only)."""
-
-    def __init__(self, seed: bytes = SIMULATION_SEED) -> None:
-        self.seed = seed
-        self._keys: dict[bytes, HostKey] = {}
-
-    def key_for(self, host_id: bytes) -> HostKey:
-        key = self._keys.get(host_id)
-        if key is None:
-            secret = hashlib.sha256(self.seed + b"\x00" + host_id).digest()
-            key = self._keys[host_id] = HostKey(Ed25519PrivateKey.from_private_bytes(secret))
-        return key
-
-    def headers(self, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]:
-        return self.key_for(key or b"").headers(key, value)
 
 
 def load_or_create(path: Path) -> HostKey:

@@ -2,8 +2,8 @@
 
 The key uses murmur2 partitioning so Faust (Java-compatible) and this producer agree on partitions.
 Every message is signed by its `signer` (headers herdwatch-sig / herdwatch-key, see contract.signing): the
-agent passes its host key; by default a publisher signs with simulation keys derived from each host id
-(collectors.hostkey.SimulatedKeys: for simulations, tests and demos); `signer=None` sends unsigned batches.
+agent passes its host key, the simulator its simulated keys (simulator.keys); `None` sends unsigned batches
+(only accepted where the consumers do not require signatures).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from collectors.hostkey import SimulatedKeys
 from contract.events import Event, encode_batch
 from contract.settings import KafkaSettings
 
@@ -22,10 +21,6 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 class Signer(Protocol):
     def headers(self, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]: ...
-
-
-SIMULATED = SimulatedKeys()
-"""The default signer: per-host keys derived from the host id (anyone can derive them; not for real hosts)."""
 
 
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -46,7 +41,7 @@ def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
 class Publisher:
     """Sends batches of one host's events as one Kafka message each."""
 
-    def __init__(self, settings: KafkaSettings, signer: Signer | None = SIMULATED, **producer_overrides: Any) -> None:
+    def __init__(self, settings: KafkaSettings, signer: Signer | None, **producer_overrides: Any) -> None:
         self.settings = settings
         self.signer = signer
         self.topic = settings.topics.telemetry

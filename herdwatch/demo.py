@@ -160,6 +160,7 @@ def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
     from herdwatch.evaluation.text import report_lines
     from simulator.clock import SimClock
     from simulator.fleet import Cycle, Fleet
+    from simulator.keys import SIMULATED
     from simulator.publish import PublishStats, publish_fleet
     from simulator.scenarios import load_scenario
     from storage.query_client import open_query_client
@@ -229,7 +230,7 @@ def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
                     f"{stats.messages:,} messages published")
 
         clock = SimClock(sc.start, opts.speed) if opts.speed else None
-        stats = publish_fleet(fleet, Publisher(kafka), clock=clock, on_cycle=progress)
+        stats = publish_fleet(fleet, Publisher(kafka, SIMULATED), clock=clock, on_cycle=progress)
         say(f"  published {stats.events:,} events ({stats.messages:,} messages) in {stats.seconds:.1f} s; "
             f"{stats.failed} not acknowledged")
 

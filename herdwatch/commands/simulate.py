@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from contract.kafka_admin import ensure_topics
     from contract.settings import KafkaSettings
     from simulator import Fleet, SimClock
+    from simulator.keys import SIMULATED
     from simulator.publish import PublishStats, publish_fleet
     from simulator.scenarios import load_scenario
 
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     settings = KafkaSettings()
     if not args.no_create_topics:
         ensure_topics(settings)
-    publisher = Publisher(settings)
+    publisher = Publisher(settings, SIMULATED)
     clock = SimClock(scenario.start, speed)
     every = max(1, int(60 / scenario.cycle))
 

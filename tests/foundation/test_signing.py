@@ -6,7 +6,6 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.hostkey import SimulatedKeys
 from contract.signing import (
     HEADER_PUBLIC_KEY,
     HEADER_SIGNATURE,
@@ -17,6 +16,7 @@ from contract.signing import (
     judge,
     verify,
 )
+from simulator.keys import SimulatedKeys
 
 KEYS = SimulatedKeys(b"test-seed")
 EXAMPLES = 400

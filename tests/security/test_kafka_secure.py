@@ -30,6 +30,7 @@ from collectors.publisher import Publisher
 from contract.events import Event, HostIdentity, Kind
 from contract.settings import KafkaSettings
 from herdwatch.kafka_local import SUBSCRIBER_GROUP_PREFIX, LocalKafka, free_port, role_acls
+from simulator.keys import SIMULATED
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ def test_each_role_works_with_its_own_credentials(secure_broker: LocalKafka, tmp
     secure_broker.provision(prefix, app_id=app_id, sink_group=sink_group, partitions=2)
 
     # the agent role writes telemetry
-    pub = Publisher(secure_broker.client_settings("agent", prefix))
+    pub = Publisher(secure_broker.client_settings("agent", prefix), SIMULATED)
     delivered: list[KafkaError | None] = []
     for batch in lossy_host_batches("h-secure-1"):
         pub.publish(batch, on_delivery=lambda err, msg: delivered.append(err))

@@ -17,6 +17,7 @@ from contract.kafka_admin import ensure_topics
 from contract.settings import KafkaSettings
 from herdwatch.cli import main
 from simulator import Fleet
+from simulator.keys import SIMULATED
 from simulator.publish import publish_fleet
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def test_publish_fleet_sends_one_message_per_host_per_cycle(kafka_settings: Kafk
     ensure_topics(kafka_settings)
     fleet = Fleet.from_scenario("ci")
     expected = [(h, len(evs)) for c in list(Fleet.from_scenario("ci").cycles())[:6] for h, evs in c.batches]
-    stats = publish_fleet(fleet, Publisher(kafka_settings), max_cycles=6)
+    stats = publish_fleet(fleet, Publisher(kafka_settings, SIMULATED), max_cycles=6)
     assert stats.failed == 0 and stats.cycles == 6
     assert stats.messages == len(expected) and stats.events == sum(n for _, n in expected)
 

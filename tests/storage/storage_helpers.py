@@ -11,6 +11,7 @@ from collectors.publisher import Publisher
 from contract.events import Event
 from contract.kafka_admin import ensure_topics
 from contract.settings import KafkaSettings
+from simulator.keys import SIMULATED
 from simulator.presets import HostHistory, forensics, histories
 
 
@@ -23,7 +24,7 @@ def fleet(hosts: int, start: datetime, minutes: int = 14) -> list[HostHistory]:
 
 def publish(kafka: KafkaSettings, hosts: list[HostHistory], per_message: int = 5) -> int:
     ensure_topics(kafka, partitions=2)
-    pub = Publisher(kafka)
+    pub = Publisher(kafka, SIMULATED)
     n = 0
     for h in hosts:
         for i in range(0, len(h.events), per_message):
@@ -34,15 +35,13 @@ def publish(kafka: KafkaSettings, hosts: list[HostHistory], per_message: int = 5
 
 
 def publish_events(kafka: KafkaSettings, events: list[Event]) -> None:
-    pub = Publisher(kafka)
+    pub = Publisher(kafka, SIMULATED)
     pub.publish(events)
     assert pub.flush() == 0
 
 
 def produce_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None], key: bytes = b"k") -> None:
     from confluent_kafka import Producer
-
-    from collectors.publisher import SIMULATED
 
     p = Producer({**kafka.confluent_config(), "message.max.bytes": 8_000_000})
     for v in values:  # telemetry is signed like the simulator's (the sink requires signatures by default)

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from collectors.hostkey import SimulatedKeys
 from contract.events import Event, encode_batch
 from contract.signing import fingerprint
+from simulator.keys import SimulatedKeys
 from simulator.presets import Clones
 from streams import signals
 from streams.faust_fixes import OffsetGuard

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from stream_helpers import StreamEnv, dump_logs
 
-from collectors.hostkey import SimulatedKeys
-from collectors.publisher import SIMULATED, Publisher
+from collectors.publisher import Publisher
 from contract.settings import StorageSettings
 from contract.signing import fingerprint
+from simulator.keys import SIMULATED, SimulatedKeys
 from simulator.presets import Clones
 from storage.client import connect
 from storage.schema import migrate
@@ -41,7 +41,7 @@ def test_forged_goodbye_and_seq_are_refused_by_worker_and_sink(stream_env_factor
     env: StreamEnv = stream_env_factory()
     fleet = Clones(3, start=datetime.now(UTC) - timedelta(seconds=600))
     h = fleet.hosts[0]
-    real = Publisher(env.kafka)  # the simulated hosts sign with their own (simulation) keys
+    real = Publisher(env.kafka, SIMULATED)  # the simulated hosts sign with their own (simulation) keys
     forger = Publisher(env.kafka, signer=FORGER)
     sent: dict[str, int] = {}
 

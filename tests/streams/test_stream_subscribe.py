@@ -16,6 +16,7 @@ import pytest
 from stream_helpers import StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
+from simulator.keys import SIMULATED
 from simulator.presets import Clones
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_follow_filters_and_kcat(stream_env_factory: Any) -> None:
     env: StreamEnv = stream_env_factory()
     fleet = Clones(8, start=datetime.now(UTC) - timedelta(seconds=900))
     bad = fleet.hosts[2]
-    pub = Publisher(env.kafka)
+    pub = Publisher(env.kafka, SIMULATED)
     for h in fleet.hosts:
         pub.publish(fleet.step(h, fleet.at(0)))
     for c in range(1, 12):

@@ -9,8 +9,9 @@ import orjson
 import pytest
 from stream_helpers import StreamEnv, dump_logs
 
-from collectors.publisher import SIMULATED, Publisher
+from collectors.publisher import Publisher
 from contract.events import Event
+from simulator.keys import SIMULATED
 from simulator.presets import Clones
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
     env: StreamEnv = stream_env_factory()
     fleet = past_fleet(10)
     bad, lossy, leaver, silent = fleet.hosts[3], fleet.hosts[5], fleet.hosts[7], fleet.hosts[8]
-    pub = Publisher(env.kafka)
+    pub = Publisher(env.kafka, SIMULATED)
     for h in fleet.hosts:
         pub.publish(fleet.step(h, fleet.at(0)))
     for c in range(1, 31):
@@ -102,7 +103,7 @@ def test_misbehaving_host_is_reported_with_explanation(stream_env_factory: Any) 
 def test_rollout_gives_rollout_events_and_no_host_anomalies(stream_env_factory: Any) -> None:
     env: StreamEnv = stream_env_factory()
     fleet = past_fleet(6, seconds_ago=1200, image="ami-old")
-    pub = Publisher(env.kafka)
+    pub = Publisher(env.kafka, SIMULATED)
     for h in fleet.hosts:
         pub.publish(fleet.step(h, fleet.at(0)))
     fleet.add_image("ami-new", packages={"nginx": "1.26.1", "openssl": "3.0.15"})
@@ -160,14 +161,14 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
     host_ids = [h.host_id for h in Clones(8, start=start).hosts]  # the same clones for the same seed
     # the uninterrupted run
     steady = envs["steady"]
-    pub = Publisher(steady.kafka)
+    pub = Publisher(steady.kafka, SIMULATED)
     for events in batches["steady"][0] + batches["steady"][1]:
         pub.publish(events)
     pub.flush()
     steady.start_worker("steady")
     # the interrupted run: first half, worker A, second half while A runs, kill -9 A, worker B
     killed = envs["killed"]
-    pub = Publisher(killed.kafka)
+    pub = Publisher(killed.kafka, SIMULATED)
     for events in batches["killed"][0]:
         pub.publish(events)
     pub.flush()
