@@ -36,6 +36,7 @@ from contract.events import Event, decode_batch, encode_batch
 from contract.settings import KafkaSettings
 from herdwatch.kafka_local import LocalKafka, free_port
 from simulator.host import SimHost
+from simulator.keys import SIMULATED
 from simulator.presets import Clones
 from streams.settings import WorkerSettings
 from streams.worker import prepare_topics
@@ -77,12 +78,17 @@ def backlog(fl: list[Clones], events: int, per_message: int) -> list[tuple[bytes
     return out
 
 
+def produce_signed(p: Producer, topic: str, key: bytes, value: bytes) -> None:
+    """Telemetry is signed like a simulated host's (workers require signatures by default)."""
+    p.produce(topic, key=key, value=value, headers=SIMULATED.headers(key, value))
+
+
 def produce(kafka: KafkaSettings, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
     p = Producer(producer_config(kafka))
     for key, value in messages:
         while True:
             try:
-                p.produce(topic, key=key, value=value)
+                p.produce(topic, key=key, value=value, headers=SIMULATED.headers(key, value))
                 break
             except BufferError:
                 p.poll(0.05)
@@ -241,12 +247,12 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
         for f, h in hosts:
             batch = f.step(h, f.at(0))
             warm += len(batch)
-            p.produce(kafka.topics.telemetry, key=h.host_id.encode(), value=encode_batch(batch))
+            produce_signed(p, kafka.topics.telemetry, h.host_id.encode(), encode_batch(batch))
         for c in range(1, 4):
             for f, h in hosts:
                 batch = cycles(f, h, f.at(c * 10), per_message)
                 warm += len(batch)
-                p.produce(kafka.topics.telemetry, key=h.host_id.encode(), value=encode_batch(batch))
+                produce_signed(p, kafka.topics.telemetry, h.host_id.encode(), encode_batch(batch))
             p.poll(0)
         p.flush(30)
         while w.metric("herdwatch_streams_events_in_total") < warm:
