@@ -12,6 +12,15 @@ outage does to delivery.
 2. Outage: adds steady load (a short-lived process every 0.5 s), stops the broker for --outage seconds,
    restarts it on the same ports and data, waits for the agent to drain its spool, stops the agent with
    SIGTERM and reads the whole topic back: events lost, duplicated, out of order, and the replay time.
+
+    .venv/bin/python benchmarks/bench_collectors.py --exec-events       # root; no Kafka needed
+
+3. Exec events (--exec-events, instead of 1 and 2): (a) 1,000 processes that each live 1-5 ms
+   (`/bin/sleep 0.00N`), started at 200/s: how many each process source saw with their exe path, the
+   kernel's process events connector and the /proc poll (0.9 s) side by side, in one run; (b) the
+   process probe in connector mode, in a process of its own as in the agent, under 100, 1,000 and 5,000
+   execs/s of `/bin/true` (or as many as the machine makes): its CPU (% of one core) and peak RSS, the
+   events it emitted and what it shed.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -152,13 +162,132 @@ def metric(url: str, name: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+SPAWNER = """
+import os, sys, time
+argv, rate, total = sys.argv[1:-2], float(sys.argv[-2]), int(sys.argv[-1])
+start, n, live = time.monotonic(), 0, 0
+while n < total:
+    due = start + n / rate
+    now = time.monotonic()
+    if due > now:
+        time.sleep(due - now)
+    os.posix_spawn(argv[0], argv, os.environ)
+    n += 1
+    live += 1
+    while live:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if not pid:
+            break
+        live -= 1
+while live:
+    os.wait()
+    live -= 1
+print(f"{n} {time.monotonic() - start:.3f}")
+"""
+
+PROBE_PROCESS = """
+import json, resource, select, sys
+from collectors.probes import ProcessProbe
+from collectors.probes.exec_events import ExecSource
+src = ExecSource()
+src.open()
+probe = ProcessProbe(0.9, 600, exec_source=src)
+probe.collect(True)
+events = 0
+print("ready", flush=True)
+while not select.select([sys.stdin], [], [], 0.9)[0]:
+    events += len(probe.collect(False))
+events += len(probe.collect(False))
+print(json.dumps({"events": events, "seen": src.execs_seen, "shed": probe.take_shed(),
+                  "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+"""
+
+
+def spawn_at(rate: float, total: int, argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SPAWNER, *argv, str(rate), str(total)], stdout=subprocess.PIPE,
+                            text=True)
+
+
+def exec_events_benchmark() -> int:
+    from collectors.probes import ProcessProbe
+    from collectors.probes.exec_events import ExecRecord, ExecSource
+    if os.geteuid() != 0:
+        print("--exec-events needs root (the process events connector)")
+        return 1
+    sleep = os.path.realpath("/bin/sleep")
+    print(f"machine: {psutil.cpu_count()} cores, kernel {os.uname().release}")
+    print("\n(a) 1,000 processes living 1-5 ms each (/bin/sleep 0.00N), started at 200/s")
+    src = ExecSource(max_reads_per_s=1e9)
+    src.open()
+    poll = ProcessProbe(0.9, 600)
+    poll.collect(True)
+    poll_starts: list[dict] = []
+    stop = threading.Event()
+
+    def poll_loop() -> None:
+        while not stop.wait(0.9):
+            poll_starts.extend(p for k, p in poll.collect(False) if k.value == "process.start")
+    threading.Thread(target=poll_loop, daemon=True).start()
+    spawner = subprocess.Popen([sys.executable, "-c", SPAWNER.replace(
+        "os.posix_spawn(argv[0], argv, os.environ)",
+        "os.posix_spawn(argv[0], [argv[0], f'0.00{n % 5 + 1}'], os.environ)"), sleep, "200", "1000"],
+        stdout=subprocess.PIPE, text=True)
+    out, _ = spawner.communicate(timeout=120)
+    time.sleep(1.5)
+    stop.set()
+    records = [r for r in src.drain() if isinstance(r, ExecRecord) and r.ppid == spawner.pid]
+    src.close()
+    started, took = out.split()
+    conn_exe = sum(r.exe == sleep for r in records)
+    conn_full = sum(r.exe == sleep and not {"cmdline", "user"} & set(r.missing) for r in records)
+    polled = [p for p in poll_starts if p["ppid"] == spawner.pid]
+    poll_exe = sum(p["exe"] == sleep for p in polled)
+    print(f"started {started} in {float(took):.1f} s")
+    print(f"{'source':<34}{'seen':>8}{'with exe':>10}{'full identity':>15}")
+    print(f"{'connector (kernel exec events)':<34}{len(records):>8}{conn_exe:>10}{conn_full:>15}")
+    print(f"{'/proc poll every 0.9 s':<34}{len(polled):>8}{poll_exe:>10}"
+          f"{sum(p['exe'] == sleep and 'missing' not in p for p in polled):>15}")
+    print("\n(b) the process probe (connector mode, own process) under exec load of /bin/true")
+    print(f"{'target/s':>9}{'reached/s':>11}{'probe CPU % of 1 core':>23}{'peak RSS MB':>13}{'events':>8}"
+          f"{'execs seen':>12}  shed")
+    for rate in (100, 1000, 5000):
+        agent = subprocess.Popen([sys.executable, "-c", PROBE_PROCESS], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+        assert agent.stdout is not None and agent.stdin is not None
+        agent.stdout.readline()
+        meter = psutil.Process(agent.pid)
+        c0, t0 = sum(meter.cpu_times()[:2]), time.time()
+        seconds = 10
+        spawners = [spawn_at(rate / 2, int(rate * seconds / 2), ["/bin/true"]) for _ in range(2)]
+        made = 0
+        for sp in spawners:
+            n, _took = sp.communicate(timeout=300)[0].split()
+            made += int(n)
+        elapsed = time.time() - t0
+        time.sleep(1.0)
+        cpu = sum(meter.cpu_times()[:2]) - c0
+        agent.stdin.write("stop\n")
+        agent.stdin.flush()
+        result = json.loads(agent.stdout.readline())
+        agent.wait(timeout=30)
+        print(f"{rate:>9}{made / elapsed:>11.0f}{100 * cpu / (elapsed + 1.0):>23.1f}"
+              f"{result['rss_kb'] / 1024:>13.1f}{result['events']:>8}{result['seen']:>12}  {result['shed']}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=150.0, help="overhead measurement, seconds (>= 120)")
     ap.add_argument("--outage", type=float, default=60.0, help="broker outage, seconds (0 skips phase 2)")
     ap.add_argument("--procs", type=int, default=300, help="at least this many processes during the run")
+    ap.add_argument("--exec-events", action="store_true", help="exec events benchmark (root) instead")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if args.exec_events:
+        return exec_events_benchmark()
 
     work = Path(tempfile.mkdtemp(prefix="bench-collectors-"))
     broker = LocalKafka(work / "kafka", free_port(), free_port())
