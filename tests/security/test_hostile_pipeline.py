@@ -114,7 +114,7 @@ class DeadLetters:
         while time.monotonic() < end:
             for m in self.consumer.consume(500, 0.2):
                 if m.error() is None:
-                    h = {k: v for k, v in (m.headers() or [])}
+                    h = {str(kv[0]): kv[1] if isinstance(kv[1], bytes) else b"" for kv in (m.headers() or [])}
                     self.by_component.setdefault(h["component"].decode(), []).append(h)
 
     def count(self, component: str) -> int:

@@ -127,7 +127,8 @@ def host_batches(draw: st.DrawFn) -> list[list[Event]]:
     for _ in range(draw(st.integers(1, 12))):
         host = draw(st.sampled_from(HOSTS))
         evs = draw(st.lists(event(host), min_size=1, max_size=draw(st.sampled_from([1, 3, 12]))))
-        if batches and draw(st.booleans()):  # a replay of an earlier batch of this host, or a mix of it
+        replay: bool = draw(st.booleans())
+        if batches and replay:  # a replay of an earlier batch of this host, or a mix of it
             old = [e for e in draw(st.sampled_from(batches)) if e.host_id == host]
             evs = draw(st.permutations(old + evs))
         batches.append(evs)
