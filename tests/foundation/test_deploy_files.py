@@ -32,7 +32,8 @@ def unit_options(path: Path) -> dict[str, list[str]]:
 
 def test_systemd_unit_is_sandboxed() -> None:
     o = unit_options(UNIT)
-    assert set(o["CapabilityBoundingSet"][-1].split()) == {"CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"}
+    assert set(o["CapabilityBoundingSet"][-1].split()) == {"CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE",
+                                                                "CAP_NET_ADMIN"}
     assert o["AmbientCapabilities"] == [""]
     for key in ("NoNewPrivileges", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
                 "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname", "RestrictNamespaces",
