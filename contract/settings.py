@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.topics import TopicNames
+
+DEFAULT_DEPLOYMENT = "herdwatch"
 
 
 def default_var_dir() -> Path:
@@ -22,10 +24,17 @@ def default_var_dir() -> Path:
 class KafkaSettings(BaseSettings):
     """How to reach Kafka. The same values configure confluent-kafka and Faust (aiokafka) clients."""
 
-    model_config = SettingsConfigDict(env_prefix="HERDWATCH_KAFKA_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HERDWATCH_KAFKA_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
 
     bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = "herdwatch"
+    topic_prefix: str = Field(
+        default=DEFAULT_DEPLOYMENT, pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$",
+        validation_alias=AliasChoices("HERDWATCH_DEPLOYMENT", "HERDWATCH_KAFKA_TOPIC_PREFIX"),
+        description="The deployment name (HERDWATCH_DEPLOYMENT; HERDWATCH_KAFKA_TOPIC_PREFIX is its old name "
+                    "and still read): it prefixes the topics (<name>.telemetry), the consumer groups "
+                    "(<name>-sink, <name>-anomalies-*) and the stream app id (<name>-streams, so its "
+                    "changelog topics), so two deployments share one broker without touching")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -35,13 +44,26 @@ class KafkaSettings(BaseSettings):
     ssl_keyfile: Path | None = None
 
     @property
+    def deployment(self) -> str:
+        return self.topic_prefix
+
+    @property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
 
-    def confluent_config(self) -> dict[str, Any]:
-        """librdkafka properties for confluent-kafka producers, consumers and admin clients."""
+    def confluent_config(self, quiet: bool = True) -> dict[str, Any]:
+        """librdkafka properties for confluent-kafka producers, consumers and admin clients.
+
+        With `quiet`, the client's own log lines (`%3|...|FAIL|rdkafka#producer-1| ...` on stderr otherwise)
+        and its errors go through Python logging (logger `herdwatch.kafka`), where repeats are rate limited
+        (contract.observability); a caller's own `error_cb` replaces ours.
+        """
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap,
                                 "security.protocol": self.security_protocol.lower()}
+        if quiet:
+            from contract.observability import kafka_client_logging
+
+            conf.update(kafka_client_logging(self.bootstrap))
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username or ""

@@ -1,7 +1,9 @@
 """Every Kafka topic herdwatch uses, declared once: name, key, value format and layout.
 
-Names are `<prefix>.<suffix>`; the prefix comes from settings (HERDWATCH_KAFKA_TOPIC_PREFIX) so tests
-and several deployments can share one broker. Values are JSON (orjson) so any Kafka client can read them.
+Names are `<prefix>.<suffix>`; the prefix is the deployment name (HERDWATCH_DEPLOYMENT, formerly
+HERDWATCH_KAFKA_TOPIC_PREFIX), which also names the deployment's consumer groups and the stream app (and so
+its changelog topics), so tests and several deployments share one broker without touching.
+Values are JSON (orjson) so any Kafka client can read them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ DEADLETTER = TopicSpec("deadletter", key="source topic:partition:offset",
                        value="the original bytes; headers: reason, source, component", partitions=1)
 
 ALL: tuple[TopicSpec, ...] = (TELEMETRY, OBSERVATIONS, ANOMALIES, ROLLOUTS, LIFECYCLE, DEADLETTER)
+
+OCSF = TopicSpec("findings.ocsf", key="host_id",
+                 value="the anomalies as OCSF Detection Finding events (class 2004; docs/ocsf.md)")
+"""Optional: written only by workers with HERDWATCH_WORKER_OCSF=true, so not in ALL."""
 
 
 @dataclass(frozen=True)
@@ -65,3 +71,26 @@ class TopicNames:
     @property
     def deadletter(self) -> str:
         return self.name(DEADLETTER)
+
+    @property
+    def ocsf(self) -> str:
+        return self.name(OCSF)
+
+    # consumer groups and the stream app id: the deployment name, then a dash
+    @property
+    def app_id(self) -> str:
+        """The stream workers' Faust app id: their consumer group and the prefix of their changelog topics."""
+        return f"{self.prefix}-streams"
+
+    @property
+    def sink_group(self) -> str:
+        return f"{self.prefix}-sink"
+
+    @property
+    def subscriber_group_prefix(self) -> str:
+        """Anomaly followers' consumer groups start with this (`herdwatch anomalies`; the ACLs grant it)."""
+        return f"{self.prefix}-anomalies-"
+
+    def owns(self, name: str) -> bool:
+        """Whether a topic or group name belongs to this deployment."""
+        return name.startswith((f"{self.prefix}.", f"{self.prefix}-"))

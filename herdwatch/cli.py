@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from contract.observability import setup_logging
@@ -15,7 +16,7 @@ from herdwatch.terminal import SafeStream
 # Order here is the order in `herdwatch --help`.
 COMMANDS = [
     "kafka", "collect", "worker", "sink", "anomalies",
-    "sql", "host", "hosts", "timeline",
+    "sql", "host", "hosts", "timeline", "rollouts",
     "simulate", "demo", "evaluate", "backtest", "lab",
 ]
 
@@ -31,13 +32,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def time_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Option strings of every option, in every command, that takes a time (metavar TIME)."""
+    from herdwatch.commands.options import TIME_METAVAR
+
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= time_options(sub)
+        elif action.metavar == TIME_METAVAR:
+            found.update(action.option_strings)
+    return found
+
+
+_LEADING_MINUS_TIME = re.compile(r"^-\d+(?:\.\d+)?\s*[A-Za-z]+(?:\s+ago)?$")
+
+
+def join_time_values(argv: list[str], options: set[str]) -> list[str]:
+    """`--since -30d` as `--since=-30d`: argparse takes a value with a leading minus for an option
+    ("expected one argument"); joined, every time option of every command accepts it."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return out + argv[i:]
+        if token in options and i + 1 < len(argv) and _LEADING_MINUS_TIME.match(argv[i + 1]):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     if not isinstance(sys.stdout, SafeStream):
         sys.stdout = SafeStream(sys.stdout)  # type: ignore[assignment]
         sys.stderr = SafeStream(sys.stderr)  # type: ignore[assignment]
     parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(join_time_values(argv, time_options(parser)))
+    try:
+        setup_logging(args.verbose)
+    except ValueError as e:  # HERDWATCH_LOG_FORMAT
+        print(f"herdwatch: error: {e}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -39,7 +39,8 @@ CONTROLLER_USER = "controller"
 """The broker's own user on the controller listener (SASL/PLAIN: KRaft controllers cannot use SCRAM)."""
 SCRAM_MECHANISM: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
 SUBSCRIBER_GROUP_PREFIX = "herdwatch-anomalies-"
-"""Consumer groups subscribers may use (`herdwatch anomalies` names its private groups like this)."""
+"""Consumer groups subscribers of the default deployment may use (`herdwatch anomalies` names its private groups
+`<deployment>-anomalies-*`; contract.topics.TopicNames.subscriber_group_prefix)."""
 
 
 class KafkaLocalError(RuntimeError):
@@ -362,8 +363,8 @@ class LocalKafka:
                         "HERDWATCH_KAFKA_SSL_CAFILE": str(s.ssl_cafile)})
         return env
 
-    def provision(self, topic_prefix: str = "herdwatch", app_id: str = "herdwatch-streams",
-                  sink_group: str = "herdwatch-sink", subscriber_group_prefix: str = SUBSCRIBER_GROUP_PREFIX,
+    def provision(self, topic_prefix: str = "herdwatch", app_id: str | None = None,
+                  sink_group: str | None = None, subscriber_group_prefix: str | None = None,
                   partitions: int | None = None) -> list[AclSpec]:
         """As admin: create the deployment's topics and grant every role its ACLs (both idempotent)."""
         from contract.kafka_admin import ensure_topics
@@ -439,10 +440,13 @@ class AclSpec:
         return f"User:{self.role:<10} {', '.join(self.operations):<30} {what}"
 
 
-def role_acls(topic_prefix: str = "herdwatch", app_id: str = "herdwatch-streams",
-              sink_group: str = "herdwatch-sink",
-              subscriber_group_prefix: str = SUBSCRIBER_GROUP_PREFIX) -> list[AclSpec]:
+def role_acls(topic_prefix: str = "herdwatch", app_id: str | None = None,
+              sink_group: str | None = None,
+              subscriber_group_prefix: str | None = None) -> list[AclSpec]:
     """Least privilege per role. `admin` is a super user and needs none.
+
+    The groups default to the deployment's own (contract.topics.TopicNames: `<deployment>-streams`, `-sink`,
+    `-anomalies-`), the names the worker, the sink and `herdwatch anomalies` use without settings.
 
     CREATE on a topic the role already uses is there because workers and sinks create missing topics at
     start (idempotently); on an existing topic it changes nothing.
@@ -450,6 +454,9 @@ def role_acls(topic_prefix: str = "herdwatch", app_id: str = "herdwatch-streams"
     from contract.topics import ALL, TopicNames
 
     t = TopicNames(topic_prefix)
+    app_id = app_id or t.app_id
+    sink_group = sink_group or t.sink_group
+    subscriber_group_prefix = subscriber_group_prefix or t.subscriber_group_prefix
     every = [t.name(spec) for spec in ALL]
     specs = [AclSpec("agent", "topic", t.telemetry, ("WRITE", "DESCRIBE"))]
     # stream worker: reads telemetry (and its own repartitioned observations), writes findings

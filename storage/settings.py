@@ -3,8 +3,10 @@ contract.settings.StorageSettings (HERDWATCH_STORAGE_DSN, ..._DATABASE, ..._VAR_
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.settings import KafkaSettings
 
 TTL_TABLES = ("events", "processes", "network", "logins", "metrics", "config",
               "anomalies", "rollouts", "lifecycle")
@@ -17,7 +19,8 @@ class SinkSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HERDWATCH_SINK_", env_file=".env", extra="ignore")
 
-    group_id: str = "herdwatch-sink"
+    group_id: str = Field(default="", description="Kafka consumer group; default `<deployment>-sink` "
+                                                  "(HERDWATCH_DEPLOYMENT, so herdwatch-sink by default)")
     batch_size: int = Field(default=50_000, ge=1, description="flush when this many rows are buffered")
     batch_timeout: float = Field(default=1.0, gt=0, description="...or when the oldest row is this old (s)")
     max_row_bytes: int = Field(default=1_000_000, ge=1024,
@@ -52,6 +55,12 @@ class SinkSettings(BaseSettings):
         default=0, ge=0,
         description="fault injection for restart tests: SIGKILL this process right after the Nth "
                     "successful insert, before its offsets are committed (0 = off)")
+
+    @model_validator(mode="after")
+    def _default_group(self) -> SinkSettings:
+        if not self.group_id:
+            self.group_id = KafkaSettings().topics.sink_group
+        return self
 
     def ttl_days(self, table: str) -> int:
         return int(getattr(self, f"ttl_{table}_days"))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from contract.findings import Severity
 from contract.settings import KafkaSettings
@@ -44,19 +44,26 @@ def follow(kafka: KafkaSettings, group: str | None = None, from_beginning: bool 
     """Yield findings from the anomaly topic. Without `forever`, stop once caught up with the end.
 
     `group` names a consumer group (shared progress, committed offsets); by default a private one-off
-    group, so every viewer sees every finding.
+    group named after the deployment (`<deployment>-anomalies-<random>`, the prefix the secure broker's ACLs
+    grant subscribers), so every viewer sees every finding.
     """
     topic = kafka.topics.anomalies
     conf = kafka.confluent_config()
-    conf.update({"group.id": group or f"herdwatch-anomalies-{uuid.uuid4().hex[:12]}",
+    conf.update({"group.id": group or f"{kafka.topics.subscriber_group_prefix}{uuid.uuid4().hex[:12]}",
                  "auto.offset.reset": "earliest" if from_beginning else "latest",
                  "enable.auto.commit": bool(group)})
     consumer = Consumer(conf)
-    meta = consumer.list_topics(topic, timeout=15)
+    try:
+        meta = consumer.list_topics(topic, timeout=15)
+    except KafkaException as e:
+        consumer.close()
+        raise RuntimeError(f"cannot reach Kafka at {kafka.bootstrap} ({e.args[0].str()}): start it "
+                           "(`herdwatch kafka start`) or set HERDWATCH_KAFKA_BOOTSTRAP to your brokers") from None
     if topic not in meta.topics or meta.topics[topic].error is not None:
         consumer.close()
-        raise RuntimeError(f"topic {topic} does not exist yet; start a worker (`herdwatch worker`) or check "
-                           f"HERDWATCH_KAFKA_TOPIC_PREFIX")
+        raise RuntimeError(f"topic {topic} does not exist yet: start a worker (`herdwatch worker`), or set "
+                           f"HERDWATCH_DEPLOYMENT to the deployment whose findings you want "
+                           f"(now {kafka.deployment!r})")
     partitions = list(meta.topics[topic].partitions)
     ends = {}
     if not forever:

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.settings import KafkaSettings, default_var_dir
@@ -23,8 +23,11 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HERDWATCH_WORKER_", env_file=".env", extra="ignore")
 
-    app_id: str = "herdwatch-streams"
-    """Consumer group and prefix of the changelog topics. Change it and the worker starts from scratch."""
+    app_id: str = ""
+    """Consumer group and prefix of the changelog topics; default `<deployment>-streams` (HERDWATCH_DEPLOYMENT,
+    so "herdwatch-streams" by default). Change it and the worker starts from scratch."""
+    ocsf: bool = False
+    """Also publish every finding as an OCSF Detection Finding to `<deployment>.findings.ocsf` (docs/ocsf.md)."""
     partitions: int = Field(default=8, ge=1)
     """Partitions of every topic the worker creates (telemetry, observations, changelogs)."""
     host_timeout_s: float = Field(default=300.0, gt=0)
@@ -55,6 +58,12 @@ class WorkerSettings(BaseSettings):
     engine: dict[str, Any] = Field(default_factory=dict)
     """FamilyEngine settings (JSON in HERDWATCH_WORKER_ENGINE), e.g. {"min_hosts": 3}: the knobs of
     detectors.EngineConfig, checked when the settings load, so a typo stops the worker at start."""
+
+    @model_validator(mode="after")
+    def _default_app_id(self) -> WorkerSettings:
+        if not self.app_id:
+            self.app_id = KafkaSettings().topics.app_id
+        return self
 
     @field_validator("engine")
     @classmethod

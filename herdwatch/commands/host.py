@@ -7,13 +7,13 @@ import argparse
 import json
 import sys
 
-from herdwatch.commands.sql import add_output_args
+from herdwatch.commands.options import add_output_args, add_time_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("host", help="a host's state (processes, ports, connections, config...) at a time")
     p.add_argument("host", help="host id, e.g. i-0abc")
-    p.add_argument("--at", default="now", help="ISO-8601 time (UTC if no zone), a date, now, or -2h")
+    add_time_arg(p, "--at", default="now", help="the moment to show (default now)")
     p.add_argument("--only", default="", help="comma-separated sections: processes,sockets,config,"
                                                "packages,modules,logins")
     add_output_args(p)

@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from herdwatch.commands.sql import add_output_args
+from herdwatch.commands.options import add_output_args, add_time_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hosts", help="find hosts: alive at T, image, ran a process, connected to, config")
-    p.add_argument("--alive-at", metavar="TIME", help="alive at this time (seen before it, not gone)")
+    add_time_arg(p, "--alive-at", default=None, help="alive at this time (seen before it, not gone)")
     p.add_argument("--image", help="launched from this image id")
     p.add_argument("--family", help="of this image family")
     p.add_argument("--ran", metavar="EXE", help="ran this executable (full path) between --since/--until")
     p.add_argument("--connected-to", metavar="ADDR", help="connected to this remote address")
     p.add_argument("--config", metavar="KEY=VALUE",
                    help="had this configuration value at --config-at, e.g. sshd.permitrootlogin=yes")
-    p.add_argument("--config-at", metavar="TIME", help="time for --config (default: --alive-at or now)")
-    p.add_argument("--since", default="-7d", help="start of the window for --ran/--connected-to (default -7d)")
-    p.add_argument("--until", default="now", help="end of that window (default now)")
+    add_time_arg(p, "--config-at", default=None, help="time for --config (default: --alive-at or now)")
+    add_time_arg(p, "--since", default="-7d", help="start of the window for --ran/--connected-to (default -7d)")
+    add_time_arg(p, "--until", default="now", help="end of that window (default now)")
     p.add_argument("--silence", type=int, default=600,
                    help="a host silent this many seconds without a goodbye counts as gone (default 600)")
     add_output_args(p)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from herdwatch.commands.sql import add_output_args
+from herdwatch.commands.options import add_output_args, add_time_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("timeline", help="everything one host did, in order")
     p.add_argument("host", help="host id")
-    p.add_argument("--since", default="1970-01-01", help="start time (default: the beginning)")
-    p.add_argument("--until", default="now", help="end time (default: now)")
+    add_time_arg(p, "--since", default="1970-01-01", help="start time (default: the beginning)")
+    add_time_arg(p, "--until", default="now", help="end time (default: now)")
     p.add_argument("--kinds", default="", help="only these kinds, e.g. process.start,net.open")
     p.add_argument("--limit", type=int, default=1000, help="at most this many events (default 1000)")
     add_output_args(p)

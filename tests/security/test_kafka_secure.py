@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 from collectors.publisher import Publisher
 from contract.events import Event, HostIdentity, Kind
 from contract.settings import KafkaSettings
-from herdwatch.kafka_local import SUBSCRIBER_GROUP_PREFIX, LocalKafka, free_port, role_acls
+from herdwatch.kafka_local import LocalKafka, free_port, role_acls
 from simulator.keys import SIMULATED
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def test_each_role_works_with_its_own_credentials(secure_broker: LocalKafka, tmp
             with open(logs[name], "w") as out:
                 procs[name] = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
                                                text=True)
-        # a subscriber follows the anomaly topic with its own credentials (private group, default prefix)
+        # a subscriber follows the anomaly topic with its own credentials (private group named after the deployment)
         procs["anomalies"] = subprocess.Popen(
             herdwatch("anomalies", "--follow", "--from-beginning", "--json"),
             env=role_env(secure_broker, "subscriber", prefix), cwd=tmp_path, stdout=subprocess.PIPE,
@@ -208,8 +208,8 @@ def test_roles_are_refused_outside_their_acls(secure_broker: LocalKafka) -> None
 
     def read_errors(settings: KafkaSettings, topic: str) -> set[int]:
         """Error codes seen while subscribed to `topic` (in a group subscribers may use)."""
-        c = Consumer({**settings.confluent_config(), "group.id": f"{SUBSCRIBER_GROUP_PREFIX}{uuid.uuid4().hex}",
-                      "enable.auto.commit": False})
+        group = f"{settings.topics.subscriber_group_prefix}{uuid.uuid4().hex}"
+        c = Consumer({**settings.confluent_config(), "group.id": group, "enable.auto.commit": False})
         c.subscribe([topic])
         codes: set[int] = set()
         try:
@@ -248,8 +248,8 @@ def test_acls_give_each_role_only_its_topics() -> None:
                                                  for op in s.operations)
     assert by_role["agent"] == {("topic", "hw.telemetry", "WRITE"), ("topic", "hw.telemetry", "DESCRIBE")}
     assert by_role["subscriber"] == {("topic", "hw.anomalies", "READ"), ("topic", "hw.anomalies", "DESCRIBE"),
-                                     ("group", f"{SUBSCRIBER_GROUP_PREFIX}*", "READ"),
-                                     ("group", f"{SUBSCRIBER_GROUP_PREFIX}*", "DESCRIBE")}
+                                     ("group", "hw-anomalies-*", "READ"),
+                                     ("group", "hw-anomalies-*", "DESCRIBE")}
     reads = {role: {name for res, name, op in ops if res == "topic" and op == "READ"} for role, ops in by_role.items()}
     writes = {role: {name for res, name, op in ops if res == "topic" and op == "WRITE"}
               for role, ops in by_role.items()}
@@ -261,4 +261,4 @@ def test_acls_give_each_role_only_its_topics() -> None:
     assert "admin" not in by_role  # a super user
     groups = {role: {name for res, name, op in ops if res == "group"} for role, ops in by_role.items()}
     assert groups == {"agent": set(), "worker": {"hw-app"}, "sink": {"hw-sink"},
-                      "subscriber": {f"{SUBSCRIBER_GROUP_PREFIX}*"}}
+                      "subscriber": {"hw-anomalies-*"}}
