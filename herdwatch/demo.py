@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from contract.kafka_admin import ensure_topics, group_lag
 from contract.settings import KafkaSettings, StorageSettings
-from herdwatch.kafka_local import LocalKafka
+from herdwatch.kafka_local import LocalKafka, free_port, port_holder, port_taken
 
 Say = Callable[[str], None]
 
@@ -35,10 +35,11 @@ class DemoOptions:
     scenario: str = "demo"
     seed: int | None = None
     var_dir: Path = field(default_factory=lambda: Path.cwd() / "var")
-    kafka_port: int = 9092
-    controller_port: int = 9093
+    kafka_port: int | None = None
+    """Local Kafka's client port (None: the one a previous run used, else 9092, else a free one)."""
+    controller_port: int | None = None
     bootstrap: str | None = None
-    """Use this Kafka instead of starting the local one."""
+    """Use this Kafka instead of starting the local one (default: HERDWATCH_KAFKA_BOOTSTRAP when set)."""
     speed: float | None = 20.0
     """Fleet seconds per wall-clock second (None: as fast as possible). Pacing keeps event-time skew
     between partitions small, as in a live fleet; flat out, the worker replays a backlog instead."""
@@ -86,7 +87,7 @@ def start_child(name: str, args: list[str], env: dict[str, str], logs: Path) -> 
 def read_topic(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> list[bytes]:
     """Every message currently in `topic`, all partitions, oldest first per partition."""
     conf = settings.confluent_config()
-    conf.update({"group.id": f"herdwatch-demo-reader-{os.getpid()}", "enable.auto.commit": False,
+    conf.update({"group.id": f"{settings.deployment}-demo-reader-{os.getpid()}", "enable.auto.commit": False,
                  "enable.partition.eof": True, "auto.offset.reset": "earliest"})
     consumer = Consumer(conf)
     try:
@@ -143,6 +144,25 @@ def wait_for_drain(settings: KafkaSettings, groups: dict[str, list[str]], childr
     return False
 
 
+def local_broker(root: Path, port: int | None, controller_port: int | None, say: Say) -> LocalKafka:
+    """The demo's local broker: the ports a previous run used (or the ones asked for, or 9092/9093) when they
+    are free; taken by something else, free ones instead (said, with who holds the usual ones)."""
+    broker = LocalKafka.from_root(root, port or 9092, controller_port or 9093)
+    if port is not None:
+        broker.port = port
+    if controller_port is not None:
+        broker.controller_port = controller_port
+    if broker.is_running():
+        return broker
+    for attr in ("port", "controller_port"):
+        wanted = getattr(broker, attr)
+        if port_taken(wanted):
+            chosen = free_port()
+            say(f"  port {wanted} is taken by {port_holder(wanted)}; Kafka uses {chosen} instead")
+            setattr(broker, attr, chosen)
+    return broker
+
+
 def reset_store(storage: StorageSettings, env: dict[str, str]) -> None:
     """Drop the demo database in a child process (this process must not open the embedded store)."""
     code = ("from contract.settings import StorageSettings; from storage.client import connect; "
@@ -171,8 +191,10 @@ def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
 
     broker: LocalKafka | None = None
+    if opts.bootstrap is None and os.environ.get("HERDWATCH_KAFKA_BOOTSTRAP"):
+        opts.bootstrap = os.environ["HERDWATCH_KAFKA_BOOTSTRAP"]
     if opts.bootstrap is None:
-        broker = LocalKafka.from_root(var / "kafka", opts.kafka_port, opts.controller_port)
+        broker = local_broker(var / "kafka", opts.kafka_port, opts.controller_port, say)
         started_broker = not broker.is_running()
         say(f"[1/6] starting Kafka (KRaft, plain java) on {broker.bootstrap} ..." if started_broker
             else f"[1/6] Kafka already running on {broker.bootstrap}")
@@ -186,9 +208,9 @@ def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
     run_id = datetime.now(UTC).strftime("demo%Y%m%d%H%M%S")
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=run_id)
     storage = StorageSettings(var_dir=var)
-    env = {**os.environ,
+    env = {**{k: v for k, v in os.environ.items() if k != "HERDWATCH_KAFKA_TOPIC_PREFIX"},
            "HERDWATCH_KAFKA_BOOTSTRAP": bootstrap,
-           "HERDWATCH_KAFKA_TOPIC_PREFIX": run_id,
+           "HERDWATCH_DEPLOYMENT": run_id,
            "HERDWATCH_STORAGE_VAR_DIR": str(var),
            "HERDWATCH_WORKER_APP_ID": f"{run_id}-streams",
            "HERDWATCH_WORKER_DATA_DIR": str(var / "streams"),

@@ -53,6 +53,75 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on host:port (bound as Kafka binds: with SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_holder(port: int) -> str:
+    """Who listens on TCP `port`: "pid 123 (java -cp ... kafka.Kafka)" from `ss -ltnp` or /proc; or a plain
+    "another process" when neither tells (no permission to see its fds)."""
+    ss = shutil.which("ss")
+    if ss:
+        out = subprocess.run([ss, "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+        for pid in _ss_pids(out):
+            return _describe_pid(pid)
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    if inodes:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                for fd in (proc / "fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        link = os.readlink(fd)
+                        if link.startswith("socket:[") and link[8:-1] in inodes:
+                            return _describe_pid(int(proc.name))
+    return "another process (run `ss -ltnp` as root to see which)"
+
+
+def _ss_pids(text: str) -> list[int]:
+    pids = []
+    for part in text.split("pid=")[1:]:
+        digits = part.split(",", 1)[0]
+        if digits.isdigit():
+            pids.append(int(digits))
+    return pids
+
+
+def _describe_pid(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    if len(cmd) > 120:
+        cmd = cmd[:80] + " ... " + cmd[-35:]
+    return f"pid {pid} ({cmd or '?'})"
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    """Raise a KafkaLocalError naming the first taken port, who holds it and how to get around it."""
+    for what, port in ports.items():
+        if port_taken(port):
+            raise KafkaLocalError(
+                f"{what} port {port} on 127.0.0.1 is taken by {port_holder(port)}: stop that process, start on "
+                f"other ports (`herdwatch kafka start --port N --controller-port M`; `herdwatch demo` picks free "
+                f"ones itself), or, if it is a Kafka broker you want to use, set "
+                f"HERDWATCH_KAFKA_BOOTSTRAP=127.0.0.1:{port}")
+
+
 def ensure_jars(home: Path = KAFKA_HOME) -> Path:
     """Assemble the broker's jars from Maven Central if they are not there yet."""
     libs = home / "libs"
@@ -144,6 +213,7 @@ class LocalKafka:
         self.root.mkdir(parents=True, exist_ok=True)
         data = self.root / "data"
         self._check_mode(data)
+        self.check_ports()
         props = self.root / "server.properties"
         template = (KAFKA_HOME / "server.properties.template").read_text()
         text = template.format(port=self.port, controller_port=self.controller_port, data_dir=data)
@@ -230,6 +300,13 @@ class LocalKafka:
         pid = self.pid()
         extra = f" and {self.listen_address}" if self.listen_address else ""
         return f"running (pid {pid}) on {self.bootstrap}{extra}" if pid else "stopped"
+
+    def check_ports(self) -> None:
+        """Before starting: every port the broker will bind is free (else: which one, taken by what)."""
+        ports = {"Kafka client": self.port, "KRaft controller": self.controller_port}
+        if self.listen_address:
+            ports["--listen"] = int(self.listen_address.rpartition(":")[2])
+        check_ports(ports)
 
     def _listen_properties(self) -> dict[str, str]:
         """Plain mode with a second plaintext listener (LAB) on `listen_address`, advertised as itself."""

@@ -18,6 +18,7 @@ import orjson
 
 from contract.events import Rejected
 from contract.findings import Finding, HostLifecycle, RolloutEvent
+from contract.ocsf import detection_finding
 from streams import codec, metrics, signals
 from streams.topology import Topology
 
@@ -35,6 +36,7 @@ class Outputs:
         self.rollouts = topology.rollouts
         self.lifecycle = topology.lifecycle
         self.deadletter = topology.deadletter
+        self.ocsf = topology.ocsf
 
     async def dead_letter(self, rejected: Rejected, event: Any, component: str) -> None:
         """Send what `component` rejected while handling the source message of `event` to the dead-letter topic."""
@@ -51,6 +53,9 @@ class Outputs:
                 signals.findings.emit(kind=item.kind.value, severity=item.severity.value)
                 metrics.event_delay_seconds.observe(max(0.0, now - item.time.timestamp()))
                 await self.anomalies.send(key=item.host_id.encode(), value=codec.encode_output(item))
+                if self.ocsf is not None:  # the same finding as an OCSF Detection Finding (docs/ocsf.md)
+                    await self.ocsf.send(key=item.host_id.encode(),
+                                         value=orjson.dumps(detection_finding(item.to_dict())))
             else:
                 signals.rollout_events.emit(status=item.status.value)
                 await self.rollouts.send(key=item.image_family.encode(), value=codec.encode_output(item))

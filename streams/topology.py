@@ -60,6 +60,8 @@ class Topology:
     members: Any
     host_keys: Any = field(default_factory=dict)
     """Pinned host keys (streams/host_keys.py): never swept, so a pin outlives a host's silence."""
+    ocsf: Any = None
+    """The OCSF findings topic, when the worker publishes to it (HERDWATCH_WORKER_OCSF)."""
 
     @property
     def tables(self) -> dict[str, Any]:
@@ -99,5 +101,6 @@ def declare(app: faust.App, kafka: KafkaSettings, ws: WorkerSettings,
     deadletter = topic(names.deadletter, 1)
     host_seq, host_state, host_keys = (table(name, n_tel) for name in HOST_TABLES)
     baselines, rollout_state, members = (table(name, n_obs) for name in COHORT_TABLES)
+    ocsf = topic(names.ocsf, ws.partitions) if ws.ocsf else None
     return Topology(telemetry, observations, anomalies, rollouts, lifecycle, deadletter,
-                    host_seq, host_state, baselines, rollout_state, members, host_keys)
+                    host_seq, host_state, baselines, rollout_state, members, host_keys, ocsf)

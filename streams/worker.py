@@ -49,6 +49,8 @@ def prepare_topics(kafka: KafkaSettings, ws: WorkerSettings) -> dict[str, int]:
     """Create missing topics (ws.partitions each; dead letters 1) and return every topic's partitions."""
     ensure_topics(kafka, STREAM_TOPICS, partitions=ws.partitions)
     ensure_topics(kafka, (t.DEADLETTER,))
+    if ws.ocsf:
+        ensure_topics(kafka, (t.OCSF,), partitions=ws.partitions)
     names = kafka.topics
     wanted = {names.name(spec) for spec in (*STREAM_TOPICS, t.DEADLETTER)}
     admin = AdminClient(kafka.confluent_config())

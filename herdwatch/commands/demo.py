@@ -17,9 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", default="demo", help="scenario file or bundled name (default: demo)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--var", type=Path, default=None, help="data folder (default ./var)")
-    p.add_argument("--bootstrap", default=None, help="use this Kafka instead of starting the local one")
-    p.add_argument("--port", type=int, default=9092, help="local Kafka client port (default 9092)")
-    p.add_argument("--controller-port", type=int, default=9093, help="local Kafka controller port")
+    p.add_argument("--bootstrap", default=None, help="use this Kafka instead of starting the local one "
+                                                    "(default: HERDWATCH_KAFKA_BOOTSTRAP when set)")
+    p.add_argument("--port", type=int, default=None,
+                   help="local Kafka client port (default 9092, or a free one when 9092 is taken)")
+    p.add_argument("--controller-port", type=int, default=None,
+                   help="local Kafka controller port (default 9093, or a free one when taken)")
     p.add_argument("--speed", type=float, default=20.0,
                    help="fleet seconds per wall-clock second (default 20; 0 = as fast as possible)")
     p.add_argument("--drain-timeout", type=float, default=180.0,
