@@ -42,13 +42,18 @@ test: setup lint typecheck pytest  ## everything CI checks: lint, types, unit + 
 pytest: setup test-tools  ## unit + integration tests (starts its own Kafka broker)
 	$(BIN)/pytest
 
-# kcat (Debian package) lets the tests prove that any Kafka client reads the anomaly topic; installed
-# when this machine allows it, otherwise that test skips and says why.
+# kcat (Debian package) lets the tests prove that any Kafka client reads the anomaly topic, promtool (Debian
+# package prometheus) checks deploy/prometheus/herdwatch-rules.yml; installed when this machine allows it,
+# otherwise those tests skip and say why.
 test-tools:
 	@command -v kcat >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y -qq kcat >/dev/null 2>&1 || \
 	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kcat >/dev/null 2>&1; }; }; } || \
 	  echo "kcat is not installed; the kcat test will skip"
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1; }; }; } || \
+	  echo "promtool (Debian package prometheus) is not installed; the alerting rules check will skip"
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .
