@@ -386,6 +386,25 @@ def raw_of(item: Any) -> bytes:
         return repr(item)[:4096].encode("utf-8", "backslashreplace")
 
 
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+"""A dead letter carries at most this much of the original bytes (the broker's default message limit is
+1 MiB): a dead letter the broker refused would stop its consumer, so it must always fit."""
+MAX_REASON_CHARS = 1000
+
+
+def dead_letter_message(rejected: Rejected, source: str, component: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The value and headers of the dead letter for `rejected`: the original bytes (cut to
+    MAX_DEAD_LETTER_BYTES, with header `truncated` = the original size) and headers `reason`, `source`,
+    `component`. Every consumer dead-letters through this, so a dead letter always fits the broker."""
+    headers = [("reason", rejected.reason[:MAX_REASON_CHARS].encode("utf-8", "backslashreplace")),
+               ("source", source.encode("utf-8", "backslashreplace")), ("component", component.encode())]
+    value = rejected.raw
+    if len(value) > MAX_DEAD_LETTER_BYTES:
+        headers.append(("truncated", str(len(value)).encode()))
+        value = value[:MAX_DEAD_LETTER_BYTES]
+    return value, headers
+
+
 def batch_items(value: bytes | None) -> tuple[list[Any], list[Rejected]]:
     """The envelopes (not yet checked) of one telemetry message, or the whole message rejected."""
     if value is None:

@@ -47,7 +47,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from contract.events import arrival_time
+from contract.events import Rejected, arrival_time, dead_letter_message
 from contract.settings import KafkaSettings
 from contract.signing import fingerprint, judge, verify
 from storage import rows as r
@@ -356,12 +356,12 @@ class Sink:
 
     def _dead_letter(self, m: Message, reason: str, raw: bytes, cause: str | None = None) -> None:
         topic = m.topic() or ""
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()), ("source", topic.encode()), ("component", b"sink")]
+        value, headers = dead_letter_message(Rejected(reason, raw), topic, "sink")
         key = f"{topic}:{m.partition()}:{m.offset()}".encode()
         while True:
             try:
-                self.producer.produce(self.deadletter_topic, value=raw, key=key, headers=headers,
+                self.producer.produce(self.deadletter_topic, value=value, key=key,
+                                      headers=headers,  # type: ignore[arg-type]
                                       on_delivery=self._on_dl_delivery)
                 break
             except BufferError:

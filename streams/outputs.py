@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from contract.events import Rejected
+from contract.events import Rejected, dead_letter_message
 from contract.findings import Finding, HostLifecycle, RolloutEvent
 from contract.ocsf import detection_finding
 from streams import codec, metrics, signals
@@ -42,9 +42,9 @@ class Outputs:
         """Send what `component` rejected while handling the source message of `event` to the dead-letter topic."""
         msg = event.message
         signals.events_dead_lettered.emit(reason=reason_label(rejected.reason))
-        await self.deadletter.send(key=f"{msg.topic}:{msg.partition}:{msg.offset}".encode(), value=rejected.raw,
-                                   headers=[("reason", rejected.reason.encode()), ("source", msg.topic.encode()),
-                                            ("component", component.encode())])
+        value, headers = dead_letter_message(rejected, msg.topic, component)
+        await self.deadletter.send(key=f"{msg.topic}:{msg.partition}:{msg.offset}".encode(), value=value,
+                                   headers=headers)
 
     async def publish(self, items: Iterable[Finding | RolloutEvent]) -> None:
         now = time.time()

@@ -212,3 +212,15 @@ def test_any_text_can_be_made_a_safe_identifier(text: str) -> None:
     assert 0 < len(out) <= MAX_ID_CHARS and SAFE_ID.fullmatch(out)
     if SAFE_ID.fullmatch(text) and len(text) <= MAX_ID_CHARS:
         assert out == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=300_000), reason=st.text(max_size=3000))
+def test_a_dead_letter_always_fits_the_broker(raw: bytes, reason: str) -> None:
+    from contract.events import MAX_DEAD_LETTER_BYTES, MAX_REASON_CHARS, Rejected, dead_letter_message
+
+    value, headers = dead_letter_message(Rejected(reason, raw * 3), "t", "sink")
+    h = dict(headers)
+    assert len(value) <= MAX_DEAD_LETTER_BYTES and value == (raw * 3)[:MAX_DEAD_LETTER_BYTES]
+    assert len(h["reason"].decode()) <= MAX_REASON_CHARS * 4
+    assert ("truncated" in h) == (len(raw) * 3 > MAX_DEAD_LETTER_BYTES)

@@ -230,3 +230,28 @@ def test_partial_batch_failure_does_not_insert_the_stored_table_twice(kafka_sett
         sum(len(e.payload["items"]) if e.kind == "process.inventory" else 1
             for e in events if e.kind.startswith("process."))
     assert client.query("SELECT count() FROM anomalies").result_rows[0][0] == 1
+
+
+def test_a_bad_message_larger_than_the_dead_letter_topic_takes_is_dead_lettered_cut(kafka_settings, storage_settings):
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from contract.events import MAX_DEAD_LETTER_BYTES
+
+    ensure_topics(kafka_settings, partitions=1)
+    topic = kafka_settings.topics.telemetry
+    admin = AdminClient(kafka_settings.confluent_config())  # the telemetry topic takes what the contract allows
+    for f in admin.alter_configs([ConfigResource("topic", topic,
+                                                 set_config={"max.message.bytes": str(4 * 1024 * 1024)})]).values():
+        f.result()
+    hosts = fleet(1, START, minutes=1)
+    good = hosts[0].events
+    big = b"[" + b" " * (3 * 1024 * 1024) + b"{not json"  # 3 MiB of not-JSON: three times the broker default
+    produce_raw(kafka_settings, topic, [big, encode_batch(good[:3])], key=good[0].host_id.encode())
+    sink = _sink(kafka_settings, storage_settings)
+    stats = sink.run(until_idle=2)  # before: the broker refused the dead letter and the sink stopped
+    dead = read_all(kafka_settings, kafka_settings.topics.deadletter, expect=1)
+    assert len(dead) == 1 and stats.dead_lettered == 1
+    headers = dict(dead[0].headers())
+    assert headers["truncated"] == str(len(big)).encode() and len(dead[0].value()) == MAX_DEAD_LETTER_BYTES
+    stored = {str(r[0]) for r in connect(storage_settings).query("SELECT event_id FROM events").result_rows}
+    assert stored == {e.event_id for e in good[:3]}
