@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException
@@ -24,6 +25,9 @@ def ensure_topics(settings: KafkaSettings, specs: Iterable[t.TopicSpec] = t.ALL,
         new.append(NewTopic(names.name(spec), num_partitions=partitions or spec.partitions,
                             replication_factor=1, config=config))
     futures = admin.create_topics(new, request_timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while not all(f.done() for f in futures.values()) and time.monotonic() < deadline:
+        admin.poll(0.5)  # serves the client's error and log callbacks: "Kafka unreachable" is said while waiting
     for name, fut in futures.items():
         try:
             fut.result(timeout)

@@ -165,23 +165,33 @@ class KafkaHealth:
     errors that follow (the RepeatFilter lets a reminder with counts through) and logs once when a later error
     is not a connection error. Cheap enough to make one per client."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, remind_s: float = REMIND_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.bootstrap = bootstrap
+        self.remind_s, self.clock = remind_s, clock
         self.down = False
-        self.errors = 0
+        self.since = 0.0
+        self.last_said = 0.0
+        self.held = 0
 
     def __call__(self, err: Any) -> None:
         from confluent_kafka import KafkaError
 
-        self.errors += 1
+        now = self.clock()
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             if not self.down:
-                self.down = True
+                self.down, self.since, self.last_said, self.held = True, now, now, 0
                 kafka_log.warning("Kafka unreachable at %s (%s); retrying. Check HERDWATCH_KAFKA_BOOTSTRAP or "
                                   "start one with `herdwatch kafka start`", self.bootstrap, err.str())
+            elif now - self.last_said >= self.remind_s:
+                kafka_log.warning("Kafka still unreachable at %s for %.0f s (%d more errors; last: %s)",
+                                  self.bootstrap, now - self.since, self.held + 1, err.str())
+                self.last_said, self.held = now, 0
             else:
-                kafka_log.warning("Kafka still unreachable at %s (%s)", self.bootstrap, err.str())
+                self.held += 1
             return
+        if self.down:  # another kind of error means the broker answered again
+            self.down = False
+            kafka_log.info("Kafka at %s answers again after %.0f s", self.bootstrap, now - self.since)
         kafka_log.error("Kafka client error at %s: %s", self.bootstrap, err.str())
 
 
