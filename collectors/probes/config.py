@@ -11,7 +11,8 @@ unit links in /etc/systemd/system); a FIFO, device or directory as `file.type:<p
 "unreadable". authorized_keys are read below each user's home folder without following any link
 (~/.ssh -> /etc is refused) and only when the file has a single hard link; a home folder that is itself
 a symlink not owned by root is skipped. sshd settings pass the command-line redaction (e.g. a token in
-AuthorizedKeysCommand).
+AuthorizedKeysCommand). The hardening checks' inputs (parsed values, counts, modes; never contents)
+come from collectors/probes/hardening_inputs.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from collectors.probes.base import Emit, Probe, diff_maps
+from collectors.probes.hardening_inputs import HardeningInputs
 from collectors.redact import Redactor
 from collectors.safe import absent, clean, lstat_below, read_below, read_bounded, to_text
 from contract.events import Kind
@@ -39,7 +41,19 @@ SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf
            "net.ipv4.conf.all.send_redirects", "net.ipv4.conf.all.rp_filter", "net.ipv4.tcp_syncookies",
            "kernel.randomize_va_space", "kernel.kptr_restrict", "kernel.dmesg_restrict",
            "kernel.yama.ptrace_scope", "kernel.modules_disabled", "kernel.unprivileged_bpf_disabled",
-           "fs.suid_dumpable", "fs.protected_symlinks", "fs.protected_hardlinks", "kernel.core_pattern")
+           "fs.suid_dumpable", "fs.protected_symlinks", "fs.protected_hardlinks", "kernel.core_pattern",
+           # the hardening checks' (detectors/checks/network.yaml, kernel.yaml)
+           "net.ipv4.conf.default.send_redirects", "net.ipv4.conf.default.accept_redirects",
+           "net.ipv4.conf.all.secure_redirects", "net.ipv4.conf.default.secure_redirects",
+           "net.ipv4.conf.all.accept_source_route", "net.ipv4.conf.default.accept_source_route",
+           "net.ipv4.conf.all.log_martians", "net.ipv4.conf.default.log_martians",
+           "net.ipv4.conf.default.rp_filter", "net.ipv4.icmp_echo_ignore_broadcasts",
+           "net.ipv4.icmp_ignore_bogus_error_responses", "net.ipv6.conf.all.accept_ra",
+           "net.ipv6.conf.default.accept_ra", "net.ipv6.conf.all.accept_redirects",
+           "net.ipv6.conf.default.accept_redirects", "net.ipv6.conf.all.accept_source_route",
+           "net.ipv6.conf.default.accept_source_route", "kernel.perf_event_paranoid", "kernel.kexec_load_disabled",
+           "kernel.sysrq", "net.core.bpf_jit_harden", "dev.tty.ldisc_autoload", "fs.protected_fifos",
+           "fs.protected_regular")
 
 Signature = tuple[tuple[str, int, int, int, int, int] | None, ...]
 
@@ -121,6 +135,7 @@ class ConfigProbe(Probe):
         self._sigs: dict[str, Signature] = {}
         self._parts: dict[str, dict[str, str]] = {}
         self._started = False
+        self.hardening = HardeningInputs(self.host, proc)
 
     def host(self, path: str) -> Path:
         return self.root / path.lstrip("/")
@@ -157,6 +172,7 @@ class ConfigProbe(Probe):
         names = ("authorized_keys", "authorized_keys2")
         keys = [f"{home}/.ssh/{n}" for _, home in self._homes() for n in names]
         src["authorized_keys"] = (["/etc/passwd", *keys], self._read_authorized_keys)
+        src.update(self.hardening.sources())  # parsed values for the hardening checks
         return src
 
     def _signature(self, name: str, paths: list[str]) -> Signature:
@@ -255,6 +271,7 @@ class ConfigProbe(Probe):
                 self._sigs[name] = sig
             values.update(self._parts[name])
         values.update(self.sysctls())
+        values.update(self.hardening.per_cycle())
         return values
 
     def collect(self, full: bool) -> list[Emit]:
