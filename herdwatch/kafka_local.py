@@ -540,7 +540,7 @@ def role_acls(topic_prefix: str = "herdwatch", app_id: str | None = None,
     specs.append(AclSpec("worker", "topic", t.telemetry, ("READ", "DESCRIBE", "CREATE")))
     specs.append(AclSpec("worker", "topic", t.observations, ("READ", "WRITE", "DESCRIBE", "CREATE")))
     specs += [AclSpec("worker", "topic", name, ("WRITE", "DESCRIBE", "CREATE"))
-              for name in (t.anomalies, t.rollouts, t.lifecycle, t.deadletter)]
+              for name in (t.anomalies, t.rollouts, t.lifecycle, t.deadletter, t.ocsf)]
     specs.append(AclSpec("worker", "topic", f"{app_id}-", ("READ", "WRITE", "DESCRIBE", "CREATE"), prefixed=True))
     specs.append(AclSpec("worker", "group", app_id, ("READ", "DESCRIBE")))
     # sink: reads what it stores, dead-letters what it cannot store

@@ -255,7 +255,7 @@ def test_acls_give_each_role_only_its_topics() -> None:
               for role, ops in by_role.items()}
     assert reads["worker"] == {"hw.telemetry", "hw.observations", "hw-app-*"}
     assert writes["worker"] == {"hw.observations", "hw.anomalies", "hw.rollouts", "hw.lifecycle", "hw.deadletter",
-                                "hw-app-*"}
+                                "hw.findings.ocsf", "hw-app-*"}
     assert reads["sink"] == {"hw.telemetry", "hw.anomalies", "hw.rollouts", "hw.lifecycle"}
     assert writes["sink"] == {"hw.deadletter"}
     assert "admin" not in by_role  # a super user
