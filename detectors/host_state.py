@@ -31,6 +31,19 @@ MAX_FEATURES = 4096
 """Behaviour features kept per host; beyond this new ones collapse into `<kind>:<overflow>`."""
 
 
+def metric_scope_suffix(payload: dict[str, Any]) -> str:
+    """How a metrics event's values are named: the host's own as they are; a cgroup's (payload scope
+    "cgroup:<path>", collectors/cgroups.py) as `<name>@<unit>`, the last path component, so a watched
+    service compares with the same service on its clones and never overwrites the host's figures; the
+    agent's own cgroup (`own`: true, e.g. its container) as `<name>@own`, whatever its per-host path."""
+    scope = payload.get("scope")
+    if not isinstance(scope, str) or not scope.startswith("cgroup:"):
+        return ""
+    if payload.get("own") is True:
+        return "@own"
+    return "@" + (scope.rstrip("/").rsplit("/", 1)[-1] or "root")
+
+
 class HostState:
     """What one host currently shows. `apply(event)` returns an Observation or None (nothing changed)."""
 
@@ -134,12 +147,14 @@ class HostState:
                 first=first,
             )
         if kind == Kind.METRICS:
+            suffix = metric_scope_suffix(p)
             for name, value in p.get("values", {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    metrics[name] = float(value)
-            for name in ("auth_failures", "proc_starts", "proc_restarts"):
-                metrics.setdefault(name, self.counters.get(name, 0.0))
-            self.counters = {}
+                    metrics[name + suffix] = float(value)
+            if not suffix:  # the host's own event carries the per-interval counters
+                for name in ("auth_failures", "proc_starts", "proc_restarts"):
+                    metrics.setdefault(name, self.counters.get(name, 0.0))
+                self.counters = {}
         elif kind == Kind.PROCESS_START:
             self._proc_start(p, now, added, removed)
         elif kind == Kind.PROCESS_EXIT:

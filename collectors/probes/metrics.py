@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -35,6 +36,7 @@ class MetricsProbe(Probe):
         mount = cgroup_mount or cgroup2_mount(proc) or DEFAULT_MOUNT
         paths = list(cgroups or [])
         own = own_cgroup(proc) if own_scope else None
+        self.own = "/" + own.strip("/") if own else None
         if own is not None and own != "/" and own not in paths:  # in a container or sidecar
             paths.append(own)
         self.cgroups = [CgroupMeter(path, mount, clock) for path in dict.fromkeys(paths)]
@@ -89,5 +91,8 @@ class MetricsProbe(Probe):
         for meter in self.cgroups:
             scoped = meter.values()
             if scoped is not None:
-                out.append((Kind.METRICS, {"values": scoped, "scope": meter.scope}))
+                payload: dict[str, Any] = {"values": scoped, "scope": meter.scope}
+                if meter.path == self.own:
+                    payload["own"] = True  # the agent's own cgroup (its container): named apart by the detectors
+                out.append((Kind.METRICS, payload))
         return out

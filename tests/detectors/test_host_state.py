@@ -181,3 +181,21 @@ def test_kernel_threads_keep_a_bracketed_identity() -> None:
                "kernel_thread": True}
     o = hs.apply(ev(Kind.PROCESS_INVENTORY, 0, {"items": [INIT, kthread]}))
     assert o is not None and "proc:[kworker/0:1]||root" in o.added
+
+
+def test_cgroup_metrics_never_overwrite_the_hosts_own() -> None:
+    from datetime import UTC, datetime
+
+    from contract.events import Event, HostIdentity, Kind
+    from detectors import HostState
+
+    host = HostIdentity("i-1", "b-1", "ami-1", "web")
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    hs = HostState("i-1", "ami-1", "web")
+    hs.apply(Event.new(host, Kind.METRICS, 1, {"values": {"cpu_pct": 20.0}, "scope": "host"}, time=t))
+    obs = hs.apply(Event.new(host, Kind.METRICS, 2, {"values": {"cpu_pct": 95.0},
+                                                      "scope": "cgroup:/system.slice/nginx.service"}, time=t))
+    own = hs.apply(Event.new(host, Kind.METRICS, 3, {"values": {"cpu_pct": 3.0}, "own": True,
+                                                      "scope": "cgroup:/kubepods/pod1/c0ffee"}, time=t))
+    assert obs is not None and obs.metrics["cpu_pct@nginx.service"] == 95.0 and "cpu_pct" not in obs.metrics
+    assert own is not None and own.metrics["cpu_pct@own"] == 3.0
