@@ -272,11 +272,10 @@ def latency(kafka: KafkaSettings, tmp: Path, rate: float, per_message: int, seco
                 if j is not None:
                     f2, h2 = hosts[j]
                     f2.attack(h2, "cryptominer")
-                    p.produce(kafka.topics.telemetry, key=h2.host_id.encode(),
-                              value=encode_batch(f2.step(h2, now)))
+                    produce_signed(p, kafka.topics.telemetry, h2.host_id.encode(), encode_batch(f2.step(h2, now)))
             if i % 20 == 10:  # a lost event now and then: data-loss findings (host stage)
                 h.seq += 1
-            p.produce(kafka.topics.telemetry, key=h.host_id.encode(), value=encode_batch(events))
+            produce_signed(p, kafka.topics.telemetry, h.host_id.encode(), encode_batch(events))
             p.poll(0)
             i += 1
             delay = start + i * interval - time.perf_counter()
