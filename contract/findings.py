@@ -24,6 +24,7 @@ class Severity(StrEnum):
 
 class FindingKind(StrEnum):
     RARE_FEATURE = "rare_feature"  # a set feature (process, port, destination, ...) rare in the cohort
+    CAMPAIGN = "campaign"  # behaviour new to the image on several of its hosts at once (details.hosts: all)
     METRIC_DEVIATION = "metric_deviation"  # a metric far from the cohort's peers at the same time
     MULTIVARIATE_OUTLIER = "multivariate_outlier"  # the host's metric vector is an outlier (sklearn)
     CONFIG_DRIFT = "config_drift"  # configuration differs from the cohort's majority

@@ -32,10 +32,10 @@ from detectors.features import IMMEDIATE_KINDS, STATE_KINDS, describe, kind_of, 
 from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
 from detectors.policy import PolicyCheck
-from detectors.rarity import CohortRarity
+from detectors.rarity import CohortRarity, ImageHistory
 from detectors.records import PendingJudgement
 from detectors.rollout import RolloutTracker
-from detectors.store_keys import COHORT_SIZE, IMAGE, IMAGE_SUBJECT_PREFIX, PENDING, SUPPRESSED
+from detectors.store_keys import COHORT_SIZE, HISTORY, IMAGE, IMAGE_SUBJECT_PREFIX, PENDING, SUPPRESSED
 from detectors.suppression import Suppressor
 from detectors.types import Observation
 
@@ -82,7 +82,9 @@ class FamilyEngine:
         self.mv_persistence = c.mv_persistence
         self.record_scores = c.record_scores
         b = self.baseline = CohortBaseline(self.store, family=family)
-        self.rarity = CohortRarity(c.rare_fraction, c.min_hosts, baseline=b)
+        self.rarity = CohortRarity(c.rare_fraction, c.min_hosts, baseline=b, campaign_share=c.campaign_share)
+        self.history = ImageHistory(self.store, c.history_s, c.campaign_window_s, c.history_max)
+        self._history_swept = 0.0
         self.drift = ConfigDrift(c.rare_fraction, c.majority, c.min_hosts, baseline=b)
         self.policy = PolicyCheck(c.policies, c.majority, baseline=b)
         self.peers = PeerDeviation(
@@ -134,9 +136,11 @@ class FamilyEngine:
         self.baseline.load()
         self._heap = []
         for key, value in list(self.store.items()):
-            if not (PENDING.holds(key) or SUPPRESSED.holds(key)) or not self.baseline.owns(key):
+            if not (PENDING.holds(key) or SUPPRESSED.holds(key) or HISTORY.holds(key)) or not self.baseline.owns(key):
                 continue
-            if PENDING.holds(key):
+            if HISTORY.holds(key):
+                self.history.load(key, value)
+            elif PENDING.holds(key):
                 image, feature = PENDING.parse(key)
                 self._heap.append((PendingJudgement.from_json(value).due(self.settle_s), image, feature))
             else:
@@ -154,6 +158,7 @@ class FamilyEngine:
         out: list[Output] = self._judge_due(self.now) if self._heap and self._heap[0][0] <= self.now else []
         host = obs.host_id
         if obs.gone:
+            self._seen_last(host, t)
             rec = b.leave(host)
             self._forget(host)
             if rec is not None:
@@ -174,6 +179,8 @@ class FamilyEngine:
             self._consider(image, host, f, t)
         for f in obs.removed:
             kind = kind_of(f)
+            if kind in IMMEDIATE_KINDS:
+                self.history.seen(image, f, t)
             if kind in STATE_KINDS:
                 self._consider_absent(image, host, f, t, self.majority)
             elif kind in ABSENT_KINDS:
@@ -194,6 +201,7 @@ class FamilyEngine:
         b = self.baseline
         out = self._judge_due(t)
         for host in b.silent_hosts(t, self.host_timeout_s):  # silent too long: treated as gone
+            self._seen_last(host, t)
             b.leave(host)
             self._forget(host)
         for family in list(b.images):
@@ -206,6 +214,10 @@ class FamilyEngine:
             for image in list(b.metrics):
                 out += self._multivariate(image, t)
         self._evict_images(t)
+        if t - self._history_swept >= 3600.0:
+            self._history_swept = t
+            for image in list(self.history.entries):
+                self.history.sweep(image, t, lambda f, image=image: b.count(image, f) > 0)  # type: ignore[misc]
         return out
 
     def scores(self, obs: Observation) -> dict[str, float]:
@@ -220,8 +232,11 @@ class FamilyEngine:
         }
 
     # ---- pending judgements -------------------------------------------------------------------------
-    def _cap(self, n: int, policy: bool) -> int:
-        return 256 if policy else self.rarity.rare_max(max(n, 1)) + 1
+    def _cap(self, n: int, policy: bool, behaviour: bool = False) -> int:
+        if policy:
+            return 256
+        n = max(n, 1)
+        return (self.rarity.campaign_max(n) if behaviour else self.rarity.rare_max(n)) + 1
 
     def _consider(self, image: str, host: str, f: str, t: float) -> None:
         kind = kind_of(f)
@@ -237,8 +252,14 @@ class FamilyEngine:
         key = PENDING.key(image, f)
         stored = self.store.get(key)
         policy = kind in ("cfg", "pkg") and bool(self.policy.violations(f))
+        behaviour = kind in IMMEDIATE_KINDS
         if stored is None:
-            if not policy and n >= self.min_hosts and c > self.rarity.rare_max(n):
+            if behaviour and self.history.known(image, f, host, t, c > 1):
+                self.history.seen(image, f, t)
+                return  # the image has shown it before: known behaviour, however few hosts show it now
+            if not policy and n >= self.min_hosts and c > self._cap(n, False, behaviour) - 1:
+                if behaviour:
+                    self.history.judged(image, f, t)
                 return  # common in an established cohort
             e = PendingJudgement(first=t, grown=t, delay=delay, hosts={host: t}, policy=policy)
             self.store[key] = e.to_json()
@@ -247,11 +268,13 @@ class FamilyEngine:
         e = PendingJudgement.from_json(stored)
         if host in e.hosts:
             return
-        if not e.policy and n >= self.min_hosts and c > self._cap(n, False):
+        if not e.policy and n >= self.min_hosts and c > self._cap(n, False, behaviour):
             self.store.pop(key, None)  # it spread across the cohort: a fleet-wide change, not an anomaly
+            if behaviour:
+                self.history.judged(image, f, t)
             return
         hosts = dict(e.hosts)
-        if len(hosts) < self._cap(n, e.policy):
+        if len(hosts) < self._cap(n, e.policy, behaviour):
             hosts[host] = t
         self.store[key] = replace(e, grown=t, hosts=hosts).to_json()
 
@@ -312,7 +335,10 @@ class FamilyEngine:
             has = feat in b.host_features(h)
             if (absent and not has and not self._has_other_value(h, feat)) or (not absent and has):
                 hosts.append(h)
+        behaviour = not absent and kind_of(feat) in IMMEDIATE_KINDS
         if not hosts:
+            if behaviour:
+                self.history.judged(image, feat, now)
             return []
         family = b.hosts[hosts[0]].family
         if self.rollout.held(image, family, now):
@@ -330,12 +356,22 @@ class FamilyEngine:
         kind = kind_of(feat)
         if e.policy and not absent:
             out += self._policy_findings(image, family, feat, hosts, count, total, now)
+        if behaviour and scope == "cohort":
+            earlier = self.history.campaign_hosts(image, feat, now)
+            campaign = list(dict.fromkeys([*earlier, *hosts]))
+            if len(campaign) > 1 and count <= self.rarity.campaign_max(total):
+                # new to the image, on several hosts at once, not a change of the whole image: one report
+                self.history.judged(image, feat, now, campaign)
+                new = [h for h in hosts if h not in earlier] or hosts
+                return out + self._campaign_finding(new, campaign, image, family, feat, count, total, e, now)
         lacking = total - count
         rare = (lacking if absent else count) <= self.rarity.rare_max(total)
         if scope == "self":
             # No peers to compare with: only what arrived after the host had settled counts as new.
             hosts = [h for h in hosts if e.hosts[h] - b.hosts[h].first >= self.self_learn_s]
             rare = True
+        if behaviour:
+            self.history.judged(image, feat, now, hosts if rare else ())
         if not rare:
             return out
         for h in hosts:
@@ -417,6 +453,51 @@ class FamilyEngine:
                 "hosts": total,
                 "scope": scope,
                 "first_seen": hhmmss(first) if first else None,
+            },
+        )
+
+    def _campaign_finding(
+        self,
+        new: list[str],
+        campaign: list[str],
+        image: str,
+        family: str,
+        f: str,
+        count: int,
+        total: int,
+        e: PendingJudgement,
+        now: float,
+    ) -> list[Output]:
+        sev = self.rarity.severity(f)
+        first = min([e.hosts[h] for h in new if h in e.hosts] or [e.first])
+        names = ", ".join(campaign)
+        earlier = [h for h in campaign if h not in new]
+        text = (
+            f"{describe(f)} appeared on {len(campaign)} hosts of image {image} ({names}; first seen "
+            f"{hhmmss(first)} UTC), which never showed it before: {count} of {total} hosts show it now. "
+            + (f"It was already reported on {', '.join(earlier)}. " if earlier else "")
+            + "No image change explains it and it did not reach most of the image: check these hosts "
+            "together, one actor may be spreading through the fleet."
+        )
+        score = max(0.0, 1.0 - count / max(total, 1)) * (0.5 + 0.5 * _SEVERITY_SCORE[sev])
+        return self._emit(
+            FindingKind.CAMPAIGN,
+            new[0],
+            image,
+            family,
+            now,
+            score,
+            sev,
+            f,
+            text,
+            {
+                "feature": f,
+                "hosts": list(campaign),
+                "new_hosts": list(new),
+                "hosts_with": count,
+                "cohort_hosts": total,
+                "scope": "cohort",
+                "first_seen": hhmmss(first),
             },
         )
 
@@ -606,6 +687,15 @@ class FamilyEngine:
         return out
 
     # ---- housekeeping -------------------------------------------------------------------------------
+    def _seen_last(self, host: str, t: float) -> None:
+        """A leaving host showed its behaviour until `t`: the image's history remembers that."""
+        rec = self.baseline.hosts.get(host)
+        if rec is None:
+            return
+        for f in self.baseline.host_features(host):
+            if kind_of(f) in IMMEDIATE_KINDS:
+                self.history.seen(rec.image, f, t)
+
     def _forget(self, host: str) -> None:
         self.suppress.forget_host(host)
         self.peers.forget(host)
@@ -626,4 +716,5 @@ class FamilyEngine:
                     b.counts.pop(image, None)
                     b.metrics.pop(image, None)
                     b.members.pop(image, None)
+                    self.history.forget_image(image)
                     self.suppress.forget_host(IMAGE_SUBJECT_PREFIX + image)

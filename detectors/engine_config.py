@@ -75,6 +75,16 @@ class EngineConfig:
     peer_persistence: int = _integer(5, "consecutive deviating reports before a metric finding", ge=1)
     peer_window_s: float = _number(180.0, "peers' reports older than this are not compared with", gt=0)
     peer_min_peers: int = _integer(5, "reports a metric comparison needs", ge=1)
+    history_s: float = _number(
+        86400.0, "behaviour an image showed within this long is known, even if no live host shows it now", ge=0
+    )
+    history_max: int = _integer(4096, "behaviour features remembered per image (least recently seen evicted)", ge=1)
+    campaign_share: float = _number(
+        0.5, "behaviour new to the image on more than rare and fewer than this share of hosts: a campaign", ge=0, le=1
+    )
+    campaign_window_s: float = _number(
+        600.0, "after a report, more hosts gaining the same new behaviour within this long join its campaign", ge=0
+    )
     mv_enabled: bool = _flag(True, "look for multivariate outliers (IsolationForest per cohort)")
     mv_min_hosts: int = _integer(16, "reporting hosts a cohort needs for the multivariate model", ge=2)
     mv_refit_s: float = _number(120.0, "how often the multivariate model is refitted", gt=0)

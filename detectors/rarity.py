@@ -3,10 +3,16 @@ the cohort's live hosts show."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, MutableMapping
+from dataclasses import replace
+from typing import Any
+
 from contract.findings import Severity
 from detectors.base import Detector, hhmmss
 from detectors.baseline import CohortBaseline
 from detectors.features import IMMEDIATE_KINDS, describe, kind_of
+from detectors.records import FeatureHistory
+from detectors.store_keys import HISTORY
 from detectors.types import Observation
 
 _SUSPICIOUS_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
@@ -28,14 +34,20 @@ class CohortRarity(Detector):
         min_hosts: int = 3,
         kinds: frozenset[str] = IMMEDIATE_KINDS,
         baseline: CohortBaseline | None = None,
+        campaign_share: float = 0.5,
     ) -> None:
         super().__init__(baseline)
+        self.campaign_share = float(campaign_share)
         self.rare_fraction = float(rare_fraction)
         self.min_hosts = int(min_hosts)
         self.kinds = frozenset(kinds)
 
     def rare_max(self, n: int) -> int:
         return max(1, int(self.rare_fraction * n))
+
+    def campaign_max(self, n: int) -> int:
+        """Most hosts a behaviour new to the image may reach and still be a campaign (not a deploy)."""
+        return max(self.rare_max(n), int(self.campaign_share * n - 1e-9))
 
     def counts(self, image: str, family: str, feature: str) -> tuple[int, int, str]:
         """(hosts showing the feature, hosts compared, scope) with scope "cohort" or "family"."""
@@ -101,3 +113,104 @@ class CohortRarity(Detector):
             f"{describe(feature)} seen on {count} of {n} hosts of {where}{first}: {others}. "
             f"Check host {host}: who started it and why."
         )
+
+
+_TOUCH_S = 300.0
+"""A history entry's last-seen time is rewritten at most this often (store writes stay rare)."""
+
+
+class ImageHistory:
+    """Behaviour each image has shown within `history_s`, kept in the store (key HISTORY, FeatureHistory).
+
+    A feature enters the history when its first episode is judged (common, spread, gone again or reported)
+    and stays while a host of the image shows it, then `history_s` longer. A feature in the history is known
+    behaviour of the image: not rare, even if no live host shows it right now (a periodic job's short-lived
+    child that the collector catches on some clones at some times). A feature that was reported is
+    different: for `campaign_window_s` after the report more hosts gaining it are named together as a
+    campaign; after that, another host showing it makes it the image's behaviour (a host it was reported on
+    showing it again is reported again, once the finding's suppression expired).
+    Bounded per image: at most `max_features` entries, the least recently seen evicted first.
+    """
+
+    def __init__(
+        self,
+        store: MutableMapping[str, Any],
+        history_s: float = 86400.0,
+        campaign_window_s: float = 600.0,
+        max_features: int = 4096,
+    ) -> None:
+        self.store = store
+        self.history_s = float(history_s)
+        self.campaign_window_s = float(campaign_window_s)
+        self.max_features = int(max_features)
+        self.entries: dict[str, dict[str, FeatureHistory]] = {}
+        """image -> feature -> its history (a cache of the store's HISTORY keys)."""
+
+    def load(self, key: str, value: Any) -> None:
+        image, feature = HISTORY.parse(key)
+        self.entries.setdefault(image, {})[feature] = FeatureHistory.from_json(value)
+
+    def get(self, image: str, feature: str) -> FeatureHistory | None:
+        return self.entries.get(image, {}).get(feature)
+
+    def _put(self, image: str, feature: str, h: FeatureHistory) -> None:
+        self.entries.setdefault(image, {})[feature] = h
+        self.store[HISTORY.key(image, feature)] = h.to_json()
+
+    def known(self, image: str, feature: str, host: str, now: float, shown_elsewhere: bool) -> bool:
+        """True if the image has shown the feature within history_s (a reported feature: see the class)."""
+        h = self.get(image, feature)
+        if h is None or not (shown_elsewhere or now - h.last <= self.history_s):
+            return False
+        if h.reported:
+            if now - h.reported <= self.campaign_window_s or host in h.hosts:
+                return False
+            self._put(image, feature, replace(h, last=now, reported=0.0, hosts=()))  # the image's after all
+        return True
+
+    def campaign_hosts(self, image: str, feature: str, now: float) -> tuple[str, ...]:
+        """Hosts the feature was reported on within campaign_window_s (empty otherwise)."""
+        h = self.get(image, feature)
+        if h is None or not h.reported or now - h.reported > self.campaign_window_s:
+            return ()
+        return h.hosts
+
+    def seen(self, image: str, feature: str, now: float) -> None:
+        """A host of the image showed the feature at `now` (or stopped showing it then)."""
+        h = self.get(image, feature)
+        if h is not None and now - h.last >= _TOUCH_S:
+            self._put(image, feature, replace(h, last=now))
+
+    def judged(self, image: str, feature: str, now: float, reported: list[str] | tuple[str, ...] = ()) -> None:
+        """The feature's episode was judged at `now`; `reported`: the hosts it was reported on."""
+        h = self.get(image, feature)
+        if h is None or now - h.last > self.history_s:
+            h = FeatureHistory(first=now, last=now)
+        else:
+            h = replace(h, last=max(h.last, now))
+        if reported:
+            hosts = list(dict.fromkeys([*h.hosts, *reported]))[:64]
+            h = replace(h, reported=now, hosts=tuple(hosts))
+        self._put(image, feature, h)
+        entries = self.entries[image]
+        if len(entries) > self.max_features:  # evict the least recently seen tenth
+            drop = sorted(entries, key=lambda f: entries[f].last)[: max(1, len(entries) // 10)]
+            for f in drop:
+                self.forget(image, f)
+
+    def forget(self, image: str, feature: str) -> None:
+        self.entries.get(image, {}).pop(feature, None)
+        self.store.pop(HISTORY.key(image, feature), None)
+
+    def sweep(self, image: str, now: float, shown: Callable[[str], bool]) -> None:
+        """Refresh entries a live host still shows; drop those nobody showed for history_s."""
+        for feature, h in list(self.entries.get(image, {}).items()):
+            if shown(feature):
+                self.seen(image, feature, now)
+            elif now - h.last > self.history_s:
+                self.forget(image, feature)
+
+    def forget_image(self, image: str) -> None:
+        for feature in list(self.entries.get(image, {})):
+            self.forget(image, feature)
+        self.entries.pop(image, None)

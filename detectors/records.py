@@ -108,6 +108,34 @@ class PendingJudgement:
         )
 
 
+@dataclass(frozen=True)
+class FeatureHistory:
+    """A behaviour feature the image has shown (key HISTORY): known behaviour, even when no live host
+    shows it right now (a periodic job's short-lived child caught on some clones at some times)."""
+
+    first: float
+    """When it was first judged (the end of its first episode: not rare, spread, or reported)."""
+    last: float
+    """When a host of the image was last seen showing it (refreshed at most every few minutes)."""
+    reported: float = 0.0
+    """When it was reported as rare (0: never). For campaign_window_s after that, more hosts gaining it
+    are a campaign, not known behaviour."""
+    hosts: tuple[str, ...] = ()
+    """The hosts it was reported on (capped), named again when it spreads as a campaign."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last, "reported": self.reported, "hosts": list(self.hosts)}
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> FeatureHistory:
+        return cls(
+            first=float(v["first"]),
+            last=float(v["last"]),
+            reported=float(v.get("reported", 0.0)),
+            hosts=tuple(str(h) for h in v.get("hosts", ())),
+        )
+
+
 @dataclass
 class RolloutState:
     """A family's latest rollout (key ROLLOUT): the tracker reads it, changes it and writes it back."""

@@ -16,6 +16,7 @@ shares its store with others picks out its own keys.
                                             findings about a whole image)
     STREAKS          k|<host>               {metric: consecutive deviating reports}
     ROLLOUT          r|<family>             RolloutState
+    HISTORY          y|<image>|<feature>    FeatureHistory: behaviour the image has shown within history_s
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ PENDING = KeyFamily("p", ("image", "feature"))
 SUPPRESSED = KeyFamily("s", ("host", "subject"))
 STREAKS = KeyFamily("k", ("host",))
 ROLLOUT = KeyFamily("r", ("family",))
+HISTORY = KeyFamily("y", ("image", "feature"))
 
 KEY_FAMILIES = (
     HOST,
@@ -86,6 +88,7 @@ KEY_FAMILIES = (
     SUPPRESSED,
     STREAKS,
     ROLLOUT,
+    HISTORY,
 )
 _BY_TAG = {kf.tag: kf for kf in KEY_FAMILIES}
 

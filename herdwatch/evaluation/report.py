@@ -66,6 +66,17 @@ def classify(f: Finding, truth: list[GroundTruth], info: RunInfo, grace: timedel
     return "false_alarm"
 
 
+def names_host(f: Finding, g: GroundTruth, grace: timedelta) -> bool:
+    """A campaign finding detects every host it names (details.hosts), within the host's window."""
+    return (
+        f.kind.value == "campaign"
+        and g.kind in HOST_KINDS
+        and g.kind != "stale_image"
+        and g.host_id in (f.details.get("hosts") or ())
+        and g.start <= f.time <= g.end + grace
+    )
+
+
 def is_false_alarm(label: str) -> bool:
     return label == "false_alarm" or ":" in label
 
@@ -99,7 +110,7 @@ def build_report(run: DetectionRun, truth: list[GroundTruth], info: RunInfo, gra
     for g in truth:
         if g.kind not in HOST_KINDS:
             continue
-        hits = [f for f, lab in labelled if lab == g.scenario]
+        hits = [f for f, lab in labelled if lab == g.scenario or names_host(f, g, grace)]
         first = hits[0] if hits else None
         scenarios.append(
             {

@@ -6,6 +6,9 @@ reported on that host between start and end (+ `slack_s`). A row without a host_
 (kind/scenario rollout, rollback, traffic_spike, config_push) over image_family: findings on its hosts in
 that window are false alarms attributed to it. Scenario "stale_image" rows expect a STALE_IMAGE finding.
 
+A campaign finding (kind "campaign") names every host it is about in details.hosts: it detects each of
+them (it is one finding, counted once as true or false).
+
 Image-level findings (a policy violation the whole image shares, details.scope == "image") are about the
 image, not a host: they are counted apart and are neither true nor false host alarms.
 """
@@ -69,19 +72,24 @@ def evaluate(
     first_hit: dict[int, float] = {}
     for f in host_findings:
         ft = _t(f["time"])
-        hit = None
+        named = {f["host_id"]}
+        if f["kind"] == "campaign":
+            named.update(str(h) for h in (f.get("details") or {}).get("hosts") or ())
+        hits = []
         for i, r in enumerate(hosts_truth):
-            if r["host_id"] != f["host_id"] or not (_t(r["start"]) <= ft <= _t(r["end"]) + slack_s):
+            if r["host_id"] not in named or not (_t(r["start"]) <= ft <= _t(r["end"]) + slack_s):
                 continue
             if (r.get("kind") or r["scenario"]) == "stale_image" and f["kind"] != "stale_image":
                 continue
-            hit = i
-            break
-        if hit is None:
+            if any(hosts_truth[j]["host_id"] == r["host_id"] for j in hits):
+                continue  # one truth row per host
+            hits.append(i)
+        if not hits:
             fp_list.append(f)
             continue
         tp += 1
-        first_hit[hit] = min(first_hit.get(hit, ft), ft)
+        for hit in hits:
+            first_hit[hit] = min(first_hit.get(hit, ft), ft)
     noise_fp: dict[str, int] = {}
     for f in fp_list:
         ft = _t(f["time"])
