@@ -1,0 +1,376 @@
+"""Hardening checks: a library of CIS Level 1 kind checks kept as data (detectors/checks/*.yaml, one file
+per family), evaluated on what the agent reports (cfg: keys from the config probe, pkg: packages, listen:
+sockets), plus vulnerable packages from OSV data (detectors/osv.py).
+
+    library = load_library()                    # or load_library("/etc/herdwatch/checks")
+    view = HostView.from_features(features)     # a host's (or an image's majority) feature strings
+    for check in library.checks:
+        result = check.evaluate(view)           # Result(status "pass" | "fail" | "na", observed values)
+
+A check file:
+
+    family: ssh
+    defaults: {platforms: [debian, rhel], when: {present: file.sha256:/etc/ssh/sshd_config}}
+    checks:
+      - id: ssh-permit-root-login
+        title: sshd lets root log in
+        cis: "5.2.7"
+        severity: high
+        key: sshd.permitrootlogin        # or keys: [...], key_glob: [...]: every one must pass
+        default: prohibit-password       # sshd's built-in default when the key is not set
+        expect: {in: ["no"]}
+        rationale: ...
+        fix: ...
+
+Expectations (`expect`), all case-insensitive on values: `in`, `not_in`, `min`, `max` (integers),
+`mode_max` (no permission bit beyond this octal mode), `owner` ("uid:gid"), `owner_uid`, `has_all` (the
+comma-separated value holds every flag), `matches` / `not_matches` (regular expressions), `present`,
+`absent`. A missing key takes `default`, else follows `missing`: na (default), fail or pass. Besides
+key checks: `packages_absent: [names]` (fails when one is installed), `packages_any: [names]` (fails
+when none is), `not_listening: ["tcp/23", ...]` (fails on a listener of that port not bound to
+loopback), and `all:` / `any:` lists of the above. `when:` (same forms) makes a check not applicable
+(na) where it does not hold, e.g. sshd checks on a host without sshd.
+
+A check's verdict needs the agent's hardening inputs (`cfg:hardening.inputs`): hosts with an older agent,
+or whose configuration has not arrived yet, are not judged. Platforms come from os-release (`os.id`,
+`os.id_like`): debian (Debian, Ubuntu) or rhel (RHEL, CentOS, Rocky, AlmaLinux, Oracle, Fedora, Amazon).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from contract.findings import Severity
+from detectors.features import kind_of, split_state
+
+CHECKS_DIR = Path(__file__).with_name("checks")
+INPUTS_KEY = "hardening.inputs"
+PLATFORMS = ("debian", "rhel")
+_DEBIAN = {"debian", "ubuntu", "linuxmint", "raspbian"}
+_RHEL = {"rhel", "centos", "rocky", "almalinux", "ol", "fedora", "amzn", "redhat"}
+ABSENT = "(absent)"
+
+Status = Literal["pass", "fail", "na"]
+_EXPECT_KEYS = {"in", "not_in", "min", "max", "mode_max", "owner", "owner_uid", "has_all", "matches",
+                "not_matches", "present", "absent"}
+_NODE_KEYS = {"key", "keys", "key_glob", "default", "missing", "expect", "packages_absent", "packages_any",
+              "not_listening", "all", "any"}
+
+
+class CheckError(ValueError):
+    """A check file is invalid; the message names the file, the check and the fix."""
+
+
+# ---- what a host shows -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HostView:
+    """A host's (or image's) configuration values, packages and listeners, from feature strings."""
+
+    cfg: Mapping[str, str]
+    pkg: Mapping[str, str]
+    listen: frozenset[str] = frozenset()
+    """proto/port of every listener not bound to loopback ("tcp/23")."""
+
+    @classmethod
+    def from_features(cls, features: Iterable[str]) -> HostView:
+        cfg: dict[str, str] = {}
+        pkg: dict[str, str] = {}
+        listen: set[str] = set()
+        for f in features:
+            kind = kind_of(f)
+            if kind == "cfg":
+                _, k, v = split_state(f)
+                cfg[k] = v
+            elif kind == "pkg":
+                _, k, v = split_state(f)
+                pkg[k.partition(":")[0]] = v
+            elif kind == "listen":
+                sock = f[len("listen:") :].partition("|")[0]
+                port, _, scope = sock.partition("@")
+                if scope != "local":
+                    listen.add(port)
+        return cls(cfg, pkg, frozenset(listen))
+
+    @property
+    def ready(self) -> bool:
+        """The agent collects the hardening inputs and its configuration has arrived."""
+        return INPUTS_KEY in self.cfg
+
+    @property
+    def platform(self) -> str | None:
+        ids = {self.cfg.get("os.id", ""), *self.cfg.get("os.id_like", "").split()}
+        if ids & _DEBIAN:
+            return "debian"
+        if ids & _RHEL:
+            return "rhel"
+        return None
+
+
+# ---- predicates ------------------------------------------------------------------------------------
+def _int(v: str) -> int | None:
+    try:
+        return int(v.strip(), 8 if v.strip().startswith("0") and len(v.strip()) > 1 else 10)
+    except ValueError:
+        return None
+
+
+def _number(v: str) -> int | None:
+    try:
+        return int(v.strip())
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Expect:
+    spec: Mapping[str, Any]
+
+    def holds(self, value: str | None) -> bool:
+        s = self.spec
+        if value is None:
+            return bool(s.get("absent"))
+        if s.get("absent"):
+            return False
+        v = value.strip().lower()
+        ok = True
+        if "in" in s:
+            ok &= v in {str(x).lower() for x in s["in"]}
+        if "not_in" in s:
+            ok &= v not in {str(x).lower() for x in s["not_in"]}
+        if "min" in s or "max" in s:
+            n = _number(v)
+            ok &= n is not None and ("min" not in s or n >= int(s["min"])) and ("max" not in s or n <= int(s["max"]))
+        if "mode_max" in s:
+            mode = _int(v)
+            ok &= mode is not None and mode & ~int(str(s["mode_max"]), 8) == 0
+        if "owner" in s:
+            ok &= v == str(s["owner"])
+        if "owner_uid" in s:
+            ok &= v.partition(":")[0] == str(s["owner_uid"])
+        if "has_all" in s:
+            ok &= {str(x).lower() for x in s["has_all"]} <= set(v.split(","))
+        if "matches" in s:
+            ok &= re.search(str(s["matches"]), value, re.IGNORECASE) is not None
+        if "not_matches" in s:
+            ok &= re.search(str(s["not_matches"]), value, re.IGNORECASE) is None
+        return ok
+
+
+@dataclass(frozen=True)
+class Node:
+    """One predicate of a check: over configuration keys, packages, listeners, or all/any of others."""
+
+    keys: tuple[str, ...] = ()
+    key_glob: tuple[str, ...] = ()
+    default: str | None = None
+    missing: Status = "na"
+    expect: Expect | None = None
+    packages_absent: tuple[str, ...] = ()
+    packages_any: tuple[str, ...] = ()
+    not_listening: tuple[str, ...] = ()
+    all: tuple[Node, ...] = ()
+    any: tuple[Node, ...] = ()
+
+    def evaluate(self, view: HostView, seen: dict[str, str]) -> Status:
+        if self.all or self.any:
+            results = [n.evaluate(view, seen) for n in (self.all or self.any)]
+            known = [r for r in results if r != "na"]
+            if not known:
+                return "na"
+            if self.all:
+                return "fail" if "fail" in known else "pass"
+            return "pass" if "pass" in known else "fail"
+        if self.packages_absent:
+            installed = [p for p in self.packages_absent if p in view.pkg]
+            for p in installed:
+                seen[f"package {p}"] = view.pkg[p]
+            return "fail" if installed else "pass"
+        if self.packages_any:
+            found = [p for p in self.packages_any if p in view.pkg]
+            seen["packages " + "|".join(self.packages_any)] = ", ".join(f"{p} {view.pkg[p]}" for p in found) or ABSENT
+            return "pass" if found else "fail"
+        if self.not_listening:
+            bound = [p for p in self.not_listening if p in view.listen]
+            for p in bound:
+                seen[f"listening {p}"] = "yes"
+            return "fail" if bound else "pass"
+        keys = list(self.keys)
+        for pattern in self.key_glob:  # a link's mode (0777) says nothing: links are reported as file.link
+            keys += sorted(k for k in view.cfg if fnmatch.fnmatchcase(k, pattern)
+                           and f"file.link:{k.partition(':')[2]}" not in view.cfg)
+        if not keys:
+            return "na"
+        assert self.expect is not None
+        status: Status = "pass"
+        judged = False
+        for k in keys:
+            value = view.cfg.get(k)
+            seen[k] = ABSENT if value is None else value
+            if value is None and not self.expect.spec.get("absent"):
+                if self.default is not None:
+                    value = self.default
+                    seen[k] = f"{ABSENT}, default {value}"
+                elif self.missing == "na":
+                    continue
+                elif self.missing == "pass":
+                    judged = True
+                    continue
+                else:
+                    judged, status = True, "fail"
+                    continue
+            judged = True
+            if not self.expect.holds(value):
+                status = "fail"
+        return status if judged else "na"
+
+
+def _node(raw: Mapping[str, Any], where: str) -> Node:
+    unknown = set(raw) - _NODE_KEYS
+    if unknown:
+        raise CheckError(f"{where}: unknown field(s) {sorted(unknown)}; a predicate has {sorted(_NODE_KEYS)}")
+    if raw.get("all") or raw.get("any"):
+        subs = tuple(_node(r, where) for r in (raw.get("all") or raw.get("any") or ()))
+        return Node(all=subs) if raw.get("all") else Node(any=subs)
+    if raw.get("packages_absent") or raw.get("packages_any") or raw.get("not_listening"):
+        return Node(packages_absent=tuple(raw.get("packages_absent") or ()),
+                    packages_any=tuple(raw.get("packages_any") or ()),
+                    not_listening=tuple(str(p) for p in raw.get("not_listening") or ()))
+    keys = raw.get("keys") or ([raw["key"]] if raw.get("key") else [])
+    globs = raw.get("key_glob") or ()
+    if not keys and not globs:
+        raise CheckError(f"{where}: say what it checks with key, keys, key_glob, packages_absent, packages_any, "
+                         f"not_listening, all or any")
+    expect = raw.get("expect")
+    if not isinstance(expect, Mapping) or not expect or set(expect) - _EXPECT_KEYS:
+        raise CheckError(f"{where}: expect must be a mapping of {sorted(_EXPECT_KEYS)}")
+    missing = raw.get("missing", "na")
+    if missing not in ("na", "fail", "pass"):
+        raise CheckError(f"{where}: missing must be na, fail or pass")
+    for rx in (expect.get("matches"), expect.get("not_matches")):
+        if rx is not None:
+            try:
+                re.compile(str(rx))
+            except re.error as e:
+                raise CheckError(f"{where}: bad regular expression {rx!r}: {e}") from e
+    return Node(
+        keys=tuple(str(k) for k in keys),
+        key_glob=tuple([globs] if isinstance(globs, str) else globs),
+        default=None if raw.get("default") is None else str(raw["default"]),
+        missing=missing,
+        expect=Expect(dict(expect)),
+    )
+
+
+# ---- checks and the library --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Result:
+    status: Status
+    observed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    family: str
+    title: str
+    rationale: str
+    fix: str
+    severity: Severity
+    platforms: tuple[str, ...]
+    predicate: Node
+    when: Node | None = None
+    cis: str | None = None
+
+    def evaluate(self, view: HostView) -> Result:
+        if not view.ready:
+            return Result("na")
+        platform = view.platform
+        if platform is None and set(self.platforms) != set(PLATFORMS):
+            return Result("na")
+        if platform is not None and platform not in self.platforms:
+            return Result("na")
+        if self.when is not None and self.when.evaluate(view, {}) != "pass":
+            return Result("na")
+        seen: dict[str, str] = {}
+        status = self.predicate.evaluate(view, seen)
+        return Result(status, seen)
+
+
+@dataclass(frozen=True)
+class Library:
+    checks: tuple[Check, ...]
+
+    @property
+    def by_id(self) -> dict[str, Check]:
+        return {c.id: c for c in self.checks}
+
+    def families(self) -> dict[str, list[Check]]:
+        out: dict[str, list[Check]] = {}
+        for c in self.checks:
+            out.setdefault(c.family, []).append(c)
+        return out
+
+    def evaluate(self, view: HostView) -> dict[str, Result]:
+        return {c.id: c.evaluate(view) for c in self.checks}
+
+
+def load_library(path: Path | str | None = None) -> Library:
+    """Every check of a folder of YAML files (or one file); ids must be unique."""
+    root = Path(path) if path else CHECKS_DIR
+    files = sorted(root.glob("*.yaml")) if root.is_dir() else [root]
+    checks: list[Check] = []
+    seen: set[str] = set()
+    for f in files:
+        for c in _load_file(f):
+            if c.id in seen:
+                raise CheckError(f"{f}: check id {c.id} is used twice; ids must be unique")
+            seen.add(c.id)
+            checks.append(c)
+    return Library(tuple(checks))
+
+
+def _load_file(path: Path) -> list[Check]:
+    raw = yaml.safe_load(path.read_text()) or {}
+    family = str(raw.get("family") or path.stem)
+    defaults = raw.get("defaults") or {}
+    out = []
+    for i, r in enumerate(raw.get("checks") or []):
+        where = f"{path}: check {i + 1} ({r.get('id', '?')})"
+        r = {**defaults, **r}
+        for required in ("id", "title", "rationale", "fix"):
+            if not r.get(required):
+                raise CheckError(f"{where}: every check needs {required}")
+        try:
+            severity = Severity(r.get("severity", "medium"))
+        except ValueError as e:
+            raise CheckError(f"{where}: severity must be one of {[s.value for s in Severity]}") from e
+        platforms = tuple(r.get("platforms") or PLATFORMS)
+        if set(platforms) - set(PLATFORMS):
+            raise CheckError(f"{where}: platforms are {list(PLATFORMS)}")
+        body = {k: v for k, v in r.items() if k in _NODE_KEYS}
+        out.append(
+            Check(
+                id=str(r["id"]),
+                family=family,
+                title=str(r["title"]),
+                rationale=" ".join(str(r["rationale"]).split()),
+                fix=" ".join(str(r["fix"]).split()),
+                severity=severity,
+                platforms=platforms,
+                predicate=_node(body, where),
+                when=_node(r["when"], f"{where} when") if r.get("when") else None,
+                cis=None if r.get("cis") is None else str(r["cis"]),
+            )
+        )
+    return out
+
+
+def describe_values(observed: Mapping[str, str]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in observed.items()) or "nothing observed"
