@@ -1,7 +1,8 @@
 """`herdwatch anomalies [--follow]`: print findings from the anomaly topic, optionally filtered.
 
---format table (default), json, csv or ocsf (OCSF Detection Finding events, one JSON object a line;
-contract/ocsf.py, docs/ocsf.md).
+--format table (default: one line per finding), json (an array; with --follow one object a line), csv, or
+ocsf (OCSF Detection Finding events, one JSON object a line; contract/ocsf.py, docs/ocsf.md). --json prints
+one JSON object a line in both modes.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from storage.query_client import QueryResult
     from streams.follow import AnomalyFilter, follow, render
 
-    fmt = args.format or ("json" if args.json else "table")
+    fmt = args.format or ("jsonl" if args.json else "table")
     flt = AnomalyFilter(set(args.image), set(args.family), set(args.host), set(args.kind), args.severity)
     start = args.from_beginning or not args.follow
     found: list[dict[str, Any]] = []
@@ -72,24 +73,23 @@ def run(args: argparse.Namespace) -> int:
             shown += 1
             if fmt == "ocsf":
                 print(json.dumps(detection_finding(f, __version__), ensure_ascii=False), flush=True)
+            elif fmt == "jsonl" or (fmt == "json" and args.follow):  # --json: one JSON object a line
+                print(orjson.dumps(f).decode(), flush=True)
+            elif fmt == "table":
+                print(render(f), flush=True)
             elif not args.follow:
                 found.append(f)
-            elif fmt == "json":
-                print(orjson.dumps(f).decode(), flush=True)
             elif fmt == "csv":
                 if shown == 1:
                     print(_csv_line(COLUMNS), flush=True)
                 print(_csv_line(_row(f)), flush=True)
-            else:
-                print(render(f), flush=True)
     except KeyboardInterrupt:
         pass
-    if not args.follow and fmt != "ocsf":
-        if fmt == "json":
-            print(json.dumps(found, ensure_ascii=False, indent=2))
-        else:
-            result = QueryResult(COLUMNS, ["String"] * len(COLUMNS), [_row(f) for f in found])
-            print(render_table(result, fmt, args.max_width))
+    if not args.follow and fmt == "json":
+        print(json.dumps(found, ensure_ascii=False, indent=2))
+    elif not args.follow and fmt == "csv":
+        result = QueryResult(COLUMNS, ["String"] * len(COLUMNS), [_row(f) for f in found])
+        print(render_table(result, "csv", args.max_width))
     if not args.follow:
         print(f"{shown} finding(s)", file=sys.stderr)
     return 0

@@ -118,6 +118,16 @@ def test_two_deployments_share_a_broker_without_touching(kafka_broker: LocalKafk
                     events.append(orjson.loads(m.value()))
             ocsf.close()
             assert events and events[0]["class_uid"] == 2004 and events[0]["device"]["hostname"] == hosts[n]
+            # `herdwatch anomalies` reads its own deployment only, in any format
+            env = {**base, "HERDWATCH_KAFKA_BOOTSTRAP": kafka_broker.bootstrap, "HERDWATCH_DEPLOYMENT": n}
+            out = subprocess.run([HERDWATCH, "anomalies", "--format", "ocsf"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+            printed = [orjson.loads(line) for line in out.stdout.splitlines()]
+            assert printed and {e["device"]["hostname"] for e in printed} == {hosts[n]}, out.stderr
+            assert all(e["type_uid"] == 200401 for e in printed)
+            out = subprocess.run([HERDWATCH, "anomalies", "--format", "csv"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+            assert out.stdout.startswith("time,severity,kind,host_id") and hosts[n] in out.stdout, out.stderr
     finally:
         for p in procs:
             p.terminate()
