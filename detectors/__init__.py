@@ -20,10 +20,19 @@ from detectors.peers import PeerDeviation
 from detectors.policy import PolicyCheck
 from detectors.rarity import CohortRarity
 from detectors.rollout import RolloutTracker
+from detectors.self_history import SelfHistory
 from detectors.sequence import SequenceGap
 from detectors.types import Observation
 
-DETECTORS = (CohortRarity, PeerDeviation, MultivariateOutlier, ConfigDrift, PolicyCheck, RolloutTracker)
+DETECTORS = (
+    CohortRarity,
+    PeerDeviation,
+    MultivariateOutlier,
+    ConfigDrift,
+    PolicyCheck,
+    RolloutTracker,
+    SelfHistory,
+)
 """Every exported detector class (the conformance test runs over these)."""
 
 __all__ = [
@@ -44,6 +53,7 @@ __all__ = [
     "RolloutEvent",
     "RolloutStatus",
     "RolloutTracker",
+    "SelfHistory",
     "SequenceGap",
     "Severity",
 ]

@@ -26,16 +26,28 @@ from typing import Any
 from contract.findings import Finding, FindingKind, RolloutEvent, Severity
 from detectors.base import hhmmss, to_datetime
 from detectors.baseline import CohortBaseline
+from detectors.calibration import TailCalibrator, report_probability
 from detectors.drift import ConfigDrift
 from detectors.engine_config import EngineConfig
 from detectors.features import IMMEDIATE_KINDS, STATE_KINDS, describe, kind_of, split_state
+from detectors.hardening import PENDING_SUBJECT as HARDENING_PENDING
+from detectors.hardening import HardeningJudge
 from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
 from detectors.policy import PolicyCheck
 from detectors.rarity import CohortRarity, ImageHistory
 from detectors.records import PendingJudgement
 from detectors.rollout import RolloutTracker
-from detectors.store_keys import COHORT_SIZE, HISTORY, IMAGE, IMAGE_SUBJECT_PREFIX, PENDING, SUPPRESSED
+from detectors.self_history import SelfHistory
+from detectors.store_keys import (
+    COHORT_SIZE,
+    HISTORY,
+    IMAGE,
+    IMAGE_SUBJECT_PREFIX,
+    METRIC_HISTORY,
+    PENDING,
+    SUPPRESSED,
+)
 from detectors.suppression import Suppressor
 from detectors.types import Observation
 
@@ -95,10 +107,24 @@ class FamilyEngine:
             c.peer_window_s,
             baseline=b,
             min_peers=c.peer_min_peers,
+            window_intervals=c.peer_window_intervals,
         )
+        self.own = SelfHistory(
+            budget=c.alarm_budget,
+            alpha=c.self_history_alpha,
+            bucket_alpha=c.self_history_bucket_alpha,
+            warmup=c.self_history_warmup,
+            seasonal=c.self_history_seasonal,
+            baseline=b,
+        )
+        """Each host against its own metric history (alone without clones, with the peers otherwise)."""
+        self.peer_calibration = TailCalibrator()
+        self._metric_scores: dict[str, tuple[float, float, float]] = {}
+        self._own_saved: dict[str, float] = {}
         self.mv = MultivariateOutlier(
             min_hosts=c.mv_min_hosts,
             refit_s=c.mv_refit_s,
+            refit_reports=c.mv_refit_reports,
             window_s=c.peer_window_s,
             threshold=c.mv_threshold,
             min_z=c.mv_min_z,
@@ -114,6 +140,7 @@ class FamilyEngine:
             baseline=b,
         )
         self.suppress = Suppressor(self.store, c.suppress_s)
+        self.hardening = HardeningJudge(self, c.hardening_checks, c.osv_path, c.hardening_delay_s)
         self.now = 0.0
         self.last_scores: dict[str, float] = {}
         """Per-detector scores of the last processed observation (when record_scores is on)."""
@@ -136,6 +163,11 @@ class FamilyEngine:
         self.baseline.load()
         self._heap = []
         for key, value in list(self.store.items()):
+            if METRIC_HISTORY.holds(key) and self.baseline.owns(key):
+                (host,) = METRIC_HISTORY.parse(key)
+                self.own.restore(host, value)
+                self.peer_calibration.load(host, list(value.get("peer_calibration", [])))
+                continue
             if not (PENDING.holds(key) or SUPPRESSED.holds(key) or HISTORY.holds(key)) or not self.baseline.owns(key):
                 continue
             if HISTORY.holds(key):
@@ -177,6 +209,7 @@ class FamilyEngine:
                 out += self._stale_finding(host, image, family, stale, t)
         for f in obs.added:
             self._consider(image, host, f, t)
+        self.hardening.observe(obs, t)  # hardening checks and vulnerable packages: image first, then drift
         for f in obs.removed:
             kind = kind_of(f)
             if kind in IMMEDIATE_KINDS:
@@ -201,6 +234,9 @@ class FamilyEngine:
         b = self.baseline
         out = self._judge_due(t)
         for host in b.silent_hosts(t, self.host_timeout_s):  # silent too long: treated as gone
+            interval = self.peers.cadence.interval(host)
+            if interval is not None and t - b.hosts[host].last <= 3 * interval:
+                continue  # a host reporting every few minutes is silent only after three of its intervals
             self._seen_last(host, t)
             b.leave(host)
             self._forget(host)
@@ -226,9 +262,11 @@ class FamilyEngine:
             "rarity": round(self.rarity.score_one(obs), 4),
             "drift": round(self.drift.score_one(obs), 4),
             "policy": round(self.policy.score_one(obs), 4),
-            "peers": round(self.peers.score_one(obs), 4),
+            "peers": round(self._metric_scores.get(obs.host_id, (0.0, 0.0, 0.0))[1], 4),
             "multivariate": round(self._mv_scores.get(obs.host_id, 0.0), 4),
             "rollout": round(self.rollout.score_one(obs), 4),
+            "history": round(self._metric_scores.get(obs.host_id, (0.0, 0.0, 0.0))[0], 4),
+            "metric": round(self._metric_scores.get(obs.host_id, (0.0, 0.0, 0.0))[2], 4),
         }
 
     # ---- pending judgements -------------------------------------------------------------------------
@@ -324,6 +362,8 @@ class FamilyEngine:
         return out
 
     def _judge(self, image: str, f: str, e: PendingJudgement, now: float) -> list[Output] | None:
+        if f == HARDENING_PENDING:
+            return self.hardening.judge(image, e.hosts, now)
         b = self.baseline
         absent = f.startswith("-")
         feat = f[1:] if absent else f
@@ -608,44 +648,127 @@ class FamilyEngine:
         )
 
     def _metrics(self, obs: Observation, t: float) -> list[Output]:
+        """Metric findings: the peer view (cohorts with min_hosts) and the host's own history (every host).
+
+        Both are scored before the report is learned. Each detector's threshold is calibrated to
+        `alarm_budget` false alarms per 1,000 host-hours (the peers' never below peer_min_z).
+        """
         b = self.baseline
         image = obs.image_id
-        if b.n(image) < self.min_hosts:
-            return []
-        out: list[Output] = []
         host = obs.host_id
-        for metric, value in obs.metrics.items():
-            z, med, scale, peers = self.peers.deviation(image, metric, value, t)
-            deviating = z != 0.0 and abs(z) >= self.peers.min_z
-            streak = self.peers.update_streak(host, metric, deviating)
-            if deviating and streak >= self.peer_persistence:
-                sev = Severity.HIGH if abs(z) >= 3 * self.peers.min_z else Severity.MEDIUM
-                text = (
-                    f"{metric} = {value:g} on host {host} while the {peers} hosts of image {image} have a "
-                    f"median of {med:g} (robust z {z:.1f}, for {streak} consecutive reports). Its clones do "
-                    f"not do this: check what the host is running."
-                )
-                out += self._emit(
-                    FindingKind.METRIC_DEVIATION,
-                    host,
-                    image,
-                    obs.image_family,
-                    t,
-                    self.peers.z_score(z),
-                    sev,
-                    f"metric:{metric}",
-                    text,
-                    {
-                        "metric": metric,
-                        "value": value,
-                        "median": med,
-                        "scale": scale,
-                        "z": z,
-                        "peers": peers,
-                        "streak": streak,
-                    },
-                )
+        out: list[Output] = []
+        peer_z: dict[str, float] = {}
+        peer_view = False
+        peer_raw = 0.0
+        peer_thr = self.peers.min_z
+        interval = self.peers.cadence.interval(host)
+        if b.n(image) >= self.min_hosts:
+            if interval is not None:
+                p = report_probability(self.config.alarm_budget, interval)
+                calibrated = self.peer_calibration.threshold(host, p)
+                if calibrated is not None:
+                    peer_thr = max(peer_thr, calibrated)
+            for metric, value in obs.metrics.items():
+                z, med, scale, peers = self.peers.deviation(image, metric, value, t, host)
+                peer_view = peer_view or peers >= self.peers.min_peers
+                peer_z[metric] = z
+                peer_raw = max(peer_raw, abs(z))
+                deviating = z != 0.0 and abs(z) >= peer_thr
+                streak = self.peers.update_streak(host, metric, deviating)
+                if deviating and streak >= self.peer_persistence:
+                    sev = Severity.HIGH if abs(z) >= 3 * peer_thr else Severity.MEDIUM
+                    text = (
+                        f"{metric} = {value:g} on host {host} while the {peers} other hosts of image {image} have a "
+                        f"median of {med:g} (robust z {z:.1f}, for {streak} consecutive reports). Its clones do "
+                        f"not do this: check what the host is running."
+                    )
+                    out += self._emit(
+                        FindingKind.METRIC_DEVIATION,
+                        host,
+                        image,
+                        obs.image_family,
+                        t,
+                        self.peers.z_score(z, peer_thr),
+                        sev,
+                        f"metric:{metric}",
+                        text,
+                        {
+                            "metric": metric,
+                            "value": value,
+                            "median": med,
+                            "scale": scale,
+                            "z": z,
+                            "peers": peers,
+                            "streak": streak,
+                            "view": "peers",
+                        },
+                    )
+            if peer_view and peer_raw < peer_thr:
+                self.peer_calibration.add(host, peer_raw)
+        self.peers.observe(host, image, t, obs.metrics)
+        own_score = 0.0
+        if self.config.self_history_enabled:
+            raw, thr, top = self.own.observe(host, obs.metrics, t)
+            own_score = self.own.to_score(raw, thr)
+            # with peers, the host's own history alerts only for what also sets it apart from its clones
+            agreed = top is not None and (not peer_view or peer_z.get(top.metric, 0.0) >= 2.0)
+            if thr is not None and top is not None and raw >= thr and agreed:
+                out += self._own_finding(obs, top, raw, thr, t, peer_view)
+            if not agreed and peer_view:
+                own_score = min(own_score, self.peers.z_score(peer_z.get(top.metric, 0.0) if top else 0.0))
+            self._checkpoint(host, t)
+        peer_score = self.peers.z_score(peer_raw, peer_thr) if peer_view else 0.0
+        self._metric_scores[host] = (own_score, peer_score, max(own_score, peer_score))
         return out
+
+    def _own_finding(
+        self, obs: Observation, j: Any, raw: float, thr: float, t: float, peer_view: bool
+    ) -> list[Output]:
+        host = obs.host_id
+        b = self.baseline
+        scope = (
+            "and apart from its clones"
+            if peer_view
+            else f"(image {obs.image_id} has {b.n(obs.image_id)} host(s), too few to compare with)"
+        )
+        text = (
+            f"{j.metric} {j.value:.4g} on host {host}, its own usual {j.view} {self.own.usual(j)} "
+            f"(robust z {j.z:.1f}, above its calibrated {thr:.1f}) {scope}. Check what changed on the host."
+        )
+        return self._emit(
+            FindingKind.METRIC_DEVIATION,
+            host,
+            obs.image_id,
+            obs.image_family,
+            t,
+            self.own.to_score(raw, thr),
+            Severity.HIGH if raw >= 3 * thr else Severity.MEDIUM,
+            f"metric:{j.metric}",
+            text,
+            {
+                "metric": j.metric,
+                "value": j.value,
+                "usual_level": j.level,
+                "usual_spread": j.spread,
+                "z": j.z,
+                "threshold": thr,
+                "view": "self",
+                "usual_view": j.view,
+            },
+        )
+
+    def _checkpoint(self, host: str, t: float) -> None:
+        """Write the host's own history to the store every self_history_checkpoint_s of event time."""
+        last = self._own_saved.get(host)
+        if last is None:
+            self._own_saved[host] = t
+            return
+        if t - last < self.config.self_history_checkpoint_s:
+            return
+        self._own_saved[host] = t
+        data = self.own.dump(host)
+        data["peer_calibration"] = self.peer_calibration.to_json(host)
+        self.store[METRIC_HISTORY.key(host)] = data
 
     def _multivariate(self, image: str, t: float) -> list[Output]:
         b = self.baseline
@@ -699,6 +822,11 @@ class FamilyEngine:
     def _forget(self, host: str) -> None:
         self.suppress.forget_host(host)
         self.peers.forget(host)
+        self.own.forget(host)
+        self.peer_calibration.forget(host)
+        self._metric_scores.pop(host, None)
+        self._own_saved.pop(host, None)
+        self.store.pop(METRIC_HISTORY.key(host), None)
         self._mv_scores.pop(host, None)
         self._mv_seen.pop(host, None)
 

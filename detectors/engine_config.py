@@ -66,6 +66,17 @@ class EngineConfig:
     policies: str | None = field(
         default=None, metadata={"type": str, "doc": "path of a policy rule file (None: the shipped rules)"}
     )
+    hardening_checks: str | None = field(
+        default=None,
+        metadata={"type": str, "doc": "folder (or file) of hardening checks (None: the shipped detectors/checks)"},
+    )
+    osv_path: str | None = field(
+        default=None,
+        metadata={"type": str, "doc": "OSV data: a folder, .zip or .json (None: HERDWATCH_WORKER_OSV_PATH)"},
+    )
+    hardening_delay_s: float = _number(
+        30.0, "delay before an image's or host's new configuration is judged by the hardening checks", ge=0
+    )
     peer_min_z: float = _number(5.0, "robust z from which a metric deviates from its peers", gt=0)
     peer_min_rel: float = _number(0.5, "a deviation must also be this share of the peers' median", ge=0)
     peer_min_abs: Mapping[str, float] | None = field(
@@ -73,8 +84,26 @@ class EngineConfig:
         metadata={"type": Mapping, "doc": "per metric, the smallest difference that counts (None: the defaults)"},
     )
     peer_persistence: int = _integer(5, "consecutive deviating reports before a metric finding", ge=1)
-    peer_window_s: float = _number(180.0, "peers' reports older than this are not compared with", gt=0)
-    peer_min_peers: int = _integer(5, "reports a metric comparison needs", ge=1)
+    peer_window_s: float = _number(
+        180.0, "peers' reports at least this old are still compared with (the window also follows the cadence)", gt=0
+    )
+    peer_min_peers: int = _integer(3, "other hosts' reports a metric comparison needs", ge=1)
+    peer_window_intervals: float = _number(
+        3.0, "peers' reports older than this many of the host's reporting intervals are not compared with", gt=0
+    )
+    alarm_budget: float = _number(
+        1.0, "metric false alarms per 1,000 host-hours each metric detector is calibrated to", gt=0
+    )
+    self_history_enabled: bool = _flag(True, "judge each host's metrics against its own seasonal history")
+    self_history_alpha: float = _number(1e-4, "learning rate of a host's own overall level and spread", gt=0, le=1)
+    self_history_bucket_alpha: float = _number(
+        2e-3, "learning rate of a host's hour-of-day levels (day-of-week: a quarter of it)", gt=0, le=1
+    )
+    self_history_warmup: int = _integer(120, "reports of a host before its own history judges it", ge=2)
+    self_history_seasonal: bool = _flag(True, "hour-of-day and day-of-week views of a host's own history")
+    self_history_checkpoint_s: float = _number(
+        600.0, "how often a host's learned history is written to the store", gt=0
+    )
     history_s: float = _number(
         86400.0, "behaviour an image showed within this long is known, even if no live host shows it now", ge=0
     )
@@ -86,8 +115,13 @@ class EngineConfig:
         600.0, "after a report, more hosts gaining the same new behaviour within this long join its campaign", ge=0
     )
     mv_enabled: bool = _flag(True, "look for multivariate outliers (IsolationForest per cohort)")
-    mv_min_hosts: int = _integer(16, "reporting hosts a cohort needs for the multivariate model", ge=2)
-    mv_refit_s: float = _number(120.0, "how often the multivariate model is refitted", gt=0)
+    mv_min_hosts: int = _integer(8, "reporting hosts a cohort needs for the multivariate model", ge=2)
+    mv_refit_s: float = _number(
+        120.0, "least event time between two multivariate scorings (refits happen only at a scoring)", gt=0
+    )
+    mv_refit_reports: int = _integer(
+        24, "refit the multivariate model after this many new reports per host (or a report outside its range)", ge=1
+    )
     mv_threshold: float = _number(0.6, "isolation score from which a host is an outlier", ge=0, le=1)
     mv_min_z: float = _number(6.0, "robust z of the isolation score above the peers' scores", ge=0)
     mv_persistence: int = _integer(2, "distinct outlying reports in a row before a finding", ge=1)

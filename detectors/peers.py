@@ -1,7 +1,7 @@
 """Peer deviation: a host's metric far from its cohort's peers at the same time.
 
 Statistics are robust and across hosts, not over a host's own history: median and MAD of the latest
-value of every live host of the cohort (recomputed lazily every `refresh_s` of event time). A cohort-wide
+value of every other live host of the cohort, from reports made before the judged one (see the class). A cohort-wide
 traffic spike moves the median with it, so it does not alert; one host doing something its clones do not
 does. A deviation must be material (an absolute and a relative difference) and persist for
 `persistence` consecutive observations of that host.
@@ -10,10 +10,13 @@ does. A deviation must be material (an absolute and a relative difference) and p
 from __future__ import annotations
 
 import math
-from statistics import median
+from typing import Any
+
+import numpy as np
 
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
+from detectors.calibration import Cadence
 from detectors.store_keys import STREAKS
 from detectors.types import Observation
 
@@ -33,9 +36,21 @@ DEFAULT_MIN_ABS = {
 }
 """Minimum absolute difference from the peer median per metric (others: only the relative rule)."""
 
+KEEP = 3
+"""Reports kept per host: enough to find the one before the cut-off when reports are staggered."""
+
 
 class PeerDeviation(Detector):
-    """Robust z-score of a host's metric against its cohort's live peers."""
+    """Robust z-score of a host's metric against its cohort's peers' latest reports.
+
+    Cadence-free and order-free: the peers of a report at time t are the other live hosts of the cohort,
+    each with its latest report made at least half of the judged host's reporting interval before t and
+    at most `window_intervals` intervals (and at least `window_s` seconds) before that. The interval is the
+    median of the host's recent intervals (Cadence), so 10 s, 1 min and 5 min reports all work, and the
+    hosts reporting at the same moment never see each other's new values: the scores are the same
+    whatever the order in which they arrive, and the same when their reports are staggered by less than
+    half an interval (live) or aligned (backtest). A host's first report has no interval yet: not judged.
+    """
 
     name = "peers"
 
@@ -47,9 +62,10 @@ class PeerDeviation(Detector):
         persistence: int = 5,
         window_s: float = 180.0,
         refresh_s: float = 10.0,
-        min_peers: int = 5,
+        min_peers: int = 3,
         two_sided: bool = False,
         baseline: CohortBaseline | None = None,
+        window_intervals: float = 3.0,
     ) -> None:
         super().__init__(baseline)
         self.min_z = float(min_z)
@@ -58,37 +74,112 @@ class PeerDeviation(Detector):
         self.persistence = int(persistence)
         self.window_s = float(window_s)
         self.refresh_s = float(refresh_s)
+        """Unused (statistics are exact per cut-off time); kept so existing configurations still load."""
         self.min_peers = int(min_peers)
         self.two_sided = bool(two_sided)
-        self._stats: dict[tuple[str, str], tuple[float, float, int, float, int]] = {}
+        self.window_intervals = float(window_intervals)
+        self.cadence = Cadence()
+        self.recent: dict[str, dict[str, list[tuple[float, dict[str, float]]]]] = {}
+        """image -> host -> its last KEEP reports (time, metrics), oldest first."""
+        self._stats: dict[tuple[str, str], tuple[float, float, float, Any, dict[str, float]]] = {}
 
     def __getstate__(self) -> dict[str, object]:
         d = dict(self.__dict__)
         d["_stats"] = {}
         return d
 
-    def stats(self, image: str, metric: str, now: float) -> tuple[float, float, int]:
-        """(median, scale, peers) of a metric across the cohort's live hosts; scale is 1.4826 * MAD."""
-        key = (image, metric)
-        cached = self._stats.get(key)
-        version = self.baseline.version
-        if cached is not None and now - cached[3] < self.refresh_s and cached[4] == version:
-            return cached[0], cached[1], cached[2]
-        values = self.baseline.peer_values(image, metric, now, self.window_s)
-        if not values:
-            self._stats[key] = (0.0, 0.0, 0, now, version)
-            return 0.0, 0.0, 0
-        med = median(values)
-        mad = median([abs(v - med) for v in values])
-        scale = 1.4826 * mad
-        if scale == 0.0:
-            scale = sum(abs(v - med) for v in values) / len(values)
-        self._stats[key] = (med, scale, len(values), now, version)
-        return med, scale, len(values)
+    # ---- learning -------------------------------------------------------------------------------------
+    def learn_one(self, obs: Observation) -> None:
+        super().learn_one(obs)
+        if obs.gone:
+            self.forget(obs.host_id)
+        elif obs.metrics:
+            self.observe(obs.host_id, obs.image_id, obs.time.timestamp(), obs.metrics)
 
-    def deviation(self, image: str, metric: str, value: float, now: float) -> tuple[float, float, float, int]:
+    def observe(self, host: str, image: str, t: float, metrics: dict[str, float]) -> None:
+        """Keep a host's report (the engine calls this after scoring it)."""
+        self.cadence.observe(host, t)
+        for other, hosts in self.recent.items():
+            if other != image and host in hosts:  # re-imaged: it left its old cohort
+                del hosts[host]
+                self._stats = {k: v for k, v in self._stats.items() if k[0] != other}
+        reports = self.recent.setdefault(image, {}).setdefault(host, [])
+        if any(k[0] == image and v[0] >= t for k, v in self._stats.items()):
+            self._stats = {k: v for k, v in self._stats.items() if k[0] != image}  # it falls before a cut-off
+        reports.append((t, dict(metrics)))
+        reports.sort(key=lambda r: r[0])
+        if len(reports) > KEEP:
+            del reports[0]
+
+    def forget(self, host: str) -> None:
+        self.cadence.forget(host)
+        for image, hosts in self.recent.items():
+            if hosts.pop(host, None) is not None:
+                self._stats = {k: v for k, v in self._stats.items() if k[0] != image}
+        self.baseline.store.pop(STREAKS.key(host), None)
+
+    # ---- statistics -----------------------------------------------------------------------------------
+    def cutoff(self, host: str | None, t: float) -> tuple[float, float]:
+        """(cut-off time, window) of the peer reports a report of `host` at t is compared with.
+
+        Without a known interval (the host's first report) the cohort's median interval is used, and with
+        none known either, every report up to t within `window_s`. Without a host (a standalone query):
+        every host's latest report, if made at most `window_s` before t (cut-off inf)."""
+        if host is None:
+            return math.inf, self.window_s
+        interval = self.cadence.interval(host)
+        if interval is None:
+            known = [g for g in (self.cadence.interval(h) for h in self.cadence.gaps) if g is not None]
+            if not known:
+                return t, self.window_s
+            interval = float(np.median(known))
+        return t - interval / 2.0, max(self.window_s, self.window_intervals * interval)
+
+    def _values(
+        self, image: str, metric: str, cut: float, window: float, now: float
+    ) -> tuple[Any, dict[str, float]]:
+        key = (image, metric)
+        ref = now if math.isinf(cut) else cut
+        cached = self._stats.get(key)
+        if cached is not None and cached[0] == cut and cached[1] == window and cached[2] == ref:
+            return cached[3], cached[4]
+        by_host: dict[str, float] = {}
+        recent = self.recent.get(image, {})
+        latest = self.baseline.metrics.get(image, {})
+        for host in {*recent, *latest}:
+            reports = recent.get(host, [])
+            if host in latest and (not reports or latest[host][0] > reports[-1][0]):
+                reports = [*reports, latest[host]]  # learned by a detector sharing this baseline
+            for rt, values in reversed(reports):
+                if rt <= cut:
+                    if ref - rt <= window and metric in values:
+                        by_host[host] = values[metric]
+                    break
+        arr = np.sort(np.fromiter(by_host.values(), dtype=float, count=len(by_host)))
+        self._stats[key] = (cut, window, ref, arr, by_host)
+        return arr, by_host
+
+    def stats(self, image: str, metric: str, now: float, host: str | None = None) -> tuple[float, float, int]:
+        """(median, scale, peers) of a metric across the cohort's other hosts; scale is 1.4826 * MAD."""
+        cw = self.cutoff(host, now)
+        arr, by_host = self._values(image, metric, cw[0], cw[1], now)
+        if host is not None and host in by_host:
+            i = int(np.searchsorted(arr, by_host[host]))
+            arr = np.delete(arr, i)
+        if arr.size == 0:
+            return 0.0, 0.0, 0
+        med = float(np.median(arr))
+        dev = np.abs(arr - med)
+        scale = 1.4826 * float(np.median(dev))
+        if scale == 0.0:
+            scale = float(dev.mean())
+        return med, scale, int(arr.size)
+
+    def deviation(
+        self, image: str, metric: str, value: float, now: float, host: str | None = None
+    ) -> tuple[float, float, float, int]:
         """(z, median, scale, peers); z is 0 when the difference is not material or peers are too few."""
-        med, scale, n = self.stats(image, metric, now)
+        med, scale, n = self.stats(image, metric, now, host)
         if n < self.min_peers:
             return 0.0, med, scale, n
         diff = value - med
@@ -99,20 +190,24 @@ class PeerDeviation(Detector):
         z = diff / max(scale, 0.05 * abs(med), 1e-9)
         return z, med, scale, n
 
-    def z_score(self, z: float) -> float:
-        """Map |z| to [0, 1): 0.5 at the alert threshold."""
-        return 1.0 - math.exp(-abs(z) * math.log(2) / self.min_z)
+    def raw(self, host: str, image: str, metrics: dict[str, float], t: float) -> float:
+        """The largest material z over a report's metrics (0.0 when none deviates or peers are too few)."""
+        best = 0.0
+        for metric, value in metrics.items():
+            z = abs(self.deviation(image, metric, value, t, host)[0])
+            if z > best:
+                best = z
+        return best
+
+    def z_score(self, z: float, threshold: float | None = None) -> float:
+        """Map |z| to [0, 1): 0.5 at the alert threshold (`min_z` unless a calibrated one is given)."""
+        thr = self.min_z if threshold is None else threshold
+        return 1.0 - math.exp(-abs(z) * math.log(2) / thr)
 
     def score_one(self, obs: Observation) -> float:
         if not obs.metrics:
             return 0.0
-        now = obs.time.timestamp()
-        best = 0.0
-        for metric, value in obs.metrics.items():
-            z = self.deviation(obs.image_id, metric, value, now)[0]
-            if z:
-                best = max(best, self.z_score(z))
-        return best
+        return self.z_score(self.raw(obs.host_id, obs.image_id, obs.metrics, obs.time.timestamp()))
 
     def update_streak(self, host: str, metric: str, deviating: bool) -> int:
         """Consecutive deviating observations of (host, metric); writes only when it changes."""
@@ -131,6 +226,3 @@ class PeerDeviation(Detector):
             else:
                 self.baseline.store.pop(key, None)
         return new
-
-    def forget(self, host: str) -> None:
-        self.baseline.store.pop(STREAKS.key(host), None)

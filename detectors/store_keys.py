@@ -17,6 +17,8 @@ shares its store with others picks out its own keys.
     STREAKS          k|<host>               {metric: consecutive deviating reports}
     ROLLOUT          r|<family>             RolloutState
     HISTORY          y|<image>|<feature>    FeatureHistory: behaviour the image has shown within history_s
+    METRIC_HISTORY   z|<host>               the host's own metric history and metric calibration
+                                            (written every history_checkpoint_s)
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ SUPPRESSED = KeyFamily("s", ("host", "subject"))
 STREAKS = KeyFamily("k", ("host",))
 ROLLOUT = KeyFamily("r", ("family",))
 HISTORY = KeyFamily("y", ("image", "feature"))
+METRIC_HISTORY = KeyFamily("z", ("host",))
 
 KEY_FAMILIES = (
     HOST,
@@ -89,6 +92,7 @@ KEY_FAMILIES = (
     STREAKS,
     ROLLOUT,
     HISTORY,
+    METRIC_HISTORY,
 )
 _BY_TAG = {kf.tag: kf for kf in KEY_FAMILIES}
 

@@ -63,8 +63,22 @@ def rollout_fleet(rng: random.Random) -> tuple[list[Observation], dict[str, Obse
     return learn, {h: o for h, o in last.items()}
 
 
+def history_fleet(rng: random.Random) -> tuple[list[Observation], dict[str, Observation]]:
+    """Hosts with their own history (800 reports a minute apart); the outlier's last report is far from it."""
+    learn, last = [], {}
+    for i in range(12):
+        host = f"ami-c-h{i:02d}"
+        for k in range(800):
+            m = {"cpu_pct": rng.gauss(30 + i, 2), "mem_pct": rng.gauss(50, 2)}
+            learn.append(obs(host, "ami-c", k * 60.0, metrics=m, family="c", first=k == 0))
+        spike = {"cpu_pct": 95.0, "mem_pct": 50.0} if host == "ami-c-h07" else {"cpu_pct": 31.0 + i, "mem_pct": 51.0}
+        last[host] = obs(host, "ami-c", 800 * 60.0, metrics=spike, family="c")
+    return learn, last
+
+
 FLEETS: dict[type, tuple[Callable[[random.Random], tuple[list[Observation], dict[str, Observation]]], str]] = {
     detectors.RolloutTracker: (rollout_fleet, "old-17"),
+    detectors.SelfHistory: (history_fleet, "ami-c-h07"),  # its own history, not the cohort, is what it knows
 }
 
 

@@ -1,0 +1,218 @@
+"""Self-history: each host against its own normal, for every host (with or without clones).
+
+Per host and metric, a robust level and spread learned online in several views: all reports (`global`),
+the hour of the day (24 buckets, UTC) and the day of the week (7 buckets). Each view is an exponentially
+weighted mean and mean absolute deviation (x 1.2533, a standard deviation for normal data) of the
+values, with each update clipped to level +- `clip_z` spreads, so one spike barely moves it. A value is
+judged against every view that has warmed up and counts as unusual only if it is unusual in all of them
+(z = the smallest of the views' robust z): a daily peak is usual for its hour, a quiet Sunday for its day.
+
+The host's raw score is the largest z over its metrics. Its threshold is not a fixed z: a TailCalibrator
+learns the distribution of the host's raw scores on unflagged reports and fires above the score that
+matches `budget` false alarms per 1,000 host-hours at the host's own reporting interval (Cadence).
+score_one maps raw to [0, 1): 1 - 2^(-raw / threshold), 0.5 at the threshold, 0.0 while warming up.
+
+It does not learn from what it flags: a flagged report updates the views with a tenth of the weight (a
+lasting change of level is absorbed slowly, a spike hardly at all) and is not counted for calibration.
+
+Memory per host: at most `max_metrics` metrics x 32 views x 3 numbers, one histogram, a few intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from detectors.base import Detector
+from detectors.baseline import CohortBaseline
+from detectors.calibration import Cadence, TailCalibrator, report_probability
+from detectors.types import Observation
+
+VIEWS = 1 + 24 + 7
+"""global, 24 hours of the day, 7 days of the week."""
+_MAD_TO_SIGMA = 1.4826
+"""sigma / median absolute deviation for normal data."""
+_MEAN_ABS_TO_MAD = 1.2533 / 1.4826
+"""(mean absolute deviation / median absolute deviation) for normal data: the spread is kept as a MAD."""
+
+
+def views_of(t: float) -> tuple[int, int]:
+    """(hour-of-day view, day-of-week view) indices for event time t (UTC; Monday is day 0)."""
+    hour = int(t // 3600) % 24
+    dow = int(t // 86400 + 3) % 7
+    return 1 + hour, 25 + dow
+
+
+@dataclass(frozen=True)
+class MetricJudgement:
+    """How far one metric is from its host's own usual: z and the usual range of the view that judged."""
+
+    metric: str
+    value: float
+    z: float
+    level: float
+    spread: float
+    view: str
+
+
+class SelfHistory(Detector):
+    """Each host's metrics against its own robust, seasonal history; thresholds calibrated to a budget."""
+
+    name = "history"
+
+    def __init__(
+        self,
+        budget: float = 1.0,
+        alpha: float = 1e-4,
+        bucket_alpha: float = 2e-3,
+        warmup: int = 120,
+        bucket_warmup: int = 10,
+        clip_z: float = 4.0,
+        min_rel: float = 0.01,
+        min_spread: float = 1e-3,
+        seasonal: bool = True,
+        max_metrics: int = 64,
+        calibrate_min: int = 500,
+        baseline: CohortBaseline | None = None,
+    ) -> None:
+        super().__init__(baseline)
+        self.budget = float(budget)
+        self.alpha = float(alpha)
+        self.bucket_alpha = float(bucket_alpha)
+        self.warmup = int(warmup)
+        self.bucket_warmup = int(bucket_warmup)
+        self.clip_z = float(clip_z)
+        self.min_rel = float(min_rel)
+        self.min_spread = float(min_spread)
+        self.seasonal = bool(seasonal)
+        self.max_metrics = int(max_metrics)
+        self.state: dict[str, dict[str, list[float]]] = {}
+        """host -> metric -> [level, spread, n] x VIEWS."""
+        self.cadence = Cadence()
+        self.calibrator = TailCalibrator(min_count=calibrate_min)
+
+    # ---- scoring ------------------------------------------------------------------------------------
+    def judge(self, host: str, metric: str, value: float, t: float) -> MetricJudgement | None:
+        """The metric's robust z against the host's warm views (None while none is warm)."""
+        s = self.state.get(host, {}).get(metric)
+        if s is None or s[2] < self.warmup:
+            return None  # judged only once the host's whole history (the global view) has warmed up
+        best: MetricJudgement | None = None
+        for view, name in self._views(t):
+            i = 3 * view
+            n = s[i + 2]
+            if n < (self.warmup if view == 0 else self.bucket_warmup):
+                continue
+            level, spread = s[i], _MAD_TO_SIGMA * s[i + 1]
+            scale = max(spread, self.min_rel * abs(level), self.min_spread)
+            z = abs(value - level) / scale
+            if best is None or z < best.z:
+                best = MetricJudgement(metric, value, z, level, spread, name)
+        return best
+
+    def raw(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, MetricJudgement | None]:
+        """(largest z over the metrics, the judgement that gave it)."""
+        top: MetricJudgement | None = None
+        for metric, value in metrics.items():
+            j = self.judge(host, metric, value, t)
+            if j is not None and (top is None or j.z > top.z):
+                top = j
+        return (top.z if top else 0.0), top
+
+    def threshold(self, host: str) -> float | None:
+        """The host's calibrated raw threshold (None while calibrating or before its cadence is known)."""
+        interval = self.cadence.interval(host)
+        if interval is None:
+            return None
+        return self.calibrator.threshold(host, report_probability(self.budget, interval))
+
+    def to_score(self, raw: float, threshold: float | None) -> float:
+        if threshold is None or raw <= 0.0:
+            return 0.0
+        return 1.0 - math.exp(-raw * math.log(2) / max(threshold, 1e-9))
+
+    def score_one(self, obs: Observation) -> float:
+        if not obs.metrics:
+            return 0.0
+        raw, _ = self.raw(obs.host_id, obs.metrics, obs.time.timestamp())
+        return self.to_score(raw, self.threshold(obs.host_id))
+
+    # ---- learning -----------------------------------------------------------------------------------
+    def learn_one(self, obs: Observation) -> None:
+        if obs.gone:
+            self.forget(obs.host_id)
+            return
+        if obs.metrics:
+            self.observe(obs.host_id, obs.metrics, obs.time.timestamp())
+
+    def observe(
+        self, host: str, metrics: dict[str, float], t: float
+    ) -> tuple[float, float | None, MetricJudgement | None]:
+        """Score one report, then learn it: (raw, threshold, top judgement). Flagged reports count a tenth."""
+        raw, top = self.raw(host, metrics, t)
+        thr = self.threshold(host)
+        flagged = thr is not None and raw >= thr
+        if top is not None and not flagged:
+            self.calibrator.add(host, raw)
+        self.cadence.observe(host, t)
+        self._learn(host, metrics, t, 0.1 if flagged else 1.0)
+        return raw, thr, top
+
+    def _views(self, t: float) -> list[tuple[int, str]]:
+        if not self.seasonal:
+            return [(0, "overall")]
+        hour, dow = views_of(t)
+        return [(0, "overall"), (hour, "at this hour"), (dow, "on this weekday")]
+
+    def _learn(self, host: str, metrics: dict[str, float], t: float, weight: float) -> None:
+        per_host = self.state.get(host)
+        if per_host is None:
+            per_host = self.state[host] = {}
+        for metric, value in metrics.items():
+            s = per_host.get(metric)
+            if s is None:
+                if len(per_host) >= self.max_metrics:
+                    continue
+                s = per_host[metric] = [0.0] * (3 * VIEWS)
+            for view, _ in self._views(t):
+                i = 3 * view
+                n = s[i + 2] + 1.0
+                s[i + 2] = n
+                base = self.alpha if view == 0 else self.bucket_alpha if view <= 24 else self.bucket_alpha / 4
+                a = weight * max(1.0 / n, base)
+                if n == 1.0:
+                    s[i] = value
+                    continue
+                level, spread = s[i], s[i + 1]
+                d = value - level
+                if n > (self.warmup if view == 0 else self.bucket_warmup):  # warm: one value moves it little
+                    limit = self.clip_z * max(_MAD_TO_SIGMA * spread, self.min_rel * abs(level), self.min_spread)
+                    d = max(-limit, min(limit, d))
+                s[i] = level + a * d
+                s[i + 1] = spread + a * (abs(d) / _MEAN_ABS_TO_MAD - spread)
+
+    def forget(self, host: str) -> None:
+        self.state.pop(host, None)
+        self.cadence.forget(host)
+        self.calibrator.forget(host)
+
+    # ---- explanations and durable state --------------------------------------------------------------
+    @staticmethod
+    def usual(j: MetricJudgement) -> str:
+        lo = j.level - 2 * j.spread
+        hi = j.level + 2 * j.spread
+        return f"{lo:.4g}-{hi:.4g}"
+
+    def dump(self, host: str) -> dict[str, Any]:
+        """The host's whole learned state as JSON-able data (`restore` reads it back)."""
+        return {
+            "metrics": {m: [round(x, 6) for x in s] for m, s in self.state.get(host, {}).items()},
+            "cadence": self.cadence.to_json(host),
+            "calibration": self.calibrator.to_json(host),
+        }
+
+    def restore(self, host: str, data: dict[str, Any]) -> None:
+        self.state[host] = {str(m): [float(x) for x in s] for m, s in dict(data.get("metrics", {})).items()}
+        self.cadence.load(host, list(data.get("cadence", [])))
+        self.calibrator.load(host, list(data.get("calibration", [])))
