@@ -183,7 +183,7 @@ class Node:
             results = [n.evaluate(view, seen) for n in (self.all or self.any)]
             known = [r for r in results if r != "na"]
             if not known:
-                return "na"
+                return "na" if self.missing == "na" else self.missing
             if self.all:
                 return "fail" if "fail" in known else "pass"
             return "pass" if "pass" in known else "fail"
@@ -237,7 +237,10 @@ def _node(raw: Mapping[str, Any], where: str) -> Node:
         raise CheckError(f"{where}: unknown field(s) {sorted(unknown)}; a predicate has {sorted(_NODE_KEYS)}")
     if raw.get("all") or raw.get("any"):
         subs = tuple(_node(r, where) for r in (raw.get("all") or raw.get("any") or ()))
-        return Node(all=subs) if raw.get("all") else Node(any=subs)
+        missing = raw.get("missing", "na")  # when none of them can be judged
+        if missing not in ("na", "fail", "pass"):
+            raise CheckError(f"{where}: missing must be na, fail or pass")
+        return Node(all=subs, missing=missing) if raw.get("all") else Node(any=subs, missing=missing)
     if raw.get("packages_absent") or raw.get("packages_any") or raw.get("not_listening"):
         return Node(packages_absent=tuple(raw.get("packages_absent") or ()),
                     packages_any=tuple(raw.get("packages_any") or ()),
@@ -374,3 +377,320 @@ def _load_file(path: Path) -> list[Check]:
 
 def describe_values(observed: Mapping[str, str]) -> str:
     return ", ".join(f"{k} = {v}" for k, v in observed.items()) or "nothing observed"
+
+
+# ---- judging images and hosts inside the FamilyEngine ------------------------------------------------
+PENDING_SUBJECT = "hardening:"
+"""The engine's PENDING key of an image's hardening judgement: p|<image>|hardening: (hosts = those that changed)."""
+OSV_REFRESH_S = 300.0
+_RANK = {Severity.INFO: 0, Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
+VULN_SEVERITY = Severity.HIGH
+MAX_LISTED = 50
+
+
+@dataclass(frozen=True)
+class Vulnerable:
+    """An installed package version with the advisories that affect it."""
+
+    package: str
+    installed: str
+    fixed: str | None
+    advisories: tuple[str, ...]
+
+    def text(self) -> str:
+        fixed = f"fixed in {self.fixed}" if self.fixed else "no fixed version yet"
+        return f"{self.package} {self.installed} ({', '.join(self.advisories)}; {fixed})"
+
+
+def vulnerabilities(db: Any, view: HostView) -> dict[str, Vulnerable]:
+    """package -> Vulnerable for every installed package OSV data says is affected."""
+    from detectors.osv import Platform
+    from detectors.versions import compare
+
+    os_id = view.cfg.get("os.id")
+    if db is None or not os_id:
+        return {}
+    platform = Platform(os_id, view.cfg.get("os.version_id", ""))
+    out = {}
+    for name, version in sorted(view.pkg.items()):
+        matches = db.match(platform, name, version)
+        if matches:
+            ids = tuple(dict.fromkeys(i for m in matches for i in m.ids))
+            fixed = None  # the highest fixed version fixes every advisory listed
+            for m in matches:
+                if m.fixed and (fixed is None or compare(platform.scheme or "dpkg", m.fixed, fixed) > 0):
+                    fixed = m.fixed
+            out[name] = Vulnerable(name, version, fixed, ids)
+    return out
+
+
+def image_features(counts: Mapping[str, list[float]], n: int, majority: float) -> list[str]:
+    """An image's view from its cohort: per configuration key or package the value most hosts have (ties: the
+    value seen first, i.e. the image's first hosts), plus the behaviour most hosts show."""
+    best: dict[tuple[str, str], tuple[float, float, str]] = {}
+    out = []
+    for f, (count, first) in counts.items():
+        kind = kind_of(f)
+        if kind in ("cfg", "pkg"):
+            _, key, _ = split_state(f)
+            cur = best.get((kind, key))
+            if cur is None or (count, -first) > (cur[0], -cur[1]):
+                best[(kind, key)] = (count, first, f)
+        elif kind == "listen" and n and count / n >= majority:
+            out.append(f)
+    return out + [f for _, _, f in best.values()]
+
+
+class HardeningJudge:
+    """The engine's hardening work: an image is assessed once from its first hosts (image-level findings name
+    the image and its bake pipeline); a host is reported only where it is weaker than its image (drift, with
+    the image's and the host's values); the new image of a rollout is compared with the image it replaces
+    (one finding at its first host for what it newly fails or newly brings vulnerable)."""
+
+    def __init__(self, engine: Any, checks: str | None, osv_path: str | None, delay_s: float) -> None:
+        import os
+
+        from detectors.osv import ENV_PATH, OsvDatabase
+
+        self.engine = engine
+        self.library = load_library(checks)
+        path = osv_path or os.environ.get(ENV_PATH) or None
+        self.osv = OsvDatabase.load(path) if path else None
+        self.delay_s = float(delay_s)
+        self._osv_checked = 0.0
+        self._ports = {p for c in self.library.checks for p in _ports(c.predicate)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    # ---- scheduling --------------------------------------------------------------------------------
+    def relevant(self, obs: Any) -> bool:
+        for f in (*obs.added, *obs.removed):
+            kind = kind_of(f)
+            if kind in ("cfg", "pkg"):
+                return True
+            if kind == "listen" and f[len("listen:") :].partition("@")[0] in self._ports:
+                return True
+        return False
+
+    def observe(self, obs: Any, t: float) -> None:
+        """A host's configuration, packages or relevant listeners changed: judge its image and it soon."""
+        if obs.gone or not self.relevant(obs):
+            return
+        import heapq
+        from dataclasses import replace
+
+        from detectors.records import PendingJudgement
+        from detectors.store_keys import PENDING
+
+        eng = self.engine
+        key = PENDING.key(obs.image_id, PENDING_SUBJECT)
+        stored = eng.store.get(key)
+        if stored is None:
+            e = PendingJudgement(first=t, grown=t, delay=self.delay_s, hosts={obs.host_id: t})
+            heapq.heappush(eng._heap, (e.due(0.0), obs.image_id, PENDING_SUBJECT))
+        else:
+            old = PendingJudgement.from_json(stored)
+            if obs.host_id in old.hosts:
+                return
+            e = replace(old, hosts={**old.hosts, obs.host_id: t})
+        eng.store[key] = e.to_json()
+
+    # ---- judging -----------------------------------------------------------------------------------
+    def view(self, image: str) -> HostView:
+        b = self.engine.baseline
+        return HostView.from_features(image_features(b.counts.get(image, {}), b.n(image), self.engine.majority))
+
+    def judge(self, image: str, hosts: Iterable[str], now: float) -> list[Any]:
+        eng = self.engine
+        b = eng.baseline
+        members = sorted(b.members.get(image, ()), key=lambda h: (b.hosts[h].first, h))
+        if not members:
+            return []
+        if self.osv is not None and now - self._osv_checked >= OSV_REFRESH_S:
+            self._osv_checked = now
+            self.osv.refresh()
+        family = b.hosts[members[0]].family
+        first = members[0]
+        view = self.view(image)
+        if not view.ready:
+            return []
+        results = self.library.evaluate(view)
+        vulns = vulnerabilities(self.osv, view)
+        out: list[Any] = []
+        st = eng.rollout.state(family)
+        if st is not None and st.new == image and st.old != image:
+            out += self._qualify(image, st.old, family, first, view, results, vulns, now)
+        else:
+            out += self._image_findings(image, family, first, results, vulns, now)
+        for h in hosts:
+            rec = b.hosts.get(h)
+            if rec is not None and rec.image == image:
+                out += self._host_findings(h, image, family, view, results, vulns, now)
+        return out
+
+    def _image_findings(self, image: str, family: str, host: str, results: Mapping[str, Result],
+                        vulns: Mapping[str, Vulnerable], now: float) -> list[Any]:
+        from contract.findings import FindingKind
+        from detectors.store_keys import IMAGE_SUBJECT_PREFIX
+
+        eng = self.engine
+        out: list[Any] = []
+        n = eng.baseline.n(image)
+        for check in self.library.checks:
+            r = results[check.id]
+            if r.status != "fail":
+                continue
+            cis = f" (CIS {check.cis})" if check.cis else ""
+            text = (
+                f"{check.title}{cis} on image {image}: {describe_values(r.observed)}. Assessed once for the image "
+                f"(first seen on host {host}; {n} host(s) run it): every host cloned from it has this, so fix it "
+                f"where image {image} is built (its bake pipeline), not host by host: {check.fix}. Why: "
+                f"{check.rationale}"
+            )
+            out += eng._emit(
+                FindingKind.POLICY_VIOLATION, host, image, family, now, _score(check.severity), check.severity,
+                f"hardening:{check.id}", text,
+                {"check": check.id, "family": check.family, "cis": check.cis, "scope": "image",
+                 "observed": r.observed, "fix_in": f"bake pipeline of image {image}"},
+                suppress_as=IMAGE_SUBJECT_PREFIX + image, suppress_for=float("inf"),
+            )
+        for v in vulns.values():
+            hosts = self._hosts_with(image, f"pkg:{v.package}={v.installed}")
+            others = self._other_images(image, family, v)
+            text = (
+                f"vulnerable package {v.text()} in image {image} (first seen on host {host}); on host(s) "
+                f"{_few(hosts)}" + (f"; also in image(s) {_few(others)}" if others else "")
+                + f". Rebuild image {image} with the fixed version and replace its hosts."
+            )
+            out += eng._emit(
+                FindingKind.POLICY_VIOLATION, host, image, family, now, _score(VULN_SEVERITY), VULN_SEVERITY,
+                f"vuln:{v.package}={v.installed}", text,
+                {"scope": "image", "package": v.package, "installed": v.installed, "fixed": v.fixed,
+                 "advisories": list(v.advisories), "hosts": hosts[:MAX_LISTED], "images": [image, *others],
+                 "fix_in": f"bake pipeline of image {image}"},
+                suppress_as=IMAGE_SUBJECT_PREFIX + image, suppress_for=float("inf"),
+            )
+        return out
+
+    def _qualify(self, image: str, old: str, family: str, host: str, view: HostView, results: Mapping[str, Result],
+                 vulns: Mapping[str, Vulnerable], now: float) -> list[Any]:
+        """The new image of a rollout against the image it replaces: one finding for what it makes worse."""
+        from contract.findings import FindingKind
+        from detectors.store_keys import IMAGE_SUBJECT_PREFIX
+
+        eng = self.engine
+        old_view = self.view(old)
+        if not old_view.ready:
+            return []
+        old_results = self.library.evaluate(old_view)
+        old_vulns = vulnerabilities(self.osv, old_view)
+        who = IMAGE_SUBJECT_PREFIX + image
+        worse = [c for c in self.library.checks
+                 if results[c.id].status == "fail" and old_results[c.id].status != "fail"
+                 and eng.suppress.allow(who, f"hardening:{c.id}", now, float("inf"))]
+        new_vulns = [v for v in vulns.values()
+                     if not set(v.advisories) <= set(old_vulns[v.package].advisories if v.package in old_vulns else ())
+                     and eng.suppress.allow(who, f"vuln:{v.package}={v.installed}", now, float("inf"))]
+        if not worse and not new_vulns:
+            return []
+        parts = []
+        for c in worse:
+            before = describe_values(old_results[c.id].observed)
+            after = describe_values(results[c.id].observed)
+            parts.append(f"{c.id}: {c.title} (was {before}; now {after})")
+        for v in new_vulns:
+            was = old_view.pkg.get(v.package)
+            parts.append(f"vulnerable {v.text()}" + (f" (image {old} has {was})" if was else " (new package)"))
+        severity = max([c.severity for c in worse] + [VULN_SEVERITY] * bool(new_vulns), key=_RANK.__getitem__)
+        text = (
+            f"rollout of image {image} in family {family}, replacing image {old}, makes hardening worse (seen on "
+            f"its first host {host}, {eng.baseline.n(image)} host(s) so far): " + "; ".join(parts)
+            + f". Hold the rollout and fix the bake pipeline of image {image}; everything else it brings is as "
+            f"image {old} had it."
+        )
+        return eng._emit(
+            FindingKind.POLICY_VIOLATION, host, image, family, now, _score(severity), severity,
+            "hardening:rollout", text,
+            {"scope": "image", "rollout": {"old": old, "new": image},
+             "checks": [{"check": c.id, "cis": c.cis, "before": old_results[c.id].observed,
+                         "after": results[c.id].observed} for c in worse],
+             "vulnerable": [{"package": v.package, "installed": v.installed, "fixed": v.fixed,
+                             "advisories": list(v.advisories), "before": old_view.pkg.get(v.package)}
+                            for v in new_vulns],
+             "fix_in": f"bake pipeline of image {image}"},
+            suppress_as=who, suppress_for=0.0,
+        )
+
+    def _host_findings(self, host: str, image: str, family: str, image_view: HostView,
+                       image_results: Mapping[str, Result], image_vulns: Mapping[str, Vulnerable],
+                       now: float) -> list[Any]:
+        from contract.findings import FindingKind
+
+        eng = self.engine
+        view = HostView.from_features(eng.baseline.host_features(host))
+        if not view.ready:
+            return []
+        out: list[Any] = []
+        for check in self.library.checks:
+            if image_results[check.id].status == "fail":
+                continue  # the image's problem, reported once for the image
+            r = check.evaluate(view)
+            if r.status != "fail":
+                continue
+            before = image_results[check.id].observed or {k: ABSENT for k in r.observed}
+            changed = {k: v for k, v in r.observed.items() if before.get(k) != v} or r.observed
+            text = (
+                f"{check.title} on host {host}, unlike its image {image}: "
+                + ", ".join(f"{k} = {v} (image: {before.get(k, ABSENT)})" for k, v in changed.items())
+                + f". The image passes this check; the host changed after it was cloned. Fix: {check.fix}, and "
+                f"find out who changed it."
+            )
+            out += eng._emit(
+                FindingKind.POLICY_VIOLATION, host, image, family, now, _score(check.severity), check.severity,
+                f"hardening:{check.id}", text,
+                {"check": check.id, "family": check.family, "cis": check.cis, "scope": "host",
+                 "before": {k: before.get(k, ABSENT) for k in changed}, "after": changed},
+            )
+        for v in vulnerabilities(self.osv, view).values():
+            mine = image_vulns.get(v.package)
+            if mine is not None and mine.installed == v.installed:
+                continue
+            was = image_view.pkg.get(v.package)
+            text = (
+                f"vulnerable package {v.text()} on host {host}, unlike its image {image} "
+                f"({'which has ' + was if was else 'which does not have it'}). Upgrade it or replace the host."
+            )
+            out += eng._emit(
+                FindingKind.POLICY_VIOLATION, host, image, family, now, _score(VULN_SEVERITY), VULN_SEVERITY,
+                f"vuln:{v.package}={v.installed}", text,
+                {"scope": "host", "package": v.package, "installed": v.installed, "fixed": v.fixed,
+                 "advisories": list(v.advisories), "before": was, "hosts": [host], "images": [image]},
+            )
+        return out
+
+    def _hosts_with(self, image: str, feature: str) -> list[str]:
+        b = self.engine.baseline
+        return sorted(h for h in b.members.get(image, ()) if feature in b.host_features(h))
+
+    def _other_images(self, image: str, family: str, v: Vulnerable) -> list[str]:
+        b = self.engine.baseline
+        f = f"pkg:{v.package}={v.installed}"
+        return sorted(i for i in b.images.get(family, {}) if i != image and b.count(i, f) > 0)
+
+
+def _ports(node: Node) -> set[str]:
+    out = set(node.not_listening)
+    for n in (*node.all, *node.any):
+        out |= _ports(n)
+    return out
+
+
+def _few(items: list[str]) -> str:
+    shown = ", ".join(items[:10])
+    return shown + (f" and {len(items) - 10} more" if len(items) > 10 else "") if items else "none"
+
+
+def _score(severity: Severity) -> float:
+    return {Severity.INFO: 0.1, Severity.LOW: 0.3, Severity.MEDIUM: 0.5, Severity.HIGH: 0.75,
+            Severity.CRITICAL: 0.95}[severity]
