@@ -694,3 +694,21 @@ def _few(items: list[str]) -> str:
 def _score(severity: Severity) -> float:
     return {Severity.INFO: 0.1, Severity.LOW: 0.3, Severity.MEDIUM: 0.5, Severity.HIGH: 0.75,
             Severity.CRITICAL: 0.95}[severity]
+
+
+def markdown(library: Library | None = None) -> str:
+    """The check table of docs/detection.md (`python -m detectors.hardening` prints it)."""
+    lib = library or load_library()
+    lines = []
+    for family, checks in lib.families().items():
+        lines += [f"**{family}** ({len(checks)})", "", "| id | CIS | platforms | severity | fails when |",
+                  "|---|---|---|---|---|"]
+        for c in checks:
+            lines.append(f"| `{c.id}` | {c.cis or ''} | {', '.join(c.platforms)} | {c.severity.value} | "
+                         f"{c.title.replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
