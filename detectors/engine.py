@@ -219,6 +219,8 @@ class FamilyEngine:
             elif kind in ABSENT_KINDS:
                 self._consider_absent(image, host, f, t, self.absent_majority)
         if obs.metrics:
+            if self.mv_enabled:
+                self.mv.note(image, obs.metrics, t)
             out += self._metrics(obs, t)
         if self.record_scores:
             self.last_scores = self.scores(obs)

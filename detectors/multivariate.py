@@ -1,9 +1,13 @@
 """Multivariate outliers: a host whose whole metric vector is unlike its clones', even when no single
 metric is far off. One scikit-learn IsolationForest per cohort, fitted on the latest metric vector of
-every live host (from the store, fixed random_state) and refitted every `refit_s` of event time; the
-engine scores the same vectors right after each refit (an isolation forest cannot isolate a point outside
-the range it was fitted on, so the host being judged must be in the sample). Models are derived caches:
-they are never stored, only rebuilt.
+every live host (from the store, fixed random_state). The engine scores the latest vectors at most every
+`refit_s` of event time, once at least half the cohort's hosts reported since the last scoring.
+
+Refits are triggered by data, not by the clock, so their cost grows with the reports, not with event time:
+a model is refitted when `refit_reports` new reports per host arrived since it was fitted, or when a new
+vector falls outside the range the model was fitted on (widened by its width on each side: an isolation forest
+cannot isolate a point outside that range, so a host that moved out of it is refitted into the sample
+before it is judged). `fits` counts refits. Models are derived caches: never stored, only rebuilt.
 
 A host is an outlier when its anomaly score is high in absolute terms (`threshold`, 0.5 = typical) and
 stands out from its peers' scores (robust z >= `min_z`), so a cohort-wide shift, which moves every
@@ -13,6 +17,7 @@ host's score together, does not alert.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
@@ -21,6 +26,19 @@ import numpy as np
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
 from detectors.types import Observation
+
+
+@dataclass
+class _Model:
+    time: float
+    """Event time of the fit."""
+    forest: Any
+    names: list[str]
+    lo: np.ndarray
+    """Per metric (log-scaled), the low end of the range the forest can judge."""
+    hi: np.ndarray
+    reports: int = 0
+    """The cohort's report count (`note`) when the model was fitted."""
 
 
 class MultivariateOutlier(Detector):
@@ -37,8 +55,10 @@ class MultivariateOutlier(Detector):
         min_z: float = 4.0,
         random_state: int = 0,
         baseline: CohortBaseline | None = None,
+        refit_reports: int = 24,
     ) -> None:
         super().__init__(baseline)
+        self.refit_reports = int(refit_reports)
         self.n_estimators = int(n_estimators)
         self.min_hosts = int(min_hosts)
         self.refit_s = float(refit_s)
@@ -47,12 +67,36 @@ class MultivariateOutlier(Detector):
         self.threshold = float(threshold)
         self.min_z = float(min_z)
         self.random_state = int(random_state)
-        self._models: dict[str, tuple[float, Any, list[str]]] = {}
+        self._models: dict[str, _Model] = {}
+        self._reports: dict[str, int] = {}
+        """image -> metric reports noted so far (a cache like the models: only what this instance saw)."""
+        self._scored: dict[str, float] = {}
+        """image -> event time of its last scoring."""
+        self.fits = 0
+        """Models fitted so far (refits are counted, for tests and benchmarks)."""
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["_models"] = {}
+        d["_scored"] = {}
+        d["_reports"] = {}
         return d
+
+    def note(self, image: str, values: dict[str, float], now: float) -> None:
+        """A host of the cohort reported `values` (the engine calls this for every report, after learning
+        it). Refits here, so how often depends only on the reports: when `refit_reports` reports per host
+        arrived since the fit, or this one falls outside what the model was fitted on."""
+        count = self._reports[image] = self._reports.get(image, 0) + 1
+        m = self._models.get(image)
+        if m is None:
+            return
+        hosts = len(self.baseline.metrics.get(image, {}))
+        if count - m.reports >= self.refit_reports * max(hosts, 1) or self._outside(m, values):
+            self.fit(image, now)
+
+    def _outside(self, m: _Model, values: dict[str, float]) -> bool:
+        x = self._matrix([values], m.names)
+        return bool(np.any(x < m.lo) or np.any(x > m.hi))
 
     def vectors(self, image: str, now: float) -> tuple[list[str], list[str], np.ndarray]:
         """(hosts, metric names, log-scaled matrix) of the cohort's live hosts' latest metrics."""
@@ -84,21 +128,33 @@ class MultivariateOutlier(Detector):
             random_state=self.random_state,
         )
         model.fit(x)
-        self._models[image] = (now, model, names)
+        self.fits += 1
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        margin = np.maximum(hi - lo, 0.05)
+        self._models[image] = _Model(now, model, names, lo - margin, hi + margin, self._reports.get(image, 0))
         return True
 
+    def _recent(self, image: str, now: float, since: float) -> tuple[int, list[dict[str, float]]]:
+        """(live reporting hosts within window_s, the vectors reported after `since`)."""
+        reports = [(t, v) for t, v in self.baseline.metrics.get(image, {}).values() if now - t <= self.window_s]
+        return len(reports), [v for t, v in reports if t > since]
+
     def due(self, image: str, now: float) -> bool:
-        """True when the cohort's model is missing or older than refit_s (time to refit and score)."""
-        m = self._models.get(image)
-        return m is None or now - m[0] >= self.refit_s or now < m[0]
+        """Time to score: refit_s since the last scoring, and at least half the hosts reported since."""
+        last = self._scored.get(image)
+        if last is not None and 0 <= now - last < self.refit_s:
+            return False
+        hosts, new = self._recent(image, now, -math.inf if last is None else last)
+        return hosts > 0 and 2 * len(new) >= hosts
 
     def model(self, image: str, now: float) -> tuple[Any, list[str]] | None:
+        """The cohort's model, fitted first if there is none (refits happen in `note`)."""
         m = self._models.get(image)
-        if m is None or now - m[0] >= self.refit_s or now < m[0]:
+        if m is None or now < m.time:
             if not self.fit(image, now):
                 return None
             m = self._models[image]
-        return m[1], m[2]
+        return m.forest, m.names
 
     def score_hosts(self, image: str, now: float) -> dict[str, tuple[float, float]]:
         """host -> (anomaly score in (0, 1], robust z of that score among the cohort's hosts)."""
@@ -109,6 +165,7 @@ class MultivariateOutlier(Detector):
         rows = [(h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s]
         if not rows:
             return {}
+        self._scored[image] = now
         scores = fast_scores(model, self._matrix([v for _, v in rows], names))
         med = float(np.median(scores))
         scale = 1.4826 * float(np.median(np.abs(scores - med))) or 1e-3
@@ -117,7 +174,7 @@ class MultivariateOutlier(Detector):
     def score_one(self, obs: Observation) -> float:
         if not obs.metrics:
             return 0.0
-        m = self.model(obs.image_id, obs.time.timestamp())
+        m = self.model(obs.image_id, obs.time.timestamp())  # fitted (or refitted) when missing or stale
         if m is None:
             return 0.0
         model, names = m

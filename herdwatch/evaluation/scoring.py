@@ -75,7 +75,7 @@ def evaluate(
         named = {f["host_id"]}
         if f["kind"] == "campaign":
             named.update(str(h) for h in (f.get("details") or {}).get("hosts") or ())
-        hits = []
+        hits: list[int] = []
         for i, r in enumerate(hosts_truth):
             if r["host_id"] not in named or not (_t(r["start"]) <= ft <= _t(r["end"]) + slack_s):
                 continue
