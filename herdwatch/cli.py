@@ -16,7 +16,7 @@ from herdwatch.terminal import SafeStream
 # Order here is the order in `herdwatch --help`.
 COMMANDS = [
     "kafka", "collect", "worker", "sink", "anomalies",
-    "sql", "host", "hosts", "timeline", "rollouts",
+    "sql", "host", "hosts", "timeline", "rollouts", "hardening",
     "simulate", "demo", "evaluate", "backtest", "lab",
 ]
 

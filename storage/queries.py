@@ -129,6 +129,16 @@ ORDER BY hosts, exe""", "image", "since", "until", "max_hosts"),
 SELECT time, status, old_image, new_image, round(share, 2) AS share, explanation
 FROM rollouts FINAL WHERE image_family = {family:String} ORDER BY time""", "family"),
 
+    _q("hardening_inputs", "Configuration and package history of every host of image I (or family F), for "
+       "the hardening checks", f"""
+SELECT c.host_id AS host_id, c.image_id AS image_id, h.image_family AS image_family, c.family AS family,
+       c.key AS key, c.time AS time, c.seq AS seq, c.snapshot AS snapshot, c.value AS value
+FROM config AS c INNER JOIN host_lifecycle AS h ON c.host_id = h.host_id
+WHERE c.family IN ('config', 'package') AND c.time <= {{until:{T}}}
+  AND ({{image:String}} = '' OR c.image_id = {{image:String}})
+  AND ({{family:String}} = '' OR h.image_family = {{family:String}})
+ORDER BY c.host_id, c.time, c.seq""", "image", "family", "until"),
+
     _q("host_state_processes", "What was host H running at time T?", state.PROCESSES, "host", "at"),
     _q("host_state_sockets", "What was host H listening on and connected to at time T?", state.SOCKETS,
        "host", "at"),

@@ -1,0 +1,66 @@
+"""`herdwatch hardening`'s assessment from stored rows: image results, compliance by host age, drifted hosts
+(destroyed hosts included)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detectors.features import split_state
+from herdwatch.cli import build_parser
+from herdwatch.commands.hardening import assess, text
+from tests.fixtures.hardening.roots import host_features
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def inventory(host: str, t: datetime, features: tuple[str, ...]) -> list[dict[str, Any]]:
+    rows = []
+    for f in features:
+        kind, key, value = split_state(f)
+        rows.append({"host_id": host, "image_id": "img-1", "image_family": "web", "time": t, "seq": 1,
+                     "family": "config" if kind == "cfg" else "package", "key": key, "snapshot": 1, "value": value})
+    return rows
+
+
+def change(host: str, t: datetime, key: str, value: str | None) -> dict[str, Any]:
+    return {"host_id": host, "image_id": "img-1", "image_family": "web", "time": t, "seq": 9, "family": "config",
+            "key": key, "snapshot": 0, "value": value}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    return host_features(tmp_path_factory.mktemp("good"))
+
+
+def test_compliance_by_age_and_drifted_hosts_destroyed_ones_included(good: tuple[str, ...]) -> None:
+    rows = []
+    for i in range(4):
+        rows += inventory(f"h{i}", T0 + timedelta(seconds=i), good)
+    rows.append(change("h1", T0 + timedelta(hours=2), "sshd.permitrootlogin", "yes"))  # drifts on day one
+    rows.append(change("h2", T0 + timedelta(minutes=10), "sudoers.nopasswd", "3"))  # drifts, then destroyed
+    rows.append(change("h3", T0 + timedelta(days=3), "sshd.maxauthtries", "9"))  # drifts late
+    life = [{"host_id": f"h{i}", "first_seen": T0 + timedelta(seconds=i), "last_seen": T0 + timedelta(days=9),
+             "gone_at": None} for i in range(4)]
+    life[2].update(last_seen=T0 + timedelta(minutes=30), gone_at=T0 + timedelta(minutes=30))
+    [r] = assess(rows, life, until=T0 + timedelta(days=10))
+    assert (r["image_id"], r["hosts"], r["gone"], r["failing"]) == ("img-1", 4, 1, [])
+    assert r["compliance"] == {"1h": (3, 3), "1d": (2, 3), "1w": (1, 3)}  # h2 lived 30 minutes only
+    drifted = {d["host_id"]: d for d in r["drifted"]}
+    assert drifted["h1"]["checks"] == ["ssh-root-login"]
+    assert drifted["h2"] == {"host_id": "h2", "gone": True, "checks": ["sudo-nopasswd"]}
+    assert drifted["h3"]["checks"] == ["ssh-max-auth-tries"]
+    shown = text([r], detail=True)
+    assert "h2 (gone): sudo-nopasswd" in shown and "2/3" in shown
+
+
+def test_an_image_failing_checks_and_the_command_is_registered(good: tuple[str, ...], tmp_path: Path) -> None:
+    weak = tuple("cfg:sshd.permitrootlogin=yes" if f == "cfg:sshd.permitrootlogin=no" else f for f in good)
+    rows = inventory("w0", T0, weak) + inventory("w1", T0, weak)
+    [r] = assess(rows, [], until=T0 + timedelta(hours=1))
+    assert r["failing"] == ["ssh-root-login"] and r["drifted"] == []
+    args = build_parser().parse_args(["hardening", "--image", "img-1", "--format", "json"])
+    assert args.command == "hardening" and args.image == "img-1"
