@@ -64,3 +64,38 @@ def test_an_image_failing_checks_and_the_command_is_registered(good: tuple[str, 
     assert r["failing"] == ["ssh-root-login"] and r["drifted"] == []
     args = build_parser().parse_args(["hardening", "--image", "img-1", "--format", "json"])
     assert args.command == "hardening" and args.image == "img-1"
+
+
+def test_the_command_on_real_storage(good: tuple[str, ...], storage_settings: Any, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from contract.events import Event, Kind
+    from herdwatch.cli import main
+    from storage.client import connect
+    from storage.load import load_events
+    from storage.schema import migrate
+
+    client = connect(storage_settings)
+    migrate(client)
+    cfg = {split_state(f)[1]: split_state(f)[2] for f in good if f.startswith("cfg:")}
+    pkg = {split_state(f)[1]: split_state(f)[2] for f in good if f.startswith("pkg:")}
+    events = []
+    for i in range(3):
+        host = dict(host_id=f"i-{i}", boot_id="b1", image_id="img-1", image_family="web")
+        events += [Event(kind=Kind.CONFIG_INVENTORY, time=T0, seq=1, payload={"items": cfg}, **host),
+                   Event(kind=Kind.PACKAGE_INVENTORY, time=T0, seq=2, payload={"items": pkg, "manager": "dpkg"},
+                         **host)]
+    events.append(Event(kind=Kind.CONFIG_CHANGE, time=T0 + timedelta(hours=3), seq=3, host_id="i-2", boot_id="b1",
+                        image_id="img-1", image_family="web",
+                        payload={"key": "sshd.permitrootlogin", "before": "no", "after": "yes"}))
+    load_events(client, events)
+    monkeypatch.setenv("HERDWATCH_STORAGE_DSN", storage_settings.resolved_dsn())
+    monkeypatch.setenv("HERDWATCH_STORAGE_DATABASE", storage_settings.database)
+    monkeypatch.setenv("HERDWATCH_STORAGE_VAR_DIR", str(tmp_path / "var"))
+    assert main(["hardening", "--family", "web", "--format", "json"]) == 0
+    [r] = json.loads(capsys.readouterr().out)
+    assert (r["image_id"], r["hosts"], r["failing"]) == ("img-1", 3, [])
+    assert r["drifted"] == [{"host_id": "i-2", "gone": False, "checks": ["ssh-root-login"]}]
+    assert main(["hardening", "--image", "img-1"]) == 0
+    assert "i-2: ssh-root-login" in capsys.readouterr().out
