@@ -118,6 +118,8 @@ class Agent:
                                f"--state-dir to a writable directory (not a symlink)") from e
         self.started_mono = mono()
         self.identity = identity or resolve_identity(settings)
+        self.host_key = load_or_create(settings.host_key_path)  # signs every batch; made once, never replaced
+        log.info("host key %s (%s)", self.host_key.fingerprint, settings.host_key_path)
         self.spool = Spool(state / "spool", settings.spool_max_bytes, settings.spool_segment_bytes,
                            settings.spool_fsync, settings.spool_fsync_interval_s)
         self.seq = SeqCounter(state / "seq.json")
@@ -144,8 +146,6 @@ class Agent:
         self._reported_dropped = 0
         self.topics_ready = threading.Event()
         self._first_ack_logged = False
-        self.host_key = load_or_create(settings.host_key_path)  # signs every batch; made once, never replaced
-        log.info("host key %s (%s)", self.host_key.fingerprint, settings.host_key_path)
         self._seq_saved_at = -1e18
 
     # -- events ---------------------------------------------------------------------------------
