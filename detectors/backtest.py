@@ -21,6 +21,8 @@ callers that choose their own tick times (the simulator's evaluation ticks once 
 
 from __future__ import annotations
 
+import csv
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from contract.events import ContractError, Event, decode_event, format_time
+from contract.events import ContractError, Event, Kind, decode_event, format_time
 from contract.findings import Finding, RolloutEvent
 from detectors.engine import FamilyEngine, Output
 from detectors.engine_config import EngineConfig
@@ -286,5 +288,164 @@ SCORE_FIELDS = (
     "peers",
     "multivariate",
     "rollout",
+    "history",
+    "metric",
 )
-"""Columns of the `--scores` output (JSONL objects or CSV)."""
+"""Columns of the `--scores` output (JSONL objects or CSV); `history` is the host against its own past,
+`metric` the metric view that judged (the larger of peers and history)."""
+
+
+# ---- metrics users already keep: a wide CSV, a Prometheus range-query export -----------------------------
+class FormatError(ValueError):
+    """An input file that cannot be read at all (wrong layout); the message says what was expected."""
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601 (naive = UTC) or epoch seconds (milliseconds when > 1e11) as an aware UTC datetime."""
+    text = text.strip()
+    try:
+        x = float(text)
+    except ValueError:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    if x > 1e11:
+        x /= 1000.0
+    return datetime.fromtimestamp(x, UTC)
+
+
+def metrics_event(host: str, image: str, t: datetime, seq: int, values: dict[str, float]) -> Event:
+    """One `metrics` event of an imported host (constant boot, family = image)."""
+    return Event(
+        kind=Kind.METRICS,
+        time=t,
+        host_id=host,
+        boot_id="import",
+        image_id=image,
+        image_family=image,
+        seq=seq,
+        payload={"values": values},
+    )
+
+
+def parse_wide_csv(
+    lines: Iterable[str], source: str = "input", image: str | None = None
+) -> Iterator[Event | BadLine]:
+    """Metrics events from a wide CSV: columns time, host (or host_id), optionally image (or image_id),
+    then one column per metric. Without an image column every row takes `image`, or with none given each
+    host is its own image (no peers). Empty cells are missing values; a bad row is a BadLine."""
+    rows = csv.reader(iter(lines))
+    try:
+        header = [h.strip() for h in next(rows)]
+    except StopIteration:
+        raise FormatError(
+            f"{source}: empty file (a wide CSV starts with a header: time,host,[image,]metric...)"
+        ) from None
+    lower = [h.lower() for h in header]
+
+    def column(*names: str) -> int | None:
+        for n in names:
+            if n in lower:
+                return lower.index(n)
+        return None
+
+    tcol, hcol, icol = column("time", "timestamp"), column("host", "host_id"), column("image", "image_id")
+    if tcol is None or hcol is None:
+        raise FormatError(
+            f"{source}: the header needs a 'time' and a 'host' column, got {', '.join(header) or 'nothing'} "
+            "(a wide CSV is time,host,[image,]metric1,metric2,...)"
+        )
+    metric_cols = [i for i in range(len(header)) if i not in (tcol, hcol, icol)]
+    if not metric_cols:
+        raise FormatError(f"{source}: no metric columns after time and host")
+    seqs: dict[str, int] = {}
+    for number, row in enumerate(rows, 2):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        where = f"{source}:{number}"
+        if len(row) != len(header):
+            yield BadLine(where, f"{len(row)} fields, the header has {len(header)}")
+            continue
+        host = row[hcol].strip()
+        if not host:
+            yield BadLine(where, "empty host")
+            continue
+        try:
+            t = parse_time(row[tcol])
+        except (ValueError, OverflowError, OSError):
+            yield BadLine(where, f"time {row[tcol]!r} is neither ISO-8601 nor epoch seconds")
+            continue
+        values: dict[str, float] = {}
+        bad = None
+        for i in metric_cols:
+            cell = row[i].strip()
+            if not cell:
+                continue
+            try:
+                x = float(cell)
+            except ValueError:
+                bad = f"{header[i]} = {cell!r} is not a number"
+                break
+            if math.isfinite(x):
+                values[header[i]] = x
+        if bad:
+            yield BadLine(where, bad)
+            continue
+        if not values:
+            continue
+        img = (row[icol].strip() if icol is not None else "") or image or host
+        seq = seqs[host] = seqs.get(host, -1) + 1
+        yield metrics_event(host, img, t, seq, values)
+
+
+def parse_prometheus(
+    text: str | bytes,
+    source: str = "input",
+    image_label: str | None = None,
+    image: str | None = None,
+    host_label: str = "instance",
+) -> list[Event]:
+    """Metrics events from a Prometheus range query's JSON (`/api/v1/query_range`, resultType matrix).
+
+    Host from the `host_label` label (instance), image from `image_label` (else `image`, else the host).
+    A series is named after __name__ and its other labels (`node_load1`, `cpu{mode=idle}`); the values of
+    one host at one timestamp form one metrics event. NaN and infinite samples are skipped."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise FormatError(f"{source}: not JSON ({e})") from e
+    if not isinstance(doc, dict) or doc.get("status") != "success" or not isinstance(doc.get("data"), dict):
+        raise FormatError(f'{source}: not a Prometheus API answer with "status": "success" and "data"')
+    data = doc["data"]
+    if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+        raise FormatError(
+            f"{source}: resultType {data.get('resultType')!r}; export a range query (query_range, resultType matrix)"
+        )
+    skip = {"__name__", host_label, *([image_label] if image_label else [])}
+    by_host: dict[str, dict[float, dict[str, float]]] = {}
+    images: dict[str, str] = {}
+    for k, series in enumerate(data["result"]):
+        if not isinstance(series, dict) or not isinstance(series.get("metric"), dict):
+            raise FormatError(f"{source}: result[{k}] has no 'metric' labels")
+        labels = {str(a): str(b) for a, b in series["metric"].items()}
+        host = labels.get(host_label)
+        if not host:
+            raise FormatError(f"{source}: result[{k}] has no {host_label!r} label to name its host")
+        extra = ",".join(f"{a}={b}" for a, b in sorted(labels.items()) if a not in skip)
+        name = labels.get("__name__", "value") + (f"{{{extra}}}" if extra else "")
+        images[host] = (labels.get(image_label, "") if image_label else "") or image or host
+        values = series.get("values")
+        if not isinstance(values, list):
+            raise FormatError(f"{source}: result[{k}] has no 'values' list of [time, \"value\"] pairs")
+        per_time = by_host.setdefault(host, {})
+        for pair in values:
+            try:
+                t, x = float(pair[0]), float(pair[1])
+            except (TypeError, ValueError, IndexError) as e:
+                raise FormatError(f"{source}: result[{k}] has a sample {pair!r} that is not [time, \"value\"]") from e
+            if math.isfinite(x):
+                per_time.setdefault(t, {})[name] = x
+    events: list[Event] = []
+    for host, per_time in by_host.items():
+        for seq, t in enumerate(sorted(per_time)):
+            events.append(metrics_event(host, images[host], datetime.fromtimestamp(t, UTC), seq, per_time[t]))
+    return events

@@ -220,7 +220,7 @@ class FamilyEngine:
                 self._consider_absent(image, host, f, t, self.absent_majority)
         if obs.metrics:
             if self.mv_enabled:
-                self.mv.note(image, obs.metrics, t)
+                self.mv.note(image, host, obs.metrics, t)
             out += self._metrics(obs, t)
         if self.record_scores:
             self.last_scores = self.scores(obs)
@@ -705,8 +705,8 @@ class FamilyEngine:
                             "view": "peers",
                         },
                     )
-            if peer_view and peer_raw < peer_thr:
-                self.peer_calibration.add(host, peer_raw)
+            if peer_view:  # flagged reports count capped (see SelfHistory.observe)
+                self.peer_calibration.add(host, min(peer_raw, 1.5 * peer_thr))
         self.peers.observe(host, image, t, obs.metrics)
         own_score = 0.0
         if self.config.self_history_enabled:
@@ -831,6 +831,7 @@ class FamilyEngine:
         self.store.pop(METRIC_HISTORY.key(host), None)
         self._mv_scores.pop(host, None)
         self._mv_seen.pop(host, None)
+        self.mv.forget(host)
 
     def _evict_images(self, now: float) -> None:
         """Drop images with no live host for image_retention_s (their family registry entry)."""

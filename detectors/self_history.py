@@ -13,7 +13,9 @@ matches `budget` false alarms per 1,000 host-hours at the host's own reporting i
 score_one maps raw to [0, 1): 1 - 2^(-raw / threshold), 0.5 at the threshold, 0.0 while warming up.
 
 It does not learn from what it flags: a flagged report updates the views with a tenth of the weight (a
-lasting change of level is absorbed slowly, a spike hardly at all) and is not counted for calibration.
+lasting change of level is absorbed slowly, a spike hardly at all) and counts for calibration only as
+1.5 x the threshold (left out, the tail the calibration measures would be cut and the threshold would
+creep down; counted in full, real anomalies would inflate it).
 
 Memory per host: at most `max_metrics` metrics x 32 views x 3 numbers, one histogram, a few intervals.
 """
@@ -98,18 +100,24 @@ class SelfHistory(Detector):
         s = self.state.get(host, {}).get(metric)
         if s is None or s[2] < self.warmup:
             return None  # judged only once the host's whole history (the global view) has warmed up
-        best: MetricJudgement | None = None
-        for view, name in self._views(t):
-            i = 3 * view
-            n = s[i + 2]
-            if n < (self.warmup if view == 0 else self.bucket_warmup):
-                continue
-            level, spread = s[i], _MAD_TO_SIGMA * s[i + 1]
-            scale = max(spread, self.min_rel * abs(level), self.min_spread)
-            z = abs(value - level) / scale
-            if best is None or z < best.z:
-                best = MetricJudgement(metric, value, z, level, spread, name)
+        views = self._views(t)
+        chosen = views[0]  # overall, or the hour of the day once that has warmed up
+        if len(views) > 1 and s[3 * views[1][0] + 2] >= self.bucket_warmup:
+            chosen = views[1]
+        best = self._judgement(s, chosen, metric, value)
+        if len(views) > 2 and s[3 * views[2][0] + 2] >= self.bucket_warmup:
+            # the day of the week excuses a value usual for this weekday (a quiet Sunday) when that view is
+            # about as tight as the chosen one (for a daily cycle it is not: it mixes every hour)
+            other = self._judgement(s, views[2], metric, value)
+            if other.spread <= 2.0 * best.spread and other.z < best.z:
+                best = other
         return best
+
+    def _judgement(self, s: list[float], view: tuple[int, str], metric: str, value: float) -> MetricJudgement:
+        i = 3 * view[0]
+        level, spread = s[i], _MAD_TO_SIGMA * s[i + 1]
+        scale = max(spread, self.min_rel * abs(level), self.min_spread)
+        return MetricJudgement(metric, value, abs(value - level) / scale, level, spread, view[1])
 
     def raw(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, MetricJudgement | None]:
         """(largest z over the metrics, the judgement that gave it)."""
@@ -153,7 +161,11 @@ class SelfHistory(Detector):
         raw, top = self.raw(host, metrics, t)
         thr = self.threshold(host)
         flagged = thr is not None and raw >= thr
-        if top is not None and not flagged:
+        if top is not None and thr is not None and flagged:
+            # counted, but capped: leaving flagged reports out would cut the tail the calibration measures
+            # (and lower the threshold report by report); capping keeps real anomalies from inflating it
+            self.calibrator.add(host, min(raw, 1.5 * thr))
+        elif top is not None:
             self.calibrator.add(host, raw)
         self.cadence.observe(host, t)
         self._learn(host, metrics, t, 0.1 if flagged else 1.0)

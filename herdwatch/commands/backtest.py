@@ -1,7 +1,9 @@
 """`herdwatch backtest`: replay recorded telemetry through the detectors offline and report the findings.
 
 Input: JSON-lines files of event envelopes (one envelope or one array of envelopes per line; format in
-docs/detection.md and detectors/backtest.py), or a query against the ClickHouse `events` table.
+docs/detection.md and detectors/backtest.py), metrics users already keep (a wide CSV: time, host,
+[image,] one column per metric; a Prometheus range-query JSON export), or a query against the
+ClickHouse `events` table.
 """
 
 from __future__ import annotations
@@ -22,7 +24,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "detectors offline. JSONL: one event envelope, or an array of envelopes, "
         "per line ('-' reads stdin).",
     )
-    p.add_argument("files", nargs="*", type=str, help="JSONL files of event envelopes ('-' = stdin)")
+    p.add_argument(
+        "files",
+        nargs="*",
+        type=str,
+        help="JSONL files of event envelopes ('-' = stdin), wide CSV files (time,host,[image,]metric...) or "
+        "Prometheus range-query JSON exports",
+    )
+    p.add_argument(
+        "--format",
+        choices=("auto", "jsonl", "csv", "prometheus"),
+        default="auto",
+        help="input format (auto: .csv is a wide CSV, a .json file holding a Prometheus API answer is one, "
+        "anything else JSONL)",
+    )
+    p.add_argument("--image", help="CSV/Prometheus: image of hosts without one (default: each host its own)")
+    p.add_argument("--image-label", help="Prometheus: the label that names a host's image (e.g. job)")
+    p.add_argument("--host-label", default="instance", help="Prometheus: the label that names a host")
     p.add_argument(
         "--query",
         help="SQL returning the events table's columns (event_id, kind, time, host_id, "
@@ -70,8 +88,27 @@ def _knobs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _read_files(names: list[str]) -> tuple[list[Any], list[Any]]:
-    from detectors.backtest import BadLine, parse_lines
+def _format_of(path: Path, wanted: str) -> str:
+    if wanted != "auto":
+        return wanted
+    if path.suffix.lower() == ".csv":
+        return "csv"
+    if path.suffix.lower() == ".json":
+        with path.open("rb") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith(b"{") and b'"status"' in head:
+            return "prometheus"
+    return "jsonl"
+
+
+def _read_files(
+    names: list[str],
+    fmt: str = "auto",
+    image: str | None = None,
+    image_label: str | None = None,
+    host_label: str = "instance",
+) -> tuple[list[Any], list[Any]]:
+    from detectors.backtest import BadLine, parse_lines, parse_prometheus, parse_wide_csv
 
     events: list[Any] = []
     bad: list[Any] = []
@@ -84,6 +121,15 @@ def _read_files(names: list[str]) -> tuple[list[Any], list[Any]]:
         path = Path(name)
         if not path.exists():
             raise FileNotFoundError(f"{name} does not exist (give JSONL files of event envelopes, or --query)")
+        kind = _format_of(path, fmt)
+        if kind == "prometheus":
+            events += parse_prometheus(path.read_bytes(), name, image_label, image, host_label)
+            continue
+        if kind == "csv":
+            with path.open(newline="") as text:
+                for x in parse_wide_csv(text, name, image):
+                    (bad if isinstance(x, BadLine) else events).append(x)
+            continue
         with path.open("rb") as f:
             for x in parse_lines(f, name):
                 (bad if isinstance(x, BadLine) else events).append(x)
@@ -153,7 +199,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.files and not (args.query or args.from_storage):
         raise ValueError("nothing to replay: give JSONL files (or '-'), --query SQL or --from-storage")
-    events, bad = _read_files(args.files) if args.files else ([], [])
+    events, bad = (
+        _read_files(args.files, args.format, args.image, args.image_label, args.host_label)
+        if args.files
+        else ([], [])
+    )
     if args.query or args.from_storage:
         more, more_bad = _read_storage(args.query, args.where)
         events += more
