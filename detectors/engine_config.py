@@ -120,7 +120,7 @@ class EngineConfig:
         120.0, "least event time between two multivariate scorings (refits happen only at a scoring)", gt=0
     )
     mv_refit_reports: int = _integer(
-        24, "refit the multivariate model after this many new reports per host (or a report outside its range)", ge=1
+        48, "refit the multivariate model after this many new reports per host (or a report outside its range)", ge=1
     )
     mv_threshold: float = _number(0.6, "isolation score from which a host is an outlier", ge=0, le=1)
     mv_min_z: float = _number(6.0, "robust z of the isolation score above the peers' scores", ge=0)

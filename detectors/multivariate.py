@@ -5,9 +5,11 @@ every live host (from the store, fixed random_state). The engine scores the late
 
 Refits are triggered by data, not by the clock, so their cost grows with the reports, not with event time:
 a model is refitted when `refit_reports` new reports per host arrived since it was fitted, or when a new
-vector falls outside the range the model was fitted on (widened by its width on each side: an isolation forest
-cannot isolate a point outside that range, so a host that moved out of it is refitted into the sample
-before it is judged). `fits` counts refits. Models are derived caches: never stored, only rebuilt.
+vector falls outside the range the model was fitted on (widened by its width on each side) while most of
+the cohort's latest vectors are still inside it: an isolation forest cannot isolate a point outside that
+range, so a host that left the pack is refitted into the sample before it is judged. A scoring that finds a
+candidate outlier (score >= threshold, z >= 0.75 min_z) with a model fitted before the vectors it judges
+refits and scores again. `fits` counts refits. Models are derived caches: never stored, only rebuilt.
 
 A host is an outlier when its anomaly score is high in absolute terms (`threshold`, 0.5 = typical) and
 stands out from its peers' scores (robust z >= `min_z`), so a cohort-wide shift, which moves every
@@ -55,7 +57,7 @@ class MultivariateOutlier(Detector):
         min_z: float = 4.0,
         random_state: int = 0,
         baseline: CohortBaseline | None = None,
-        refit_reports: int = 24,
+        refit_reports: int = 48,
     ) -> None:
         super().__init__(baseline)
         self.refit_reports = int(refit_reports)
@@ -74,25 +76,50 @@ class MultivariateOutlier(Detector):
         """image -> event time of its last scoring."""
         self.fits = 0
         """Models fitted so far (refits are counted, for tests and benchmarks)."""
+        self._last: dict[str, float] = {}
+        """host -> time of its previous report (to learn the cohort's cadence)."""
+        self._gap: dict[str, float] = {}
+        """image -> typical interval between a host's reports (moving average)."""
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["_models"] = {}
         d["_scored"] = {}
         d["_reports"] = {}
+        d["_last"] = {}
+        d["_gap"] = {}
         return d
 
-    def note(self, image: str, values: dict[str, float], now: float) -> None:
+    def window(self, image: str) -> float:
+        """How old a host's latest vector may be and still count: window_s, or three report intervals when
+        the cohort reports less often (a 5-minute collector cadence)."""
+        return max(self.window_s, 3.0 * self._gap.get(image, 0.0))
+
+    def forget(self, host: str) -> None:
+        self._last.pop(host, None)
+
+    def note(self, image: str, host: str, values: dict[str, float], now: float) -> None:
         """A host of the cohort reported `values` (the engine calls this for every report, after learning
         it). Refits here, so how often depends only on the reports: when `refit_reports` reports per host
         arrived since the fit, or this one falls outside what the model was fitted on."""
         count = self._reports[image] = self._reports.get(image, 0) + 1
+        prev = self._last.get(host)
+        self._last[host] = now
+        if prev is not None and now > prev:
+            gap = self._gap.get(image)
+            self._gap[image] = now - prev if gap is None else 0.9 * gap + 0.1 * (now - prev)
         m = self._models.get(image)
         if m is None:
             return
-        hosts = len(self.baseline.metrics.get(image, {}))
-        if count - m.reports >= self.refit_reports * max(hosts, 1) or self._outside(m, values):
+        reports = self.baseline.metrics.get(image, {})
+        if count - m.reports >= self.refit_reports * max(len(reports), 1):
             self.fit(image, now)
+        elif self._outside(m, values):
+            # a host that left the pack is refitted into the sample; a cohort that moved as a whole (the
+            # time of day, a traffic spike) waits for the scheduled refit: its hosts' scores move together
+            outside = sum(1 for _, v in reports.values() if self._outside(m, v))
+            if 2 * outside <= len(reports):
+                self.fit(image, now)
 
     def _outside(self, m: _Model, values: dict[str, float]) -> bool:
         x = self._matrix([values], m.names)
@@ -100,7 +127,7 @@ class MultivariateOutlier(Detector):
 
     def vectors(self, image: str, now: float) -> tuple[list[str], list[str], np.ndarray]:
         """(hosts, metric names, log-scaled matrix) of the cohort's live hosts' latest metrics."""
-        rows = [(h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s]
+        rows = [(h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window(image)]
         if not rows:
             return [], [], np.zeros((0, 0))
         seen: dict[str, int] = {}
@@ -135,8 +162,8 @@ class MultivariateOutlier(Detector):
         return True
 
     def _recent(self, image: str, now: float, since: float) -> tuple[int, list[dict[str, float]]]:
-        """(live reporting hosts within window_s, the vectors reported after `since`)."""
-        reports = [(t, v) for t, v in self.baseline.metrics.get(image, {}).values() if now - t <= self.window_s]
+        """(live reporting hosts within the window, the vectors reported after `since`)."""
+        reports = [(t, v) for t, v in self.baseline.metrics.get(image, {}).values() if now - t <= self.window(image)]
         return len(reports), [v for t, v in reports if t > since]
 
     def due(self, image: str, now: float) -> bool:
@@ -162,14 +189,26 @@ class MultivariateOutlier(Detector):
         if m is None:
             return {}
         model, names = m
-        rows = [(h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window_s]
+        rows = [(h, v) for h, (t, v) in self.baseline.metrics.get(image, {}).items() if now - t <= self.window(image)]
         if not rows:
             return {}
         self._scored[image] = now
-        scores = fast_scores(model, self._matrix([v for _, v in rows], names))
+        x = self._matrix([v for _, v in rows], names)
+        scores, z = self._scores(model, x)
+        candidate = bool(np.any((scores >= self.threshold) & (z >= 0.75 * self.min_z)))
+        if candidate and self._models[image].time < now and self.fit(image, now):
+            # a candidate outlier is judged by a model fitted on the vectors it is judged with
+            model, names = self._models[image].forest, self._models[image].names
+            scores, z = self._scores(model, self._matrix([v for _, v in rows], names))
+        return {h: (float(s), float(zh)) for (h, _), s, zh in zip(rows, scores, z, strict=True)}
+
+    @staticmethod
+    def _scores(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Isolation scores of the rows of x and their robust z among themselves."""
+        scores = fast_scores(model, x)
         med = float(np.median(scores))
         scale = 1.4826 * float(np.median(np.abs(scores - med))) or 1e-3
-        return {h: (float(s), (float(s) - med) / scale) for (h, _), s in zip(rows, scores, strict=True)}
+        return scores, (scores - med) / scale
 
     def score_one(self, obs: Observation) -> float:
         if not obs.metrics:
@@ -187,7 +226,7 @@ class MultivariateOutlier(Detector):
             return []
         out = []
         for k, x in values[1].items():
-            peers = self.baseline.peer_values(image, k, now, self.window_s)
+            peers = self.baseline.peer_values(image, k, now, self.window(image))
             if len(peers) < 3:
                 continue
             med = median(peers)
