@@ -142,6 +142,9 @@ class FamilyEngine:
         self.suppress = Suppressor(self.store, c.suppress_s)
         self.hardening = HardeningJudge(self, c.hardening_checks, c.osv_path, c.hardening_delay_s)
         self.now = 0.0
+        self.watermark = float("inf")
+        """Event time up to which judgements and periodic work may run (the stream workers' low watermark
+        over their source partitions; learning is never held back). inf: the newest event time seen."""
         self.last_scores: dict[str, float] = {}
         """Per-detector scores of the last processed observation (when record_scores is on)."""
         self._mv_scores: dict[str, float] = {}
@@ -187,7 +190,8 @@ class FamilyEngine:
         t = obs.time.timestamp()
         if t > self.now:
             self.now = t
-        out: list[Output] = self._judge_due(self.now) if self._heap and self._heap[0][0] <= self.now else []
+        until = min(self.now, self.watermark)
+        out: list[Output] = self._judge_due(until) if self._heap and self._heap[0][0] <= until else []
         host = obs.host_id
         if obs.gone:
             self._seen_last(host, t)
@@ -232,7 +236,7 @@ class FamilyEngine:
         t = now.timestamp() if hasattr(now, "timestamp") else float(now)
         if t > self.now:
             self.now = t
-        t = self.now
+        t = min(self.now, self.watermark)
         b = self.baseline
         out = self._judge_due(t)
         for host in b.silent_hosts(t, self.host_timeout_s):  # silent too long: treated as gone

@@ -5,6 +5,9 @@ is the timer that drives the stage's periodic work: every `tick_interval_s` it s
 each observations partition this worker owns, so timeouts and each engine's `tick` run inside a normal
 stream event and their table writes land in the right changelog partition.
 
+The stage's low watermark (streams/cohorts.py) asks `caught_up` whether a telemetry partition is done:
+owned by this worker and handled by its host stage up to the partition's high-water mark.
+
 An observation the detectors fail on is dead-lettered (component `streams.cohorts`, counted by
 `engine_errors{stage="cohorts"}` and `events_dead_lettered`); the stage goes on with the next.
 """
@@ -18,10 +21,10 @@ from typing import Any
 from contract.events import Rejected
 from streams import codec, signals
 from streams.cohorts import CohortResult, CohortStage
-from streams.faust_fixes import OffsetGuard
+from streams.faust_fixes import OffsetGuard, committed_offset
 from streams.outputs import Outputs
 from streams.settings import WorkerSettings
-from streams.stage_loop import run_stage
+from streams.stage_loop import handled, run_stage
 from streams.topology import Topology, partitioner
 
 log = logging.getLogger("herdwatch.streams")
@@ -32,9 +35,28 @@ COMPONENT = "streams.cohorts"
 def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSettings,
                      guard: OffsetGuard) -> CohortStage:
     observations = topology.observations
+    telemetry = topology.telemetry.get_topic_name()
+
+    def caught_up(partition: int) -> bool | None:
+        """True: this worker's host stage handled the partition up to its high-water mark; False: behind
+        (or its high-water mark is not known yet: nothing fetched); None: not this worker's partition."""
+        try:
+            consumer = app.consumer
+            tp = next((tp for tp in consumer.assignment() if tp.topic == telemetry and tp.partition == partition),
+                      None)
+            if tp is None:
+                return None
+            high = consumer.highwater(tp)
+        except Exception:  # during a rebalance the assignment can change under us
+            return None
+        if high is None:
+            return False
+        return max(handled.get(tp, 0), committed_offset(app, tp) or 0) >= high
+
     stage = CohortStage(topology.baselines, topology.rollout_state, topology.members,
                         partitioner(observations.partitions), ws.host_timeout_s, ws.touch_interval_s, ws.engine,
-                        lag_grace_s=ws.lag_grace_s)
+                        lag_grace_s=ws.lag_grace_s, telemetry_partition_of=partitioner(topology.telemetry.partitions),
+                        telemetry_partitions=topology.telemetry.partitions, caught_up=caught_up)
 
     async def send(result: CohortResult, event: Any) -> None:
         for failure in result.failed:

@@ -14,6 +14,15 @@ it has been silent for `host_timeout_s` of event time *and* nothing arrived from
 wall time: while a worker catches up on a backlog, some partitions run ahead of others in event time, and
 hosts on the slower ones must not be declared gone for that.
 
+Judgements wait for the low watermark: per telemetry partition (a host's partition follows from its id)
+the stage keeps the newest event time its observations brought; the watermark is the least of them over
+the partitions still behind. A partition is caught up when this worker owns it and its host stage has
+handled everything up to the high-water mark; one this worker does not own holds the watermark back only
+while its observations keep arriving (for lag_grace_s of wall time after the last). Pending rare
+features, configuration grace, rollout progress and host timeouts are judged at the smaller of the
+family's time and the watermark, so a backlog read partition by partition, out of event-time order, is
+judged as if it had been read in order.
+
 An observation the engine fails on does not stop the stage: it is returned in `CohortResult.failed`, and
 the agent sends it to the dead-letter topic.
 """
@@ -21,6 +30,7 @@ the agent sends it to the dead-letter topic.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -147,7 +157,9 @@ class CohortStage:
     def __init__(self, baselines: MutableMapping[str, Any], rollouts: MutableMapping[str, Any],
                  members: MutableMapping[str, Any], partition_of: Callable[[str], int],
                  host_timeout_s: float, touch_interval_s: float, engine_config: dict[str, Any] | None = None,
-                 lag_grace_s: float = 30.0, wall: Callable[[], float] = time.time) -> None:
+                 lag_grace_s: float = 30.0, wall: Callable[[], float] = time.time,
+                 telemetry_partition_of: Callable[[str], int] | None = None, telemetry_partitions: int = 0,
+                 caught_up: Callable[[int], bool | None] | None = None) -> None:
         self.baselines = baselines
         self.rollouts = rollouts
         self.members = members
@@ -163,6 +175,38 @@ class CohortStage:
         self.engines: dict[str, FamilyEngine] = {}
         self.clock: dict[str, tuple[float, float]] = {}
         """family -> (newest event time seen, wall time when it was seen)."""
+        self.telemetry_partition_of = telemetry_partition_of
+        self.telemetry_partitions = telemetry_partitions if telemetry_partition_of is not None else 0
+        self.caught_up: Callable[[int], bool | None] = caught_up or (lambda partition: None)
+        """telemetry partition -> True when its host stage handled everything, False when it is behind,
+        None when this worker does not know (it does not own the partition)."""
+        self.marks: dict[int, tuple[float, float]] = {}
+        """telemetry partition -> (newest event time of its hosts' observations, wall time it arrived)."""
+
+    def watermark(self) -> float:
+        """The low watermark: least newest event time over the telemetry partitions still behind (inf when
+        none is, -inf while one that is behind has not delivered anything yet)."""
+        low = math.inf
+        wall = self.wall()
+        for p in range(self.telemetry_partitions):
+            state = self.caught_up(p)
+            if state is True:
+                continue
+            mark = self.marks.get(p)
+            if state is None:  # not ours: it holds the watermark back only while it is active
+                if mark is None or wall - mark[1] > self.lag_grace_s:
+                    continue
+                low = min(low, mark[0])
+            else:
+                low = min(low, mark[0] if mark is not None else -math.inf)
+        return low
+
+    def _mark(self, host: str, t: float) -> None:
+        if self.telemetry_partition_of is None:
+            return
+        p = self.telemetry_partition_of(host)
+        mark = self.marks.get(p)
+        self.marks[p] = (max(t, mark[0]) if mark is not None else t, self.wall())
 
     def reset(self) -> None:
         """Forget cached engines (after a rebalance the tables are the truth)."""
@@ -202,6 +246,9 @@ class CohortStage:
     def process(self, observations: list[Observation]) -> CohortResult:
         result = CohortResult()
         for obs in observations:
+            self._mark(obs.host_id, obs.time.timestamp())
+        watermark = self.watermark()
+        for obs in observations:
             family, host = obs.image_family, obs.host_id
             t = obs.time.timestamp()
             if t > self.clock.get(family, (0.0, 0.0))[0]:
@@ -223,7 +270,9 @@ class CohortStage:
                     and max(0, obs.seq_written - obs.seq_received) != rec.missing):
                 self.members[host] = Member(rec.image_family, rec.image_id, rec.first_seen, max(t, rec.last_seen),
                                             obs.seq_written, obs.seq_received).to_json()
-            self._score(self.engine(family), obs, result)
+            engine = self.engine(family)
+            engine.watermark = watermark
+            self._score(engine, obs, result)
         return result
 
     def tick(self, partition: int) -> CohortResult:
@@ -242,9 +291,13 @@ class CohortStage:
                 self.clock[family] = (rec.last_seen, self.clock[family][1])
             silent.setdefault(family, []).append((host, rec))
         result = CohortResult()
+        watermark = self.watermark()
         for family in sorted(families):
-            now = self.now(family)
+            now = min(self.now(family), watermark)
+            if now == -math.inf:
+                continue  # a partition that is behind has not delivered anything yet: nothing can be judged
             engine = self.engine(family)
+            engine.watermark = watermark
             wall = self.wall()
             for host, rec in silent.get(family, ()):
                 heard = self.heard.setdefault(host, wall)

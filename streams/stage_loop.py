@@ -2,6 +2,10 @@
 
 A message whose handler raises is logged, counted (`engine_errors{stage}`) and sent to the dead-letter
 topic with the error as reason; the stage goes on with the next one, never retrying forever.
+
+`handled` records, per source partition, the offset after the last message a stage finished with: the
+cohort stage compares it with the partition's high-water mark to tell a caught-up telemetry partition
+from one still behind (its low watermark, streams/cohorts.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ log = logging.getLogger("herdwatch.streams")
 
 Handler = Callable[[Any], Awaitable[None]]
 
+handled: dict[Any, int] = {}
+"""Source partition (TP) -> the offset after the last message a stage of this process finished handling."""
+
 
 async def run_stage(app: Any, stream: Any, stage: str, handle: Handler, guard: OffsetGuard,
                     outputs: Outputs) -> None:
@@ -35,4 +42,6 @@ async def run_stage(app: Any, stream: Any, stage: str, handle: Handler, guard: O
             signals.engine_errors.emit(stage=stage)
             await outputs.dead_letter(Rejected(f"processing failed: {e!r}", event.value or b""), event,
                                       f"streams.{stage}")
+        msg = event.message
+        handled[msg.tp] = msg.offset + 1
         metrics.processing_seconds.labels(stage).observe(time.perf_counter() - started)
