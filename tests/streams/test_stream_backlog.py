@@ -14,15 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from stream_helpers import StreamEnv, dump_logs
+from stream_helpers import Clock, StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
-from contract.findings import FindingKind
+from contract.findings import Finding, FindingKind
+from detectors.types import Observation
 from herdwatch.evaluation.runner import run_detectors
 from simulator.fleet import Fleet
 from simulator.keys import SIMULATED
-
-pytestmark = pytest.mark.integration
+from streams.cohorts import CohortStage
 
 STREAM_ONLY = {FindingKind.DATA_LOSS.value}
 """A host that vanished owing events is a stream-stage finding (the offline replay has no members table)."""
@@ -30,6 +30,51 @@ ON_ARRIVAL = {FindingKind.METRIC_DEVIATION.value}
 """Scored when the report arrives (peers' latest reports), not judged at the watermark."""
 
 
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+BASE = ("proc:/usr/sbin/nginx|nginx: worker process|www-data", "listen:tcp/80@any|/usr/sbin/nginx")
+NEW = "dest:tcp/8443@45.137.0.0/16"
+
+
+def test_judgements_wait_for_the_partition_that_is_behind() -> None:
+    """Hosts h0-h4 live on telemetry partition 0, h5-h9 on partition 1. Partition 0 is read 10 minutes
+    ahead: h0 shows a new destination; the same one reached h5-h9 early on, but partition 1 has not
+    delivered that yet. No judgement until partition 1 catches up; then it spread: nothing to report."""
+    behind = {1}
+    wall = Clock(1000.0)
+    stage = CohortStage({}, {}, {}, lambda family: 0, host_timeout_s=300, touch_interval_s=30, wall=wall,
+                        lag_grace_s=30, telemetry_partition_of=lambda host: int(host[1:]) // 5,
+                        telemetry_partitions=2, caught_up=lambda p: p not in behind)
+
+    def obs(host: str, s: float, added: tuple[str, ...] = (), first: bool = False) -> Observation:
+        return Observation(host, "ami-web", "web", T0 + timedelta(seconds=s), added, (), {}, False, first)
+
+    out = []
+    for i in range(10):
+        out += stage.process([obs(f"h{i}", 0, BASE, first=True)]).outputs
+    out += stage.process([obs("h0", 60, (NEW,))]).outputs
+    for s in range(90, 600, 30):  # partition 0 runs ahead; ticks run meanwhile
+        out += stage.process([obs(f"h{i}", s) for i in range(5)]).outputs
+        out += stage.tick(0).outputs
+    assert stage.watermark() == T0.timestamp()  # partition 1 delivered nothing after its first reports
+    assert [o for o in out if isinstance(o, Finding)] == []
+    for s, added in ((65, (NEW,)), (600, ())):  # partition 1 catches up, in its own (event-time) order:
+        for i in range(5, 10):  # the destination reached all its hosts within seconds
+            out += stage.process([obs(f"h{i}", s, added)]).outputs
+    behind.clear()
+    out += stage.tick(0).outputs
+    assert [o for o in out if isinstance(o, Finding)] == []
+    # without the watermark the judgement at 90 s had found NEW on 1 of 10 hosts: a rare feature
+    naive = CohortStage({}, {}, {}, lambda family: 0, host_timeout_s=300, touch_interval_s=30, wall=wall)
+    early = []
+    for i in range(10):
+        early += naive.process([obs(f"h{i}", 0, BASE, first=True)]).outputs
+    early += naive.process([obs("h0", 60, (NEW,))]).outputs
+    for s in range(90, 600, 30):
+        early += naive.process([obs(f"h{i}", s) for i in range(5)]).outputs
+    assert [(f.kind, f.host_id) for f in early if isinstance(f, Finding)] == [(FindingKind.RARE_FEATURE, "h0")]
+
+
+@pytest.mark.integration
 def test_a_backlog_published_before_the_worker_starts_gives_the_offline_findings(stream_env_factory: Any) -> None:
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     cycles = list(Fleet.from_scenario("ci", start=start).cycles())
