@@ -38,6 +38,14 @@ T0 = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; SMD publishes no clock times
 SMD_MACHINES = ("1-6", "1-7", "2-1", "2-2", "2-7", "2-8", "3-3", "3-4")
 COHORT = ("2-1", "2-2", "2-7", "2-8")
 NAB_SETS = ("realKnownCause", "artificialWithAnomaly")
+SHOWN = (
+    "alarm_budget",
+    "peer_min_peers",
+    "peer_window_s",
+    "peer_window_intervals",
+    "self_history_alpha",
+    "self_history_warmup",
+)
 
 
 # ---- metrics -----------------------------------------------------------------------------------------
@@ -62,7 +70,9 @@ def robust_z_baseline(train: np.ndarray, test: np.ndarray) -> np.ndarray:
 
 
 # ---- SMD ---------------------------------------------------------------------------------------------
-def replay_hosts(series: dict[str, np.ndarray], image: str, step_s: float = 60.0) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+def replay_hosts(
+    series: dict[str, np.ndarray], image: str, step_s: float = 60.0
+) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
     """Feed hosts' rows (aligned, one per step) through one default engine; per host the `metric` score of
     every row and the rows with a metric finding."""
     engine = FamilyEngine(config=EngineConfig(record_scores=True))
@@ -73,7 +83,8 @@ def replay_hosts(series: dict[str, np.ndarray], image: str, step_s: float = 60.0
     for i in range(rows):
         t = T0 + timedelta(seconds=i * step_s)
         for h, x in series.items():
-            out = engine.process(Observation(h, image, image, t, metrics=dict(zip(names[h], x[i].tolist()))))
+            metrics = dict(zip(names[h], x[i].tolist(), strict=True))
+            out = engine.process(Observation(h, image, image, t, metrics=metrics))
             scores[h][i] = engine.last_scores.get("metric", 0.0)
             if any(isinstance(o, Finding) and o.kind is FindingKind.METRIC_DEVIATION for o in out):
                 found[h].append(i)
@@ -130,7 +141,9 @@ def smd_job(args: tuple[str, tuple[str, ...]]) -> list[dict]:
 def nab_job(args: tuple[str, str, list[list[str]]]) -> dict:
     path, name, windows = Path(args[0]), args[1], args[2]
     with path.open() as f:
-        rows = [(datetime.fromisoformat(r["timestamp"]).replace(tzinfo=UTC), float(r["value"])) for r in csv.DictReader(f)]
+        rows = [
+            (datetime.fromisoformat(r["timestamp"]).replace(tzinfo=UTC), float(r["value"])) for r in csv.DictReader(f)
+        ]
     engine = FamilyEngine(config=EngineConfig())
     findings: list[datetime] = []
     for k, (t, v) in enumerate(rows):
@@ -139,7 +152,8 @@ def nab_job(args: tuple[str, str, list[list[str]]]) -> dict:
         if k % 10 == 0:
             engine.tick(t)
     spans = [
-        (datetime.fromisoformat(a).replace(tzinfo=UTC), datetime.fromisoformat(b).replace(tzinfo=UTC)) for a, b in windows
+        (datetime.fromisoformat(a).replace(tzinfo=UTC), datetime.fromisoformat(b).replace(tzinfo=UTC))
+        for a, b in windows
     ]
     detected = sum(1 for a, b in spans if any(a <= t <= b for t in findings))
     outside = sorted(t for t in findings if not any(a <= t <= b for a, b in spans))
@@ -157,7 +171,9 @@ def main() -> int:
     ap.add_argument("--skip-smd", action="store_true")
     ap.add_argument("--skip-nab", action="store_true")
     a = ap.parse_args()
-    print(f"defaults: {json.dumps({k: v for k, v in EngineConfig().to_dict().items() if k in ('alarm_budget', 'peer_min_peers', 'peer_window_s', 'peer_window_intervals', 'self_history_alpha', 'self_history_warmup')})}")
+    print(
+        f"defaults: {json.dumps({k: v for k, v in EngineConfig().to_dict().items() if k in SHOWN})}"
+    )
     with ProcessPoolExecutor(a.jobs) as pool:
         nab_futures = []
         if not a.skip_nab:
@@ -179,7 +195,10 @@ def main() -> int:
             for res in pool.map(smd_job, jobs):
                 smd_results += res
             print("\nSMD, test minutes, no point-adjust; engine = the per-report metric score of EngineConfig()")
-            print(f"{'machine':10} {'view':7} {'AP':>6} {'bestF1':>7} | {'base AP':>7} {'base F1':>7} | findings  precision  recall")
+            print(
+                f"{'machine':10} {'view':7} {'AP':>6} {'bestF1':>7} | {'base AP':>7} {'base F1':>7} | "
+                "findings  precision  recall"
+            )
             for mode in ("own", "cohort"):
                 rs = [r for r in smd_results if r["mode"] == mode]
                 for r in rs:
@@ -187,7 +206,10 @@ def main() -> int:
                     b_ap, b_f1 = ap_best_f1(r["baseline"], r["labels"])
                     prec = r["finding_tp"] / r["findings"] if r["findings"] else float("nan")
                     rec_ = r["finding_tp"] / max(int(r["labels"].sum()), 1)
-                    print(f"{r['machine']:10} {mode:7} {e_ap:6.3f} {e_f1:7.3f} | {b_ap:7.3f} {b_f1:7.3f} | {r['findings']:8d}  {prec:9.3f}  {rec_:6.3f}")
+                    print(
+                        f"{r['machine']:10} {mode:7} {e_ap:6.3f} {e_f1:7.3f} | {b_ap:7.3f} {b_f1:7.3f} | "
+                        f"{r['findings']:8d}  {prec:9.3f}  {rec_:6.3f}"
+                    )
                 if rs:
                     s = np.concatenate([r["scores"] for r in rs])
                     y = np.concatenate([r["labels"] for r in rs])
@@ -205,7 +227,10 @@ def main() -> int:
                 tot_w += r["windows"]
                 tot_d += r["detected"]
                 ok += r["fp"] <= 1
-            print(f"windows detected {tot_d}/{tot_w} ({100 * tot_d / max(tot_w, 1):.0f}%), series with at most one FP: {ok}/{len(rows)}")
+            print(
+                f"windows detected {tot_d}/{tot_w} ({100 * tot_d / max(tot_w, 1):.0f}%), "
+                f"series with at most one FP: {ok}/{len(rows)}"
+            )
     return 0
 
 
