@@ -15,6 +15,7 @@ An observation the detectors fail on is dead-lettered (component `streams.cohort
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -30,28 +31,40 @@ from streams.topology import Topology, partitioner
 log = logging.getLogger("herdwatch.streams")
 
 COMPONENT = "streams.cohorts"
+CAUGHT_UP_SETTLE_S = 2.0
+"""A telemetry partition counts as caught up only after it (and the observations topic) stayed so this long."""
 
 
 def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSettings,
                      guard: OffsetGuard) -> CohortStage:
     observations = topology.observations
-    telemetry = topology.telemetry.get_topic_name()
+    telemetry, observed = topology.telemetry.get_topic_name(), observations.get_topic_name()
+    behind_at: dict[int, float] = {}
+    """telemetry partition -> wall time it was last seen behind."""
+
+    def done(tp: Any, high: int | None, slack: int = 0) -> bool:
+        return high is not None and max(handled.get(tp, 0), committed_offset(app, tp) or 0) + slack >= high
 
     def caught_up(partition: int) -> bool | None:
-        """True: this worker's host stage handled the partition up to its high-water mark; False: behind
-        (or its high-water mark is not known yet: nothing fetched); None: not this worker's partition."""
+        """True: this worker's host stage handled the partition up to its high-water mark, the cohort stage
+        has read the observations topic up to its end (a tick may be pending), and both stayed so for a
+        moment (observations still in the producer's buffer); False: behind (or not fetched yet); None: not
+        this worker's partition."""
+        wall = time.monotonic()
         try:
             consumer = app.consumer
-            tp = next((tp for tp in consumer.assignment() if tp.topic == telemetry and tp.partition == partition),
-                      None)
+            assigned = consumer.assignment()
+            tp = next((tp for tp in assigned if tp.topic == telemetry and tp.partition == partition), None)
             if tp is None:
                 return None
-            high = consumer.highwater(tp)
+            ready = done(tp, consumer.highwater(tp)) and all(
+                done(o, consumer.highwater(o), slack=1) for o in assigned if o.topic == observed)
         except Exception:  # during a rebalance the assignment can change under us
             return None
-        if high is None:
+        if not ready:
+            behind_at[partition] = wall
             return False
-        return max(handled.get(tp, 0), committed_offset(app, tp) or 0) >= high
+        return wall - behind_at.get(partition, -math.inf) >= CAUGHT_UP_SETTLE_S
 
     stage = CohortStage(topology.baselines, topology.rollout_state, topology.members,
                         partitioner(observations.partitions), ws.host_timeout_s, ws.touch_interval_s, ws.engine,

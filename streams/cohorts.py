@@ -15,9 +15,11 @@ wall time: while a worker catches up on a backlog, some partitions run ahead of 
 hosts on the slower ones must not be declared gone for that.
 
 Judgements wait for the low watermark: per telemetry partition (a host's partition follows from its id)
-the stage keeps the newest event time its observations brought; the watermark is the least of them over
-the partitions still behind. A partition is caught up when this worker owns it and its host stage has
-handled everything up to the high-water mark; one this worker does not own holds the watermark back only
+the stage keeps the newest event time its observations brought, per observations partition (each is read
+at its own pace); the watermark is the least of them over the telemetry partitions still behind. A
+partition is caught up when this worker owns it, its host stage has handled everything up to the
+high-water mark and the observations topic has been read to its end; one this worker does not own holds
+the watermark back only
 while its observations keep arriving (for lag_grace_s of wall time after the last). Pending rare
 features, configuration grace, rollout progress and host timeouts are judged at the smaller of the
 family's time and the watermark, so a backlog read partition by partition, out of event-time order, is
@@ -180,19 +182,23 @@ class CohortStage:
         self.caught_up: Callable[[int], bool | None] = caught_up or (lambda partition: None)
         """telemetry partition -> True when its host stage handled everything, False when it is behind,
         None when this worker does not know (it does not own the partition)."""
-        self.marks: dict[int, tuple[float, float]] = {}
-        """telemetry partition -> (newest event time of its hosts' observations, wall time it arrived)."""
+        self.marks: dict[tuple[int, int], tuple[float, float]] = {}
+        """(observations partition, telemetry partition) -> (newest event time of the telemetry partition's
+        hosts' observations read from that observations partition, wall time it arrived). Per observations
+        partition: the host stage sends each telemetry partition's observations to it in order, so
+        everything older than the mark has been read; another observations partition may be read ahead."""
 
-    def watermark(self) -> float:
-        """The low watermark: least newest event time over the telemetry partitions still behind (inf when
-        none is, -inf while one that is behind has not delivered anything yet)."""
+    def watermark(self, partition: int) -> float:
+        """The low watermark of observations partition `partition`: least newest event time over the
+        telemetry partitions still behind (inf when none is, -inf while one that is behind has not
+        delivered anything to it yet)."""
         low = math.inf
         wall = self.wall()
         for p in range(self.telemetry_partitions):
             state = self.caught_up(p)
             if state is True:
                 continue
-            mark = self.marks.get(p)
+            mark = self.marks.get((partition, p))
             if state is None:  # not ours: it holds the watermark back only while it is active
                 if mark is None or wall - mark[1] > self.lag_grace_s:
                     continue
@@ -201,12 +207,13 @@ class CohortStage:
                 low = min(low, mark[0] if mark is not None else -math.inf)
         return low
 
-    def _mark(self, host: str, t: float) -> None:
+    def _mark(self, obs: Observation) -> None:
         if self.telemetry_partition_of is None:
             return
-        p = self.telemetry_partition_of(host)
-        mark = self.marks.get(p)
-        self.marks[p] = (max(t, mark[0]) if mark is not None else t, self.wall())
+        key = (self.partition_of(obs.image_family), self.telemetry_partition_of(obs.host_id))
+        t = obs.time.timestamp()
+        mark = self.marks.get(key)
+        self.marks[key] = (max(t, mark[0]) if mark is not None else t, self.wall())
 
     def reset(self) -> None:
         """Forget cached engines (after a rebalance the tables are the truth)."""
@@ -246,8 +253,8 @@ class CohortStage:
     def process(self, observations: list[Observation]) -> CohortResult:
         result = CohortResult()
         for obs in observations:
-            self._mark(obs.host_id, obs.time.timestamp())
-        watermark = self.watermark()
+            self._mark(obs)
+        watermarks: dict[int, float] = {}
         for obs in observations:
             family, host = obs.image_family, obs.host_id
             t = obs.time.timestamp()
@@ -271,7 +278,10 @@ class CohortStage:
                 self.members[host] = Member(rec.image_family, rec.image_id, rec.first_seen, max(t, rec.last_seen),
                                             obs.seq_written, obs.seq_received).to_json()
             engine = self.engine(family)
-            engine.watermark = watermark
+            q = self.partition_of(family)
+            if q not in watermarks:
+                watermarks[q] = self.watermark(q)
+            engine.watermark = watermarks[q]
             self._score(engine, obs, result)
         return result
 
@@ -291,7 +301,7 @@ class CohortStage:
                 self.clock[family] = (rec.last_seen, self.clock[family][1])
             silent.setdefault(family, []).append((host, rec))
         result = CohortResult()
-        watermark = self.watermark()
+        watermark = self.watermark(partition)
         for family in sorted(families):
             now = min(self.now(family), watermark)
             if now == -math.inf:
