@@ -143,6 +143,8 @@ class FamilyEngine:
         self.hardening = HardeningJudge(self, c.hardening_checks, c.osv_path, c.hardening_delay_s)
         self.now = 0.0
         self.watermark = float("inf")
+        self._departed: dict[str, list[float]] = {}
+        """image -> times of recent departures (for judgements made as of an earlier time)."""
         """Event time up to which judgements and periodic work may run (the stream workers' low watermark
         over their source partitions; learning is never held back). inf: the newest event time seen."""
         self.last_scores: dict[str, float] = {}
@@ -197,6 +199,8 @@ class FamilyEngine:
             self._seen_last(host, t)
             rec = b.leave(host)
             self._forget(host)
+            if rec is not None:  # a judgement made late, as of an earlier time, still counts it (_n_at)
+                self._departed.setdefault(rec.image, []).append(t)
             if rec is not None:
                 out += self.rollout.update(rec.family, t)
             return out
@@ -258,6 +262,8 @@ class FamilyEngine:
         self._evict_images(t)
         if t - self._history_swept >= 3600.0:
             self._history_swept = t
+            for image, times in list(self._departed.items()):  # bounded: departures of the last hour
+                self._departed[image] = [x for x in times if x > t - 3600.0]
             for image in list(self.history.entries):
                 self.history.sweep(image, t, lambda f, image=image: b.count(image, f) > 0)  # type: ignore[misc]
         return out
@@ -357,7 +363,8 @@ class FamilyEngine:
             if due > now:
                 heapq.heappush(heap, (due, image, f))
                 continue
-            result = self._judge(image, f, e, now)
+            # a judgement made late (a stream worker catching up on a backlog) is made as of when it was due
+            result = self._judge(image, f, e, due if now - due > self.recheck_s else now)
             if result is None:  # held: look again later
                 e = replace(e, recheck_at=now + self.recheck_s)
                 self.store[key] = e.to_json()
@@ -389,7 +396,7 @@ class FamilyEngine:
         family = b.hosts[hosts[0]].family
         if self.rollout.held(image, family, now):
             return None
-        n = b.n(image)
+        n = self._n_at(image, now)
         if n >= self.min_hosts:
             scope, count, total = "cohort", b.count(image, feat), n
         elif b.family_n(family) >= self.min_hosts and b.family_n(family) > n:
@@ -428,6 +435,16 @@ class FamilyEngine:
             else:
                 out += self._rare_finding(h, image, family, feat, scope, count, total, now)
         return out
+
+    def _n_at(self, image: str, when: float) -> int:
+        """Live hosts of the cohort as of `when`: hosts that left later (a judgement made late, as of when
+        it was due) still count."""
+        n = self.baseline.n(image)
+        times = self._departed.get(image)
+        if times:
+            times[:] = [x for x in times if x > when]  # judgement times only grow
+            n += len(times)
+        return n
 
     def _has_other_value(self, host: str, feat: str) -> bool:
         kind, key, _ = split_state(feat)
