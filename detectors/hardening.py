@@ -39,6 +39,7 @@ or whose configuration has not arrived yet, are not judged. Platforms come from 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -325,8 +326,14 @@ class Library:
 
 
 def load_library(path: Path | str | None = None) -> Library:
-    """Every check of a folder of YAML files (or one file); ids must be unique."""
-    root = Path(path) if path else CHECKS_DIR
+    """Every check of a folder of YAML files (or one file); ids must be unique. Read once per path and process
+    (a worker makes an engine per image family, and the library is immutable)."""
+    return _load_library(str(Path(path) if path else CHECKS_DIR))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_library(root_text: str) -> Library:
+    root = Path(root_text)
     files = sorted(root.glob("*.yaml")) if root.is_dir() else [root]
     checks: list[Check] = []
     seen: set[str] = set()
