@@ -136,7 +136,7 @@ def test_unreadable_or_garbage_proc_net(tmp_path: Path) -> None:
     out = probe.collect(full=True)
     inventory = next(p for k, p in out if k is Kind.NET_INVENTORY)
     assert inventory["items"] == [{"state": "listen", "proto": "tcp", "laddr": "127.0.0.1", "lport": 8080,
-                                   "raddr": "", "rport": 0, "pid": 0, "exe": ""}]
+                                   "raddr": "", "rport": 0, "pid": 0, "exe": "", "user": ""}]
 
 
 def test_huge_and_non_utf8_auth_log_lines(tmp_path: Path) -> None:
