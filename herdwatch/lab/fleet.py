@@ -38,6 +38,11 @@ MOUNTS = [("/etc/ssh", "etc_ssh"), ("/etc/passwd", "passwd"), ("/etc/hosts", "ho
 LAB_USER = "deploy:x:2101:2101:lab deploy user:/home/deploy:/bin/sh\n"
 
 
+def outside_reach(path: Path) -> bool:
+    """True if a lab host cannot see `path`: it is under /tmp, which every host replaces with its own."""
+    return path.resolve().is_relative_to("/tmp")
+
+
 class LabError(RuntimeError):
     pass
 
@@ -128,6 +133,9 @@ class Lab:
     def up(cls, var: Path, subnet: str = DEFAULT_SUBNET, warmup_s: float = 60.0) -> Lab:
         require_root()
         var = var.resolve()
+        if under_tmp := [str(x) for x in (REPO, Path(sys.prefix), var) if outside_reach(x)]:
+            raise LabError(f"{', '.join(under_tmp)} under /tmp: every lab host mounts its own /tmp, so its "
+                           "agent could not see them; use a checkout, virtualenv and lab folder outside /tmp")
         if current_file(var).exists():
             raise LabError(f"a lab is already up ({current_file(var).read_text().strip()}); "
                            f"`herdwatch lab down` removes it first")
