@@ -34,6 +34,7 @@ from contract.events import ContractError, Event, Kind, decode_event, format_tim
 from contract.findings import Finding, RolloutEvent
 from detectors.engine import FamilyEngine, Output
 from detectors.engine_config import EngineConfig
+from detectors.hardening import OsvData
 from detectors.host_state import HostState
 from detectors.sequence import SequenceGap
 from detectors.types import Observation
@@ -141,8 +142,10 @@ class FamilyEngines:
     The stream workers keep engines this way; `replay` defaults to one FamilyEngine for every family.
     """
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(self, config: EngineConfig | None = None, osv: OsvData = None) -> None:
         self.config = EngineConfig() if config is None else config
+        self.osv = osv
+        """OSV data in memory for every engine (detectors.hardening.OsvData)."""
         self.record_scores = self.config.record_scores
         self.engines: dict[str, FamilyEngine] = {}
         self.last_scores: dict[str, float] = {}
@@ -151,7 +154,7 @@ class FamilyEngines:
     def process(self, obs: Observation) -> list[Output]:
         engine = self.engines.get(obs.image_family)
         if engine is None:
-            engine = self.engines[obs.image_family] = FamilyEngine(config=self.config)
+            engine = self.engines[obs.image_family] = FamilyEngine(config=self.config, osv=self.osv)
             engine.record_scores = self.record_scores
         out = engine.process(obs)
         self.last_scores = engine.last_scores

@@ -31,7 +31,7 @@ from detectors.drift import ConfigDrift
 from detectors.engine_config import EngineConfig
 from detectors.features import IMMEDIATE_KINDS, STATE_KINDS, describe, kind_of, split_state
 from detectors.hardening import PENDING_SUBJECT as HARDENING_PENDING
-from detectors.hardening import HardeningJudge
+from detectors.hardening import HardeningJudge, OsvData
 from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
 from detectors.policy import PolicyCheck
@@ -74,9 +74,12 @@ class FamilyEngine:
         config: EngineConfig | None = None,
         *,
         family: str | None = None,
+        osv: OsvData = None,
     ) -> None:
         """`store`: where durable state lives (a dict by default); `config`: every knob (EngineConfig);
-        `family`: load only this family's keys from a store shared with other engines."""
+        `family`: load only this family's keys from a store shared with other engines; `osv`: OSV data in
+        memory for vulnerable packages (an OsvIndex or a callable returning the current one; the worker and
+        the CLI read it from `config.osv_path`: streams/osv_data.py)."""
         c = self.config = EngineConfig() if config is None else config
         self.store: MutableMapping[str, Any] = {} if store is None else store
         self.min_hosts = c.min_hosts
@@ -140,7 +143,7 @@ class FamilyEngine:
             baseline=b,
         )
         self.suppress = Suppressor(self.store, c.suppress_s)
-        self.hardening = HardeningJudge(self, c.hardening_checks, c.osv_path, c.hardening_delay_s)
+        self.hardening = HardeningJudge(self, c.hardening_checks, osv, c.hardening_delay_s)
         self.now = 0.0
         self.watermark = float("inf")
         self._departed: dict[str, list[float]] = {}

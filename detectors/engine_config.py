@@ -72,7 +72,8 @@ class EngineConfig:
     )
     osv_path: str | None = field(
         default=None,
-        metadata={"type": str, "doc": "OSV data: a folder, .zip or .json (None: HERDWATCH_WORKER_OSV_PATH)"},
+        metadata={"type": str, "doc": "OSV data: a folder, .zip or .json (None: HERDWATCH_WORKER_OSV_PATH); "
+                                      "read by the worker and the CLI (streams/osv_data.py), not the engine"},
     )
     hardening_delay_s: float = _number(
         30.0, "delay before an image's or host's new configuration is judged by the hardening checks", ge=0

@@ -41,15 +41,21 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import yaml
 
 from contract.findings import Severity
 from detectors.features import kind_of, split_state
+
+if TYPE_CHECKING:
+    from detectors.osv import OsvIndex
+
+OsvData = Union["OsvIndex", Callable[[], "OsvIndex | None"], None]
+"""OSV data as the engine takes it: an index in memory, a callable returning the current one, or None."""
 
 CHECKS_DIR = Path(__file__).with_name("checks")
 INPUTS_KEY = "hardening.inputs"
@@ -389,7 +395,6 @@ def describe_values(observed: Mapping[str, str]) -> str:
 # ---- judging images and hosts inside the FamilyEngine ------------------------------------------------
 PENDING_SUBJECT = "hardening:"
 """The engine's PENDING key of an image's hardening judgement: p|<image>|hardening: (hosts = those that changed)."""
-OSV_REFRESH_S = 300.0
 _RANK = {Severity.INFO: 0, Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
 VULN_SEVERITY = Severity.HIGH
 MAX_LISTED = 50
@@ -454,18 +459,19 @@ class HardeningJudge:
     the image's and the host's values); the new image of a rollout is compared with the image it replaces
     (one finding at its first host for what it newly fails or newly brings vulnerable)."""
 
-    def __init__(self, engine: Any, checks: str | None, osv_path: str | None, delay_s: float) -> None:
-        import os
-
-        from detectors.osv import ENV_PATH, OsvDatabase
-
+    def __init__(self, engine: Any, checks: str | None, osv: OsvData, delay_s: float) -> None:
+        """`osv`: OSV data in memory (an OsvIndex, or a callable returning the current one: the worker's
+        `streams.osv_data.OsvSource` reloads it when it changes on disk); None: no vulnerable packages."""
         self.engine = engine
         self.library = load_library(checks)
-        path = osv_path or os.environ.get(ENV_PATH) or None
-        self.osv = OsvDatabase.load(path) if path else None
+        self.osv = osv
         self.delay_s = float(delay_s)
-        self._osv_checked = 0.0
         self._ports = {p for c in self.library.checks for p in _ports(c.predicate)}
+
+    def osv_index(self) -> Any:
+        """The OSV index to match against now (None without data)."""
+        osv = self.osv
+        return osv() if callable(osv) else osv
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -514,26 +520,24 @@ class HardeningJudge:
         members = sorted(b.members.get(image, ()), key=lambda h: (b.hosts[h].first, h))
         if not members:
             return []
-        if self.osv is not None and now - self._osv_checked >= OSV_REFRESH_S:
-            self._osv_checked = now
-            self.osv.refresh()
+        osv = self.osv_index()
         family = b.hosts[members[0]].family
         first = members[0]
         view = self.view(image)
         if not view.ready:
             return []
         results = self.library.evaluate(view)
-        vulns = vulnerabilities(self.osv, view)
+        vulns = vulnerabilities(osv, view)
         out: list[Any] = []
         st = eng.rollout.state(family)
         if st is not None and st.new == image and st.old != image:
-            out += self._qualify(image, st.old, family, first, view, results, vulns, now)
+            out += self._qualify(image, st.old, family, first, view, results, vulns, osv, now)
         else:
             out += self._image_findings(image, family, first, results, vulns, now)
         for h in hosts:
             rec = b.hosts.get(h)
             if rec is not None and rec.image == image:
-                out += self._host_findings(h, image, family, view, results, vulns, now)
+                out += self._host_findings(h, image, family, view, results, vulns, osv, now)
         return out
 
     def _image_findings(self, image: str, family: str, host: str, results: Mapping[str, Result],
@@ -581,7 +585,7 @@ class HardeningJudge:
         return out
 
     def _qualify(self, image: str, old: str, family: str, host: str, view: HostView, results: Mapping[str, Result],
-                 vulns: Mapping[str, Vulnerable], now: float) -> list[Any]:
+                 vulns: Mapping[str, Vulnerable], osv: Any, now: float) -> list[Any]:
         """The new image of a rollout against the image it replaces: one finding for what it makes worse."""
         from contract.findings import FindingKind
         from detectors.store_keys import IMAGE_SUBJECT_PREFIX
@@ -591,7 +595,7 @@ class HardeningJudge:
         if not old_view.ready:
             return []
         old_results = self.library.evaluate(old_view)
-        old_vulns = vulnerabilities(self.osv, old_view)
+        old_vulns = vulnerabilities(osv, old_view)
         who = IMAGE_SUBJECT_PREFIX + image
         worse = [c for c in self.library.checks
                  if results[c.id].status == "fail" and old_results[c.id].status != "fail"
@@ -631,7 +635,7 @@ class HardeningJudge:
 
     def _host_findings(self, host: str, image: str, family: str, image_view: HostView,
                        image_results: Mapping[str, Result], image_vulns: Mapping[str, Vulnerable],
-                       now: float) -> list[Any]:
+                       osv: Any, now: float) -> list[Any]:
         from contract.findings import FindingKind
 
         eng = self.engine
@@ -659,7 +663,7 @@ class HardeningJudge:
                 {"check": check.id, "family": check.family, "cis": check.cis, "scope": "host",
                  "before": {k: before.get(k, ABSENT) for k in changed}, "after": changed},
             )
-        for v in vulnerabilities(self.osv, view).values():
+        for v in vulnerabilities(osv, view).values():
             mine = image_vulns.get(v.package)
             if mine is not None and mine.installed == v.installed:
                 continue

@@ -1,7 +1,11 @@
 """Vulnerable packages: the package inventory matched against vulnerability data in the OSV format.
 
-    db = OsvDatabase.load("/var/lib/herdwatch/osv")      # a folder or a .zip of OSV JSON files, or one file
-    db.match(Platform("ubuntu", "22.04"), "openssh-server", "1:8.9p1-3ubuntu0.6")   # -> [Match, ...]
+    index = OsvIndex.from_records(records)     # OSV records (dicts), already read and parsed
+    index.match(Platform("ubuntu", "22.04"), "openssh-server", "1:8.9p1-3ubuntu0.6")   # -> [Match, ...]
+
+This module is pure: it never reads files. The worker and the CLI read the data (a folder or a .zip of
+OSV JSON files, or one file; `streams/osv_data.py`, which also reloads it when it changes) and hand the
+engine an `OsvIndex`.
 
 A record's `affected[]` entries name a package in an ecosystem ("Debian:12", "Ubuntu:22.04",
 "Ubuntu:Pro:22.04:LTS", "Red Hat:enterprise_linux:9::baseos", "Rocky Linux:9", "AlmaLinux:9", ...).
@@ -13,26 +17,16 @@ with the distribution's own ordering (detectors/versions.py). Withdrawn records 
 
 Debian's records name source packages: a binary whose name differs from its source (openssh-server
 from openssh) matches only when the record lists it as a binary.
-
-`refresh()` reloads the data when the file or the folder's files changed (the user refreshes the data
-set in place); the engine calls it at most every few minutes of event time.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cmp_to_key
-from pathlib import Path
 from typing import Any
 
 from detectors.versions import Scheme, compare, valid
-
-ENV_PATH = "HERDWATCH_WORKER_OSV_PATH"
-"""Where the engine finds the OSV data when its `osv_path` knob is not set."""
 
 DISTROS: dict[str, tuple[str, Scheme]] = {
     "debian": ("Debian", "dpkg"),
@@ -103,40 +97,17 @@ class _Entry:
 
 
 @dataclass
-class OsvDatabase:
-    """OSV entries indexed by package name (and binary names)."""
+class OsvIndex:
+    """OSV entries indexed by package name (and binary names), built from records already in memory."""
 
-    path: Path | None = None
     by_name: dict[str, list[_Entry]] = field(default_factory=dict)
     records: int = 0
-    signature: tuple[int, int] | None = None
 
     @classmethod
-    def load(cls, path: str | Path | None) -> OsvDatabase:
-        db = cls(Path(path) if path else None)
-        db.reload()
-        return db
-
-    @classmethod
-    def from_records(cls, records: Iterable[dict[str, Any]]) -> OsvDatabase:
-        db = cls()
-        db._index(records)
-        return db
-
-    # ---- loading ---------------------------------------------------------------------------------
-    def reload(self) -> None:
-        self.by_name, self.records = {}, 0
-        if self.path is None:
-            return
-        self.signature = _signature(self.path)
-        self._index(_read_records(self.path))
-
-    def refresh(self) -> bool:
-        """Reload when the data changed on disk; True if it was reloaded."""
-        if self.path is None or _signature(self.path) == self.signature:
-            return False
-        self.reload()
-        return True
+    def from_records(cls, records: Iterable[dict[str, Any]]) -> OsvIndex:
+        index = cls()
+        index._index(records)
+        return index
 
     def _index(self, records: Iterable[dict[str, Any]]) -> None:
         for rec in records:
@@ -228,50 +199,3 @@ def _next_fixed(scheme: Scheme, version: str, events: tuple[tuple[str, str], ...
         if best is None or compare(scheme, v, best) < 0:
             best = v
     return best
-
-
-def _files(path: Path) -> Iterator[Path]:
-    for dirpath, _, names in os.walk(path):
-        for n in sorted(names):
-            if n.endswith(".json"):
-                yield Path(dirpath) / n
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        if path.is_dir():
-            newest, count = 0, 0
-            for f in _files(path):
-                newest = max(newest, f.stat().st_mtime_ns)
-                count += 1
-            return newest, count
-        st = path.stat()
-        return st.st_mtime_ns, st.st_size
-    except OSError:
-        return None
-
-
-def _parse(raw: bytes) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return []
-    if isinstance(data, list):
-        return [d for d in data if isinstance(d, dict)]
-    return [data] if isinstance(data, dict) else []
-
-
-def _read_records(path: Path) -> Iterator[dict[str, Any]]:
-    if path.is_dir():
-        for f in _files(path):
-            try:
-                yield from _parse(f.read_bytes())
-            except OSError:
-                continue
-    elif path.suffix == ".zip":
-        with zipfile.ZipFile(path) as z:
-            for name in z.namelist():
-                if name.endswith(".json"):
-                    yield from _parse(z.read(name))
-    elif path.exists():
-        yield from _parse(path.read_bytes())

@@ -44,6 +44,7 @@ import orjson
 from contract.findings import Finding, FindingKind, HostLifecycle, RolloutEvent, Severity
 from detectors import EngineConfig, FamilyEngine
 from detectors.types import Observation
+from streams.osv_data import osv_source
 
 log = logging.getLogger("herdwatch.streams")
 
@@ -175,6 +176,8 @@ class CohortStage:
         self.heard: dict[str, float] = {}
         """host -> wall time its last observation arrived (memory only; a restart grants a fresh grace)."""
         self.engines: dict[str, FamilyEngine] = {}
+        self.osv = osv_source(EngineConfig.from_mapping(self.engine_config))
+        """OSV data read once per worker and shared by its engines (reloaded when it changes on disk)."""
         self.clock: dict[str, tuple[float, float]] = {}
         """family -> (newest event time seen, wall time when it was seen)."""
         self.telemetry_partition_of = telemetry_partition_of
@@ -223,7 +226,7 @@ class CohortStage:
         e = self.engines.get(family)
         if e is None:
             e = self.engines[family] = FamilyEngine(FamilyStore(family, self.baselines, self.rollouts),
-                                                    EngineConfig.from_mapping(self.engine_config))
+                                                    EngineConfig.from_mapping(self.engine_config), osv=self.osv)
         return e
 
     def now(self, family: str) -> float:

@@ -18,6 +18,7 @@ from contract.findings import Finding, RolloutEvent
 from detectors import EngineConfig
 from detectors.backtest import FamilyEngines, HostSeen, Replay
 from simulator.fleet import Cycle
+from streams.osv_data import osv_source
 
 __all__ = ["DetectionRun", "HostSeen", "run_detectors"]
 
@@ -45,7 +46,8 @@ def run_detectors(cycles: Iterable[Cycle], engine_config: EngineConfig | None = 
     """Feed every batch of every cycle through the detectors; returns their findings and rollout events.
 
     Every detector's scores are recorded (for the chart), whatever `engine_config.record_scores` says."""
-    engines = FamilyEngines((engine_config or EngineConfig()).replace(record_scores=True))
+    config = (engine_config or EngineConfig()).replace(record_scores=True)
+    engines = FamilyEngines(config, osv=osv_source(config))
     run = DetectionRun()
 
     def note_score(record: dict[str, Any]) -> None:

@@ -12,9 +12,10 @@ from det_helpers import advance, findings, obs
 from contract.findings import Finding
 from detectors import EngineConfig, FamilyEngine
 from detectors.hardening import load_library
+from streams.osv_data import load_index
 from tests.fixtures.hardening.roots import host_features
 
-OSV = str(Path(__file__).parents[1] / "fixtures" / "osv")
+OSV = load_index(Path(__file__).parents[1] / "fixtures" / "osv")
 DOC = Path(__file__).parents[2] / "docs" / "detection.md"
 
 
@@ -24,7 +25,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
 
 
 def engine() -> FamilyEngine:
-    return FamilyEngine(config=EngineConfig(min_hosts=3, osv_path=OSV, mv_enabled=False, host_timeout_s=1e6))
+    return FamilyEngine(config=EngineConfig(min_hosts=3, mv_enabled=False, host_timeout_s=1e6), osv=OSV)
 
 
 def hardening(out: list) -> list[Finding]:
