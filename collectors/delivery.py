@@ -10,7 +10,9 @@
   the first unacknowledged record and retries with backoff; after `max_attempts` a record is dropped and
   counted (reason "rejected") so one poison message cannot stall a host forever.
 - Each record is signed with the host key when it is handed to the producer (collectors/hostkey.py): the
-  spool keeps only the value, and the deterministic Ed25519 signature makes a re-sent record identical.
+  spool keeps only the value. The signed `herdwatch-written` header announces the highest seq spooled at
+  that moment, so a host that dies while replaying a backlog leaves the stream an exact count of what it
+  never delivered (contract/signing.py).
 """
 
 from __future__ import annotations
@@ -274,7 +276,8 @@ class Delivery:
                     break
                 self.inflight.append(record)
                 try:
-                    self.publisher.publish_value(record.value, self.key, on_delivery=self._callback(record))
+                    self.publisher.publish_value(record.value, self.key, on_delivery=self._callback(record),
+                                                 written=self.spool.last_seq)
                 except KafkaException as e:  # refused by the client itself, e.g. above message.max.bytes
                     self.inflight.pop()
                     self.msg_bucket.refund(1)

@@ -46,9 +46,10 @@ class HostKey:
         self.public = public_key_bytes(private)
         self.fingerprint = fingerprint(self.public)
 
-    def headers(self, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]:
-        """The Kafka headers that sign one message (key = the host_id, value = the batch bytes)."""
-        return sign(self.private, key, value)
+    def headers(self, key: bytes | None, value: bytes, written: int | None = None) -> list[tuple[str, bytes]]:
+        """The Kafka headers that sign one message (key = the host_id, value = the batch bytes), announcing
+        `written` (the highest seq spooled so far) when given."""
+        return sign(self.private, key, value, written)
 
 
 def load_or_create(path: Path) -> HostKey:

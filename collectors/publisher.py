@@ -20,7 +20,7 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class Signer(Protocol):
-    def headers(self, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]: ...
+    def headers(self, key: bytes | None, value: bytes, written: int | None = None) -> list[tuple[str, bytes]]: ...
 
 
 def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
@@ -52,11 +52,13 @@ class Publisher:
             return
         self.publish_value(encode_batch(events), events[0].host_id.encode(), on_delivery)
 
-    def publish_value(self, value: bytes, key: bytes, on_delivery: DeliveryCallback | None = None) -> None:
-        """Send one already encoded batch (the agent sends spooled records this way), signed at send time."""
+    def publish_value(self, value: bytes, key: bytes, on_delivery: DeliveryCallback | None = None,
+                      written: int | None = None) -> None:
+        """Send one already encoded batch (the agent sends spooled records this way), signed at send time;
+        `written` (the highest seq the host has written so far) is announced in a signed header."""
         headers: list[tuple[str, str | bytes | None]] | None = None
         if self.signer is not None:
-            headers = list(self.signer.headers(key, value))
+            headers = list(self.signer.headers(key, value, written))
         while True:
             try:
                 self.producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=on_delivery)

@@ -5,8 +5,14 @@ Each agent holds an Ed25519 host key and signs every telemetry message it sends.
 message key (the host_id) and the exact value bytes, so it can neither be moved to another host's message nor
 survive any change of the value. It travels in two message headers, as raw bytes:
 
-    herdwatch-sig   64 bytes: Ed25519 signature of  DOMAIN + len(key) (4 bytes, big-endian) + key + value
-    herdwatch-key   32 bytes: the raw Ed25519 public key that made it
+    herdwatch-sig      64 bytes: Ed25519 signature of  DOMAIN + len(key) (4 bytes, big-endian) + key + value
+    herdwatch-key      32 bytes: the raw Ed25519 public key that made it
+    herdwatch-written  optional, ASCII decimal: the highest seq the host had written to its spool when it sent
+                       this message. When present the signature covers it too, under another domain:
+                       DOMAIN_WRITTEN + len(key) + key + written (8 bytes, big-endian, signed) + value
+
+`written` makes tail loss countable: a host replaying a backlog announces with every message how far its
+spool goes, so if it dies before the rest arrives the stream knows exactly how many events it never got.
 
 Consumers (the stream worker's host stage and the storage sink) pin each host's public key on first use and
 judge every later message with `judge`: same inputs, same verdict, in both. Nothing here raises on bad input:
@@ -29,8 +35,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 HEADER_SIGNATURE = "herdwatch-sig"
 HEADER_PUBLIC_KEY = "herdwatch-key"
+HEADER_WRITTEN = "herdwatch-written"
 DOMAIN = b"herdwatch-telemetry-v1\x00"
 """Prefix of every signed message: a herdwatch signature cannot be taken for one over anything else."""
+DOMAIN_WRITTEN = b"herdwatch-telemetry-written-v1\x00"
+"""Prefix of a signed message that also carries `written`: never confused with one that does not."""
+MAX_WRITTEN_DIGITS = 19
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
 REASON_PREFIX = "identity conflict"
@@ -41,20 +51,27 @@ Headers = Mapping[str, Any] | Iterable[tuple[Any, Any]] | None
 or None. Names may be str or bytes, values bytes (or str)."""
 
 
-def signed_message(key: bytes | None, value: bytes | None) -> bytes:
-    """The exact bytes a host signs for one message."""
+def signed_message(key: bytes | None, value: bytes | None, written: int | None = None) -> bytes:
+    """The exact bytes a host signs for one message (and its `written` announcement, if it makes one)."""
     k = key or b""
-    return DOMAIN + struct.pack(">I", len(k)) + k + (value or b"")
+    if written is None:
+        return DOMAIN + struct.pack(">I", len(k)) + k + (value or b"")
+    return DOMAIN_WRITTEN + struct.pack(">I", len(k)) + k + struct.pack(">q", written) + (value or b"")
 
 
 def public_key_bytes(private: Ed25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def sign(private: Ed25519PrivateKey, key: bytes | None, value: bytes | None) -> list[tuple[str, bytes]]:
-    """The headers that sign one message (Ed25519 is deterministic: the same message gets the same headers)."""
-    return [(HEADER_SIGNATURE, private.sign(signed_message(key, value))),
-            (HEADER_PUBLIC_KEY, public_key_bytes(private))]
+def sign(private: Ed25519PrivateKey, key: bytes | None, value: bytes | None,
+         written: int | None = None) -> list[tuple[str, bytes]]:
+    """The headers that sign one message (Ed25519 is deterministic: the same message gets the same headers),
+    with the `written` announcement when given (a seq, >= 0)."""
+    headers = [(HEADER_SIGNATURE, private.sign(signed_message(key, value, written))),
+               (HEADER_PUBLIC_KEY, public_key_bytes(private))]
+    if written is not None:
+        headers.append((HEADER_WRITTEN, str(written).encode()))
+    return headers
 
 
 def fingerprint(public: bytes | None) -> str:
@@ -79,6 +96,8 @@ class Signature:
     """The key that signed it (SIGNED), or the key it claims (INVALID, when the header was there)."""
     reason: str = ""
     """Why it is INVALID."""
+    written: int | None = None
+    """SIGNED only: the highest seq the host had written when it sent the message, if it said (signed too)."""
 
 
 def _header_values(headers: Headers, name: str) -> list[bytes]:
@@ -108,11 +127,22 @@ def verify(headers: Headers, key: bytes | None, value: bytes | None) -> Signatur
     if len(sigs[0]) != SIGNATURE_BYTES:
         return Signature(Status.INVALID, claimed, f"{HEADER_SIGNATURE} must be {SIGNATURE_BYTES} bytes, "
                                                   f"got {len(sigs[0])}")
+    written_values = _header_values(headers, HEADER_WRITTEN)
+    written: int | None = None
+    if written_values:
+        raw = written_values[0]
+        if len(written_values) != 1 or not raw.isdigit() or len(raw) > MAX_WRITTEN_DIGITS or not raw.isascii():
+            return Signature(Status.INVALID, claimed, f"{HEADER_WRITTEN} must appear once, as a decimal seq of at "
+                                                      f"most {MAX_WRITTEN_DIGITS} digits")
+        written = int(raw)
+        if written >= 2**63:
+            return Signature(Status.INVALID, claimed, f"{HEADER_WRITTEN} is out of range")
     try:
-        Ed25519PublicKey.from_public_bytes(claimed).verify(sigs[0], signed_message(key, value))
+        Ed25519PublicKey.from_public_bytes(claimed).verify(sigs[0], signed_message(key, value, written))
     except (InvalidSignature, ValueError):
-        return Signature(Status.INVALID, claimed, "the signature does not match the message key and value")
-    return Signature(Status.SIGNED, claimed)
+        return Signature(Status.INVALID, claimed, "the signature does not match the message key and value"
+                         + (f" and {HEADER_WRITTEN}" if written is not None else ""))
+    return Signature(Status.SIGNED, claimed, written=written)
 
 
 @dataclass(frozen=True, slots=True)

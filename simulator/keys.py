@@ -30,8 +30,8 @@ class SimulatedKeys:
             key = self._keys[host_id] = HostKey(Ed25519PrivateKey.from_private_bytes(secret))
         return key
 
-    def headers(self, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]:
-        return self.key_for(key or b"").headers(key, value)
+    def headers(self, key: bytes | None, value: bytes, written: int | None = None) -> list[tuple[str, bytes]]:
+        return self.key_for(key or b"").headers(key, value, written)
 
 
 SIMULATED = SimulatedKeys()

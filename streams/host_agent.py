@@ -91,7 +91,8 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
             signals.events_in.emit(len(evs))
             stored = host_seq.get(host)
             old_seq = HostSeq.from_json(stored) if stored else None
-            res = process_host_batch(evs, old_seq, host_state.get(host), ws.host_timeout_s, ws.touch_interval_s)
+            res = process_host_batch(evs, old_seq, host_state.get(host), ws.host_timeout_s, ws.touch_interval_s,
+                                     sent_written=signature.written)
             if res.seq is not None and res.seq != old_seq:
                 host_seq[host] = res.seq.to_json()
                 newest = max(newest, res.seq.last_seen)

@@ -46,7 +46,8 @@ class HostSeq:
     """(boot_id, last seq applied) of up to EARLIER_BOOTS_KEPT earlier boots, oldest first."""
 
     written: int = -1
-    """The highest seq the host announced written to its spool (heartbeat/goodbye `seq_written`; -1 none)."""
+    """The highest seq the host announced written to its spool in this boot (the signed herdwatch-written
+    header of each message, heartbeat/goodbye `seq_written`; -1 none)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"written": self.written, "boot_id": self.boot_id, "seq": self.seq, "first_seen": self.first_seen,
@@ -82,8 +83,9 @@ class HostResult:
 
 
 def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str, Any] | None,
-                       host_timeout_s: float, touch_interval_s: float) -> HostResult:
-    """Apply one host's events (in order) to its stored state; see the module docstring."""
+                       host_timeout_s: float, touch_interval_s: float, sent_written: int | None = None) -> HostResult:
+    """Apply one host's events (in order) to its stored state; see the module docstring. `sent_written` is
+    the highest seq the host had spooled when it sent this message (its signed herdwatch-written header)."""
     first_ev = events[0]
     host = first_ev.host_id
     hs = _host_state(state, first_ev, [])
@@ -101,7 +103,6 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
     earlier = dict(seq.earlier_boots) if seq is not None else {}
     applied: list[Event] = []
     result = HostResult(seq=seq, state=None)
-    written = announced_written(events, host, seq.written if seq is not None else -1)
     for event in events:
         if event.host_id != host:
             continue  # the caller groups by host; never mix hosts' state
@@ -149,8 +150,11 @@ def process_host_batch(events: list[Event], seq: HostSeq | None, state: dict[str
         result.observations.append(Observation(host, hs.image_id, hs.image_family,
                                                datetime.fromtimestamp(last_seen, UTC)))
         last_fwd = last_seen
-    result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd, skew_reported, tuple(earlier.items()))
-    result.seq = replace(result.seq, written=written)
+    # What the host said it had written counts within one boot; a new boot (seq may restart) starts afresh.
+    written = seq.written if seq is not None and seq.boot_id == boot else -1
+    written = max(announced_written(events, host, written), -1 if sent_written is None else sent_written)
+    result.seq = HostSeq(boot, last_seq, first_seen, last_seen, last_fwd, skew_reported, tuple(earlier.items()),
+                         written=written)
     announce_tail(result, result.seq, seq, hs)
     new_state = hs.to_dict()
     if new_state != state:

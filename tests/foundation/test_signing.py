@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from contract.signing import (
     HEADER_PUBLIC_KEY,
     HEADER_SIGNATURE,
+    HEADER_WRITTEN,
     REASON_PREFIX,
     Signature,
     Status,
@@ -82,6 +83,34 @@ def test_malformed_headers_are_invalid_not_errors(key: bytes, value: bytes, how:
         "empty": [(HEADER_SIGNATURE, b""), (HEADER_PUBLIC_KEY, b"")],
     }[how]
     assert verify(headers, key, value).status is Status.INVALID
+
+
+seqs = st.integers(min_value=0, max_value=2**63 - 1)
+
+
+@given(hosts, values, seqs, st.data())
+@settings(max_examples=200, deadline=None)
+def test_the_written_announcement_is_signed_too(key: bytes, value: bytes, written: int, data: st.DataObject) -> None:
+    headers = KEYS.headers(key, value, written)
+    got = verify(headers, key, value)
+    assert got.status is Status.SIGNED and got.written == written
+    others = [(k, v) for k, v in headers if k != HEADER_WRITTEN]
+    assert verify(others, key, value).status is Status.INVALID  # stripped: the signature covered it
+    other = data.draw(seqs.filter(lambda n: n != written))
+    assert verify([*others, (HEADER_WRITTEN, str(other).encode())], key, value).status is Status.INVALID
+    plain = KEYS.headers(key, value)  # a message signed without it cannot be given one
+    assert verify([*plain, (HEADER_WRITTEN, str(written).encode())], key, value).status is Status.INVALID
+    assert verify(plain, key, value).written is None
+
+
+@given(hosts, values, st.one_of(st.binary(max_size=30), st.text(max_size=30).map(str.encode)))
+@settings(max_examples=200, deadline=None)
+def test_a_malformed_written_header_is_invalid_not_an_error(key: bytes, value: bytes, raw: bytes) -> None:
+    headers = [(k, v) for k, v in KEYS.headers(key, value, 7) if k != HEADER_WRITTEN]
+    got = verify([*headers, (HEADER_WRITTEN, raw)], key, value)
+    assert got.status is (Status.SIGNED if raw == b"7" else Status.INVALID)
+    twice = verify([*headers, (HEADER_WRITTEN, b"7"), (HEADER_WRITTEN, b"7")], key, value)
+    assert twice.status is Status.INVALID
 
 
 def test_unsigned_messages_are_unsigned() -> None:

@@ -85,3 +85,20 @@ def test_lifecycle_without_the_field_reads_as_zero() -> None:
            "first_seen": "2026-03-01T11:00:00Z", "last_seen": "2026-03-01T11:59:00Z", "reason": "timeout"}
     assert HostLifecycle.from_dict(old).missing_events == 0
     assert orjson.loads(lifecycle_row(orjson.dumps(old), 0, 1)[1])["missing_events"] == 0
+
+
+def test_the_signed_send_time_announcement_counts_like_a_heartbeat() -> None:
+    res = process_host_batch(events(0, 9), None, None, 60, 30, sent_written=25)
+    assert res.seq is not None and (res.seq.seq, res.seq.written) == (9, 25)
+    later = process_host_batch(events(10, 14), res.seq, res.state, 60, 30, sent_written=20)
+    assert later.seq is not None and later.seq.written == 25  # never goes back
+    assert all(o.seq_written == 25 and o.seq_received == 14 for o in later.observations)
+
+
+def test_a_new_boot_starts_its_announcements_afresh() -> None:
+    res = process_host_batch(events(0, 9), None, None, 60, 30, sent_written=40)
+    reboot = HostIdentity(host_id="i-tail", boot_id="b2", image_id="ami-1", image_family="web", tags={})
+    fresh = [Event.new(reboot, Kind.METRICS, 41 + i, {"values": {"cpu_pct": 1.0}, "scope": "host"},
+                       time=T0 + timedelta(seconds=100 + i)) for i in range(3)]
+    after = process_host_batch(fresh, res.seq, res.state, 60, 30)
+    assert after.seq is not None and (after.seq.boot_id, after.seq.seq, after.seq.written) == ("b2", 43, -1)
