@@ -148,17 +148,28 @@ def _parts(rel: str) -> list[str]:
     return parts
 
 
+def _open_parent(base: Path | str, parts: list[str]) -> int:
+    """A descriptor of base/parts[:-1], opened one component at a time, none of them followed if a symlink
+    (`base` itself is trusted). The caller closes it."""
+    dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in parts[:-1]:
+            nxt = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = nxt
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
+
+
 def read_below(base: Path | str, rel: str, limit: int) -> tuple[bytes, bool] | None:
     """At most `limit` bytes of base/rel where no component of `rel` may be a symlink and the file has
     one hard link; `base` itself is trusted. None if absent, unreadable or refused."""
     def read() -> tuple[bytes, bool]:
         parts = _parts(rel)
-        dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = _open_parent(base, parts)
         try:
-            for name in parts[:-1]:
-                nxt = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-                os.close(dir_fd)
-                dir_fd = nxt
             fd = open_regular(parts[-1], dir_fd=dir_fd, single_link=True)
         finally:
             os.close(dir_fd)
@@ -173,12 +184,8 @@ def lstat_below(base: Path | str, rel: str) -> os.stat_result | None:
     """lstat of base/rel without following a link in any component of `rel` (None if absent/refused)."""
     def look() -> os.stat_result:
         parts = _parts(rel)
-        dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = _open_parent(base, parts)
         try:
-            for name in parts[:-1]:
-                nxt = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-                os.close(dir_fd)
-                dir_fd = nxt
             return os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
         finally:
             os.close(dir_fd)
