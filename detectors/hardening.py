@@ -28,8 +28,11 @@ comma-separated value holds every flag), `matches` / `not_matches` (regular expr
 `absent`. A missing key takes `default`, else follows `missing`: na (default), fail or pass. Besides
 key checks: `packages_absent: [names]` (fails when one is installed), `packages_any: [names]` (fails
 when none is), `not_listening: ["tcp/23", ...]` (fails on a listener of that port not bound to
-loopback), and `all:` / `any:` lists of the above. `when:` (same forms) makes a check not applicable
-(na) where it does not hold, e.g. sshd checks on a host without sshd.
+loopback), `package_below: {name: version}` (a version floor: fails when the package is installed older
+than that, in the platform's own ordering, detectors/versions.py; such checks give way to OSV data when the
+engine has it, so one vulnerable package is one finding), and `all:` / `any:` lists of the above. `when:`
+(same forms) makes a check not applicable (na) where it does not hold, e.g. sshd checks on a host without
+sshd.
 
 A check's verdict needs the agent's hardening inputs (`cfg:hardening.inputs`): hosts with an older agent,
 or whose configuration has not arrived yet, are not judged. Platforms come from os-release (`os.id`,
@@ -68,7 +71,7 @@ Status = Literal["pass", "fail", "na"]
 _EXPECT_KEYS = {"in", "not_in", "min", "max", "mode_max", "owner", "owner_uid", "has_all", "matches",
                 "not_matches", "present", "absent"}
 _NODE_KEYS = {"key", "keys", "key_glob", "default", "missing", "expect", "packages_absent", "packages_any",
-              "not_listening", "all", "any"}
+              "not_listening", "package_below", "all", "any"}
 
 
 class CheckError(ValueError):
@@ -182,6 +185,7 @@ class Node:
     packages_absent: tuple[str, ...] = ()
     packages_any: tuple[str, ...] = ()
     not_listening: tuple[str, ...] = ()
+    package_below: tuple[tuple[str, str], ...] = ()
     all: tuple[Node, ...] = ()
     any: tuple[Node, ...] = ()
 
@@ -203,6 +207,18 @@ class Node:
             found = [p for p in self.packages_any if p in view.pkg]
             seen["packages " + "|".join(self.packages_any)] = ", ".join(f"{p} {view.pkg[p]}" for p in found) or ABSENT
             return "pass" if found else "fail"
+        if self.package_below:
+            from detectors.versions import Scheme, compare, valid
+
+            scheme: Scheme = "rpm" if view.platform == "rhel" else "dpkg"
+            below = False
+            for name, floor in self.package_below:
+                have = view.pkg.get(name)
+                if have is None or not valid(scheme, have):
+                    continue
+                seen[f"package {name}"] = f"{have} (fixed in {floor})"
+                below |= compare(scheme, have, floor) < 0
+            return "fail" if below else "pass"
         if self.not_listening:
             bound = [p for p in self.not_listening if p in view.listen]
             for p in bound:
@@ -248,6 +264,11 @@ def _node(raw: Mapping[str, Any], where: str) -> Node:
         if missing not in ("na", "fail", "pass"):
             raise CheckError(f"{where}: missing must be na, fail or pass")
         return Node(all=subs, missing=missing) if raw.get("all") else Node(any=subs, missing=missing)
+    if raw.get("package_below"):
+        below = raw["package_below"]
+        if not isinstance(below, Mapping) or not below:
+            raise CheckError(f"{where}: package_below maps package names to the first fixed version")
+        return Node(package_below=tuple((str(k), str(v)) for k, v in below.items()))
     if raw.get("packages_absent") or raw.get("packages_any") or raw.get("not_listening"):
         return Node(packages_absent=tuple(raw.get("packages_absent") or ()),
                     packages_any=tuple(raw.get("packages_any") or ()),
@@ -256,7 +277,7 @@ def _node(raw: Mapping[str, Any], where: str) -> Node:
     globs = raw.get("key_glob") or ()
     if not keys and not globs:
         raise CheckError(f"{where}: say what it checks with key, keys, key_glob, packages_absent, packages_any, "
-                         f"not_listening, all or any")
+                         f"not_listening, package_below, all or any")
     expect = raw.get("expect")
     if not isinstance(expect, Mapping) or not expect or set(expect) - _EXPECT_KEYS:
         raise CheckError(f"{where}: expect must be a mapping of {sorted(_EXPECT_KEYS)}")
@@ -297,6 +318,11 @@ class Check:
     predicate: Node
     when: Node | None = None
     cis: str | None = None
+
+    @property
+    def version_floor(self) -> bool:
+        """A `package_below` check: OSV data, when the engine has it, says the same with every advisory."""
+        return _has_floor(self.predicate)
 
     def evaluate(self, view: HostView) -> Result:
         if not view.ready:
@@ -510,6 +536,15 @@ class HardeningJudge:
         eng.store[key] = e.to_json()
 
     # ---- judging -----------------------------------------------------------------------------------
+    def evaluate(self, view: HostView, osv: Any) -> dict[str, Result]:
+        """Every check's result on `view`; with OSV data, version floors are not applicable (OSV reports it)."""
+        results = self.library.evaluate(view)
+        if osv is not None:
+            for c in self.library.checks:
+                if c.version_floor:
+                    results[c.id] = Result("na")
+        return results
+
     def view(self, image: str) -> HostView:
         b = self.engine.baseline
         return HostView.from_features(image_features(b.counts.get(image, {}), b.n(image), self.engine.majority))
@@ -526,7 +561,7 @@ class HardeningJudge:
         view = self.view(image)
         if not view.ready:
             return []
-        results = self.library.evaluate(view)
+        results = self.evaluate(view, osv)
         vulns = vulnerabilities(osv, view)
         out: list[Any] = []
         st = eng.rollout.state(family)
@@ -594,7 +629,7 @@ class HardeningJudge:
         old_view = self.view(old)
         if not old_view.ready:
             return []
-        old_results = self.library.evaluate(old_view)
+        old_results = self.evaluate(old_view, osv)
         old_vulns = vulnerabilities(osv, old_view)
         who = IMAGE_SUBJECT_PREFIX + image
         worse = [c for c in self.library.checks
@@ -644,8 +679,8 @@ class HardeningJudge:
             return []
         out: list[Any] = []
         for check in self.library.checks:
-            if image_results[check.id].status == "fail":
-                continue  # the image's problem, reported once for the image
+            if image_results[check.id].status == "fail" or (osv is not None and check.version_floor):
+                continue  # the image's problem, reported once for the image; or OSV data's
             r = check.evaluate(view)
             if r.status != "fail":
                 continue
@@ -688,6 +723,10 @@ class HardeningJudge:
         b = self.engine.baseline
         f = f"pkg:{v.package}={v.installed}"
         return sorted(i for i in b.images.get(family, {}) if i != image and b.count(i, f) > 0)
+
+
+def _has_floor(node: Node) -> bool:
+    return bool(node.package_below) or any(_has_floor(n) for n in (*node.all, *node.any))
 
 
 def _ports(node: Node) -> set[str]:

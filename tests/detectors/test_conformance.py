@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from det_helpers import BASE, obs
@@ -21,6 +22,15 @@ EXPORTED = [
 
 MINER = "proc:/tmp/.x/xmrig|/tmp/.x/xmrig -o pool:#|www-data"
 HOSTS = 30
+RULES = str(Path(__file__).parents[1] / "fixtures" / "policy" / "rules.yaml")
+
+
+def make(cls: type) -> Detector:
+    """A detector with its defaults; the policy detector with the test rules (none are shipped: the
+    hardening checks hold every shipped condition)."""
+    return cls(rules_path=RULES) if cls is detectors.PolicyCheck else cls()
+
+
 OUTLIER = "ami-c-h17"
 
 
@@ -90,7 +100,7 @@ def fleet_for(cls: type) -> tuple[list[Observation], dict[str, Observation], str
 
 @pytest.mark.parametrize("cls", EXPORTED, ids=lambda c: c.__name__)
 def test_scoring_before_learning_is_defined(cls: type) -> None:
-    d = cls()
+    d = make(cls)
     for o in (obs("x", "ami-c", 0, BASE, metrics={"cpu_pct": 5.0}, first=True), obs("x", "ami-c", 1)):
         s = d.score_one(o)
         assert isinstance(s, float) and 0.0 <= s <= 1.0
@@ -99,7 +109,7 @@ def test_scoring_before_learning_is_defined(cls: type) -> None:
 
 @pytest.mark.parametrize("cls", EXPORTED, ids=lambda c: c.__name__)
 def test_ranks_the_injected_outlier_first(cls: type) -> None:
-    d = cls()
+    d = make(cls)
     learn, last, outlier = fleet_for(cls)
     for o in learn:
         d.learn_one(o)
@@ -113,7 +123,7 @@ def test_ranks_the_injected_outlier_first(cls: type) -> None:
 def test_state_survives_a_pickle_round_trip(cls: type) -> None:
     learn, last, _ = fleet_for(cls)
     half = len(learn) // 2
-    a = cls()
+    a = make(cls)
     for o in learn[:half]:
         a.learn_one(o)
     b = pickle.loads(pickle.dumps(a))
@@ -156,7 +166,7 @@ def random_stream(n: int, rng: random.Random) -> list[Observation]:
 @pytest.mark.parametrize("cls", EXPORTED, ids=lambda c: c.__name__)
 def test_memory_stays_bounded_under_a_long_random_stream(cls: type) -> None:
     stream = random_stream(12_000, random.Random(11))
-    d = cls()
+    d = make(cls)
     sizes = []
     for i, o in enumerate(stream, 1):
         d.learn_one(o)
@@ -199,7 +209,7 @@ def simulated_clones() -> tuple[list[Observation], dict[str, Observation], str]:
 @pytest.mark.parametrize("cls", [c for c in EXPORTED if c not in FLEETS], ids=lambda c: c.__name__)
 def test_ranks_the_attacked_host_of_a_simulated_cohort_first(cls: type) -> None:
     learn, last, bad = simulated_clones()
-    d = cls()
+    d = make(cls)
     for o in learn:
         d.learn_one(o)
     scores = {h: d.score_one(o) for h, o in last.items()}

@@ -12,8 +12,11 @@ def test_version_comparison_follows_epoch_and_pieces() -> None:
     assert version_key("1.0~rc1") < version_key("1.0")
 
 
-def test_shipped_rules_catch_the_classic_mistakes() -> None:
-    p = PolicyCheck()
+RULES = str(Path(__file__).parents[1] / "fixtures" / "policy" / "rules.yaml")
+
+
+def test_rules_catch_the_classic_mistakes() -> None:
+    p = PolicyCheck(RULES)
     ids = lambda f: {r.id for r in p.violations(f)}  # noqa: E731
     assert ids("cfg:sshd.permitrootlogin=yes") == {"sshd-root-login"}
     assert ids("cfg:sshd.permitrootlogin=no") == set()
@@ -24,6 +27,12 @@ def test_shipped_rules_catch_the_classic_mistakes() -> None:
     assert ids("pkg:openssh-server=1:9.6p1-3ubuntu13") == {"openssh-vulnerable"}
     assert ids("pkg:openssh-server=1:9.6p1-3ubuntu13.5") == set()
     assert ids("proc:/usr/sbin/sshd|sshd|root") == set()
+
+
+def test_no_rule_is_shipped_the_hardening_checks_hold_them() -> None:
+    """One condition, one finding: the seven rules policies.yaml held are hardening checks now."""
+    assert load_rules() == []
+    assert PolicyCheck().violations("cfg:sshd.permitrootlogin=yes") == []
 
 
 def test_bad_rule_files_say_how_to_fix_them(tmp_path: Path) -> None:
