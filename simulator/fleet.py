@@ -30,10 +30,12 @@ from simulator.attacks import ATTACKS, Attack
 from simulator.host import Image, SimHost
 from simulator.scenarios import (
     COMPROMISES,
+    FleetEvent,
     GroundTruth,
     ImageSpec,
     Injection,
     Scenario,
+    drift_at,
     load_scenario,
     parse_duration,
     parse_scenario,
@@ -78,6 +80,8 @@ class Fleet:
         """Each cohort's hosts at the start, in order (scenario `host: N` indexes this list)."""
         self.ground_truth: list[GroundTruth] = []
         self._attacks: dict[int, list[tuple[str, str, Attack]]] = {}
+        self._drifts: dict[int, list[tuple[str, dict[str, str]]]] = {}
+        """cycle -> (host, configuration changes) of drift events."""
         self._rng = random.Random(f"{self.seed}:plan")
         self._plan()
 
@@ -149,9 +153,12 @@ class Fleet:
                     )
                 )
 
+        for i, ev in enumerate(sc.events):
+            if ev.kind == "drift":
+                self._plan_drift(i, ev)
         for i, ev in enumerate(sc.events):  # normal fleet life: findings in these windows are false alarms
-            if ev.kind == "scale_in":
-                continue  # one host less is not a window of unusual behaviour
+            if ev.kind in ("scale_in", "drift"):
+                continue  # one host less is not a window of unusual behaviour; drift is per host
             family = self.images[sc.cohort(ev.cohort).image].family if ev.cohort else None
             self.ground_truth.append(
                 GroundTruth(
@@ -165,6 +172,33 @@ class Fleet:
                     details={"cohort": ev.cohort, "factor": ev.factor}
                     if ev.kind == "traffic_spike"
                     else {"key": ev.key},
+                )
+            )
+
+    def _plan_drift(self, i: int, ev: FleetEvent) -> None:
+        """Each host of the cohort (replacements and later launches included) drifts with probability
+        `share`, at an age uniform in `age`, if it is alive then and it is after `at`."""
+        end_of_run = self.n_cycles * self.cycle
+        for plan in sorted((p for p in self.plans.values() if p.cohort == ev.cohort), key=lambda p: p.host_id):
+            when = drift_at(ev, i, plan.host_id, plan.start, self.seed)
+            end = plan.end if plan.end is not None else end_of_run
+            if when is None or when >= end_of_run:
+                continue
+            t = self._snap(when)
+            if t >= end:
+                continue
+            self._drifts.setdefault(round(t / self.cycle), []).append((plan.host_id, dict(ev.changes)))
+            self.ground_truth.append(
+                GroundTruth(
+                    scenario=f"drift-{i}-{plan.host_id}",
+                    kind="drift",
+                    attack="drift: " + ", ".join(f"{k}={v}" for k, v in ev.changes.items()),
+                    host_id=plan.host_id,
+                    image_family=self.images[plan.image].family,
+                    start=self._at(t),
+                    end=self._at(end),
+                    details={"changes": dict(ev.changes), "age_s": round(t - plan.start, 1),
+                             "image_id": self.images[plan.image].id},
                 )
             )
 
@@ -282,6 +316,10 @@ class Fleet:
             for action, host_id, attack in self._attacks.get(k, ()):
                 if host_id in live:
                     (attack.begin if action == "begin" else attack.end)(live[host_id])
+            for host_id, changes in self._drifts.get(k, ()):
+                if host_id in live:
+                    for key, value in changes.items():
+                        live[host_id].set_config(key, value)
             pushes.apply(t, self.cycle, live)
             ending = ends.get(k, {})
             batches: list[tuple[str, list[Event]]] = []

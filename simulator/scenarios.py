@@ -8,6 +8,7 @@ when, which family rolled out when) follows from the file and the seed, before a
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,7 @@ COMPROMISES = (
 """Host compromises: each must be reported on its host."""
 HOST_KINDS = (*COMPROMISES, "stale_image")
 COHORT_KINDS = ("rollout", "rollback")
-FLEET_EVENT_KINDS = ("traffic_spike", "config_push", "scale_in")
+FLEET_EVENT_KINDS = ("traffic_spike", "config_push", "scale_in", "drift")
 
 
 class ScenarioError(ValueError):
@@ -92,7 +93,8 @@ class CohortSpec:
 @dataclass(frozen=True)
 class FleetEvent:
     """A normal fleet event (not an anomaly): a traffic spike over a cohort, a config push, one host of a
-    cohort scaled in (destroyed, with or without a goodbye)."""
+    cohort scaled in (destroyed, with or without a goodbye), or hosts drifting from their image as they age
+    (drift: a manual change each host of the cohort makes with probability `share` at an age in `age`)."""
 
     kind: str
     at: float
@@ -105,6 +107,12 @@ class FleetEvent:
     """scale_in: index of the host among the cohort's initial hosts."""
     reason: str | None = "terminated: scale-in"
     """scale_in: the goodbye reason; None = the host vanishes without a goodbye."""
+    changes: dict[str, str] = field(default_factory=dict)
+    """drift: the configuration keys a drifting host changes, and their new values."""
+    share: float = 1.0
+    """drift: the share of the cohort's hosts that drift (each host decides once, from the seed)."""
+    age: tuple[float, float] = (0.0, 0.0)
+    """drift: a drifting host changes at a host age (time since launch) uniform in this range."""
 
 
 @dataclass(frozen=True)
@@ -164,8 +172,9 @@ class GroundTruth:
 
     scenario: str
     kind: str
-    """compromise | stale_image | rollout | rollback (host scenarios and rollouts, from `scenarios:`) or
-    traffic_spike | config_push (normal fleet life, from `events:`)"""
+    """compromise | stale_image | rollout | rollback (host scenarios and rollouts, from `scenarios:`),
+    traffic_spike | config_push (normal fleet life, from `events:`) or drift (one host's manual change after
+    it was cloned, from a drift event: a host finding from then on is expected)"""
     attack: str
     """The scenario kind (cryptominer, reverse_shell, ..., rollout)."""
     host_id: str | None
@@ -339,6 +348,17 @@ def parse_scenario(
         if cohort is not None and cohort not in cohort_names:
             raise ScenarioError(f"{w}: cohort {cohort!r} is not defined under cohorts")
         host = int(ev.get("host", 0))
+        changes: dict[str, str] = {}
+        age = (0.0, 0.0)
+        if kind == "drift":
+            if cohort is None or not isinstance(ev.get("set"), dict) or not ev["set"]:
+                raise ScenarioError(f"{w}: drift needs 'cohort: <name>' and 'set: {{key: value, ...}}' (the change "
+                                    "each drifting host makes, e.g. sshd.permitrootlogin: 'yes')")
+            changes = {str(k): str(v) for k, v in ev["set"].items()}
+            lo, hi = (parse_duration(x, f"{w}: age") for x in (ev.get("age") or ["0s", "0s"]))
+            if not 0 <= lo <= hi or not 0 < float(ev.get("share", 1.0)) <= 1:
+                raise ScenarioError(f"{w}: drift needs age: [min, max] with min <= max and 0 < share <= 1")
+            age = (lo, hi)
         if kind == "scale_in":
             spec = next((c for c in cohorts if c.name == cohort), None)
             if spec is None or spec.ephemeral is not None:
@@ -348,7 +368,7 @@ def parse_scenario(
         events.append(
             FleetEvent(
                 kind=kind,
-                at=parse_duration(_need(ev, "at", w), f"{w}: at"),
+                at=parse_duration(ev.get("at", 0) if kind == "drift" else _need(ev, "at", w), f"{w}: at"),
                 duration=parse_duration(ev.get("duration", "30s"), f"{w}: duration"),
                 cohort=cohort,
                 factor=float(ev.get("factor", 1.0)),
@@ -356,6 +376,9 @@ def parse_scenario(
                 value=str(ev.get("value", "")),
                 host=host,
                 reason=str(ev.get("reason", "terminated: scale-in")) if ev.get("goodbye", True) else None,
+                changes=changes,
+                share=float(ev.get("share", 1.0)),
+                age=age,
             )
         )
 
@@ -442,6 +465,16 @@ def parse_scenario(
         path=path,
         bursts_per_hour=None if raw.get("bursts_per_hour") is None else float(raw["bursts_per_hour"]),
     )
+
+
+def drift_at(ev: FleetEvent, index: int, host: str, launched: float, seed: int) -> float | None:
+    """When (seconds into the run) `host`, launched at `launched`, makes the change of drift event number
+    `index` of a scenario with `seed`; None when it does not drift. Deterministic: the simulator's fleet uses
+    it, and a driver of real hosts (the lab) can use it for its own hosts to replay the same decay."""
+    rng = random.Random(f"{seed}:drift:{index}:{host}")
+    if rng.random() >= ev.share:
+        return None
+    return max(launched + rng.uniform(*ev.age), ev.at)
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the stream workers do, and score the findings against the ground truth: "
         "precision, recall, time to detect, false alarms per 1,000 host-hours.",
     )
-    p.add_argument("scenario", help="scenario YAML file, or a bundled name (demo, ci, normal, campaign)")
+    p.add_argument("scenario", help="scenario YAML file, or a bundled name (demo, ci, normal, campaign, decay)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the file's)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default ./var/evaluate/<name>-<seed>)")
     p.add_argument(

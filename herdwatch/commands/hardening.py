@@ -133,8 +133,10 @@ def _time(v: Any) -> datetime | None:
 
 
 def assess(rows: list[dict[str, Any]], life: list[dict[str, Any]], until: datetime,
-           checks: str | None = None) -> list[dict[str, Any]]:
-    """Per image: hosts, the checks its view fails, compliance by age and the drifted hosts."""
+           checks: str | None = None, ages: tuple[tuple[str, timedelta], ...] = AGES) -> list[dict[str, Any]]:
+    """Per image: hosts, the checks its view fails, compliance by age (`ages`: (label, host age)) and the
+    drifted hosts. `rows`: the `hardening_inputs` query's rows; `life`: host_id, first_seen, last_seen,
+    gone_at per host (hosts without a row count from their first configuration row, as live)."""
     from detectors.hardening import HostView, image_features, load_library
 
     library = load_library(checks)
@@ -176,7 +178,7 @@ def assess(rows: list[dict[str, Any]], life: list[dict[str, Any]], until: dateti
             return sorted(k for k in passing if r[k].status == "fail")
 
         compliance = {}
-        for label, age in AGES:
+        for label, age in ages:
             eligible = matching = 0
             for h in members:
                 start = h.first_seen or h.rows[0][0]

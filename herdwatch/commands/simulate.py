@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate telemetry for many hosts from a scenario file (or a bundled "
         "scenario: demo, ci) and publish it like the real collector does.",
     )
-    p.add_argument("scenario", help="scenario YAML file, or a bundled name (demo, ci, normal, campaign)")
+    p.add_argument("scenario", help="scenario YAML file, or a bundled name (demo, ci, normal, campaign, decay)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the file's)")
     p.add_argument(
         "--speed",

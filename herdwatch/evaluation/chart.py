@@ -151,6 +151,84 @@ def _score_line(series: dict[str, Any], report: dict[str, Any], x: Any, y: float
     )
 
 
+DECAY_COLORS = ("#2e86ab", "#e4572e", "#1b7f3b", "#8e7dbe", "#f3a712", "#555555")
+
+
+def render_decay_chart(decay: dict[str, Any], width: int = 560, height: int = 240) -> str:
+    """Share of each image's hosts still matching the image's hardening check results, by host age: one line
+    per image over the age buckets (hosts that did not live that long are not counted)."""
+    ages, images = decay.get("ages") or [], decay.get("images") or []
+    if not ages or not images:
+        return ""
+    left, top, plot_w, plot_h = 60, 16, width - 230, height - 56
+    step = plot_w / max(1, len(ages) - 1)
+
+    def xy(i: int, share: float) -> tuple[float, float]:
+        return left + (step * i if len(ages) > 1 else plot_w / 2), top + plot_h * (1.0 - share)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           'font-size="11">']
+    for k in range(0, 5):  # share axis
+        y = top + plot_h * k / 4
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{100 - 25 * k}%</text>')
+    for i, label in enumerate(ages):
+        x, _ = xy(i, 0.0)
+        out.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" fill="#555">'
+                   f"{escape(label)}</text>")
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#333">host age</text>')
+    for n, img in enumerate(images):
+        color = DECAY_COLORS[n % len(DECAY_COLORS)]
+        points = []
+        for i, label in enumerate(ages):
+            c = img["compliance"].get(label) or {}
+            if c.get("share") is None:
+                continue
+            x, y = xy(i, float(c["share"]))
+            tip = f"{img['image_id']} at {label}: {c['matching']} of {c['eligible']} hosts match the image"
+            points.append(f"{x:.1f},{y:.1f}")
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{escape(tip)}</title></circle>')
+        if len(points) > 1:
+            out.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="{color}" stroke-width="2"/>')
+        ly = top + 14 * n + 8
+        out.append(f'<rect x="{left + plot_w + 14}" y="{ly - 8}" width="10" height="10" fill="{color}"/>')
+        out.append(f'<text x="{left + plot_w + 28}" y="{ly + 1}">{escape(img["image_id"][:28])} '
+                   f"({escape(img['image_family'])})</text>")
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def render_decay(decay: dict[str, Any]) -> list[str]:
+    """The report's hardening decay section: the chart and a table per image (empty without judged images)."""
+    chart = render_decay_chart(decay)
+    if not chart:
+        return []
+
+    def cell(c: dict[str, Any]) -> str:
+        return "-" if not c or c.get("share") is None else f"{c['matching']}/{c['eligible']} ({c['share']:.0%})"
+
+    ages = decay["ages"]
+    rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in
+                             ["image", "family", "hosts", "destroyed", "checks failing (image)",
+                              *[f"match at {a}" for a in ages], "drifted hosts"]) + "</tr>"]
+    for img in decay["images"]:
+        drifted = "; ".join(f"{d['host_id']}{' (gone)' if d['gone'] else ''}: {', '.join(d['checks'])}"
+                            for d in img["drifted"][:20])
+        cells = [img["image_id"], img["image_family"], img["hosts"], img["gone"], len(img["failing"]),
+                 *[cell(img["compliance"].get(a) or {}) for a in ages], drifted or "none"]
+        rows.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
+    return [
+        "<h2>Hardening decay</h2>",
+        "<p>Share of each image's hosts whose configuration still passes every hardening check the image passes, "
+        "by host age (a host is counted at an age only if it lived that long; destroyed hosts included). "
+        "Checks the image itself fails are the image's (fix its bake pipeline) and do not count here.</p>",
+        chart,
+        "<table>",
+        *rows,
+        "</table>",
+    ]
+
+
 def render_html(report: dict[str, Any], host_cohort: dict[str, str]) -> str:
     s = report["summary"]
     t = report["targets"]
@@ -216,6 +294,7 @@ def render_html(report: dict[str, Any], host_cohort: dict[str, str]) -> str:
         "<span style='color:#9a9a9a'>| warm-up finding</span> (stem height = finding score; the grey "
         "line is the host's highest detector score per cycle; hover for explanations)</p>",
         render_chart(report, host_cohort),
+        *render_decay(report.get("hardening_decay") or {}),
         "<h2>Injected scenarios</h2><table>",
         row(
             [

@@ -23,11 +23,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from contract.findings import Finding
+from herdwatch.evaluation.decay import hardening_decay
 from herdwatch.evaluation.runner import DetectionRun
 from herdwatch.evaluation.scoring import evaluate
 from simulator.scenarios import GroundTruth
 
-HOST_KINDS = ("compromise", "stale_image")
+HOST_KINDS = ("compromise", "stale_image", "drift")
+"""Ground truth about one host: a finding on it in its window is expected (drift: a host changed by hand after
+it was cloned, from a scenario's drift events)."""
 ROLLOUT_KINDS = ("rollout", "rollback")
 TARGET_FALSE_ALARMS_PER_1000_HOST_HOURS = 1.0
 
@@ -223,7 +226,19 @@ def build_report(run: DetectionRun, truth: list[GroundTruth], info: RunInfo, gra
         "rollout_events": [e.to_dict() for e in run.rollouts],
         "anomalies": [{**f.to_dict(), "label": lab} for f, lab in labelled],
         "score_series": series,
+        "hardening_decay": decay(run, info),
     }
+
+
+def decay(run: DetectionRun, info: RunInfo) -> dict[str, Any]:
+    """Hardening decay by host age per image (herdwatch/evaluation/decay.py); a host that fell silent more
+    than two cycles before the end counts as destroyed then."""
+    end = run.end or info.end
+    gone = dict(run.goodbyes)
+    for h in run.hosts.values():
+        if h.host_id not in gone and (end - h.last).total_seconds() > 2 * info.cycle_s:
+            gone[h.host_id] = h.last
+    return hardening_decay(run.config.rows(), run.hosts.values(), gone, info.start, end)
 
 
 def _rate(count: int, hours: float) -> float | None:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from contract.events import Kind
 from contract.findings import Finding, RolloutEvent
 from detectors import EngineConfig
 from detectors.backtest import FamilyEngines, HostSeen, Replay
+from herdwatch.evaluation.decay import ConfigHistory
 from simulator.fleet import Cycle
 from streams.osv_data import osv_source
 
@@ -40,6 +42,10 @@ class DetectionRun:
     scores: dict[str, dict[int, float]] = field(default_factory=dict)
     """host -> cycle index -> the highest detector score of the host's observations in that cycle."""
     cycle_times: list[datetime] = field(default_factory=list)
+    config: ConfigHistory = field(default_factory=ConfigHistory)
+    """Configuration and package history of the hosts that report hardening inputs (the decay chart)."""
+    goodbyes: dict[str, datetime] = field(default_factory=dict)
+    """host -> time of its agent's goodbye (destroyed hosts)."""
 
 
 def run_detectors(cycles: Iterable[Cycle], engine_config: EngineConfig | None = None) -> DetectionRun:
@@ -63,6 +69,9 @@ def run_detectors(cycles: Iterable[Cycle], engine_config: EngineConfig | None = 
             run.batches += 1
             for event in events:
                 replay.feed(event)
+                run.config.add(event)
+                if event.kind == Kind.GOODBYE:
+                    run.goodbyes[event.host_id] = event.time
         replay.tick(cycle.time)
         run.cycles += 1
         run.cycle_times.append(cycle.time)

@@ -81,8 +81,11 @@ def evaluate(
                 continue
             if (r.get("kind") or r["scenario"]) == "stale_image" and f["kind"] != "stale_image":
                 continue
-            if any(hosts_truth[j]["host_id"] == r["host_id"] for j in hits):
-                continue  # one truth row per host
+            same = [j for j in hits if hosts_truth[j]["host_id"] == r["host_id"]]
+            if same:  # one truth row per host: one still undetected (a second drift of the host) before one that is
+                if same[0] in first_hit and i not in first_hit:
+                    hits[hits.index(same[0])] = i
+                continue
             hits.append(i)
         if not hits:
             fp_list.append(f)

@@ -127,3 +127,13 @@ def test_the_docs_list_every_check() -> None:
     text = DOC.read_text()
     missing = [c.id for c in load_library().checks if f"`{c.id}`" not in text]
     assert missing == [], f"docs/detection.md lacks {missing}: run python -m detectors.hardening and paste its table"
+
+
+def test_the_openssh_version_floor_gives_way_to_osv_data(good: tuple[str, ...]) -> None:
+    old = swap(good, "pkg:openssh-server=1:9.6p1-3ubuntu13.5", "pkg:openssh-server=1:9.6p1-3ubuntu13.2")
+    subjects = []
+    for eng in (FamilyEngine(config=EngineConfig(min_hosts=3, mv_enabled=False, host_timeout_s=1e6)), engine()):
+        for i in range(3):
+            eng.process(obs(f"db-h{i}", "db-1", i, old, first=True, family="db"))
+        subjects.append([f.subject for f in hardening(advance(eng, 10, 200))])
+    assert subjects == [["hardening:ssh-regresshion"], ["vuln:openssh-server=1:9.6p1-3ubuntu13.2"]]

@@ -81,21 +81,33 @@ def test_the_command_on_real_storage(good: tuple[str, ...], storage_settings: An
     cfg = {split_state(f)[1]: split_state(f)[2] for f in good if f.startswith("cfg:")}
     pkg = {split_state(f)[1]: split_state(f)[2] for f in good if f.startswith("pkg:")}
     events = []
-    for i in range(3):
+    for i in range(4):
         host = dict(host_id=f"i-{i}", boot_id="b1", image_id="img-1", image_family="web")
         events += [Event(kind=Kind.CONFIG_INVENTORY, time=T0, seq=1, payload={"items": cfg}, **host),
                    Event(kind=Kind.PACKAGE_INVENTORY, time=T0, seq=2, payload={"items": pkg, "manager": "dpkg"},
                          **host)]
-    events.append(Event(kind=Kind.CONFIG_CHANGE, time=T0 + timedelta(hours=3), seq=3, host_id="i-2", boot_id="b1",
-                        image_id="img-1", image_family="web",
-                        payload={"key": "sshd.permitrootlogin", "before": "no", "after": "yes"}))
+
+    def ev(host: str, kind: Kind, at: timedelta, seq: int, payload: dict[str, Any]) -> Event:
+        return Event(kind=kind, time=T0 + at, seq=seq, host_id=host, boot_id="b1", image_id="img-1",
+                     image_family="web", payload=payload)
+
+    events += [ev("i-2", Kind.CONFIG_CHANGE, timedelta(hours=3), 3,
+                  {"key": "sshd.permitrootlogin", "before": "no", "after": "yes"}),  # drifts on day one
+               ev("i-3", Kind.CONFIG_CHANGE, timedelta(minutes=10), 3,
+                  {"key": "sshd.maxauthtries", "before": "4", "after": "9"}),  # drifts, then is destroyed
+               ev("i-3", Kind.GOODBYE, timedelta(minutes=30), 4, {"reason": "terminated: scale-in"})]
+    events += [ev(f"i-{i}", Kind.HEARTBEAT, timedelta(days=2), 9, {"events_sent": 9, "events_dropped": 0})
+               for i in range(3)]
     load_events(client, events)
     monkeypatch.setenv("HERDWATCH_STORAGE_DSN", storage_settings.resolved_dsn())
     monkeypatch.setenv("HERDWATCH_STORAGE_DATABASE", storage_settings.database)
     monkeypatch.setenv("HERDWATCH_STORAGE_VAR_DIR", str(tmp_path / "var"))
     assert main(["hardening", "--family", "web", "--format", "json"]) == 0
     [r] = json.loads(capsys.readouterr().out)
-    assert (r["image_id"], r["hosts"], r["failing"]) == ("img-1", 3, [])
-    assert r["drifted"] == [{"host_id": "i-2", "gone": False, "checks": ["ssh-root-login"]}]
+    assert (r["image_id"], r["hosts"], r["gone"], r["failing"]) == ("img-1", 4, 1, [])
+    assert r["compliance"] == {"1h": [3, 3], "1d": [2, 3], "1w": [0, 0]}  # i-3 lived 30 minutes
+    assert r["drifted"] == [{"host_id": "i-2", "gone": False, "checks": ["ssh-root-login"]},
+                            {"host_id": "i-3", "gone": True, "checks": ["ssh-max-auth-tries"]}]
     assert main(["hardening", "--image", "img-1"]) == 0
-    assert "i-2: ssh-root-login" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "i-2: ssh-root-login" in shown and "i-3 (gone): ssh-max-auth-tries" in shown and "2/3" in shown
