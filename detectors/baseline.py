@@ -39,7 +39,11 @@ from detectors.store_keys import (
 )
 from detectors.types import Observation
 
-_intern = sys.intern
+
+def _intern(feature: str) -> str:
+    """One shared plain string per feature (a feature carrying its exact instance, detectors.types.Seen, is
+    kept as the plain feature: baselines hold features only)."""
+    return sys.intern(str(feature))
 
 
 class HostRec:

@@ -3,10 +3,11 @@ differs from its cohort's majority (or a value the majority has and the host los
 
 from __future__ import annotations
 
+from contract import ssh_keys
 from contract.findings import Severity
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
-from detectors.features import STATE_KINDS, kind_of, split_state
+from detectors.features import STATE_KINDS, config_feature, kind_of, printable, quoted, split_state
 from detectors.types import Observation
 
 _SENSITIVE = (
@@ -96,6 +97,14 @@ class ConfigDrift(Detector):
             "majority_hosts": maj_count,
             "hosts": n,
         }
+        if kind == "cfg" and key.startswith("authorized_keys:"):
+            keys_text = self._authorized_keys(host, image, key.partition(":")[2], details)
+            if keys_text:
+                return (
+                    f"authorized keys of user {printable(key.partition(':')[2], 64)} on host {host} differ from "
+                    f"its clones (image {image}, {n} hosts): {keys_text}. Check who added or removed them; "
+                    f"remove a key nobody can account for."
+                ), details
         if absent:
             return (
                 f"{what} {key}{' = ' + value if value else ''} is missing on host {host} but present on "
@@ -110,3 +119,40 @@ class ConfigDrift(Detector):
             f"{what} {shown} on host {host} differs from its clones: only {count} of {n} hosts have this "
             f"value; {rest}. Compare the host's {what} with the image and revert or explain the change."
         ), details
+
+    def _authorized_keys(self, host: str, image: str, user: str, details: dict[str, object]) -> str:
+        """The single keys behind a changed `authorized_keys:<user>`: those of the host few clones have and
+        those most clones have that the host lacks (entries `authorized_keys.key:<user>:<fingerprint>`,
+        contract/ssh_keys.py), into `details` (keys_added, keys_missing) and as a phrase ("" if none)."""
+        prefix = config_feature(f"{ssh_keys.ENTRY_PREFIX}{ssh_keys.user_part(user)}:", "")[:-1]
+        n = self.baseline.n(image)
+        rare = max(1, int(self.rare_fraction * n))
+        mine = {f for f in self.baseline.host_features(host) if f.startswith(prefix)}
+        added = sorted(f for f in mine if self.baseline.count(image, f) <= rare)
+        common = self.baseline.counts.get(image, {})
+        missing = sorted(f for f in common if f.startswith(prefix) and f not in mine
+                         and n and self.baseline.count(image, f) / n >= self.majority)
+        parts = []
+        for name, features, phrase in (("keys_added", added, "which few of its clones have"),
+                                       ("keys_missing", missing, "which most of its clones have, is missing")):
+            keys = [k for k in (_key_of(f) for f in features) if k]
+            if keys:
+                details[name] = keys
+                parts += [f"key {_describe_key(k)}, {phrase}" for k in keys[:8]]
+                if len(keys) > 8:
+                    parts.append(f"{len(keys) - 8} more ({name} in the details)")
+        return "; ".join(parts)
+
+
+def _key_of(feature: str) -> dict[str, str] | None:
+    """{user, fingerprint, type[, comment]} of an authorized-key feature, made printable."""
+    _, key, value = split_state(feature)
+    parsed = ssh_keys.parse_entry(key, value)
+    if parsed is None:
+        return None
+    return {k: printable(v, 128) for k, v in parsed.items() if v}
+
+
+def _describe_key(k: dict[str, str]) -> str:
+    comment = f" (comment {quoted(k['comment'])})" if k.get("comment") else ""
+    return f"{k.get('type') or 'of unknown type'} {k['fingerprint']}{comment}"

@@ -29,7 +29,15 @@ from detectors.baseline import CohortBaseline
 from detectors.calibration import TailCalibrator, report_probability
 from detectors.drift import ConfigDrift
 from detectors.engine_config import EngineConfig
-from detectors.features import IMMEDIATE_KINDS, STATE_KINDS, describe, kind_of, split_state
+from detectors.features import (
+    DETAIL_ONLY,
+    IMMEDIATE_KINDS,
+    STATE_KINDS,
+    describe,
+    describe_instance,
+    kind_of,
+    split_state,
+)
 from detectors.hardening import PENDING_SUBJECT as HARDENING_PENDING
 from detectors.hardening import HardeningJudge, OsvData
 from detectors.multivariate import MultivariateOutlier
@@ -49,7 +57,7 @@ from detectors.store_keys import (
     SUPPRESSED,
 )
 from detectors.suppression import Suppressor
-from detectors.types import Observation
+from detectors.types import Observation, details_of
 
 Output = Finding | RolloutEvent
 
@@ -207,6 +215,9 @@ class FamilyEngine:
             if rec is not None:
                 out += self.rollout.update(rec.family, t)
             return out
+        seen = {str(f): details_of(f) for f in obs.added if details_of(f)}
+        if seen:  # the exact instances go to the pending judgements; everything else sees plain features
+            obs = replace(obs, added=tuple(str(f) for f in obs.added))
         prev = b.hosts.get(host)
         joined = b.learn(obs, t)
         image, family = obs.image_id, obs.image_family
@@ -219,13 +230,13 @@ class FamilyEngine:
             if stale:
                 out += self._stale_finding(host, image, family, stale, t)
         for f in obs.added:
-            self._consider(image, host, f, t)
+            self._consider(image, host, f, t, seen.get(f))
         self.hardening.observe(obs, t)  # hardening checks and vulnerable packages: image first, then drift
         for f in obs.removed:
             kind = kind_of(f)
             if kind in IMMEDIATE_KINDS:
                 self.history.seen(image, f, t)
-            if kind in STATE_KINDS:
+            if kind in STATE_KINDS and not f.startswith(DETAIL_ONLY):
                 self._consider_absent(image, host, f, t, self.majority)
             elif kind in ABSENT_KINDS:
                 self._consider_absent(image, host, f, t, self.absent_majority)
@@ -291,8 +302,12 @@ class FamilyEngine:
         n = max(n, 1)
         return (self.rarity.campaign_max(n) if behaviour else self.rarity.rare_max(n)) + 1
 
-    def _consider(self, image: str, host: str, f: str, t: float) -> None:
+    def _consider(self, image: str, host: str, f: str, t: float, details: dict[str, Any] | None = None) -> None:
+        """Start or grow the pending judgement of a feature the host gained; `details`: the exact instance
+        that brought it (a connection's address, port and process), named in the finding."""
         kind = kind_of(f)
+        if f.startswith(DETAIL_ONLY):
+            return  # named in the finding about the feature it is part of
         if kind in IMMEDIATE_KINDS:
             delay = self.confirm_s
         elif kind in STATE_KINDS:
@@ -314,22 +329,27 @@ class FamilyEngine:
                 if behaviour:
                     self.history.judged(image, f, t)
                 return  # common in an established cohort
-            e = PendingJudgement(first=t, grown=t, delay=delay, hosts={host: t}, policy=policy)
+            e = PendingJudgement(first=t, grown=t, delay=delay, hosts={host: t}, policy=policy,
+                                 seen={host: details} if details else {})
             self.store[key] = e.to_json()
             heapq.heappush(self._heap, (e.due(self.settle_s), image, f))
             return
         e = PendingJudgement.from_json(stored)
         if host in e.hosts:
+            if details and host not in e.seen:  # the exact instance arrived after the feature
+                self.store[key] = replace(e, seen={**e.seen, host: details}).to_json()
             return
         if not e.policy and n >= self.min_hosts and c > self._cap(n, False, behaviour):
             self.store.pop(key, None)  # it spread across the cohort: a fleet-wide change, not an anomaly
             if behaviour:
                 self.history.judged(image, f, t)
             return
-        hosts = dict(e.hosts)
+        hosts, seen = dict(e.hosts), e.seen
         if len(hosts) < self._cap(n, e.policy, behaviour):
             hosts[host] = t
-        self.store[key] = replace(e, grown=t, hosts=hosts).to_json()
+            if details:
+                seen = {**seen, host: details}
+        self.store[key] = replace(e, grown=t, hosts=hosts, seen=seen).to_json()
 
     def _consider_absent(self, image: str, host: str, f: str, t: float, majority: float) -> None:
         b = self.baseline
@@ -436,7 +456,7 @@ class FamilyEngine:
             elif absent:
                 out += self._missing_finding(h, image, family, feat, count, total, e.hosts[h], now)
             else:
-                out += self._rare_finding(h, image, family, feat, scope, count, total, now)
+                out += self._rare_finding(h, image, family, feat, scope, count, total, now, e.seen.get(h))
         return out
 
     def _n_at(self, image: str, when: float) -> int:
@@ -490,7 +510,8 @@ class FamilyEngine:
         ]
 
     def _rare_finding(
-        self, host: str, image: str, family: str, f: str, scope: str, count: int, total: int, now: float
+        self, host: str, image: str, family: str, f: str, scope: str, count: int, total: int, now: float,
+        seen: dict[str, Any] | None = None,
     ) -> list[Output]:
         sev = self.rarity.severity(f)
         first = self.baseline.first_seen(image, f)
@@ -502,6 +523,9 @@ class FamilyEngine:
             sev = Severity.LOW if sev in (Severity.LOW, Severity.MEDIUM) else Severity.MEDIUM
         else:
             text = self.rarity.explain(f, host, image, count, total, scope, family, first)
+        exact = describe_instance(f, seen or {})
+        if exact:  # what the analyst acts on first: the exact connection or listener and its process
+            text = f"Host {host}: {exact}. {text[0].upper()}{text[1:]}"
         score = max(0.0, 1.0 - count / max(total, 1)) * (0.5 + 0.5 * _SEVERITY_SCORE[sev])
         return self._emit(
             FindingKind.RARE_FEATURE,
@@ -519,6 +543,7 @@ class FamilyEngine:
                 "hosts": total,
                 "scope": scope,
                 "first_seen": hhmmss(first) if first else None,
+                **({"instance": dict(seen)} if seen else {}),
             },
         )
 
@@ -545,6 +570,10 @@ class FamilyEngine:
             + "No image change explains it and it did not reach most of the image: check these hosts "
             "together, one actor may be spreading through the fleet."
         )
+        exact = {h: describe_instance(f, e.seen[h]) for h in new if e.seen.get(h)}
+        exact = {h: x for h, x in exact.items() if x}
+        if exact:
+            text += " " + "; ".join(f"host {h}: {x}" for h, x in exact.items()) + "."
         score = max(0.0, 1.0 - count / max(total, 1)) * (0.5 + 0.5 * _SEVERITY_SCORE[sev])
         return self._emit(
             FindingKind.CAMPAIGN,
@@ -564,6 +593,8 @@ class FamilyEngine:
                 "cohort_hosts": total,
                 "scope": "cohort",
                 "first_seen": hhmmss(first),
+                **({"instances": {h: dict(e.seen[h]) for h in new if e.seen.get(h)}}
+                   if any(e.seen.get(h) for h in new) else {}),
             },
         )
 

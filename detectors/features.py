@@ -27,6 +27,10 @@ IMMEDIATE_KINDS = frozenset({"proc", "pc", "listen", "dest", "login"})
 STATE_KINDS = frozenset({"cfg", "pkg", "mod"})
 """Configuration state: judged after a grace period against the cohort majority (drift)."""
 
+DETAIL_ONLY = ("cfg:authorized_keys.key:",)
+"""Features that name the parts of another one and are never judged on their own: a single authorized key
+(contract/ssh_keys.py) is named in the finding about its user's `authorized_keys:<user>`."""
+
 EPHEMERAL_PORT = 32768
 MAX_CMDLINE = 160
 MAX_VALUE = 80
@@ -140,15 +144,17 @@ def split_state(feature: str) -> tuple[str, str, str]:
 
 
 def describe(feature: str) -> str:
-    """A phrase for explanations: "process /tmp/x (cmdline 'x', user root)"."""
+    """A phrase for explanations: "process /tmp/x run as root (command line 'x')". Parts a feature does not
+    have are left out, never shown as empty slots."""
     kind = kind_of(feature)
     rest = feature[len(kind) + 1 :]
     if kind == "proc":
         exe, cmd, user = [*rest.split("|"), "", ""][:3]
-        return f"process {exe} run as {user} (command line '{cmd}')"
+        return (f"process {exe or 'of unknown path'}" + (f" run as {user}" if user else "")
+                + (f" (command line '{cmd}')" if cmd else ""))
     if kind == "pc":
         parent, _, child = rest.partition(">")
-        return f"process {child} started by {parent}"
+        return f"process {child or 'of unknown path'}" + (f" started by {parent}" if parent else "")
     if kind == "listen":
         sock, _, exe = rest.partition("|")
         return f"listening socket {sock}" + (f" owned by {exe}" if exe else "")
@@ -165,3 +171,78 @@ def describe(feature: str) -> str:
         name, _, version = rest.partition("=")
         return f"package {name} {version}"
     return feature
+
+
+# ---- the exact instance behind a feature (explanations name it; cohorts compare the feature alone) --------
+MAX_DETAIL_CHARS = 256
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Text safe to show in a terminal or a log line: control and bidirectional characters escaped
+    (\\x1b, \\u202e), at most `limit` characters (an ellipsis marks the cut)."""
+    out = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def quoted(text: str) -> str:
+    """Free text (a key's comment) quoted for an explanation, unambiguously: in single quotes, or double
+    quotes when it holds a single quote, or with its single quotes escaped (\\x27) when it holds both."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    return "'" + text.replace("'", "\\x27") + "'"
+
+
+def socket_details(sock: dict[str, object]) -> dict[str, object]:
+    """The exact instance of a socket feature, from a net.open / net.inventory item (hostile input): proto,
+    laddr, lport, raddr, rport and the owner's pid, exe, user. Only well-typed, non-empty values are kept
+    (pid 0 and "" mean the owner was not found), strings made printable, single-spaced and bounded."""
+    out: dict[str, object] = {}
+    for name, limit in (("proto", 16), ("laddr", 64), ("raddr", 64), ("exe", 1024), ("user", 64)):
+        value = sock.get(name)
+        if isinstance(value, str) and value.strip():
+            out[name] = printable(" ".join(value.split()), limit)
+    for name, top in (("lport", 65535), ("rport", 65535), ("pid", 2**31 - 1)):
+        value = sock.get(name)
+        if type(value) is int and 0 < value <= top:
+            out[name] = value
+    return out
+
+
+def _endpoint(addr: object, port: object) -> str:
+    if not addr:
+        return f"port {port}" if port else ""
+    shown = f"[{addr}]" if ":" in str(addr) else str(addr)
+    return f"{shown}:{port}" if port else shown
+
+
+def describe_owner(details: dict[str, object]) -> str:
+    """"/usr/bin/nc (pid 812, user www-data)", only with the parts known; "" when none is."""
+    exe, pid, user = details.get("exe"), details.get("pid"), details.get("user")
+    extra = ", ".join(x for x in (f"pid {pid}" if pid else "", f"user {user}" if user else "") if x)
+    if exe:
+        return f"{exe} ({extra})" if extra else str(exe)
+    return f"a process ({extra})" if extra else ""
+
+
+def describe_instance(feature: str, details: dict[str, object]) -> str:
+    """The exact instance behind a feature, for an explanation: "connection to 10.77.0.5:4444 (tcp) held by
+    /usr/bin/nc (pid 812, user www-data)"; "" when there is nothing more exact than the feature."""
+    kind = kind_of(feature)
+    if not details or kind not in ("dest", "listen"):
+        return ""
+    proto = f" ({details['proto']})" if details.get("proto") else ""
+    owner = describe_owner(details)
+    if kind == "dest":
+        where = _endpoint(details.get("raddr"), details.get("rport"))
+        if not where:
+            return ""
+        local = _endpoint(details.get("laddr"), details.get("lport"))
+        return (f"connection to {where}{proto}" + (f" from {local}" if local else "")
+                + (f" held by {owner}" if owner else ""))
+    where = _endpoint(details.get("laddr"), details.get("lport"))
+    if not where:
+        return ""
+    return f"listening on {where}{proto}" + (f" by {owner}" if owner else "")

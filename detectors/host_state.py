@@ -24,8 +24,9 @@ from detectors.features import (
     package_feature,
     parent_feature,
     proc_feature,
+    socket_details,
 )
-from detectors.types import Observation
+from detectors.types import Observation, Seen
 
 MAX_FEATURES = 4096
 """Behaviour features kept per host; beyond this new ones collapse into `<kind>:<overflow>`."""
@@ -165,7 +166,7 @@ class HostState:
             f = self._sock_feature(p)
             if f is not None:
                 if kind == Kind.NET_OPEN:
-                    self._inc(f, added)
+                    self._inc(self._seen(f, p), added)
                 else:
                     self._dec(f, now, removed)
                 if f.startswith("listen:"):
@@ -365,8 +366,17 @@ class HostState:
                 continue
             f = self._sock_feature(s)
             if f is not None:
+                if f not in new:
+                    f = self._seen(f, s)  # the first socket of a feature names its exact instance
                 new[f] = new.get(f, 0) + 1
         self._replace(("listen:", "dest:"), new, now, added, removed)
+
+    @staticmethod
+    def _seen(feature: str, sock: dict[str, Any]) -> str:
+        """The feature with the exact socket behind it (remote address and port, owner pid, exe, user), which
+        the cohort stage names in a finding; the feature itself stays what clones compare."""
+        details = socket_details(sock)
+        return Seen(feature, details) if details else feature
 
     # ---- configuration, packages, modules --------------------------------------------------------
     _STATE_KIND = {

@@ -80,6 +80,9 @@ class PendingJudgement:
     """A configuration or package value that breaks a policy rule (judged however common it is)."""
     recheck_at: float = 0.0
     """Held (a new image below critical mass): look again no earlier than this."""
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """host -> the exact instance that brought the feature there (a connection's remote address and port,
+    the process holding it), for hosts whose observation carried one; named in the finding."""
 
     def due(self, settle_s: float) -> float:
         """When the judgement can be made."""
@@ -94,6 +97,7 @@ class PendingJudgement:
             "hosts": dict(self.hosts),
             "policy": self.policy,
             "recheck_at": self.recheck_at,
+            **({"seen": {h: dict(d) for h, d in self.seen.items()}} if self.seen else {}),
         }
 
     @classmethod
@@ -105,6 +109,7 @@ class PendingJudgement:
             hosts={str(h): float(t) for h, t in v["hosts"].items()},
             policy=bool(v.get("policy", False)),
             recheck_at=float(v.get("recheck_at", 0.0)),
+            seen={str(h): dict(d) for h, d in (v.get("seen") or {}).items() if isinstance(d, dict)},
         )
 
 

@@ -21,12 +21,14 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from collectors.probes.base import Emit, Probe, diff_maps
 from collectors.probes.hardening_inputs import HardeningInputs
 from collectors.redact import Redactor
 from collectors.safe import absent, clean, lstat_below, read_below, read_bounded, to_text
+from contract import ssh_keys
 from contract.events import Kind
 
 MAX_FILE = 16 * 1024 * 1024
@@ -241,17 +243,27 @@ class ConfigProbe(Probe):
         return {"sudoers.sha256": h.hexdigest()} if found else {}
 
     def _read_authorized_keys(self, paths: list[str]) -> dict[str, str]:
+        """Per user `authorized_keys:<user>` = the SHA-256 of their key files (any change, options
+        included), and per key `authorized_keys.key:<user>:<fingerprint>` = "<type> <comment>"
+        (contract.ssh_keys): the key's type, fingerprint and comment, never the file's contents. A comment is
+        printable, short and passes the command-line redaction (it is free text)."""
         out = {}
         for user, home in self._homes():
             h = hashlib.sha256()
             found = False
+            keys: dict[str, str] = {}
             for name in ("authorized_keys", "authorized_keys2"):
                 got = read_below(self.host(home), f".ssh/{name}", MAX_FILE)
                 if got is not None:
                     found = True
                     h.update(got[0])
+                    for key in ssh_keys.parse_file(got[0]):
+                        if len(keys) < ssh_keys.MAX_KEYS_PER_USER:
+                            redacted = replace(key, comment=ssh_keys.safe_comment(self.redactor.element(key.comment)))
+                            keys.setdefault(*ssh_keys.entry(user, redacted))
             if found:
                 out[f"authorized_keys:{user}"] = h.hexdigest()
+                out.update(keys)
         return out
 
     def sysctls(self) -> dict[str, str]:
