@@ -38,6 +38,11 @@ OCSF = TopicSpec("findings.ocsf", key="host_id",
                  value="the anomalies as OCSF Detection Finding events (class 2004; docs/ocsf.md)")
 """Optional: written only by workers with HERDWATCH_WORKER_OCSF=true, so not in ALL."""
 
+OSQUERY = TopicSpec("osquery.results", key="anything (osquery's Kafka logger keys <hostname>_<logger>)",
+                    value="one osquery result log line (JSON: differential, batch or snapshot; docs/osquery.md)")
+"""Optional: read only by workers with HERDWATCH_WORKER_OSQUERY=true (osquery's --logger_kafka_topic), so not
+in ALL."""
+
 
 @dataclass(frozen=True)
 class TopicNames:
@@ -75,6 +80,10 @@ class TopicNames:
     @property
     def ocsf(self) -> str:
         return self.name(OCSF)
+
+    @property
+    def osquery(self) -> str:
+        return self.name(OSQUERY)
 
     # consumer groups and the stream app id: the deployment name, then a dash
     @property

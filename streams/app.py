@@ -3,6 +3,7 @@
     topology.py      topics and tables, declared once
     host_agent.py    the host stage's agent        (logic: hosts.py)
     cohort_agent.py  the cohort stage's agent and its tick timer  (logic: cohorts.py)
+    osquery_stage.py the osquery stage, when on: result logs in, telemetry out  (logic: osquery_map.py)
     stage_loop.py    the loop both agents run; outputs.py what they send
     faust_fixes.py   the workarounds for Faust behaviours that broke the crash guarantees
     metrics.py       gauges and their timer
@@ -17,7 +18,7 @@ from pathlib import Path
 import faust
 
 from contract.settings import KafkaSettings
-from streams import faust_fixes, metrics, topology
+from streams import faust_fixes, metrics, osquery_stage, topology
 from streams.cohort_agent import add_cohort_agent
 from streams.host_agent import add_host_agent
 from streams.outputs import Outputs
@@ -47,11 +48,16 @@ def build_app(kafka: KafkaSettings, ws: WorkerSettings, datadir: Path,
         consumer_auto_offset_reset="earliest",
     )
     faust_fixes.install_changelog_buffer(app)  # crash guarantees Faust alone does not give
+    if ws.osquery:  # osquery result logs as telemetry (docs/osquery.md)
+        osquery_stage.check_settings(ws)
+        partitions = {**(partitions or {}), **osquery_stage.prepare(kafka, ws)}
     topo = topology.declare(app, kafka, ws, partitions)
     outputs = Outputs(topo)
     guard = faust_fixes.OffsetGuard()
     add_host_agent(app, topo, outputs, ws, guard)
     add_cohort_agent(app, topo, outputs, ws, guard)
+    if ws.osquery:
+        osquery_stage.add_osquery_agent(app, topo, outputs, ws, guard)
     faust_fixes.add_refetch_timer(app, guard, topo.sources)
     metrics.add_gauges_timer(app, topo.tables, topo.sources)
     return app

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.settings import KafkaSettings, default_var_dir
@@ -55,6 +55,20 @@ class WorkerSettings(BaseSettings):
     repin: dict[str, str] = Field(default_factory=dict)
     """host_id -> key fingerprint (SHA256:...): after a re-image, the host's new key replaces its pin (JSON in
     HERDWATCH_WORKER_REPIN; set the same in HERDWATCH_SINK_REPIN)."""
+    osquery: bool = False
+    """Also read osquery result logs from `<deployment>.osquery.results` and publish them as telemetry
+    (docs/osquery.md): hosts without the herdwatch agent, scored the same way."""
+    osquery_topic: str = ""
+    """The topic osquery's Kafka logger writes to (default `<deployment>.osquery.results`)."""
+    osquery_default_image: str = ""
+    """Image id of hosts whose lines have no ami_id / image_id decoration ("": such lines are dead-lettered)."""
+    osquery_families: dict[str, str] = Field(default_factory=dict)
+    """image id -> image family for osquery hosts without an image_family / role decoration (JSON)."""
+    osquery_queries: dict[str, str] = Field(default_factory=dict)
+    """query name -> osquery table, for queries not named after their table (JSON)."""
+    osquery_key_secret: SecretStr | None = None
+    """Secret the osquery stage derives each osquery host's signing key from (HMAC-SHA256 per host id), so
+    its telemetry passes the signature check. Required when signatures are required; the same on every worker."""
     engine: dict[str, Any] = Field(default_factory=dict)
     """FamilyEngine settings (JSON in HERDWATCH_WORKER_ENGINE), e.g. {"min_hosts": 3}: the knobs of
     detectors.EngineConfig, checked when the settings load, so a typo stops the worker at start."""

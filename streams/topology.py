@@ -27,6 +27,8 @@ HOST_TABLES = ("host-seq", "host-state", "host-keys")
 """Tables of the host stage: partitioned like the telemetry topic."""
 COHORT_TABLES = ("baselines", "rollouts", "members")
 """Tables of the cohort stage: partitioned like the observations topic."""
+OSQUERY_TABLE = "osquery-hosts"
+"""Table of the osquery stage (when on): partitioned like the osquery results topic."""
 
 
 def changelog_topic(app_id: str, table: str) -> str:
@@ -62,19 +64,27 @@ class Topology:
     """Pinned host keys (streams/host_keys.py): never swept, so a pin outlives a host's silence."""
     ocsf: Any = None
     """The OCSF findings topic, when the worker publishes to it (HERDWATCH_WORKER_OCSF)."""
+    osquery: Any = None
+    """The osquery results topic, when the worker reads it (HERDWATCH_WORKER_OSQUERY; streams/osquery_stage.py)."""
+    osquery_hosts: Any = None
+    """The osquery stage's per-host table (OSQUERY_TABLE), partitioned like the osquery topic."""
 
     @property
     def tables(self) -> dict[str, Any]:
         """Every table by its name."""
-        return {name: table for name, table in zip(
+        tables = {name: table for name, table in zip(
             (*HOST_TABLES, *COHORT_TABLES),
             (self.host_seq, self.host_state, self.host_keys, self.baselines, self.rollout_state, self.members),
             strict=True)}
+        if self.osquery_hosts is not None:
+            tables[OSQUERY_TABLE] = self.osquery_hosts
+        return tables
 
     @property
-    def sources(self) -> tuple[str, str]:
+    def sources(self) -> tuple[str, ...]:
         """The topics the agents consume."""
-        return self.telemetry.get_topic_name(), self.observations.get_topic_name()
+        osquery = (self.osquery.get_topic_name(),) if self.osquery is not None else ()
+        return self.telemetry.get_topic_name(), self.observations.get_topic_name(), *osquery
 
 
 def declare(app: faust.App, kafka: KafkaSettings, ws: WorkerSettings,
@@ -102,5 +112,10 @@ def declare(app: faust.App, kafka: KafkaSettings, ws: WorkerSettings,
     host_seq, host_state, host_keys = (table(name, n_tel) for name in HOST_TABLES)
     baselines, rollout_state, members = (table(name, n_obs) for name in COHORT_TABLES)
     ocsf = topic(names.ocsf, ws.partitions) if ws.ocsf else None
+    osquery = osquery_hosts = None
+    if ws.osquery:
+        osquery_name = ws.osquery_topic or names.osquery
+        osquery = topic(osquery_name, ws.partitions)
+        osquery_hosts = table(OSQUERY_TABLE, parts.get(osquery_name, ws.partitions))
     return Topology(telemetry, observations, anomalies, rollouts, lifecycle, deadletter,
-                    host_seq, host_state, baselines, rollout_state, members, host_keys, ocsf)
+                    host_seq, host_state, baselines, rollout_state, members, host_keys, ocsf, osquery, osquery_hosts)
