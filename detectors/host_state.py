@@ -213,7 +213,7 @@ class HostState:
             if f in self.counts:
                 self.counts[f] += 1
                 return
-        self.counts[f] = 1
+        self.counts[str(f)] = 1  # the state keeps plain features (a Seen's details travel in `added` only)
         if self.linger.pop(f, None) is None:
             added.append(f)
 

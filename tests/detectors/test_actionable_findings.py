@@ -61,11 +61,14 @@ def test_inventory_socket_details_survive_and_the_engine_store_stays_json() -> N
     assert o is not None
     (seen,) = [f for f in o.added if f.startswith("dest:")]
     assert details_of(seen)["pid"] == 812  # the first socket of the feature names it
+    opened = hs.apply(_event(Kind.NET_OPEN, "h", 2, 2, {**NC, "rport": 5555}))
+    assert opened is not None and details_of(opened.added[0])["rport"] == 5555
+    import orjson
+
+    orjson.dumps(hs.to_dict())  # the host's state holds plain features: any JSON encoder takes it
     e = FamilyEngine(config=EngineConfig(min_hosts=3))
     join(e, "ami-web", 5)
     e.process(Observation("h", "ami-web", "web", at(5), added=(seen,), first=True))
-    import orjson
-
     orjson.dumps(dict(e.store))  # pending judgements carry the instance as plain JSON
 
 
