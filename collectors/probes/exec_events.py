@@ -9,6 +9,21 @@ that is already gone leaves only the event: what could not be read is listed in 
 guessed. The reader hands `ExecRecord`s and exits to the probe, which drains them each cycle without
 ever waiting (collectors/probes/processes.py).
 
+Cost per exec (it runs for every exec on the host): only exec and exit events of whole processes reach
+Python. Kernels >= 6.6 filter by event kind (the LISTEN request carries a mask); a classic BPF socket
+filter (SO_ATTACH_FILTER) also drops, in the kernel, every other kind (fork, comm, ...: older kernels send
+them all) and the exits and execs of threads other than a process's main thread. Execs and exits come on
+two sockets: the reader waits on the exec one only and reads the exits queued meanwhile whenever it wakes
+(an exec, or every RECV_TIMEOUT_S), merged in the kernel's timestamp order, so an exit never costs a
+wakeup of its own (a thread wakeup is the largest single cost here). A wakeup reads every queued
+datagram (asking poll() what is queued, without an exception per wakeup); a datagram holding one event
+(what the kernel sends) is decoded with one precompiled struct. Each exec costs four file reads and two
+readlinks, one syscall each (no fstat: these are procfs files): exe, cmdline, exe again (exec'd since?),
+status (real uid and ppid in one read), cgroup. The parent's exe comes from a cache of the exe of every
+process whose exec we read or whose exe we looked up, kept exact by the events themselves: an exec or
+exit of a pid drops its entry, and a kernel overflow (events lost) clears it. Where the kernel refuses
+socket filters, one socket carries every event and Python skips what is not wanted.
+
 Bounds: the reader looks up at most `max_reads_per_s` execs per second (a token bucket) and keeps at
 most `max_pending` records between two drains; execs beyond either, and events the kernel dropped
 because our socket buffer was full (ENOBUFS), are counted (`shed`), never silently lost.
@@ -29,6 +44,7 @@ Message layout (include/uapi/linux/netlink.h, connector.h, cn_proc.h), native by
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -40,8 +56,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from collectors.safe import absent, read_bounded
+from typing import NamedTuple
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -56,8 +71,8 @@ PROC_EVENT_FORK = 0x1
 PROC_EVENT_EXEC = 0x2
 PROC_EVENT_UID = 0x4
 PROC_EVENT_EXIT = 0x80000000
-WANTED = PROC_EVENT_EXEC | PROC_EVENT_UID | PROC_EVENT_EXIT
-"""The event filter asked of kernels >= 6.6 (older ones send everything; we skip the rest)."""
+WANTED = PROC_EVENT_EXEC | PROC_EVENT_EXIT
+"""The event filter asked of kernels >= 6.6 (older ones send everything; the socket filter drops the rest)."""
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _CN_MSG = struct.Struct("=IIIIHH")
@@ -65,6 +80,13 @@ _EVENT_HEAD = struct.Struct("=IIQ")
 _U32X2 = struct.Struct("=II")
 _U32X4 = struct.Struct("=IIII")
 _U32 = struct.Struct("=I")
+_ONE_EVENT = struct.Struct("=IHHIIIIIIHHIIQII")
+"""nlmsghdr, cn_msg, the event head and its first two u32 (pid, tgid of an exec or exit): 60 bytes."""
+_WHAT_AT = _NLMSGHDR.size + _CN_MSG.size  # offsets in a datagram of one event (the socket filter's view)
+_PID_AT = _WHAT_AT + _EVENT_HEAD.size
+SO_ATTACH_FILTER = 26
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_PARENT_CACHE = 8192
 
 RCVBUF_BYTES = 8 * 1024 * 1024
 ACK_TIMEOUT_S = 1.0
@@ -143,7 +165,65 @@ def control_message(op: int, port: int, events: int | None = None) -> bytes:
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, port) + cn
 
 
-@dataclass
+def socket_filter(kinds: int = PROC_EVENT_EXEC | PROC_EVENT_EXIT) -> bytes:
+    """The classic BPF program (struct sock_filter[]) that keeps, of the datagrams of one event, only
+    acknowledgements and the events of `kinds` (exec, exit or both) of a process's main thread (pid ==
+    tgid). Anything shorter than one event is kept for the Python parser to judge. Absolute loads read
+    big-endian, so the event kinds are compared in that byte order (pid == tgid compares two values loaded
+    alike)."""
+    def be(v: int) -> int:
+        return int.from_bytes(_U32.pack(v), "big")
+    ld_len, ld_abs, tax, jge_k, jeq_k, jeq_x, ret_k = 0x80, 0x20, 0x07, 0x35, 0x15, 0x1d, 0x06
+    keep, drop = 10, 11
+    exec_ok = kinds & PROC_EVENT_EXEC
+    exit_ok = kinds & PROC_EVENT_EXIT
+    prog = [
+        (ld_len, 0, 0, 0),
+        (jge_k, 0, keep - 2, _ONE_EVENT.size),
+        (ld_abs, 0, 0, _WHAT_AT),
+        (jeq_k, 6 - 4 if exec_ok else drop - 4, 0, be(PROC_EVENT_EXEC)),
+        (jeq_k, 6 - 5 if exit_ok else drop - 5, 0, be(PROC_EVENT_EXIT)),
+        (jeq_k, keep - 6, drop - 6, be(PROC_EVENT_NONE)),
+        (ld_abs, 0, 0, _PID_AT + 4),  # tgid
+        (tax, 0, 0, 0),
+        (ld_abs, 0, 0, _PID_AT),  # pid
+        (jeq_x, keep - 10, drop - 10, 0),
+        (ret_k, 0, 0, 0x40000),
+        (ret_k, 0, 0, 0),
+    ]
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+def attach_socket_filter(sock: socket.socket, kinds: int = PROC_EVENT_EXEC | PROC_EVENT_EXIT) -> bool:
+    """Attach `socket_filter(kinds)`; False where the kernel refuses it (then Python skips the same events)."""
+    prog = socket_filter(kinds)
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = struct.pack("HP", len(prog) // 8, ctypes.addressof(buf))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    except OSError as e:
+        log.info("process events: no socket filter (%s); unwanted events are skipped in Python", e)
+        return False
+    return True
+
+
+def leader_events(data: bytes) -> list[tuple[int, int, int]]:
+    """(timestamp_ns, what, pid) of the exec and exit events of one datagram, in order; only a process's
+    main thread (pid == tgid > 0). One event per datagram, what the kernel sends, is decoded at once;
+    anything else goes through `parse_messages`. Never raises."""
+    if len(data) >= _ONE_EVENT.size:
+        (length, msg_type, _f, _s, _p, idx, val, _cs, _ca, cn_len, _cf, what, _cpu, ts, pid,
+         tgid) = _ONE_EVENT.unpack_from(data)
+        if (msg_type == NLMSG_DONE and idx == CN_IDX_PROC and val == CN_VAL_PROC and _ONE_EVENT.size <= length
+                and 0 <= len(data) - length < 4 and cn_len >= _ONE_EVENT.size - _WHAT_AT):
+            if what in (PROC_EVENT_EXEC, PROC_EVENT_EXIT) and pid == tgid and pid > 0:
+                return [(ts, what, pid)]
+            return []
+    return [(ev.timestamp_ns, ev.what, ev.pid) for ev in parse_messages(data)
+            if ev.what in (PROC_EVENT_EXEC, PROC_EVENT_EXIT) and ev.pid == ev.tgid and ev.pid > 0]
+
+
+@dataclass(slots=True)
 class ExecRecord:
     """What /proc told us about one exec, read right after the event. Raw: redacted by the probe."""
 
@@ -159,60 +239,105 @@ class ExecRecord:
     missing: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ExitRecord:
+class ExitRecord(NamedTuple):
     pid: int
     time: float
 
 
 def _readlink(path: str) -> str | None:
-    return absent(lambda: os.readlink(path))
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _read(path: str, limit: int) -> bytes | None:
+    """At most `limit` + 1 bytes of a /proc file in one read (these files give everything up to the size
+    asked in one read), so more than `limit` means cut. None if absent or unreadable. Never blocks, never
+    follows a final symlink; the connector runs on the real /proc only, whose entries are kernel files."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _status_fields(raw: bytes) -> tuple[int | None, int | None]:
     """(real uid, ppid) from /proc/<pid>/status."""
     uid = ppid = None
-    for line in raw.split(b"\n"):
-        if line.startswith(b"PPid:"):
-            ppid = int(line.split()[1]) if len(line.split()) > 1 else None
-        elif line.startswith(b"Uid:"):
-            parts = line.split()
-            uid = int(parts[1]) if len(parts) > 1 else None
-            break  # Uid comes after PPid
+    at = raw.find(b"\nPPid:")
+    if at >= 0:
+        end = raw.find(b"\n", at + 6)
+        ppid = int(raw[at + 6:end if end >= 0 else len(raw)])
+    at = raw.find(b"\nUid:")
+    if at >= 0:
+        end = raw.find(b"\n", at + 5)
+        fields = raw[at + 5:end if end >= 0 else len(raw)].split()
+        uid = int(fields[0]) if fields else None
     return uid, ppid
 
 
-def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None = None) -> list[ExecRecord]:
+def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None = None,
+               exes: dict[int, str] | None = None) -> list[ExecRecord]:
     """The details of processes that have just exec'd, read in stages over the whole batch (every exe
     first, then every command line, then the rest): the exe is the identity, and the newest processes of
-    a batch may be gone a moment later. What could not be read is listed in `missing`."""
+    a batch may be gone a moment later. What could not be read is listed in `missing`.
+
+    `exes` (pid -> exe) answers the parent's exe where it knows it, and learns what is read here; the
+    caller keeps it exact (ExecSource drops a pid's entry at its exec and exit events)."""
     now = time.time() if when is None else when
+    base = f"{proc}/"
     recs = [ExecRecord(pid, now) for pid in pids]
     for rec in recs:
-        rec.exe = _readlink(f"{proc}/{rec.pid}/exe")
+        rec.exe = _readlink(f"{base}{rec.pid}/exe")
     for rec in recs:
-        got = read_bounded(f"{proc}/{rec.pid}/cmdline", MAX_CMDLINE_BYTES)
-        if got is not None and got[0]:
-            rec.argv, rec.argv_over = got
+        got = _read(f"{base}{rec.pid}/cmdline", MAX_CMDLINE_BYTES)
+        if got:
+            if len(got) > MAX_CMDLINE_BYTES:
+                rec.argv, rec.argv_over = got[:MAX_CMDLINE_BYTES], True
+            else:
+                rec.argv = got
     for rec in recs:  # exec'd again since (env, a wrapper): that command line belongs to the next program
-        if rec.argv is not None and _readlink(f"{proc}/{rec.pid}/exe") != rec.exe:
+        if rec.argv is not None and _readlink(f"{base}{rec.pid}/exe") != rec.exe:
             rec.argv, rec.argv_over = None, False
     for rec in recs:
-        status = read_bounded(f"{proc}/{rec.pid}/status", 8192)  # a zombie still has it
+        status = _read(f"{base}{rec.pid}/status", 8192)  # a zombie still has it
         if status is not None:
             try:
-                rec.uid, rec.ppid = _status_fields(status[0])
+                rec.uid, rec.ppid = _status_fields(status)
             except ValueError:
                 rec.uid = rec.ppid = None
+    cache = exes if exes is not None else {}
     for rec in recs:
-        if rec.ppid:
-            rec.parent_exe = _readlink(f"{proc}/{rec.ppid}/exe")
-        cg = read_bounded(f"{proc}/{rec.pid}/cgroup", 4096)
-        if cg is not None and cg[0]:
-            rec.cgroup = cg[0].decode("utf-8", "replace").strip().split("\n")[-1][:MAX_CGROUP_CHARS]
-        rec.missing = [name for name, value in (("exe", rec.exe), ("cmdline", rec.argv), ("user", rec.uid),
-                                                ("ppid", rec.ppid), ("parent_exe", rec.parent_exe),
-                                                ("cgroup", rec.cgroup)) if value is None]
+        ppid = rec.ppid
+        if ppid:
+            parent = cache.get(ppid)
+            if parent is None:
+                parent = _readlink(f"{base}{ppid}/exe")
+                if parent is not None and exes is not None:
+                    cache[ppid] = parent
+            rec.parent_exe = parent
+        cg = _read(f"{base}{rec.pid}/cgroup", 4096)
+        if cg:
+            rec.cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS]
+        missing = rec.missing
+        if rec.exe is None:
+            missing.append("exe")
+        if rec.argv is None:
+            missing.append("cmdline")
+        if rec.uid is None:
+            missing.append("user")
+        if rec.ppid is None:
+            missing.append("ppid")
+        if rec.parent_exe is None:
+            missing.append("parent_exe")
+        if rec.cgroup is None:
+            missing.append("cgroup")
     return recs
 
 
@@ -234,6 +359,9 @@ class ExecSource:
         self.max_reads_per_s = float(max_reads_per_s)
         self.max_pending = max_pending
         self._sock: socket.socket | None = None
+        """Exec events (every kind when the kernel refuses socket filters): the reader waits on it."""
+        self._exit_sock: socket.socket | None = None
+        """Exit events: read whenever the reader wakes (an exec, or every RECV_TIMEOUT_S), never waited on."""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -247,10 +375,31 @@ class ExecSource:
         """Set when the reader stopped on a socket error: the probe falls back to polling."""
         self.execs_seen = 0
         self.exits_seen = 0
+        self.kernel_filter = False
+        """True when the socket filters are attached: fork, thread and other events never reach Python, and
+        exits arrive on a socket of their own, so they never wake the reader."""
+        self._exes: dict[int, str] = {}
+        """pid -> exe of processes whose exe we read; an exec or exit event of the pid drops it."""
 
     # -- subscription --------------------------------------------------------------------------------
     def open(self) -> None:
-        """Subscribe and wait for the kernel's acknowledgement; raises ExecSourceUnavailable."""
+        """Subscribe and wait for the kernel's acknowledgement; raises ExecSourceUnavailable.
+
+        Two subscriptions where the kernel takes socket filters: execs on the socket the reader waits on,
+        exits on another read whenever it wakes (so a process's exit costs no wakeup of its own); the two
+        are merged by the kernel's event timestamps. Otherwise one socket carries everything."""
+        sock = self._subscribe(PROC_EVENT_EXEC)
+        if self.kernel_filter:
+            try:
+                self._exit_sock = self._subscribe(PROC_EVENT_EXIT)
+            except ExecSourceUnavailable:
+                self._unsubscribe(sock)
+                raise
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, name="exec-events", daemon=True)
+        self._thread.start()
+
+    def _subscribe(self, kinds: int) -> socket.socket:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
         except (OSError, AttributeError) as e:
@@ -263,21 +412,38 @@ class ExecSource:
                 except OSError:
                     continue
             sock.bind((0, CN_IDX_PROC))
+            if kinds == PROC_EVENT_EXEC:  # the first socket: execs only if filters work, else everything
+                self.kernel_filter = attach_socket_filter(sock, PROC_EVENT_EXEC)
+                if not self.kernel_filter:
+                    kinds = WANTED
+            elif not attach_socket_filter(sock, kinds):
+                raise ExecSourceUnavailable("the kernel took one socket filter but not the next")
             port = sock.getsockname()[0]
             sock.settimeout(ACK_TIMEOUT_S)
             sock.send(control_message(PROC_CN_MCAST_LISTEN, port))
             self._await_ack(sock)
-            sock.send(control_message(PROC_CN_MCAST_LISTEN, port, WANTED))  # a filter, where the kernel has one
+            sock.send(control_message(PROC_CN_MCAST_LISTEN, port, kinds))  # a filter, where the kernel has one
         except ExecSourceUnavailable:
             sock.close()
             raise
         except OSError as e:
             sock.close()
             raise ExecSourceUnavailable(f"process events connector refused: {e}") from e
-        sock.setblocking(False)
-        self._sock = sock
-        self._thread = threading.Thread(target=self._run, name="exec-events", daemon=True)
-        self._thread.start()
+        # blocking reads that give up after RECV_TIMEOUT_S (so the thread sees a stop): one syscall per
+        # wakeup instead of a poll and a read; the rest of what is queued is read without waiting
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(RECV_TIMEOUT_S * 1e6)))
+        return sock
+
+    @staticmethod
+    def _unsubscribe(sock: socket.socket) -> None:
+        try:
+            port = sock.getsockname()[0]
+            for _ in range(2):  # one per LISTEN sent
+                sock.send(control_message(PROC_CN_MCAST_IGNORE, port))
+        except OSError:
+            pass
+        sock.close()
 
     @staticmethod
     def _await_ack(sock: socket.socket) -> None:
@@ -304,82 +470,123 @@ class ExecSource:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-        if self._sock is not None:
-            try:
-                port = self._sock.getsockname()[0]
-                for _ in range(2):  # one per LISTEN sent
-                    self._sock.send(control_message(PROC_CN_MCAST_IGNORE, port))
-            except OSError:
-                pass
-            self._sock.close()
-            self._sock = None
+        for sock in (self._sock, self._exit_sock):
+            if sock is not None:
+                self._unsubscribe(sock)
+        self._sock = self._exit_sock = None
 
     # -- the reader thread ---------------------------------------------------------------------------
     def _run(self) -> None:
         sock = self._sock
         assert sock is not None
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        while not self._stop.is_set():
-            if not poller.poll(RECV_TIMEOUT_S * 1000):
-                continue
-            events: list[ProcEvent] = []
-            for _ in range(MAX_BATCH):  # everything queued, so the batch's exes are read first
-                try:
-                    events += parse_messages(sock.recv(65536))
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno == errno.ENOBUFS:
-                        self._count("kernel_overflow")
-                        continue
-                    if not self._stop.is_set():
-                        self.failed = f"reading process events failed: {e}"
-                        log.warning("process events connector: %s; falling back to /proc polling", self.failed)
+        socks = {sock.fileno(): sock}
+        if self._exit_sock is not None:
+            socks[self._exit_sock.fileno()] = self._exit_sock
+        queued = select.poll()  # what is queued on either socket, asked without waiting (no exception)
+        for fd in socks:
+            queued.register(fd, select.POLLIN)
+        stop = self._stop
+        while not stop.is_set():
+            events: list[tuple[int, int, int]] = []
+            try:
+                events += leader_events(sock.recv(65536))  # waits for an exec, up to RECV_TIMEOUT_S
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                if not self._error(e):
                     return
-            self._handle(events)
+            merged = False  # exits read too: put in kernel time order
+            for _ in range(MAX_BATCH):  # then everything queued, so the batch's exes are read first
+                ready = queued.poll(0)
+                if not ready:
+                    break
+                for fd, _mask in ready:
+                    try:
+                        data = socks[fd].recv(65536, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        if not self._error(e):
+                            return
+                        continue
+                    got = leader_events(data)
+                    if got:
+                        events += got
+                        merged = merged or socks[fd] is not sock
+            if events:
+                self._handle(sorted(events) if merged else events)
 
-    def _handle(self, events: list[ProcEvent]) -> None:
-        """Read the batch's execs (rate-limited), then queue execs and exits in kernel order."""
-        wanted: list[int] = []
-        for ev in events:
-            if ev.what == PROC_EVENT_EXEC and ev.pid == ev.tgid and ev.pid > 0:
-                self.execs_seen += 1
-                if self._take_token():
-                    wanted.append(ev.pid)
-                else:
-                    self._count("rate")
-        records = iter(read_execs(wanted, self.proc)) if wanted else iter(())
-        now = time.time()
+    def _error(self, e: OSError) -> bool:
+        """A read error: True to go on (ENOBUFS: the kernel dropped events, counted), False when the socket
+        failed (the reader stops and the probe falls back to polling)."""
+        if e.errno == errno.ENOBUFS:
+            self._count("kernel_overflow")
+            self._exes.clear()  # events were lost: what the cache knows may be stale
+            return True
+        if not self._stop.is_set():
+            self.failed = f"reading process events failed: {e}"
+            log.warning("process events connector: %s; falling back to /proc polling", self.failed)
+        return False
+
+    def _handle(self, events: list[tuple[int, int, int]]) -> None:
+        """Read the batch's execs (rate-limited), then queue execs and exits in kernel order. `events` are
+        (timestamp, what, pid) of main threads (leader_events)."""
+        exes = self._exes
+        execs = [pid for _ts, what, pid in events if what == PROC_EVENT_EXEC]
+        exits = [pid for _ts, what, pid in events if what == PROC_EVENT_EXIT]
+        for pid in execs:
+            exes.pop(pid, None)  # exec'd: its exe is new
+        for pid in exits:
+            exes.pop(pid, None)
+        if len(exes) > MAX_PARENT_CACHE:
+            exes.clear()
+        self.execs_seen += len(execs)
+        self.exits_seen += len(exits)
+        allowed = self._take_tokens(len(execs))
+        if allowed < len(execs):
+            self._count("rate", len(execs) - allowed)
+        wanted = execs[:allowed]  # the batch's first execs get the tokens
+        records = read_execs(wanted, self.proc, exes=exes) if wanted else []
+        for rec in records:  # learnt: this pid's exe, until its next exec or exit event
+            if rec.exe is not None:
+                exes[rec.pid] = rec.exe
+        for pid in exits:  # exited within the batch: nothing to remember
+            exes.pop(pid, None)
+        now = records[0].time if records else time.time()
+        out: list[ExecRecord | ExitRecord] = []
         taken = 0
-        for ev in events:
-            if ev.what == PROC_EVENT_EXEC and ev.pid == ev.tgid and ev.pid > 0:
-                if taken < len(wanted) and wanted[taken] == ev.pid:
+        for _ts, what, pid in events:
+            if what == PROC_EVENT_EXEC:
+                if taken < allowed:
+                    out.append(records[taken])
                     taken += 1
-                    self._push(next(records))
-            elif ev.what == PROC_EVENT_EXIT and ev.pid == ev.tgid and ev.pid > 0:
-                self.exits_seen += 1
-                self._push(ExitRecord(ev.pid, now))
+            elif what == PROC_EVENT_EXIT:
+                out.append(ExitRecord(pid, now))
+        if out:
+            self._push_all(out)
 
-    def _take_token(self) -> bool:
+    def _take_tokens(self, n: int) -> int:
+        """How many of `n` execs may be looked up now (the token bucket of max_reads_per_s)."""
+        if n == 0:
+            return 0
         now = time.monotonic()
         self._tokens = min(self.max_reads_per_s, self._tokens + (now - self._refilled) * self.max_reads_per_s)
         self._refilled = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        allowed = min(n, int(self._tokens))
+        self._tokens -= allowed
+        return allowed
 
-    def _push(self, item: ExecRecord | ExitRecord) -> None:
+    def _push_all(self, items: list[ExecRecord | ExitRecord]) -> None:
         with self._lock:
-            if len(self._pending) >= self.max_pending:
-                self.shed["pending"] = self.shed.get("pending", 0) + 1
-                return
-            self._pending.append(item)
+            room = self.max_pending - len(self._pending)
+            if room < len(items):
+                self.shed["pending"] = self.shed.get("pending", 0) + len(items) - max(0, room)
+                items = items[:max(0, room)]
+            self._pending.extend(items)
 
-    def _count(self, reason: str) -> None:
+    def _count(self, reason: str, n: int = 1) -> None:
         with self._lock:
-            self.shed[reason] = self.shed.get(reason, 0) + 1
+            self.shed[reason] = self.shed.get(reason, 0) + n
 
     # -- the probe's side ------------------------------------------------------------------------------
     def drain(self) -> list[ExecRecord | ExitRecord]:

@@ -48,6 +48,10 @@ MAX_PARENTS = 8
 MAX_QUIET = 65536
 """Aggregated (not individually reported) processes still alive, remembered until the next inventory."""
 KTHREADD = 2
+MAX_KIND_CACHE = 1024
+"""Raw exec details -> aggregation kind, remembered for command lines up to MAX_KIND_ARGV bytes (cleared
+when full, so at most ~1 MB)."""
+MAX_KIND_ARGV = 1024
 
 
 class ProcessProbe(Probe):
@@ -71,6 +75,7 @@ class ProcessProbe(Probe):
         self.max_events_per_cycle = max_events_per_cycle
         self.storms: ExecAggregator[ExecRecord] = ExecAggregator(exec_window_s)
         self._quiet: dict[int, ExecRecord] = {}
+        self._kinds: dict[tuple[str | None, str | None, int | None, bytes | None], tuple[str, ...]] = {}
         self._shed: dict[str, int] = {}
         self.execs_reported = 0
         self._pending_emits: list[Emit] = []
@@ -285,8 +290,18 @@ class ProcessProbe(Probe):
         return out
 
     def _kind(self, rec: ExecRecord) -> tuple[str, ...]:
-        cmd = rec.argv.replace(b"\0", b" ").decode("utf-8", "replace") if rec.argv else ""
-        return (rec.exe or "", rec.parent_exe or "", str(rec.uid), normalise(cmd))
+        """The exec's kind for aggregation; a storm repeats the same raw details, so the normalised key is
+        remembered per raw (exe, parent exe, uid, argv) instead of being worked out again each time."""
+        raw = (rec.exe, rec.parent_exe, rec.uid, rec.argv)
+        key = self._kinds.get(raw)
+        if key is None:
+            cmd = rec.argv.replace(b"\0", b" ").decode("utf-8", "replace") if rec.argv else ""
+            key = (rec.exe or "", rec.parent_exe or "", str(rec.uid), normalise(cmd))
+            if rec.argv is None or len(rec.argv) <= MAX_KIND_ARGV:
+                if len(self._kinds) >= MAX_KIND_CACHE:
+                    self._kinds.clear()
+                self._kinds[raw] = key
+        return key
 
     def exec_item(self, rec: ExecRecord) -> dict[str, Any]:
         """The process.start payload of one exec (command line redacted here, before anything is built)."""

@@ -75,8 +75,10 @@ def test_every_short_lived_exec_is_seen_with_its_exe(source: ExecSource) -> None
         if isinstance(r, ExecRecord):
             execs.setdefault(r.pid, []).append(r)
 
-    for pid in lively:  # both execs seen, the last with the full identity
+    order = {(type(r).__name__, r.pid): i for i, r in enumerate(got)}  # exits come on a socket of their own
+    for pid in lively:  # both execs seen, the last with the full identity, then the exit
         assert len(execs.get(pid, [])) == 2, (pid, execs.get(pid))
+        assert order[("ExecRecord", pid)] < order[("ExitRecord", pid)]
         last = execs[pid][-1]
         assert last.exe == SLEEP, last
         assert last.argv == b"/bin/sleep\x000.005\x00" and last.uid == 0 and last.ppid == me
@@ -133,6 +135,7 @@ def test_exec_storm_is_aggregated_and_counts_add_up(source: ExecSource) -> None:
         return items
 
     source.drain = counting_drain  # type: ignore[method-assign]
+    began = time.monotonic()
     sh = subprocess.Popen(["/bin/sh", "-c", "i=0; while [ $i -lt 1500 ]; do /bin/true $i; i=$((i+1)); done"])
     emits: list[tuple[Kind, dict[str, Any]]] = []
     try:
@@ -143,6 +146,7 @@ def test_exec_storm_is_aggregated_and_counts_add_up(source: ExecSource) -> None:
         if sh.poll() is None:
             sh.kill()
         sh.wait()
+    windows = (time.monotonic() - began) / probe.storms.window_s + 1  # a loaded machine runs the loop longer
     time.sleep(1.2)
     emits += probe.collect(False)  # the last windows close
     emits += [(Kind.PROCESS_START, {**rec_payload, "count": n})
@@ -156,7 +160,7 @@ def test_exec_storm_is_aggregated_and_counts_add_up(source: ExecSource) -> None:
     # /bin/true lives well under a millisecond: 60-90 % are still there to read when their exec event is
     # handled (the rest are reported with their exe missing, in the unknown kind)
     assert seen_ours >= 750
-    assert len(ours) <= 10  # one at first, then one counted report per window
+    assert len(ours) <= 2 + windows  # one at first, then one counted report per window
     # every exec read is accounted for: reported alone, in a count, or shed as one kind too many
     assert sum(p.get("count", 1) for p in starts) + shed.get("exec_events_kinds", 0) == drained
 

@@ -1,9 +1,14 @@
-"""Process events connector: message parsing from hand-built byte strings, and the exec-storm windows."""
+"""Process events connector: message parsing and the socket filter from hand-built byte strings, the reader's
+bookkeeping over a fake /proc, and the exec-storm windows."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import struct
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +22,13 @@ from collectors.probes.exec_events import (
     PROC_EVENT_FORK,
     PROC_EVENT_NONE,
     PROC_EVENT_UID,
+    ExecRecord,
+    ExecSource,
     ProcEvent,
+    _status_fields,
+    attach_socket_filter,
     control_message,
+    leader_events,
     parse_messages,
 )
 from collectors.probes.exec_storms import ExecAggregator, Verdict, normalise
@@ -110,3 +120,113 @@ def test_storm_cap_counts_new_kinds_instead_of_reporting_them() -> None:
     assert agg.add(("c",), "c", 0.0) is Verdict.SHED
     assert agg.due(1.0, limit=0) == []  # over the cycle's cap: stays due
     assert agg.due(1.0) == [("a", 1)]
+
+
+def one_event(what: int, pid: int, tgid: int, ts: int = 5) -> bytes:
+    """A datagram as the kernel sends it: one message, the event union padded to its full size (24)."""
+    body = struct.pack("=IIQ", what, 0, ts) + struct.pack("=II", pid, tgid) + bytes(16)
+    cn = struct.pack("=IIIIHH", CN_IDX_PROC, CN_VAL_PROC, 7, 0, len(body), 0) + body
+    return struct.pack("=IHHII", 16 + len(cn), NLMSG_DONE, 0, 0, 0) + cn
+
+
+def test_leader_events_keep_execs_and_exits_of_main_threads() -> None:
+    assert leader_events(one_event(PROC_EVENT_EXEC, 42, 42, ts=9)) == [(9, PROC_EVENT_EXEC, 42)]
+    assert leader_events(one_event(PROC_EVENT_EXIT, 42, 42, ts=10)) == [(10, PROC_EVENT_EXIT, 42)]
+    assert leader_events(one_event(PROC_EVENT_EXIT, 43, 42)) == []  # a thread of 42
+    assert leader_events(one_event(PROC_EVENT_FORK, 1, 1)) == []
+    assert leader_events(one_event(PROC_EVENT_NONE, 0, 0)) == []
+    # several messages in one datagram, or the short form: the general parser, same answer
+    both = message(PROC_EVENT_EXEC, 5, 5, ts=1) + message(PROC_EVENT_EXIT, 6, 7, 0, 17, ts=2) + \
+        message(PROC_EVENT_EXIT, 5, 5, 0, 17, ts=3)
+    assert leader_events(both) == [(1, PROC_EVENT_EXEC, 5), (3, PROC_EVENT_EXIT, 5)]
+    assert leader_events(one_event(PROC_EVENT_EXEC, 42, 42)[:59]) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=256))
+def test_leader_events_never_raise(data: bytes) -> None:
+    for ts, what, pid in leader_events(data):
+        assert what in (PROC_EVENT_EXEC, PROC_EVENT_EXIT) and pid > 0 and ts >= 0
+
+
+def test_socket_filter_drops_in_the_kernel_what_python_would_skip() -> None:
+    # the same classic BPF program on a Unix datagram socket (no root needed): what it lets through
+    rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with rx, tx:
+        assert attach_socket_filter(rx, PROC_EVENT_EXEC | PROC_EVENT_EXIT)
+        sent = [one_event(PROC_EVENT_FORK, 1, 1), one_event(PROC_EVENT_EXEC, 42, 42),
+                one_event(PROC_EVENT_EXIT, 43, 42), one_event(PROC_EVENT_UID, 42, 42),
+                one_event(PROC_EVENT_EXIT, 42, 42), one_event(PROC_EVENT_NONE, 0, 0), b"short", one_event(0x200, 9, 9)]
+        for data in sent:
+            tx.send(data)
+        rx.setblocking(False)
+        got = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(rx.recv(4096))
+        assert got == [sent[1], sent[4], sent[5], b"short"]
+    for kinds, kept in ((PROC_EVENT_EXEC, PROC_EVENT_EXEC), (PROC_EVENT_EXIT, PROC_EVENT_EXIT)):
+        rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with rx, tx:
+            assert attach_socket_filter(rx, kinds)
+            tx.send(one_event(PROC_EVENT_EXEC, 42, 42))
+            tx.send(one_event(PROC_EVENT_EXIT, 42, 42))
+            rx.setblocking(False)
+            assert leader_events(rx.recv(4096))[0][1] == kept
+            with pytest.raises(BlockingIOError):
+                rx.recv(4096)
+
+
+def test_status_fields() -> None:
+    raw = b"Name:\tsh\nUmask:\t0022\nState:\tS\nTgid:\t7\nNgid:\t0\nPid:\t7\nPPid:\t1\nTracerPid:\t0\n" \
+          b"Uid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
+    assert _status_fields(raw) == (1000, 1)
+    assert _status_fields(b"Name:\tx\n") == (None, None)
+
+
+def fake_proc(root: Path, pid: int, exe: str, ppid: int, argv: bytes = b"prog\0") -> None:
+    d = root / str(pid)
+    d.mkdir(exist_ok=True)
+    link = d / "exe"
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(exe)
+    (d / "cmdline").write_bytes(argv)
+    (d / "status").write_bytes(f"Name:\tx\nPid:\t{pid}\nPPid:\t{ppid}\nUid:\t0\t0\t0\t0\n".encode())
+    (d / "cgroup").write_bytes(b"0::/user.slice\n")
+
+
+def test_parent_exe_cache_follows_the_events(tmp_path: Path) -> None:
+    src = ExecSource(proc=tmp_path, max_reads_per_s=1e9)
+    fake_proc(tmp_path, 50, "/usr/bin/make", 1)
+    fake_proc(tmp_path, 100, "/usr/bin/cc", 50)
+    src._handle([(1, PROC_EVENT_EXEC, 100)])
+    assert [r.parent_exe for r in src.drain() if isinstance(r, ExecRecord)] == ["/usr/bin/make"]
+    fake_proc(tmp_path, 50, "/usr/bin/other", 1)  # no event about 50 yet: the cache answers as it was
+    fake_proc(tmp_path, 101, "/usr/bin/cc", 50)
+    src._handle([(2, PROC_EVENT_EXEC, 101)])
+    assert [r.parent_exe for r in src.drain() if isinstance(r, ExecRecord)] == ["/usr/bin/make"]
+    fake_proc(tmp_path, 102, "/usr/bin/cc", 50)  # 50 exec'd: its entry goes, its new exe is read
+    src._handle([(3, PROC_EVENT_EXEC, 50), (4, PROC_EVENT_EXEC, 102), (5, PROC_EVENT_EXIT, 101)])
+    items = src.drain()
+    assert [(type(r).__name__, r.pid) for r in items] == [("ExecRecord", 50), ("ExecRecord", 102),
+                                                          ("ExitRecord", 101)]
+    assert isinstance(items[1], ExecRecord) and items[1].parent_exe == "/usr/bin/other"
+    assert items[1].missing == [] and items[1].argv == b"prog\0" and items[1].cgroup == "0::/user.slice"
+    src._handle([(6, PROC_EVENT_EXIT, 50)])  # gone: forgotten, and a new process 50 is read afresh
+    assert 50 not in src._exes
+    fake_proc(tmp_path, 50, "/usr/bin/new", 1)
+    fake_proc(tmp_path, 103, "/usr/bin/cc", 50)
+    src._handle([(7, PROC_EVENT_EXEC, 103)])
+    assert [r.parent_exe for r in src.drain() if isinstance(r, ExecRecord)] == ["/usr/bin/new"]
+
+
+def test_reads_over_the_rate_are_shed_in_kernel_order(tmp_path: Path) -> None:
+    src = ExecSource(proc=tmp_path, max_reads_per_s=2)
+    for pid in (10, 11, 12):
+        fake_proc(tmp_path, pid, "/bin/true", 1)
+    src._handle([(1, PROC_EVENT_EXEC, 10), (2, PROC_EVENT_EXIT, 9), (3, PROC_EVENT_EXEC, 11),
+                 (4, PROC_EVENT_EXEC, 12)])
+    assert [(type(r).__name__, r.pid) for r in src.drain()] == [("ExecRecord", 10), ("ExitRecord", 9),
+                                                                ("ExecRecord", 11)]
+    assert src.take_shed() == {"rate": 1} and src.execs_seen == 3 and src.exits_seen == 1
