@@ -13,14 +13,22 @@ outage does to delivery.
    restarts it on the same ports and data, waits for the agent to drain its spool, stops the agent with
    SIGTERM and reads the whole topic back: events lost, duplicated, out of order, and the replay time.
 
-    .venv/bin/python benchmarks/bench_collectors.py --exec-events       # root; no Kafka needed
+    .venv/bin/python benchmarks/bench_collectors.py --exec-events       # root
+    .venv/bin/python benchmarks/bench_collectors.py --exec-events --idle 60 --procs 300
 
-3. Exec events (--exec-events, instead of 1 and 2): (a) 1,000 processes that each live 1-5 ms
-   (`/bin/sleep 0.00N`), started at 200/s: how many each process source saw with their exe path, the
-   kernel's process events connector and the /proc poll (0.9 s) side by side, in one run; (b) the
+3. Exec events (--exec-events, instead of 1 and 2): first, what the kernel's event filters drop here
+   (fork and thread events reaching a socket with no filter, with the kernel's event mask of kernels
+   >= 6.6, and with the mask plus the agent's BPF socket filter); (a) 1,000 processes that each live
+   1-5 ms (`/bin/sleep 0.00N`), started at 200/s: how many each process source saw with their exe path,
+   the kernel's process events connector and the /proc poll (0.9 s) side by side, in one run; (b) the
    process probe in connector mode, in a process of its own as in the agent, under 100, 1,000 and 5,000
-   execs/s of `/bin/true` (or as many as the machine makes): its CPU (% of one core) and peak RSS, the
-   events it emitted and what it shed.
+   execs/s of `/bin/true` (or as many as the machine makes): its CPU (% of one core, and CPU per exec
+   seen), its peak RSS, the events it emitted and what it shed; (c) unless --idle 0: the whole agent
+   (`herdwatch collect`, default probes and intervals, a local Kafka broker, or an unreachable one with
+   --no-broker or if the broker does not start) idle with at least --procs processes alive: after 15 s of
+   warm-up, its CPU (% of one core) over --idle seconds, its RSS at the end and peak RSS (VmHWM), CPU by
+   thread, the execs/s other work made on the machine meanwhile, and prometheus-node-exporter's idle CPU
+   and RSS measured in the same window (scraped every 15 s).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -194,6 +203,7 @@ from collectors.probes import ProcessProbe
 from collectors.probes.exec_events import ExecSource
 src = ExecSource()
 src.open()
+sys.stderr.write(f"socket filter attached: {getattr(src, 'kernel_filter', False)}\\n")
 probe = ProcessProbe(0.9, 600, exec_source=src)
 probe.collect(True)
 events = 0
@@ -211,7 +221,60 @@ def spawn_at(rate: float, total: int, argv: list[str]) -> subprocess.Popen:
                             text=True)
 
 
-def exec_events_benchmark() -> int:
+def filter_check() -> None:
+    """Which events reach a socket: no filter, the kernel's event mask (kernels >= 6.6), mask + BPF."""
+    import socket
+
+    from collectors.probes import exec_events as ee
+    kinds = {ee.PROC_EVENT_FORK: "fork", ee.PROC_EVENT_EXEC: "exec", ee.PROC_EVENT_EXIT: "exit",
+             ee.PROC_EVENT_UID: "uid", 0x200: "comm"}
+    socks = []
+    for mask, bpf in ((None, False), (ee.WANTED, False), (ee.WANTED, True)):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, ee.NETLINK_CONNECTOR)
+        sock.setsockopt(socket.SOL_SOCKET, 33, ee.RCVBUF_BYTES)
+        sock.bind((0, ee.CN_IDX_PROC))
+        attached = ee.attach_socket_filter(sock) if bpf and hasattr(ee, "attach_socket_filter") else False
+        port = sock.getsockname()[0]
+        sock.send(ee.control_message(ee.PROC_CN_MCAST_LISTEN, port))
+        if mask is not None:
+            sock.send(ee.control_message(ee.PROC_CN_MCAST_LISTEN, port, mask))
+        sock.setblocking(False)
+        socks.append((("no filter" if mask is None else "event mask" + (" + BPF filter" if attached else "")),
+                      sock))
+    time.sleep(0.2)
+    for _, sock in socks:  # what came before the load
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+    sh = subprocess.Popen(["/bin/sh", "-c", "i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done"])
+    threads = [threading.Thread(target=time.sleep, args=(0.01,)) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sh.wait()
+    time.sleep(0.3)
+    print("events reaching a socket while 100 /bin/true ran and 50 threads came and went (other work included):")
+    for name, sock in socks:
+        counts: dict[str, int] = {}
+        datagrams = 0
+        with contextlib.suppress(OSError):
+            while data := sock.recv(65536):
+                datagrams += 1
+                if len(data) < 60:
+                    continue
+                what, _cpu, _ts, pid, tgid = struct.unpack_from("=IIQII", data, 36)  # one event per datagram
+                if what == ee.PROC_EVENT_NONE:
+                    continue
+                label = kinds.get(what, hex(what))
+                if what in (ee.PROC_EVENT_EXEC, ee.PROC_EVENT_EXIT) and pid != tgid:
+                    label += " (thread)"
+                counts[label] = counts.get(label, 0) + 1
+        sock.close()
+        print(f"  {name:<28}{datagrams:>6} datagrams  {dict(sorted(counts.items()))}")
+
+
+def exec_events_benchmark(idle_s: float, procs: int, broker: bool) -> int:
     from collectors.probes import ProcessProbe
     from collectors.probes.exec_events import ExecRecord, ExecSource
     if os.geteuid() != 0:
@@ -219,6 +282,7 @@ def exec_events_benchmark() -> int:
         return 1
     sleep = os.path.realpath("/bin/sleep")
     print(f"machine: {psutil.cpu_count()} cores, kernel {os.uname().release}")
+    filter_check()
     print("\n(a) 1,000 processes living 1-5 ms each (/bin/sleep 0.00N), started at 200/s")
     src = ExecSource(max_reads_per_s=1e9)
     src.open()
@@ -251,13 +315,16 @@ def exec_events_benchmark() -> int:
     print(f"{'/proc poll every 0.9 s':<34}{len(polled):>8}{poll_exe:>10}"
           f"{sum(p['exe'] == sleep and 'missing' not in p for p in polled):>15}")
     print("\n(b) the process probe (connector mode, own process) under exec load of /bin/true")
-    print(f"{'target/s':>9}{'reached/s':>11}{'probe CPU % of 1 core':>23}{'peak RSS MB':>13}{'events':>8}"
-          f"{'execs seen':>12}  shed")
+    print(f"{'target/s':>9}{'reached/s':>11}{'probe CPU % of 1 core':>23}{'us CPU/exec':>12}{'peak RSS MB':>13}"
+          f"{'events':>8}{'execs seen':>12}  shed")
     for rate in (100, 1000, 5000):
         agent = subprocess.Popen([sys.executable, "-c", PROBE_PROCESS], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
-        assert agent.stdout is not None and agent.stdin is not None
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 cwd=Path(__file__).resolve().parent.parent)
+        assert agent.stdout is not None and agent.stdin is not None and agent.stderr is not None
         agent.stdout.readline()
+        if rate == 100:
+            print(f"          ({agent.stderr.readline().strip()})")
         meter = psutil.Process(agent.pid)
         c0, t0 = sum(meter.cpu_times()[:2]), time.time()
         seconds = 10
@@ -274,8 +341,105 @@ def exec_events_benchmark() -> int:
         result = json.loads(agent.stdout.readline())
         agent.wait(timeout=30)
         print(f"{rate:>9}{made / elapsed:>11.0f}{100 * cpu / (elapsed + 1.0):>23.1f}"
+              f"{1e6 * cpu / max(1, result['seen']):>12.1f}"
               f"{result['rss_kb'] / 1024:>13.1f}{result['events']:>8}{result['seen']:>12}  {result['shed']}")
+    if idle_s > 0:
+        idle_agent(idle_s, procs, broker)
     return 0
+
+
+AGENT_NAMED_THREADS = """
+import ctypes, sys, threading
+libc = ctypes.CDLL(None)
+run = threading.Thread.run
+def named(self):  # the OS thread name (/proc/<pid>/task/<tid>/comm) = the Python one, for CPU by thread
+    libc.prctl(15, self.name.encode()[:15], 0, 0, 0)
+    run(self)
+threading.Thread.run = named
+from herdwatch.cli import main
+sys.exit(main(["collect"]))
+"""
+
+
+def idle_agent(seconds: float, procs: int, use_broker: bool) -> None:
+    """(c) The whole agent idle: CPU over `seconds` after a 15 s warm-up, RSS; node-exporter alongside."""
+    from collectors.probes.exec_events import ExecSource
+    print(f"\n(c) the whole agent idle (herdwatch collect, default probes and intervals), >= {procs} processes")
+    work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    cleanup: list[subprocess.Popen] = []
+    stop = threading.Event()
+    broker: LocalKafka | None = None
+    try:
+        bootstrap = "127.0.0.1:1"
+        if use_broker:
+            broker = LocalKafka(work / "kafka", free_port(), free_port())
+            try:
+                broker.start()
+                kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="idle")
+                ensure_topics(kafka, specs=[topics.TELEMETRY])
+                bootstrap = broker.bootstrap
+            except Exception as e:  # any failure: measure with Kafka unreachable instead
+                print(f"local Kafka broker did not start ({e}); Kafka unreachable instead")
+                broker.stop()
+                broker = None
+        cleanup += spawn_idle(procs)
+        env = {**os.environ, "HERDWATCH_KAFKA_BOOTSTRAP": bootstrap, "HERDWATCH_KAFKA_TOPIC_PREFIX": "idle",
+               "HERDWATCH_COLLECTOR_STATE_DIR": str(work / "agent")}
+        with open(work / "agent.log", "w") as log:
+            agent = subprocess.Popen([sys.executable, "-c", AGENT_NAMED_THREADS], env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+        cleanup.append(agent)
+        ne: psutil.Process | None = None
+        ne_bin = ensure_node_exporter()
+        if ne_bin:
+            ne_port = free_port()
+            ne_proc = subprocess.Popen([ne_bin, f"--web.listen-address=127.0.0.1:{ne_port}"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cleanup.append(ne_proc)
+            ne = psutil.Process(ne_proc.pid)
+            threading.Thread(target=scrape_every, args=(f"http://127.0.0.1:{ne_port}/metrics", 15.0, stop),
+                             daemon=True).start()
+        else:
+            print(f"{NODE_EXPORTER}: skipped (not installed and could not be installed here)")
+        counter = ExecSource(max_reads_per_s=1e-9)  # counts the machine's execs; reads nothing
+        counter.open()
+        a = psutil.Process(agent.pid)
+        time.sleep(15)  # warm-up: imports, first inventories
+        c0 = {p: sum(p.cpu_times()[:4]) for p in ([a] + ([ne] if ne else []))}
+        th0 = {t.id: t.user_time + t.system_time for t in a.threads()}
+        execs0, t0 = counter.execs_seen, time.time()
+        time.sleep(seconds)
+        elapsed = time.time() - t0
+        execs = counter.execs_seen - execs0
+        c1 = {p: sum(p.cpu_times()[:4]) for p in c0}
+        th1 = {t.id: t.user_time + t.system_time for t in a.threads()}
+        counter.close()
+        print(f"{len(psutil.pids())} processes alive; Kafka "
+              f"{'local broker ' + bootstrap if broker else 'unreachable (127.0.0.1:1)'}; other work on the "
+              f"machine made {execs / elapsed:.0f} execs/s during the {elapsed:.0f} s window")
+        print(f"{'process':<28}{'CPU % of 1 core':>17}{'RSS MB':>9}{'peak RSS MB':>13}")
+        for name, proc in [("herdwatch collect", a)] + ([(NODE_EXPORTER, ne)] if ne else []):
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            print(f"{name:<28}{100 * (c1[proc] - c0[proc]) / elapsed:>17.3f}{rss / 1024:>9.1f}{hwm / 1024:>13.1f}")
+        names = {agent.pid: "MainThread"}
+        for tid in th1:
+            with contextlib.suppress(OSError):
+                names.setdefault(tid, Path(f"/proc/{agent.pid}/task/{tid}/comm").read_text().strip())
+        by_thread = sorted(((th1[t] - th0.get(t, 0.0), names.get(t, str(t))) for t in th1), reverse=True)
+        print("agent CPU by thread, % of one core: " + ", ".join(
+            f"{name} {100 * cpu / elapsed:.3f}" for cpu, name in by_thread if cpu > 0))
+        print("targets: idle CPU <= 0.5% of one core, RSS <= 50 MB")
+    finally:
+        stop.set()
+        for p in cleanup:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:
@@ -284,10 +448,14 @@ def main() -> int:
     ap.add_argument("--outage", type=float, default=60.0, help="broker outage, seconds (0 skips phase 2)")
     ap.add_argument("--procs", type=int, default=300, help="at least this many processes during the run")
     ap.add_argument("--exec-events", action="store_true", help="exec events benchmark (root) instead")
+    ap.add_argument("--idle", type=float, default=60.0,
+                    help="with --exec-events: seconds of the idle whole-agent measurement (0 skips it)")
+    ap.add_argument("--no-broker", action="store_true",
+                    help="with --exec-events: the idle agent runs with Kafka unreachable (no local broker)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.exec_events:
-        return exec_events_benchmark()
+        return exec_events_benchmark(args.idle, args.procs, not args.no_broker)
 
     work = Path(tempfile.mkdtemp(prefix="bench-collectors-"))
     broker = LocalKafka(work / "kafka", free_port(), free_port())
