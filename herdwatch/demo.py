@@ -173,8 +173,10 @@ def reset_store(storage: StorageSettings, env: dict[str, str]) -> None:
 def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
     """Run the whole demo; returns the report dict (also written to var/demo/report.json)."""
     from collectors.publisher import Publisher
+    from contract.events import Kind
     from contract.findings import Finding, RolloutEvent
     from herdwatch.evaluation.chart import render_html
+    from herdwatch.evaluation.decay import ConfigHistory
     from herdwatch.evaluation.report import RunInfo, build_report
     from herdwatch.evaluation.runner import DetectionRun, HostSeen
     from herdwatch.evaluation.text import report_lines
@@ -238,8 +240,14 @@ def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
             f"{sc.duration / 60:.0f} min of fleet time in {sc.cycle:.0f} s cycles, "
             f"{'as fast as possible' if not opts.speed else f'{opts.speed:g}x real time'}")
 
+        config, goodbyes = ConfigHistory(), {}  # for the report's hardening decay
+
         def progress(cycle: Cycle, stats: PublishStats) -> None:
             for host_id, events in cycle.batches:
+                for event in events:
+                    config.add(event)
+                    if event.kind == Kind.GOODBYE:
+                        goodbyes[host_id] = event.time
                 e = events[0]
                 seen = hosts.get(host_id)
                 if seen is None:
@@ -271,7 +279,7 @@ def run_demo(opts: DemoOptions, say: Say = print) -> dict[str, Any]:
         rollouts = [RolloutEvent.from_dict(json.loads(v)) for v in read_topic(kafka, t.rollouts)]
         run = DetectionRun(findings=findings, rollouts=rollouts, hosts=hosts, events=stats.events,
                            batches=stats.messages, cycles=stats.cycles, seconds=round(stats.seconds, 1),
-                           start=sc.start, end=sc.end)
+                           start=sc.start, end=sc.end, config=config, goodbyes=goodbyes)
         host_cohort = {p.host_id: p.cohort for p in fleet.plans.values()}
         info = RunInfo(scenario=sc.name, seed=sc.seed, start=sc.start, end=sc.end,
                        warmup_end=sc.start + timedelta(seconds=sc.warmup), cycle_s=sc.cycle,

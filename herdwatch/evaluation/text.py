@@ -24,7 +24,16 @@ def report_lines(rep: dict[str, Any]) -> list[str]:
             f"  {r['scenario']:<24} {r['kind']:<15} {r['image_family']:<19}  host anomalies "
             f"{r['host_anomalies']}, reported: {', '.join(r['statuses_reported']) or 'nothing'}"
         )
+    decay = rep.get("hardening_decay") or {}
+    for img in decay.get("images", []):
+        shares = ", ".join(f"{a} {_share(img['compliance'].get(a))}" for a in decay["ages"])
+        lines.append(f"  hardening decay {img['image_family']} {img['image_id']}: hosts matching the image by age "
+                     f"{shares}; {len(img['drifted'])} drifted, {len(img['failing'])} checks fail on the image")
     for name, met in rep["targets"].items():
         verdict = "n/a" if met is None else "met" if met else "MISSED"
         lines.append(f"  target {name.replace('_', ' ')}: {verdict}")
     return lines
+
+
+def _share(c: dict[str, Any] | None) -> str:
+    return "-" if not c or c.get("share") is None else f"{c['matching']}/{c['eligible']}"

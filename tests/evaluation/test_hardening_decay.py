@@ -15,6 +15,7 @@ from herdwatch.evaluation.chart import render_html
 from herdwatch.evaluation.decay import decay_ages
 from herdwatch.evaluation.report import RunInfo, build_report
 from herdwatch.evaluation.runner import run_detectors
+from herdwatch.evaluation.text import report_lines
 from simulator.fleet import Fleet
 from simulator.scenarios import SCENARIO_DIR, parse_scenario
 
@@ -77,6 +78,8 @@ def test_drifted_hosts_are_reported_and_the_html_draws_the_decay(report: dict[st
     assert drift_rows and all(s["detected"] for s in drift_rows), drift_rows
     html = render_html(report, {})
     assert "<h2>Hardening decay</h2>" in html and "host age" in html and "match at 30m" in html
+    [line] = [x for x in report_lines(report) if "hardening decay" in x]
+    assert line.startswith("  hardening decay web ") and " 30m " in line and " drifted" in line
 
 
 def test_age_buckets_fit_the_run() -> None:
