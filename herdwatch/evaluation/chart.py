@@ -154,13 +154,14 @@ def _score_line(series: dict[str, Any], report: dict[str, Any], x: Any, y: float
 DECAY_COLORS = ("#2e86ab", "#e4572e", "#1b7f3b", "#8e7dbe", "#f3a712", "#555555")
 
 
-def render_decay_chart(decay: dict[str, Any], width: int = 560, height: int = 240) -> str:
+def render_decay_chart(decay: dict[str, Any], width: int = 680, height: int = 240) -> str:
     """Share of each image's hosts still matching the image's hardening check results, by host age: one line
     per image over the age buckets (hosts that did not live that long are not counted)."""
     ages, images = decay.get("ages") or [], decay.get("images") or []
     if not ages or not images:
         return ""
-    left, top, plot_w, plot_h = 60, 16, width - 230, height - 56
+    height = max(height, 30 + 14 * len(images))  # room for the legend
+    left, top, plot_w, plot_h = 60, 16, width - 260, height - 56
     step = plot_w / max(1, len(ages) - 1)
 
     def xy(i: int, share: float) -> tuple[float, float]:
