@@ -12,7 +12,7 @@ A check file:
     family: ssh
     defaults: {platforms: [debian, rhel], when: {present: file.sha256:/etc/ssh/sshd_config}}
     checks:
-      - id: ssh-permit-root-login
+      - id: ssh-root-login
         title: sshd lets root log in
         cis: "5.2.7"
         severity: high

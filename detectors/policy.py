@@ -1,4 +1,6 @@
-"""Hardening policies: declarative rules (detectors/policies.yaml) over configuration and package values.
+"""Hardening policies: your own declarative rules (the `policies` knob) over configuration and package values.
+The shipped file (detectors/policies.yaml) holds none: every shipped condition is a hardening check
+(detectors/checks, detectors/hardening.py), so one condition gives one finding.
 
 An image is assessed once: a violation the cohort's majority shares is reported once per image. A host
 whose value is not the cohort majority is reported on its own. The engine makes that split; this module
