@@ -82,8 +82,13 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def load_index(path: str | Path) -> OsvIndex:
-    """Read and index the OSV data at `path`."""
-    return OsvIndex.from_records(read_records(Path(path)))
+    """Read and index the OSV data at `path` (an unreadable .zip gives an empty index and a warning: the worker
+    keeps running without vulnerable-package findings until the data is fixed in place)."""
+    try:
+        return OsvIndex.from_records(read_records(Path(path)))
+    except (OSError, zipfile.BadZipFile) as e:
+        log.warning("OSV data at %s cannot be read (%s): no vulnerable packages are reported from it", path, e)
+        return OsvIndex()
 
 
 class OsvSource:

@@ -125,3 +125,9 @@ def test_the_worker_reads_the_data_once_and_hands_it_to_every_engine(monkeypatch
     monkeypatch.setenv("HERDWATCH_WORKER_OSV_PATH", str(OSV))
     assert CohortStage({}, {}, {}, partition_of=lambda f: 0, host_timeout_s=300.0,
                        touch_interval_s=30.0).engine("web").hardening.osv_index() is not None
+
+
+def test_unreadable_data_gives_an_empty_index_not_a_dead_worker(tmp_path: Path) -> None:
+    bad = tmp_path / "osv.zip"
+    bad.write_bytes(b"not a zip")
+    assert load_index(bad).records == 0 and load_index(tmp_path / "missing").records == 0
