@@ -5,6 +5,16 @@ present and for `linger_s` seconds after it disappears, so short-lived processes
 run restarting a service) do not flap in and out of the cohort baseline. Configuration, packages and
 modules are state: they change only when the host reports a change or a new inventory.
 
+A *sample* does not linger: a process a polling agent (`process_source` mode "poll" in its hello and
+heartbeats) saw for less than `SAMPLED_S`, or an outbound connection (sockets are always listed by
+polling) seen for less than `SAMPLED_SOCKET_S`. A listing every few seconds catches such a process or
+connection on some clones at some times and not on others, so "1 of N hosts shows it" says nothing about
+how rare it is; while it lingered, a periodic job's child caught on one clone was reported as rare there.
+Without the linger the feature leaves again right away, its judgement finds it gone and the image's
+history learns it as the image's behaviour. What the agent sees for longer (a miner, a reverse shell, a
+listener) lingers as before; a sampled one-off (a dropper living 200 ms) is no longer reported as rare on a
+polling host.
+
 The state is a compact JSON-able dict (`to_dict` / `from_dict`) so a stream processor can keep one per
 host in a table.
 """
@@ -29,6 +39,12 @@ from detectors.features import (
 from detectors.types import Observation, Seen
 
 MAX_FEATURES = 4096
+SAMPLED_S = 5.0
+"""A process a polling agent saw for less than this is a sample: its features do not linger. A listing or
+two of the process probe (every second) plus a slow cycle."""
+SAMPLED_SOCKET_S = 12.0
+"""An outbound connection the agent saw for less than this is a sample: two listings of a network probe
+listing every 5 s (1 s by default) plus a slow cycle."""
 """Behaviour features kept per host; beyond this new ones collapse into `<kind>:<overflow>`."""
 
 
@@ -66,10 +82,17 @@ class HostState:
         """"tcp/80" -> listeners, to tell inbound connections (ignored) from outbound ones."""
         self.counters: dict[str, float] = {}
         """Events counted between metrics events (auth_failures, proc_starts, proc_restarts)."""
+        self.polled = False
+        """The agent lists /proc (process_source mode "poll"): short-lived processes are samples."""
+        self.born: dict[str, float] = {}
+        """Polling agents: pid -> when the agent first reported the process (event time)."""
+        self.opened: dict[str, float] = {}
+        """Outbound connection (proto|laddr|lport|raddr|rport) -> when the agent first reported it."""
 
     def _reset(self) -> None:
         self.started = False
         self.counts, self.linger, self.pids, self.ports, self.counters = {}, {}, {}, {}, {}
+        self.born, self.opened = {}, {}
         self.state = {"cfg": {}, "pkg": {}, "mod": {}}
 
     # ---- serialisation -------------------------------------------------------------------------
@@ -88,6 +111,9 @@ class HostState:
             "k": self.state,
             "lp": self.ports,
             "x": self.counters,
+            "pm": self.polled,
+            "b": self.born,
+            "o": self.opened,
         }
 
     @classmethod
@@ -106,6 +132,9 @@ class HostState:
         }
         hs.ports = dict(d.get("lp", {}))
         hs.counters = dict(d.get("x", {}))
+        hs.polled = bool(d.get("pm", False))
+        hs.born = {str(k): float(v) for k, v in d.get("b", {}).items()}
+        hs.opened = {str(k): float(v) for k, v in d.get("o", {}).items()}
         return hs
 
     def features(self) -> set[str]:
@@ -147,7 +176,13 @@ class HostState:
                 gone=True,
                 first=first,
             )
-        if kind == Kind.METRICS:
+        if kind in (Kind.HELLO, Kind.HEARTBEAT):
+            source = p.get("process_source")
+            if isinstance(source, dict) and isinstance(source.get("mode"), str):
+                self.polled = source["mode"] == "poll"
+                if not self.polled:
+                    self.born = {}
+        elif kind == Kind.METRICS:
             suffix = metric_scope_suffix(p)
             for name, value in p.get("values", {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -165,10 +200,14 @@ class HostState:
         elif kind in (Kind.NET_OPEN, Kind.NET_CLOSE):
             f = self._sock_feature(p)
             if f is not None:
+                sock = self._sock_key(p) if f.startswith("dest:") else ""
                 if kind == Kind.NET_OPEN:
                     self._inc(self._seen(f, p), added)
+                    if sock and sock not in self.opened and len(self.opened) < MAX_FEATURES:
+                        self.opened[sock] = now
                 else:
-                    self._dec(f, now, removed)
+                    since = self.opened.pop(sock, None) if sock else None
+                    self._dec(f, now, removed, linger=since is None or now - since >= SAMPLED_SOCKET_S)
                 if f.startswith("listen:"):
                     self._track_port(f, +1 if kind == Kind.NET_OPEN else -1)
         elif kind == Kind.NET_INVENTORY:
@@ -217,7 +256,9 @@ class HostState:
         if self.linger.pop(f, None) is None:
             added.append(f)
 
-    def _dec(self, f: str, now: float, removed: list[str]) -> None:
+    def _dec(self, f: str, now: float, removed: list[str], linger: bool = True) -> None:
+        """One reference fewer; the last one leaves the feature lingering (`linger`: False for a sample,
+        which leaves at once)."""
         c = self.counts.get(f)
         if not c:
             return
@@ -225,7 +266,7 @@ class HostState:
             self.counts[f] = c - 1
             return
         del self.counts[f]
-        if self.linger_s > 0:
+        if linger and self.linger_s > 0:
             self.linger[f] = now + self.linger_s
         else:
             removed.append(f)
@@ -300,17 +341,22 @@ class HostState:
             self.counters["proc_restarts"] = self.counters.get("proc_restarts", 0.0) + n
         self.counters["proc_starts"] = self.counters.get("proc_starts", 0.0) + n
         self.pids[pid] = [pf, cf, exe]
+        if self.polled:
+            self.born[pid] = now
         self._inc(pf, added)
         self._inc(cf, added)
 
     def _proc_exit(self, p: dict[str, Any], now: float, removed: list[str]) -> None:
-        known = self.pids.pop(str(p.get("pid")), None)
+        pid = str(p.get("pid"))
+        known = self.pids.pop(pid, None)
+        born = self.born.pop(pid, None)
+        linger = not (self.polled and born is not None and now - born < SAMPLED_S)  # a sample leaves at once
         if known is None:
             pf = self._proc_features(p, "")[0]
-            self._dec(pf, now, removed)
+            self._dec(pf, now, removed, linger)
             return
-        self._dec(known[0], now, removed)
-        self._dec(known[1], now, removed)
+        self._dec(known[0], now, removed, linger)
+        self._dec(known[1], now, removed, linger)
 
     def _proc_inventory(self, items: list[Any], now: float, added: list[str], removed: list[str]) -> None:
         exes = {str(it.get("pid")): self._proc_exe(it) for it in items if isinstance(it, dict)}
@@ -328,6 +374,8 @@ class HostState:
             if cf:
                 new[cf] = new.get(cf, 0) + 1
         self.pids = pids
+        if self.polled:
+            self.born = {pid: self.born.get(pid, now) for pid in pids}
         self._replace(("proc:", "pc:"), new, now, added, removed)
 
     # ---- network ---------------------------------------------------------------------------------
@@ -358,6 +406,8 @@ class HostState:
     def _net_inventory(self, items: list[Any], now: float, added: list[str], removed: list[str]) -> None:
         listeners = [s for s in items if isinstance(s, dict) and s.get("state") == "listen"]
         self.ports = {}
+        open_now = {self._sock_key(s) for s in items if isinstance(s, dict) and s.get("state") != "listen"}
+        self.opened = {k: t for k, t in self.opened.items() if k in open_now}
         for s in listeners:
             self._track_port(self._sock_feature(s) or "listen:?/0", +1)
         new: dict[str, int] = {}
@@ -370,6 +420,10 @@ class HostState:
                     f = self._seen(f, s)  # the first socket of a feature names its exact instance
                 new[f] = new.get(f, 0) + 1
         self._replace(("listen:", "dest:"), new, now, added, removed)
+
+    @staticmethod
+    def _sock_key(s: dict[str, Any]) -> str:
+        return "|".join(str(s.get(k) or "") for k in ("proto", "laddr", "lport", "raddr", "rport"))
 
     @staticmethod
     def _seen(feature: str, sock: dict[str, Any]) -> str:
