@@ -193,11 +193,14 @@ class ConfigProbe(Probe):
         st = absent(lambda: os.lstat(host))
         if st is None:
             return {}
-        out = {f"file.mode:{path}": f"{st.st_mode & 0o7777:04o}", f"file.owner:{path}": f"{st.st_uid}:{st.st_gid}"}
+        out = {f"file.owner:{path}": f"{st.st_uid}:{st.st_gid}"}
         if stat.S_ISLNK(st.st_mode):  # reported as a link, never read through
+            # no mode: Linux never uses a link's own mode, which lstat always gives as 0777 (a unit enabled
+            # as a link in /etc/systemd/system was reported as a world-writable sensitive file)
             target = absent(lambda: os.readlink(host))
             out[f"file.link:{path}"] = clean(target, 1024)[0] if target is not None else UNREADABLE
             return out
+        out[f"file.mode:{path}"] = f"{st.st_mode & 0o7777:04o}"
         if not stat.S_ISREG(st.st_mode):
             out[f"file.type:{path}"] = _file_type(st.st_mode)
             out[f"file.sha256:{path}"] = UNREADABLE
