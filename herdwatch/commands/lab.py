@@ -34,8 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", default="web", help="for up: the hosts' image (herdwatch/lab/images/; default web)")
     p.add_argument("--host", default=None, help="for attack: slot (web-1) or host id (default: the second host)")
     p.add_argument("--duration", type=float, default=90.0, help="for attack: seconds the attack lasts (default 90)")
-    p.add_argument("--plan", choices=["ci", "full"], default="full",
-                   help="for run: ci (4 hosts, ~3.5 min) or full (8 hosts, ~10 min; default)")
+    p.add_argument("--plan", choices=["ci", "full", "long"], default="full",
+                   help="for run: ci (4 hosts, ~3.5 min), full (8 hosts, ~10 min; default) or long (12 hosts, "
+                        "--minutes of normal life, rollout, rollback and every attack)")
+    p.add_argument("--minutes", type=float, default=65.0, help="for run --plan long: its length (default 65)")
     p.add_argument("--hours", type=float, default=None,
                    help="for run: instead of a plan, this many hours of normal life only on 8 hosts (false alarms "
                         "per host-hour; see docs/benchmarks.md)")
@@ -53,9 +55,14 @@ def run(args: argparse.Namespace) -> int:
     var = (args.var or default_var_dir()).resolve()
     if args.action == "run":
         from herdwatch.lab.runner import run_plan
-        from herdwatch.lab.schedule import PLANS, soak_plan
+        from herdwatch.lab.schedule import PLANS, long_plan, soak_plan
 
-        plan = soak_plan(args.hours) if args.hours else PLANS[args.plan]()
+        if args.hours:
+            plan = soak_plan(args.hours)
+        elif args.plan == "long":
+            plan = long_plan(getattr(args, "minutes", 65.0))
+        else:
+            plan = PLANS[args.plan]()
         report, _ = run_plan(var, plan, subnet=args.subnet)
         return 0 if all(v is not False for v in report.get("targets", {}).values()) else 3
     if args.action == "up":
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         lab = Lab.up(var, subnet=args.subnet)
         try:
             family = load_image(args.image).family
+            lab.state.web_slots = args.hosts if family == "web" else 0
             for i in range(args.hosts):
                 h = lab.add_host(args.image, slot=f"{family}-{i}")
                 print(f"host {h.host_id} ({h.slot}, {h.image_id}) at {h.ip}")

@@ -14,6 +14,8 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
+import psutil
+
 from herdwatch.lab.netns import enter_command
 
 REVERSE_SHELL_PORT = 4444
@@ -87,8 +89,18 @@ def start_attack(name: str, init_pid: int, slot: str, host_id: str, attacker_ip:
 
 
 def stop_attack(running: RunningAttack) -> None:
+    """End every process the attack started: its process group and every descendant, also one that made a
+    process group of its own (`bash -i` does, for job control: it outlived its stop and went on being
+    reported after its ground-truth window)."""
     for group in running.groups:
+        try:
+            descendants = psutil.Process(group).children(recursive=True)
+        except psutil.Error:
+            descendants = []
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)
+        for proc in descendants:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
         with contextlib.suppress(ChildProcessError):  # started by another process: its parent reaps it
             os.waitpid(group, 0)

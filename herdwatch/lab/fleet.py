@@ -218,6 +218,8 @@ class Lab:
         s.links.append(host.veth)
         s.save()
         netns.make_netns(host.ns, s.bridge, host.veth, f"{s.lab_id}p{index}", f"{host.ip}/24")
+        self.peers_dir.mkdir(exist_ok=True)
+        (self.peers_dir / slot).write_text(host.ip + "\n")
         self._prepare_files(host, image)
         self._boot(host, image)
         host.first = iso(now())
@@ -251,10 +253,30 @@ class Lab:
             dest = fs / name / path[len(real):].lstrip("/") if path != real else fs / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text)
+        with open(fs / "hosts", "a") as f:  # config management: a new host gets what was pushed to its family
+            f.writelines(line + "\n" for line in self.state.pushed.get(image.family, []))
+
+    @property
+    def peers_dir(self) -> Path:
+        """<slot> -> the address of the host holding the slot now (written by add_host), read by the jobs."""
+        return self.lab_dir / "peers"
 
     def _peer(self, host: HostRecord) -> str:
-        web = [h for h in self.state.live_hosts() if h.family == "web" and h.host_id != host.host_id]
-        return web[0].ip if web else self.state.attacker_ip
+        """What a job's {peer} becomes: a shell expression giving a web host's address at each run, spread
+        evenly over the web slots web-0 .. web-(N-1) (N: state.web_slots, else the live web hosts): web-i
+        checks web-(i+1) (a ring), any other host a web slot that changes every second. So no host receives
+        more of the fleet's checks than its clones (when every check went to one host, that host was
+        reported, rightly, for its inbound traffic). Read from peers/<slot> at each run, so a check follows
+        its slot through replacements."""
+        n = self.state.web_slots or sum(1 for h in self.state.live_hosts() if h.family == "web")
+        tail = host.slot.rsplit("-", 1)[-1]
+        if host.family == "web" and host.slot.startswith("web-") and tail.isdigit() and int(tail) < n:
+            if n < 2:
+                return self.state.attacker_ip
+            return f"$(cat {self.peers_dir}/web-{(int(tail) + 1) % n})"
+        if n < 1:
+            return self.state.attacker_ip
+        return f"$(cat {self.peers_dir}/web-$(( $(date +%s) % {n} )))"
 
     def _boot(self, host: HostRecord, image: Image) -> None:
         hd = self.host_dir(host)
@@ -339,6 +361,7 @@ class Lab:
 
     def config_push(self, family: str, line: str) -> list[HostRecord]:
         hosts = [h for h in self.state.live_hosts() if h.family == family]
+        self.state.pushed.setdefault(family, []).append(line)
         for h in hosts:
             with open(self.host_dir(h) / "fs" / "hosts", "a") as f:
                 f.write(line + "\n")

@@ -111,7 +111,44 @@ def soak_plan(hours: float) -> Plan:
     return Plan(f"lab-soak-{hours:g}h", {"web": 5, "worker": 3}, warmup_s=300, duration_s=duration, steps=steps)
 
 
-PLANS = {"ci": ci_plan, "full": full_plan}
+def long_plan(minutes: float = 65.0, web: int = 7, worker: int = 5) -> Plan:
+    """`web` + `worker` hosts (default 12) for `minutes` (default 65): the images' own normal life (jobs
+    spawning short-lived children, forking services, log rotation, cron, user logins) and, every 10 minutes,
+    a config push, an agent restart, a host restart and an autoscaled worker living 1-9 minutes; a rollout of
+    every web host to web-v2 at a third of the run and a rollback of all of them at two thirds; every attack of
+    the library once, spread over the run on hosts the fleet life is not touching, and a two-host campaign."""
+    duration = minutes * 60.0
+    steps: list[Step] = []
+    for k, at in enumerate(range(300, int(duration) - 300, 600)):
+        steps.append(Step(at, "config_push", {"family": "web" if k % 2 == 0 else "worker",
+                                              "scenario": f"hosts-push-{k}"}))
+        steps.append(Step(at + 60, "agent_restart", {"slot": f"worker-{k % worker}"}))
+        steps.append(Step(at + 120, "reboot", {"slot": f"worker-{(k + 2) % worker}"}))
+        steps += scale_out(at + 180, "worker", 60 + (k * 97) % 480, f"worker-auto-{k}")
+    webs = [f"web-{i}" for i in range(web)]
+    rollout_at, rollback_at = round(duration / 3), round(2 * duration / 3)
+    steps += rollout(rollout_at, webs, "web-v2", 20, "rollout", "web-rollout")
+    steps += rollout(rollback_at, webs, "web", 20, "rollback", "web-rollback")
+    # attacks: outside the rollout/rollback windows (their hosts are replaced) and never on a host that is
+    # restarting, so each attack's host lives through the attack
+    span = 20 * web + 60
+    free = [t for t in range(360, int(duration) - 300, 150)
+            if not (rollout_at - 300 <= t <= rollout_at + span or rollback_at - 300 <= t <= rollback_at + span)]
+    names = ["cryptominer", "reverse_shell", "backdoor_port", "sshd_tamper", "authorized_key", "unusual_login",
+             "dropper", "container_hog"]
+    slots = ["web-1", "worker-1", "web-3", "web-4", "web-5", "web-6", "web-0", "worker-3"]
+    pick = free[:: max(1, len(free) // (len(names) + 1))]
+    for name, slot, at in zip(names, slots, pick, strict=False):
+        steps += attack(at, name, slot, 120)
+    if len(pick) > len(names):
+        at = pick[len(names)]
+        steps += attack(at, "cryptominer", "web-5", 120, "campaign-web-5")
+        steps += attack(at + 5, "cryptominer", "web-6", 115, "campaign-web-6")
+    return Plan(f"lab-long-{minutes:g}m", {"web": web, "worker": worker}, warmup_s=240, duration_s=duration,
+                steps=steps)
+
+
+PLANS = {"ci": ci_plan, "full": full_plan, "long": long_plan}
 
 
 def _truth(lab: Lab, scenario: str) -> dict[str, Any] | None:
@@ -186,6 +223,7 @@ class Driver:
 
 def start_hosts(lab: Lab, plan: Plan, say: Say) -> list[HostRecord]:
     hosts = []
+    lab.state.web_slots = sum(n for image, n in plan.hosts.items() if load_image(image).family == "web")
     for image, count in plan.hosts.items():
         for i in range(count):
             hosts.append(lab.add_host(image, slot=f"{load_image(image).family}-{i}"))

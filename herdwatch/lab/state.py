@@ -71,6 +71,10 @@ class LabState:
     truth: list[dict[str, Any]] = field(default_factory=list)
     life: list[dict[str, Any]] = field(default_factory=list)
     next_index: int = 10
+    pushed: dict[str, list[str]] = field(default_factory=dict)
+    """family -> /etc/hosts lines pushed to it: a host the family gains later boots with them too."""
+    web_slots: int = 0
+    """How many web slots (web-0 ..) the fleet plans; the jobs' peer checks are spread over them."""
     ended: str = ""
 
     @property

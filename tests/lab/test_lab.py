@@ -1,10 +1,12 @@
 """The lab: a real clone fleet on this machine. The integration test runs the CI plan (4 web hosts, about
-3.5 minutes): every attack found on its host, the clean rollout without host findings, and nothing of
-the lab left afterwards (namespaces, links, processes)."""
+3.5 minutes): every attack found on its host, the clean rollout without host findings (none in the rollout
+window itself, whichever fleet-life window the report puts them in), and nothing of the lab left afterwards
+(namespaces, links, processes)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 from datetime import datetime, timedelta
@@ -17,7 +19,7 @@ import pytest
 from herdwatch.kafka_local import LocalKafka
 from herdwatch.lab import netns
 from herdwatch.lab.images import available, load_image
-from herdwatch.lab.schedule import ci_plan, full_plan
+from herdwatch.lab.schedule import ci_plan, full_plan, long_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,9 +31,18 @@ def test_every_image_loads_and_every_planned_attack_exists() -> None:
     for name in available():
         image = load_image(name)
         assert image.services and image.jobs and "/etc/ssh/sshd_config" in image.files
-    for plan in (ci_plan(), full_plan()):
+    for plan in (ci_plan(), full_plan(), long_plan()):
         assert {s.args["attack"] for s in plan.steps if s.action == "attack"} <= set(ATTACKS)
-    assert {s.args["attack"] for s in full_plan().steps if s.action == "attack"} == set(ATTACKS)
+    for plan in (full_plan(), long_plan()):
+        assert {s.args["attack"] for s in plan.steps if s.action == "attack"} == set(ATTACKS)
+    long = long_plan()
+    assert sum(long.hosts.values()) == 12 and long.duration_s == 65 * 60
+    assert {s.args.get("kind") for s in long.steps if s.action == "replace"} == {"rollout", "rollback"}
+    assert {"config_push", "agent_restart", "reboot", "scale_out", "scale_in"} <= {s.action for s in long.steps}
+    # an attack's host is never replaced or restarted while the attack runs
+    busy = [(s.at, s.args["slot"]) for s in long.steps if s.action in ("replace", "reboot", "agent_restart")]
+    for a in (s for s in long.steps if s.action == "attack"):
+        assert not [b for b in busy if b[1] == a.args["slot"] and a.at <= b[0] <= a.at + a.args["duration"]], a
 
 
 def test_lab_refuses_without_root_with_exit_2(monkeypatch: pytest.MonkeyPatch,
@@ -52,6 +63,76 @@ def test_kafka_listen_adds_a_second_advertised_listener(tmp_path: Path) -> None:
     (tmp_path / "ports").write_text("19092 19093 listen=10.213.47.1:19094")
     again = LocalKafka.from_root(tmp_path)
     assert again.listen_address == "10.213.47.1:19094" and not again.secure
+
+
+def test_peer_checks_are_spread_evenly_over_the_web_slots(tmp_path: Path) -> None:
+    """Every web host once checked the first web host: that host alone received the fleet's checks and was
+    reported for its inbound traffic (metric_deviation net_bytes_in, a false alarm the lab made)."""
+    import subprocess
+
+    from herdwatch.lab.fleet import Lab
+    from herdwatch.lab.state import HostRecord, LabState
+
+    state = LabState(lab_id="hwl0000", lab_dir=str(tmp_path), subnet="10.213.49", bridge="b", bridge_mac="m",
+                     topic_prefix="p", kafka_root="k", kafka_port=1, controller_port=2, lab_port=3, started="",
+                     web_slots=4)
+    for i, (slot, family) in enumerate([*((f"web-{k}", "web") for k in range(4)), ("worker-0", "worker")]):
+        state.hosts.append(HostRecord(slot=slot, host_id=f"h{i}", image=family, image_id=f"{family}-v1",
+                                      family=family, ns="n", ip=f"10.213.49.{10 + i}", veth="v"))
+    lab = Lab(state)
+    lab.peers_dir.mkdir()
+    for h in state.hosts:
+        (lab.peers_dir / h.slot).write_text(h.ip + "\n")
+
+    def resolve(expr: str) -> str:
+        return subprocess.run(["/bin/sh", "-c", f"echo {expr}"], capture_output=True, text=True).stdout.strip()
+
+    checked = [resolve(lab._peer(h)) for h in state.hosts if h.family == "web"]
+    assert checked == ["10.213.49.11", "10.213.49.12", "10.213.49.13", "10.213.49.10"]  # a ring: once each
+    assert resolve(lab._peer(state.hosts[-1])) in checked  # a worker: one web slot, another every second
+    assert "% 4" in lab._peer(state.hosts[-1])
+
+
+def test_a_host_added_after_a_config_push_boots_with_it(tmp_path: Path) -> None:
+    """An autoscaled worker booted with the image's /etc/hosts, without the line pushed to its family minutes
+    before, and was reported, rightly, for drifting from its clones (config_drift file.sha256:/etc/hosts)."""
+    from herdwatch.lab.fleet import Lab
+    from herdwatch.lab.state import HostRecord, LabState
+
+    state = LabState(lab_id="hwl0000", lab_dir=str(tmp_path), subnet="10.213.49", bridge="b", bridge_mac="m",
+                     topic_prefix="p", kafka_root="k", kafka_port=1, controller_port=2, lab_port=3, started="")
+    lab = Lab(state)
+    old = HostRecord(slot="worker-0", host_id="h0", image="worker", image_id="worker-v1", family="worker", ns="n",
+                     ip="10.213.49.10", veth="v")
+    new = HostRecord(slot="worker-auto-0", host_id="h1", image="worker", image_id="worker-v1", family="worker",
+                     ns="n", ip="10.213.49.11", veth="v")
+    state.hosts.append(old)
+    lab._write_image_files(lab.host_dir(old) / "fs", load_image("worker"))  # what add_host writes
+    lab.config_push("worker", "10.213.49.1 config.lab.internal")
+    lab.config_push("web", "10.213.49.1 web.lab.internal")
+    state.hosts.append(new)
+    lab._write_image_files(lab.host_dir(new) / "fs", load_image("worker"))
+    hosts = [(lab.host_dir(h) / "fs" / "hosts").read_text() for h in (old, new)]
+    assert hosts[0] == hosts[1] and "config.lab.internal" in hosts[1] and "web.lab.internal" not in hosts[1]
+
+
+def test_stopping_an_attack_ends_a_descendant_in_a_process_group_of_its_own() -> None:
+    """The reverse shell's `bash -i` makes its own process group: killing the attack's group left it running
+    (and reported) after the attack's ground-truth window ended."""
+    import subprocess
+    import time
+
+    from herdwatch.lab.attacks import RunningAttack, stop_attack
+
+    proc = subprocess.Popen(["/bin/sh", "-c", "setsid sleep 300 & wait"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (kids := psutil.Process(proc.pid).children(recursive=True)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kids and kids[0].pid != proc.pid
+    stop_attack(RunningAttack("reverse_shell", "web-2", "h", groups=[proc.pid]))
+    with contextlib.suppress(psutil.NoSuchProcess):
+        kids[0].wait(5)
+    assert not kids[0].is_running() or kids[0].status() == psutil.STATUS_ZOMBIE
 
 
 def _lab_processes(lab_dir: str, lab_id: str) -> list[str]:
@@ -110,6 +191,7 @@ def test_ci_plan_finds_every_attack_and_leaves_nothing_behind() -> None:
     assert not LocalKafka.from_root(Path(state.kafka_root)).is_running()
     assert state.netns == [] and state.links == [] and state.processes == []
     assert (Path(state.lab_dir) / "report.json").exists() and (Path(state.lab_dir) / "report.html").exists()
-    if during:  # the report labels them by the first fleet-life window they fall in (here the config push)
-        pytest.xfail(f"{len(during)} host findings on {rollouts[0]['image_family']} hosts during the rollout: "
-                     + "; ".join(during))
+    # counted in the rollout window itself, whatever fleet-life window the report attributed them to (the
+    # config push's grace covers the rollout): none, also none from the jobs' short-lived children
+    assert during == [], f"{len(during)} host findings on {rollouts[0]['image_family']} hosts during the " \
+                         f"rollout: {'; '.join(during)}\n{text}"
