@@ -53,14 +53,17 @@ def classify(f: Finding, truth: list[GroundTruth], info: RunInfo, grace: timedel
     alarm inside a normal fleet-life window) or "false_alarm"."""
     if f.details.get("scope") == "image":
         return "image"
-    for g in truth:
-        if (
-            g.kind in HOST_KINDS
-            and f.host_id == g.host_id
-            and g.start <= f.time <= g.end + grace
-            and (g.kind != "stale_image" or f.kind.value == "stale_image")
-        ):
-            return g.scenario
+    matches = [
+        g for g in truth
+        if g.kind in HOST_KINDS
+        and f.host_id == g.host_id
+        and g.start <= f.time <= g.end + grace
+        and (g.kind != "stale_image" or f.kind.value == "stale_image")
+    ]
+    if matches:  # a host with several drifts: the one whose changed keys the finding names
+        about = f"{f.subject} {f.details.get('after') or ''} {f.details.get('feature') or ''}"
+        named = [g for g in matches if any(k in about for k in g.details.get("changes") or ())]
+        return (named or matches)[0].scenario
     if f.time < info.warmup_end:
         return "warmup"
     for g in truth:

@@ -4,7 +4,7 @@ change) as they age; the HTML report draws it."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -98,3 +98,20 @@ def test_the_bundled_decay_scenario_drifts_hosts_as_they_age() -> None:
     assert max(g.details["age_s"] for g in drifts) > 3600 > min(g.details["age_s"] for g in drifts)
 
 
+
+
+def test_a_finding_on_a_host_with_two_drifts_is_credited_to_the_drift_it_names() -> None:
+    from contract.findings import Finding, FindingKind, Severity
+    from herdwatch.evaluation.report import classify
+    from simulator.scenarios import GroundTruth
+
+    t0 = datetime(2026, 3, 2, tzinfo=UTC)
+    truth = [GroundTruth(f"drift-{i}-h1", "drift", "drift", "h1", "web", t0 + timedelta(minutes=i),
+                         t0 + timedelta(hours=1), details={"changes": {key: "x"}})
+             for i, key in enumerate(["sshd.permitrootlogin", "sysctl.net.ipv4.ip_forward"])]
+    info = RunInfo(scenario="s", seed=1, start=t0, end=t0 + timedelta(hours=1), warmup_end=t0, cycle_s=60.0,
+                   host_cohort={})
+    f = Finding(kind=FindingKind.POLICY_VIOLATION, host_id="h1", image_id="img", image_family="web",
+                time=t0 + timedelta(minutes=5), score=0.3, severity=Severity.LOW, subject="hardening:ip-forward",
+                explanation="...", details={"scope": "host", "after": {"sysctl.net.ipv4.ip_forward": "1"}})
+    assert classify(f, truth, info, timedelta(minutes=5)) == "drift-1-h1"
