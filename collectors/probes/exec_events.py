@@ -15,8 +15,11 @@ filter (SO_ATTACH_FILTER) also drops, in the kernel, every other kind (fork, com
 them all) and the exits and execs of threads other than a process's main thread. Execs and exits come on
 two sockets: the reader waits on the exec one only and reads the exits queued meanwhile whenever it wakes
 (an exec, or every RECV_TIMEOUT_S), merged in the kernel's timestamp order, so an exit never costs a
-wakeup of its own (a thread wakeup is the largest single cost here). A wakeup reads every queued
-datagram (asking poll() what is queued, without an exception per wakeup); a datagram holding one event
+wakeup of its own (a thread wakeup is the largest single cost here). On waking for an exec the reader
+reads that process's exe at once, then every queued datagram (asking poll() what is queued, without an
+exception per wakeup); at MAX_BATCH, exits newer than the newest exec read wait for the next batch, so
+an exit is never handled before its exec. The reader thread runs at nice READER_NICE, so a busy machine
+does not delay it past a short process's life. A datagram holding one event
 (what the kernel sends) is decoded with one precompiled struct. Each exec costs four file reads and two
 readlinks, one syscall each (no fstat: these are procfs files): exe, cmdline, exe again (exec'd since?),
 status (real uid and ppid in one read), cgroup. The parent's exe comes from a cache of the exe of every
@@ -44,6 +47,7 @@ Message layout (include/uapi/linux/netlink.h, connector.h, cn_proc.h), native by
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -87,6 +91,9 @@ _PID_AT = _WHAT_AT + _EVENT_HEAD.size
 SO_ATTACH_FILTER = 26
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_PARENT_CACHE = 8192
+READER_NICE = -4
+"""The reader thread's nice value (auditd's default priority_boost is 4): on a busy machine it is woken in
+time to read a short-lived process's details. Its work stays bounded by max_reads_per_s."""
 
 RCVBUF_BYTES = 8 * 1024 * 1024
 ACK_TIMEOUT_S = 1.0
@@ -283,18 +290,20 @@ def _status_fields(raw: bytes) -> tuple[int | None, int | None]:
 
 
 def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None = None,
-               exes: dict[int, str] | None = None) -> list[ExecRecord]:
+               exes: dict[int, str] | None = None, read: dict[int, str | None] | None = None) -> list[ExecRecord]:
     """The details of processes that have just exec'd, read in stages over the whole batch (every exe
     first, then every command line, then the rest): the exe is the identity, and the newest processes of
     a batch may be gone a moment later. What could not be read is listed in `missing`.
 
     `exes` (pid -> exe) answers the parent's exe where it knows it, and learns what is read here; the
-    caller keeps it exact (ExecSource drops a pid's entry at its exec and exit events)."""
+    caller keeps it exact (ExecSource drops a pid's entry at its exec and exit events). `read` holds exes
+    the caller read already (pid -> exe, used for that pid's first record here)."""
     now = time.time() if when is None else when
     base = f"{proc}/"
     recs = [ExecRecord(pid, now) for pid in pids]
+    early = dict(read) if read else {}
     for rec in recs:
-        rec.exe = _readlink(f"{base}{rec.pid}/exe")
+        rec.exe = early.pop(rec.pid) if rec.pid in early else _readlink(f"{base}{rec.pid}/exe")
     for rec in recs:
         got = _read(f"{base}{rec.pid}/cmdline", MAX_CMDLINE_BYTES)
         if got:
@@ -479,23 +488,32 @@ class ExecSource:
     def _run(self) -> None:
         sock = self._sock
         assert sock is not None
+        with contextlib.suppress(OSError):  # woken first when the machine is busy, like auditd's priority_boost
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICE)
         socks = {sock.fileno(): sock}
         if self._exit_sock is not None:
             socks[self._exit_sock.fileno()] = self._exit_sock
         queued = select.poll()  # what is queued on either socket, asked without waiting (no exception)
         for fd in socks:
             queued.register(fd, select.POLLIN)
+        exe_of = f"{self.proc}/{{}}/exe".format
         stop = self._stop
+        carry: list[tuple[int, int, int]] = []
         while not stop.is_set():
-            events: list[tuple[int, int, int]] = []
+            events = carry
+            carry = []
+            early: dict[int, str | None] = {}
             try:
-                events += leader_events(sock.recv(65536))  # waits for an exec, up to RECV_TIMEOUT_S
+                got = leader_events(sock.recv(65536))  # waits for an exec, up to RECV_TIMEOUT_S
             except BlockingIOError:
-                pass
+                got = []
             except OSError as e:
                 if not self._error(e):
                     return
-            merged = False  # exits read too: put in kernel time order
+                got = []
+            if got and got[0][1] == PROC_EVENT_EXEC and self._take_tokens(1):
+                early[got[0][2]] = _readlink(exe_of(got[0][2]))  # the identity, before anything else
+            events += got
             for _ in range(MAX_BATCH):  # then everything queued, so the batch's exes are read first
                 ready = queued.poll(0)
                 if not ready:
@@ -509,12 +527,15 @@ class ExecSource:
                         if not self._error(e):
                             return
                         continue
-                    got = leader_events(data)
-                    if got:
-                        events += got
-                        merged = merged or socks[fd] is not sock
-            if events:
-                self._handle(sorted(events) if merged else events)
+                    events += leader_events(data)
+            else:  # stopped at MAX_BATCH with more queued: an exit newer than the newest exec read may belong
+                # to an exec still queued, so it waits for the next batch (kernel order is kept)
+                newest = max((ts for ts, what, _pid in events if what == PROC_EVENT_EXEC), default=-1)
+                carry = [ev for ev in events if ev[1] == PROC_EVENT_EXIT and ev[0] > newest]
+                if carry:
+                    events = [ev for ev in events if not (ev[1] == PROC_EVENT_EXIT and ev[0] > newest)]
+            if events:  # exits, read from their own socket, take their place in kernel time order
+                self._handle(sorted(events) if len(events) > 1 else events, early)
 
     def _error(self, e: OSError) -> bool:
         """A read error: True to go on (ENOBUFS: the kernel dropped events, counted), False when the socket
@@ -528,9 +549,10 @@ class ExecSource:
             log.warning("process events connector: %s; falling back to /proc polling", self.failed)
         return False
 
-    def _handle(self, events: list[tuple[int, int, int]]) -> None:
+    def _handle(self, events: list[tuple[int, int, int]], early: dict[int, str | None] | None = None) -> None:
         """Read the batch's execs (rate-limited), then queue execs and exits in kernel order. `events` are
-        (timestamp, what, pid) of main threads (leader_events)."""
+        (timestamp, what, pid) of main threads (leader_events); `early` the exes already read on waking (a
+        token taken for each)."""
         exes = self._exes
         execs = [pid for _ts, what, pid in events if what == PROC_EVENT_EXEC]
         exits = [pid for _ts, what, pid in events if what == PROC_EVENT_EXIT]
@@ -542,11 +564,12 @@ class ExecSource:
             exes.clear()
         self.execs_seen += len(execs)
         self.exits_seen += len(exits)
-        allowed = self._take_tokens(len(execs))
+        early = early or {}
+        allowed = min(len(execs), len(early) + self._take_tokens(len(execs) - len(early)))
         if allowed < len(execs):
             self._count("rate", len(execs) - allowed)
         wanted = execs[:allowed]  # the batch's first execs get the tokens
-        records = read_execs(wanted, self.proc, exes=exes) if wanted else []
+        records = read_execs(wanted, self.proc, exes=exes, read=early) if wanted else []
         for rec in records:  # learnt: this pid's exe, until its next exec or exit event
             if rec.exe is not None:
                 exes[rec.pid] = rec.exe

@@ -230,3 +230,17 @@ def test_reads_over_the_rate_are_shed_in_kernel_order(tmp_path: Path) -> None:
     assert [(type(r).__name__, r.pid) for r in src.drain()] == [("ExecRecord", 10), ("ExitRecord", 9),
                                                                 ("ExecRecord", 11)]
     assert src.take_shed() == {"rate": 1} and src.execs_seen == 3 and src.exits_seen == 1
+
+
+def test_an_exe_read_on_waking_is_the_records_exe(tmp_path: Path) -> None:
+    # the reader reads the first exec's exe as soon as it wakes (token taken); a later exec of the same pid
+    # (sh -c 'exec x') is read again, and a command line of the other program is dropped
+    src = ExecSource(proc=tmp_path, max_reads_per_s=1e9)
+    fake_proc(tmp_path, 1, "/sbin/init", 0)
+    fake_proc(tmp_path, 200, "/usr/bin/sleep", 1, b"sleep\x001\x00")
+    src._handle([(1, PROC_EVENT_EXEC, 200), (2, PROC_EVENT_EXEC, 200)], early={200: "/bin/sh"})
+    first, second = src.drain()
+    assert isinstance(first, ExecRecord) and isinstance(second, ExecRecord)
+    assert (first.exe, first.argv, "cmdline" in first.missing) == ("/bin/sh", None, True)
+    assert (second.exe, second.argv, second.missing) == ("/usr/bin/sleep", b"sleep\x001\x00", [])
+    assert src.execs_seen == 2 and src.take_shed() == {}
