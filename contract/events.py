@@ -264,6 +264,91 @@ def encode_event(event: Event) -> bytes:
     return orjson.dumps(event.to_dict())
 
 
+_PAYLOAD_TYPES = {kind.value: tuple(fields.items()) for kind, fields in PAYLOAD_FIELDS.items()}
+_MAX_KNOWN = 16384
+"""The fast path remembers at most this many identifiers, tag names and tag values (each set) it has checked."""
+_MAX_KNOWN_VALUE_CHARS = 128
+"""...and only tag values up to this long (bounded memory)."""
+_known_ids: set[str] = set()
+_known_tag_keys: set[str] = set()
+_known_tag_values: set[str] = set()
+
+
+def _remember(known: set[str], value: str) -> None:
+    if len(known) >= _MAX_KNOWN:
+        known.clear()
+    known.add(value)
+
+
+def _fast_time(obj: dict[str, Any], key: str | None, received: datetime | None) -> datetime | None:
+    """The envelope's time if it certainly passes every check of `check_envelope` and needs no re-timing;
+    None if anything is unusual (the full check then decides, with its reason). Identifiers, tag names and
+    tag values already checked are remembered: the events of one host repeat them."""
+    get = obj.get
+    kind, host, boot, image, family = get("kind"), get("host_id"), get("boot_id"), get("image_id"), get("image_family")
+    event_id, seq, tags, payload, when = get("event_id"), get("seq"), get("tags"), get("payload"), get("time")
+    if not (type(get("schema_version")) is int and get("schema_version") == SCHEMA_VERSION and type(kind) is str
+            and type(host) is str and type(boot) is str and type(image) is str and type(family) is str
+            and type(event_id) is str and type(seq) is int and type(tags) is dict and type(payload) is dict
+            and type(when) is str and 0 <= seq <= MAX_SEQ and (key is None or host == key)):
+        return None
+    fields = _PAYLOAD_TYPES.get(kind)
+    if fields is None:
+        return None
+    known = _known_ids
+    for value in (host, boot, image, family):
+        if value not in known:
+            if not (0 < len(value) <= MAX_ID_CHARS and SAFE_ID.fullmatch(value)):
+                return None
+            _remember(known, value)
+    if not UUID.fullmatch(event_id):
+        return None
+    if tags:
+        if len(tags) > MAX_TAGS:
+            return None
+        for k, v in tags.items():
+            if k not in _known_tag_keys:
+                if not TAG_KEY.fullmatch(k):
+                    return None
+                _remember(_known_tag_keys, k)
+            if type(v) is not str:
+                return None
+            if v not in _known_tag_values:
+                if len(v) > MAX_TAG_CHARS or UNSAFE_CHARS.search(v):
+                    return None
+                if len(v) <= _MAX_KNOWN_VALUE_CHARS:
+                    _remember(_known_tag_values, v)
+    for name, types in fields:
+        if type(payload.get(name)) not in types or name not in payload:
+            return None
+    check = ITEM_CHECKS.get(kind)
+    if check is not None and check[1](payload[check[0]]):
+        return None
+    if not _shallow(payload) and _depth(payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
+        return None
+    try:
+        t = parse_time(when)
+    except ContractError:
+        return None
+    if received is None:
+        return t if EARLIEST <= t <= LATEST else None
+    return t if received - MAX_PAST <= t <= received + MAX_FUTURE else None
+
+
+def _shallow(payload: dict[str, Any]) -> bool:
+    """True if the payload nests at most two levels (then its depth is within MAX_PAYLOAD_DEPTH)."""
+    for value in payload.values():
+        t = type(value)
+        if t is dict:
+            value = value.values()
+        elif t is not list:
+            continue
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                return False
+    return True
+
+
 def check_envelope(obj: Any, *, key: str | None = None, received: datetime | None = None) -> datetime:
     """Check one decoded JSON envelope against the contract; return its (possibly re-timed) UTC time.
 
@@ -272,7 +357,18 @@ def check_envelope(obj: Any, *, key: str | None = None, received: datetime | Non
     `key` is the Kafka message key: an envelope must speak for the host that keys its message.
     `received` is the message's arrival time: an envelope dated outside the window around it is re-timed
     in place (see MAX_PAST, MAX_FUTURE); without it, times outside EARLIEST..LATEST are refused.
+    An envelope that passes is usually judged by `_fast_time` (the same checks, with what repeats
+    remembered); anything unusual goes through every check below in order, which gives the reason.
     """
+    if type(obj) is dict:
+        fast = _fast_time(obj, key, received)
+        if fast is not None:
+            return fast
+    return _check_envelope_full(obj, key, received)
+
+
+def _check_envelope_full(obj: Any, key: str | None, received: datetime | None) -> datetime:
+    """`check_envelope` without the fast path: every check in order, the first failing one raises."""
     if type(obj) is not dict:
         raise ContractError(f"an event must be a JSON object, got {type(obj).__name__}")
     for name, types in ENVELOPE_FIELDS.items():
