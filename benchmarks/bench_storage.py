@@ -12,6 +12,7 @@ generator is not what is measured), then times the point-in-time state of one de
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -21,7 +22,6 @@ from pathlib import Path
 
 from contract.events import Event, encode_batch
 from contract.settings import KafkaSettings, StorageSettings
-from simulator import presets
 from storage.client import connect
 from storage.load import EVENTS_INSERT_SETTINGS, INSERT_SETTINGS
 from storage.queries import QUERIES
@@ -36,34 +36,55 @@ _NOW = datetime.now(UTC)
 BASE = (_NOW - timedelta(days=7 + _NOW.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def _cpu() -> float:
+    """CPU seconds this process has used (every thread: the embedded engine's and librdkafka's too)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def bench_sink(root: Path, dsn: str, n_events: int) -> None:
+    # The simulator's own traffic (normal.yaml: its hosts and default rates, one message per host per
+    # collector cycle, about 8 events each), with normal.yaml's cohorts scaled to ~1,000 hosts.
+    import yaml
+
     from collectors.publisher import Publisher
     from contract.kafka_admin import ensure_topics
     from herdwatch.kafka_local import LocalKafka, free_port
+    from simulator.fleet import Fleet
     from simulator.keys import SIMULATED
     from storage.sink import Sink
 
-    def workers(n: int) -> list[presets.HostHistory]:  # queue workers living 14 minutes, nothing injected
-        return presets.histories(presets.fleet({"worker": n}, start=BASE, duration="14m", cycle="30s"))
-
-    per_host = len(workers(1)[0].events)
-    hosts = workers(max(1, n_events // per_host))
-    events: list[Event] = [e for h in hosts for e in h.events]
-    print(f"sink: {len(events):,} events from {len(hosts):,} hosts, 20 events per Kafka message")
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "simulator/scenarios/normal.yaml").read_text())
+    for c in raw["cohorts"]:
+        if "hosts" in c:
+            c["hosts"] *= 8
+        if "ephemeral" in c:
+            c["ephemeral"]["concurrent"] *= 8
+    raw.update(duration=6 * 3600, warmup=0, events=[], scenarios=[])
+    batches: list[list[Event]] = []
+    for cycle in Fleet.from_dict(raw, start=BASE).cycles():
+        batches += [evs for _, evs in cycle.batches if evs]
+        if sum(len(b) for b in batches) >= n_events:
+            break
+    events: list[Event] = [e for b in batches for e in b]
+    hosts = {e.host_id for e in events}
+    print(f"sink: {len(events):,} events from {len(hosts):,} hosts (simulator, normal.yaml x8), "
+          f"{len(events) / len(batches):.1f} events per Kafka message")
     broker = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port())
     broker.start()
     try:
         kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench")
         ensure_topics(kafka, partitions=4)
         pub = Publisher(kafka, SIMULATED)
-        for h in hosts:
-            for i in range(0, len(h.events), 20):
-                pub.publish(h.events[i:i + 20])
+        for b in batches:
+            pub.publish(b)
         assert pub.flush(60) == 0
         client = connect(StorageSettings(dsn=dsn, database="bench_sink"))
         migrate(client)
         sink = Sink(client, kafka, SinkSettings(batch_size=50_000, batch_timeout=1.0))
+        cpu0 = _cpu()
         stats = sink.run(until_idle=3)
+        sink_cpu = _cpu() - cpu0
         assert stats.rows == len(events), (stats.rows, len(events))
         assert stats.first_message_at is not None and stats.last_flush_at is not None
         sink_s = stats.last_flush_at - stats.first_message_at
@@ -71,7 +92,7 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
         broker.stop()
 
     # Ceiling 1: the Python part of the sink alone (decode + validate + row encoding + buffering).
-    messages = [encode_batch(events[i:i + 20]) for i in range(0, len(events), 20)]
+    messages = [encode_batch(b) for b in batches]
     t = time.perf_counter()
     buffered = TableRows("events")
     for m in messages:
@@ -93,12 +114,15 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     bare = connect(StorageSettings(dsn=dsn, database="bench_bare"))
     migrate(bare)
 
+    cpus: dict[str, float] = {}
+
     def raw_insert(rows: list[bytes], fmt: str, settings: dict[str, object]) -> float:
         bare.command("TRUNCATE TABLE events")
-        t = time.perf_counter()
+        t, cpu0 = time.perf_counter(), _cpu()
         for i in range(0, len(rows), 50_000):
             bare.raw_insert("events", EVENT_COLUMNS, insert_block=b"\n".join(rows[i:i + 50_000]), fmt=fmt,
                             settings=settings)
+        cpus[fmt] = _cpu() - cpu0
         return time.perf_counter() - t
 
     compact_s = raw_insert(lines, EVENTS_FORMAT, EVENTS_INSERT_SETTINGS)  # what the sink sends
@@ -112,11 +136,12 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
                                     e.image_family, e.seq, e.tags, orjson.dumps(e.payload).decode(),
                                     e.schema_version, 0, 0), strict=True):
             col.append(v)
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), _cpu()
     for i in range(0, len(events), 50_000):
         bare.insert("events", [c[i:i + 50_000] for c in columns], column_names=EVENT_COLUMNS,
                     column_oriented=True, settings=EVENTS_INSERT_SETTINGS)
     col_s = time.perf_counter() - t
+    cpus["column-oriented"] = _cpu() - cpu0
     n = len(events)
     ceiling = max(n / compact_s, n / raw_s, n / col_s)
     print(f"  sink (Kafka -> decode -> dedup -> insert -> commit): {n / sink_s:>12,.0f} events/s "
@@ -126,6 +151,10 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     print(f"  ceiling, bare raw_insert JSONEachRow, same rows:     {n / raw_s:>12,.0f} events/s ({raw_s:.2f} s)")
     print(f"  ceiling, bare insert column-oriented, same rows:     {n / col_s:>12,.0f} events/s ({col_s:.2f} s)")
     print(f"  sink / best bare insert:                             {(n / sink_s) / ceiling:>12.2f}")
+    best_cpu = min(cpus.values())
+    print(f"  CPU per event (this process, all threads, engine included): sink {1e6 * sink_cpu / n:.1f} us, "
+          f"bare inserts " + ", ".join(f"{k} {1e6 * c / n:.1f} us" for k, c in cpus.items()))
+    print(f"  sink / best bare insert by CPU per event:            {best_cpu / sink_cpu:>12.2f}")
     print(f"  Python decode+validate+encode alone (no Kafka/engine): {n / decode_s:>10,.0f} events/s")
     print(f"  contract.events.decode_batch alone, for comparison: {n / contract_s:>10,.0f} events/s")
 
