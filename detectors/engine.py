@@ -766,7 +766,7 @@ class FamilyEngine:
         own_score = 0.0
         if self.config.self_history_enabled:
             raw, thr, top = self.own.observe(host, obs.metrics, t)
-            own_score = self.own.to_score(raw, thr)
+            own_score = self.own.report_score(*self.own.last.get(host, (0.0, 0.0)), thr)
             # with peers, the host's own history alerts only for what also sets it apart from its clones
             agreed = top is not None and (not peer_view or peer_z.get(top.metric, 0.0) >= 2.0)
             if thr is not None and top is not None and raw >= thr and agreed:
@@ -790,7 +790,8 @@ class FamilyEngine:
         )
         text = (
             f"{j.metric} {j.value:.4g} on host {host}, its own usual {j.view} {self.own.usual(j)} "
-            f"(robust z {j.z:.1f}, above its calibrated {thr:.1f}) {scope}. Check what changed on the host."
+            f"(robust z {j.z:.1f}; its recent reports' score {raw:.1f} is above its calibrated {thr:.1f}) {scope}. "
+            "Check what changed on the host."
         )
         return self._emit(
             FindingKind.METRIC_DEVIATION,

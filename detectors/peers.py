@@ -10,6 +10,7 @@ does. A deviation must be material (an absolute and a relative difference) and p
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,12 @@ DEFAULT_MIN_ABS = {
 
 KEEP = 3
 """Reports kept per host: enough to find the one before the cut-off when reports are staggered."""
+
+
+def _median_sorted(values: list[float]) -> float:
+    n = len(values)
+    mid = n // 2
+    return values[mid] if n % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
 class PeerDeviation(Detector):
@@ -155,25 +162,28 @@ class PeerDeviation(Detector):
                     if ref - rt <= window and metric in values:
                         by_host[host] = values[metric]
                     break
-        arr = np.sort(np.fromiter(by_host.values(), dtype=float, count=len(by_host)))
+        arr = sorted(by_host.values())
         self._stats[key] = (cut, window, ref, arr, by_host)
         return arr, by_host
 
     def stats(self, image: str, metric: str, now: float, host: str | None = None) -> tuple[float, float, int]:
-        """(median, scale, peers) of a metric across the cohort's other hosts; scale is 1.4826 * MAD."""
+        """(median, scale, peers) of a metric across the cohort's other hosts; scale is 1.4826 * MAD.
+
+        Plain Python on the cached sorted values (a cohort's few values: numpy's per-call cost dominated)."""
         cw = self.cutoff(host, now)
         arr, by_host = self._values(image, metric, cw[0], cw[1], now)
         if host is not None and host in by_host:
-            i = int(np.searchsorted(arr, by_host[host]))
-            arr = np.delete(arr, i)
-        if arr.size == 0:
+            i = bisect_left(arr, by_host[host])
+            arr = arr[:i] + arr[i + 1 :]
+        n = len(arr)
+        if n == 0:
             return 0.0, 0.0, 0
-        med = float(np.median(arr))
-        dev = np.abs(arr - med)
-        scale = 1.4826 * float(np.median(dev))
+        med = _median_sorted(arr)
+        dev = sorted([abs(x - med) for x in arr])
+        scale = 1.4826 * _median_sorted(dev)
         if scale == 0.0:
-            scale = float(dev.mean())
-        return med, scale, int(arr.size)
+            scale = math.fsum(dev) / n
+        return med, scale, n
 
     def deviation(
         self, image: str, metric: str, value: float, now: float, host: str | None = None

@@ -7,24 +7,35 @@ values, with each update clipped to level +- `clip_z` spreads, so one spike bare
 judged against every view that has warmed up and counts as unusual only if it is unusual in all of them
 (z = the smallest of the views' robust z): a daily peak is usual for its hour, a quiet Sunday for its day.
 
-The host's raw score is the largest z over its metrics. Its threshold is not a fixed z: a TailCalibrator
-learns the distribution of the host's raw scores on unflagged reports and fires above the score that
-matches `budget` false alarms per 1,000 host-hours at the host's own reporting interval (Cadence).
-score_one maps raw to [0, 1): 1 - 2^(-raw / threshold), 0.5 at the threshold, 0.0 while warming up.
+The host's raw score combines its metrics and its recent reports (`score`): per report, the mean of its
+`combine_top` (5) largest metric z, each softly capped at `combine_cap` (10), so a few metrics off together
+outweigh one metric with a tiny spread far off; then an exponentially weighted mean over the host's
+reports (`smoothing` 0.2, about five reports), so a change that lasts counts more than one odd report.
+Its threshold is not a fixed z: a TailCalibrator learns the distribution of the host's raw scores on
+unflagged reports and fires above the score that matches `budget` false alarms per 1,000 host-hours at
+the host's own reporting interval (Cadence); the report's own combined score is judged too, against a
+threshold of its own (a spike is found on its first report), each at half the budget. The per-report
+score (`score_one`, the engine's `history` score) is 1 - 2^(-s / clip_z) of s = the larger of the
+smoothed score and half the report's combined score: 0.5 when the host's recent reports are on average
+`clip_z` spreads off, the same scale for every host, so scores of different hosts rank together; 0.0
+while warming up.
 
 It does not learn from what it flags: a flagged report updates the views with a tenth of the weight (a
 lasting change of level is absorbed slowly, a spike hardly at all) and counts for calibration only as
 1.5 x the threshold (left out, the tail the calibration measures would be cut and the threshold would
 creep down; counted in full, real anomalies would inflate it).
 
-Memory per host: at most `max_metrics` metrics x 32 views x 3 numbers, one histogram, a few intervals.
+Memory per host: at most `max_metrics` metrics x 32 views x 3 numbers, two histograms, a few intervals.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
@@ -37,6 +48,10 @@ _MAD_TO_SIGMA = 1.4826
 """sigma / median absolute deviation for normal data."""
 _MEAN_ABS_TO_MAD = 1.2533 / 1.4826
 """(mean absolute deviation / median absolute deviation) for normal data: the spread is kept as a MAD."""
+
+
+_REPORT = "\x00report"
+"""Calibrator key suffix of a host's single-report score (the host's own key: its smoothed score)."""
 
 
 def views_of(t: float) -> tuple[int, int]:
@@ -76,6 +91,9 @@ class SelfHistory(Detector):
         seasonal: bool = True,
         max_metrics: int = 64,
         calibrate_min: int = 500,
+        combine_cap: float = 10.0,
+        combine_top: int = 5,
+        smoothing: float = 0.2,
         baseline: CohortBaseline | None = None,
     ) -> None:
         super().__init__(baseline)
@@ -89,6 +107,13 @@ class SelfHistory(Detector):
         self.min_spread = float(min_spread)
         self.seasonal = bool(seasonal)
         self.max_metrics = int(max_metrics)
+        self.combine_cap = float(combine_cap)
+        self.combine_top = int(combine_top)
+        self.smoothing = float(smoothing)
+        self.recent: dict[str, float] = {}
+        """host -> its exponentially weighted recent combined score (the raw score that is judged)."""
+        self.last: dict[str, tuple[float, float]] = {}
+        """host -> (combined, smoothed) score of its last observed report (for the engine's per-report score)."""
         self.state: dict[str, dict[str, list[float]]] = {}
         """host -> metric -> [level, spread, n] x VIEWS."""
         self.cadence = Cadence()
@@ -120,31 +145,75 @@ class SelfHistory(Detector):
         return MetricJudgement(metric, value, abs(value - level) / scale, level, spread, view[1])
 
     def raw(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, MetricJudgement | None]:
-        """(largest z over the metrics, the judgement that gave it)."""
+        """(the report's combined score over its metrics, the judgement of its most unusual metric).
+
+        The combined score is the mean of the `combine_top` largest z of the report's judged metrics (all
+        of them when it has fewer; metrics exactly at their usual level are left out), each capped softly
+        at `combine_cap` (above it a metric adds only log(1 + excess)): a few metrics off together count
+        more than one metric far off, and one metric whose spread is tiny (a counter that never moved)
+        cannot drown the others. With one metric it is that metric's z (monotonic, never saturated)."""
         top: MetricJudgement | None = None
+        capped: list[float] = []
+        cap = self.combine_cap
         for metric, value in metrics.items():
             j = self.judge(host, metric, value, t)
-            if j is not None and (top is None or j.z > top.z):
+            if j is None:
+                continue
+            if j.z > 0.0:  # a metric exactly at its usual (a counter that never moved) does not dilute the rest
+                capped.append(j.z if j.z <= cap else cap + math.log1p(j.z - cap))
+            if top is None or j.z > top.z:
                 top = j
-        return (top.z if top else 0.0), top
+        if top is None:
+            return 0.0, None
+        if not capped:
+            return 0.0, top
+        if len(capped) > self.combine_top:
+            capped = heapq.nlargest(self.combine_top, capped)
+        return math.fsum(capped) / len(capped), top
 
-    def threshold(self, host: str) -> float | None:
-        """The host's calibrated raw threshold (None while calibrating or before its cadence is known)."""
+    def score(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, MetricJudgement | None]:
+        """(the judged raw score, the most unusual metric's judgement): the report's combined score averaged
+        with the host's recent ones (weight `smoothing` for the new one), so a change that lasts several
+        reports counts more than a single odd report."""
+        _, smoothed, top = self._scores(host, metrics, t)
+        return smoothed, top
+
+    def _scores(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, float, MetricJudgement | None]:
+        """(the report's combined score, the recent reports' smoothed score, the top judgement)."""
+        combined, top = self.raw(host, metrics, t)
+        if top is None:
+            return 0.0, 0.0, None
+        prev = self.recent.get(host)
+        return combined, combined if prev is None else prev + self.smoothing * (combined - prev), top
+
+    def threshold(self, host: str, report: bool = False) -> float | None:
+        """The host's calibrated threshold of its smoothed score (`report`: of a single report's combined
+        score), each at half the budget; None while calibrating or before its cadence is known."""
         interval = self.cadence.interval(host)
         if interval is None:
             return None
-        return self.calibrator.threshold(host, report_probability(self.budget, interval))
+        key = host + _REPORT if report else host
+        return self.calibrator.threshold(key, report_probability(self.budget / 2, interval))
 
     def to_score(self, raw: float, threshold: float | None) -> float:
         if threshold is None or raw <= 0.0:
             return 0.0
         return 1.0 - math.exp(-raw * math.log(2) / max(threshold, 1e-9))
 
+    def report_score(self, combined: float, smoothed: float, threshold: float | None) -> float:
+        """The per-report score in [0, 1): 1 - 2^(-s / clip_z) of s = the larger of the smoothed score and
+        half the report's own combined score, the same scale for every host; 0.0 while the host's
+        threshold is not known yet (warming up or calibrating)."""
+        level = max(smoothed, 0.5 * combined)
+        if threshold is None or level <= 0.0:
+            return 0.0
+        return 1.0 - math.exp(-level * math.log(2) / self.clip_z)
+
     def score_one(self, obs: Observation) -> float:
         if not obs.metrics:
             return 0.0
-        raw, _ = self.raw(obs.host_id, obs.metrics, obs.time.timestamp())
-        return self.to_score(raw, self.threshold(obs.host_id))
+        combined, smoothed, _ = self._scores(obs.host_id, obs.metrics, obs.time.timestamp())
+        return self.report_score(combined, smoothed, self.threshold(obs.host_id))
 
     # ---- learning -----------------------------------------------------------------------------------
     def learn_one(self, obs: Observation) -> None:
@@ -157,19 +226,39 @@ class SelfHistory(Detector):
     def observe(
         self, host: str, metrics: dict[str, float], t: float
     ) -> tuple[float, float | None, MetricJudgement | None]:
-        """Score one report, then learn it: (raw, threshold, top judgement). Flagged reports count a tenth."""
-        raw, top = self.raw(host, metrics, t)
-        thr = self.threshold(host)
-        flagged = thr is not None and raw >= thr
-        if top is not None and thr is not None and flagged:
-            # counted, but capped: leaving flagged reports out would cut the tail the calibration measures
-            # (and lower the threshold report by report); capping keeps real anomalies from inflating it
-            self.calibrator.add(host, min(raw, 1.5 * thr))
-        elif top is not None:
-            self.calibrator.add(host, raw)
+        """Score one report, then learn it: (raw, threshold, top judgement). Flagged reports count a tenth.
+
+        Two raw scores are judged, each against its own calibrated threshold: the recent reports' smoothed
+        score (a change that lasts) and the report's own combined score (a spike, found on its first
+        report). The raw score returned is `_level`: at or above the threshold returned when either is."""
+        combined, raw, top = self._scores(host, metrics, t)
+        if top is None:
+            self.cadence.observe(host, t)
+            self._learn(host, metrics, t, 1.0)
+            return 0.0, self.threshold(host), None
+        self.recent[host] = raw
+        self.last[host] = (combined, raw)
+        thr, thr_report = self.threshold(host), self.threshold(host, report=True)
+        over = thr is not None and raw >= thr
+        over_report = thr_report is not None and combined >= thr_report
+        # flagged scores are counted, but capped: leaving them out would cut the tail the calibration
+        # measures (and lower the threshold report by report); capping keeps real anomalies from inflating it
+        self.calibrator.add(host, min(raw, 1.5 * thr) if thr is not None and over else raw)
+        self.calibrator.add(
+            host + _REPORT, min(combined, 1.5 * thr_report) if thr_report is not None and over_report else combined
+        )
         self.cadence.observe(host, t)
-        self._learn(host, metrics, t, 0.1 if flagged else 1.0)
-        return raw, thr, top
+        self._learn(host, metrics, t, 0.1 if over or over_report else 1.0)
+        return self._level(raw, combined, thr, thr_report), thr, top
+
+    @staticmethod
+    def _level(smoothed: float, combined: float, thr: float | None, thr_report: float | None) -> float:
+        """The judged score: the smoothed one, or the report's own combined score in the smoothed score's
+        units (scaled by the ratio of their thresholds) when that is further above its threshold; so
+        `level >= thr` exactly when either is at or above its own threshold."""
+        if thr is None or thr_report is None or thr_report <= 0.0:
+            return smoothed
+        return max(smoothed, combined * thr / thr_report)
 
     def _views(self, t: float) -> list[tuple[int, str]]:
         if not self.seasonal:
@@ -206,8 +295,11 @@ class SelfHistory(Detector):
 
     def forget(self, host: str) -> None:
         self.state.pop(host, None)
+        self.recent.pop(host, None)
+        self.last.pop(host, None)
         self.cadence.forget(host)
         self.calibrator.forget(host)
+        self.calibrator.forget(host + _REPORT)
 
     # ---- explanations and durable state --------------------------------------------------------------
     @staticmethod
@@ -219,12 +311,26 @@ class SelfHistory(Detector):
     def dump(self, host: str) -> dict[str, Any]:
         """The host's whole learned state as JSON-able data (`restore` reads it back)."""
         return {
-            "metrics": {m: [round(x, 6) for x in s] for m, s in self.state.get(host, {}).items()},
+            "metrics": _rounded(self.state.get(host, {})),
             "cadence": self.cadence.to_json(host),
             "calibration": self.calibrator.to_json(host),
+            "calibration_report": self.calibrator.to_json(host + _REPORT),
+            "recent": round(self.recent.get(host, 0.0), 6),
         }
 
     def restore(self, host: str, data: dict[str, Any]) -> None:
         self.state[host] = {str(m): [float(x) for x in s] for m, s in dict(data.get("metrics", {})).items()}
         self.cadence.load(host, list(data.get("cadence", [])))
         self.calibrator.load(host, list(data.get("calibration", [])))
+        self.calibrator.load(host + _REPORT, list(data.get("calibration_report", [])))
+        if "recent" in data:
+            self.recent[host] = float(data["recent"])
+
+
+def _rounded(state: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each metric's views rounded to 6 decimals (one numpy call: a checkpoint holds thousands of numbers)."""
+    if not state:
+        return {}
+    names = list(state)
+    rows = np.round(np.array([state[m] for m in names], dtype=float), 6).tolist()
+    return dict(zip(names, rows, strict=True))
