@@ -43,6 +43,12 @@ def outside_reach(path: Path) -> bool:
     return path.resolve().is_relative_to("/tmp")
 
 
+def other_labs(lab_id: str) -> list[str]:
+    """Bridges of other labs up on this machine (every lab names its bridge `hwl<4 hex>b`)."""
+    return [n for n in netns.link_list()
+            if len(n) == 8 and n.startswith("hwl") and n.endswith("b") and not n.startswith(lab_id)]
+
+
 class LabError(RuntimeError):
     pass
 
@@ -237,11 +243,16 @@ class Lab:
         self._write_image_files(fs, image)
         for sub in ("state", "control", "logs"):
             (self.host_dir(host) / sub).mkdir(exist_ok=True)
-        for real, _ in MOUNTS:  # a mount needs its target: make missing ones (removed again by `down`)
+
+    def _mount_targets(self) -> None:
+        """A mount needs its target: make missing ones (removed again by `down`). Before every boot: another
+        lab's `down` may have removed one it had made (a host restart failed on a missing /root/.ssh)."""
+        for real, _ in MOUNTS:
             target = Path(real)
             if not target.exists():
                 target.mkdir(mode=0o700, parents=True)
-                self.state.created_paths.append(real)
+                if real not in self.state.created_paths:
+                    self.state.created_paths.append(real)
                 self.state.save()
 
     def _write_image_files(self, fs: Path, image: Image) -> None:
@@ -281,6 +292,7 @@ class Lab:
     def _boot(self, host: HostRecord, image: Image) -> None:
         hd = self.host_dir(host)
         fs = hd / "fs"
+        self._mount_targets()
 
         def fill(text: str) -> str:
             return (text.replace("{python}", self.python).replace("{peer}", self._peer(host))
@@ -418,10 +430,11 @@ class Lab:
                 netns.delete_link(link)
                 done.append(f"link {link}")
         s.netns, s.links = [], []
-        for path in s.created_paths:
-            with contextlib.suppress(OSError):
-                Path(path).rmdir()  # only when still empty
-                done.append(f"path {path}")
+        if not other_labs(s.lab_id):  # another lab's hosts may still mount them: leave them to its `down`
+            for path in s.created_paths:
+                with contextlib.suppress(OSError):
+                    Path(path).rmdir()  # only when still empty
+                    done.append(f"path {path}")
         s.created_paths = []
         s.ended = s.ended or iso(now())
         s.save()

@@ -116,6 +116,19 @@ def test_a_host_added_after_a_config_push_boots_with_it(tmp_path: Path) -> None:
     assert hosts[0] == hosts[1] and "config.lab.internal" in hosts[1] and "web.lab.internal" not in hosts[1]
 
 
+def test_mount_targets_are_left_while_another_lab_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One lab's `down` removed /root/.ssh (it had made it) while another lab ran: that lab's next host restart
+    failed ("mount point does not exist"). Now `down` leaves them while another lab's bridge is up, and every
+    boot makes a missing target again."""
+    from herdwatch.lab import fleet
+
+    monkeypatch.setattr(netns, "link_list", lambda: ["lo", "eth0", "hwl1234b", "hwl1234v10", "hwl5678b"])
+    assert fleet.other_labs("hwl1234") == ["hwl5678b"]
+    monkeypatch.setattr(netns, "link_list", lambda: ["lo", "hwl1234b", "hwl1234va"])
+    assert fleet.other_labs("hwl1234") == []
+    assert "self._mount_targets()" in Path(fleet.__file__).read_text().split("def _boot", 1)[1].split("def ", 1)[0]
+
+
 def test_stopping_an_attack_ends_a_descendant_in_a_process_group_of_its_own() -> None:
     """The reverse shell's `bash -i` makes its own process group: killing the attack's group left it running
     (and reported) after the attack's ground-truth window ended."""
