@@ -765,7 +765,7 @@ class FamilyEngine:
         self.peers.observe(host, image, t, obs.metrics)
         own_score = 0.0
         if self.config.self_history_enabled:
-            raw, thr, top = self.own.observe(host, obs.metrics, t)
+            raw, thr, top = self.own.observe(host, obs.metrics, t, spikes=not peer_view)
             own_score = self.own.report_score(*self.own.last.get(host, (0.0, 0.0)), thr)
             # with peers, the host's own history alerts only for what also sets it apart from its clones
             agreed = top is not None and (not peer_view or peer_z.get(top.metric, 0.0) >= 2.0)

@@ -224,13 +224,15 @@ class SelfHistory(Detector):
             self.observe(obs.host_id, obs.metrics, obs.time.timestamp())
 
     def observe(
-        self, host: str, metrics: dict[str, float], t: float
+        self, host: str, metrics: dict[str, float], t: float, spikes: bool = True
     ) -> tuple[float, float | None, MetricJudgement | None]:
         """Score one report, then learn it: (raw, threshold, top judgement). Flagged reports count a tenth.
 
         Two raw scores are judged, each against its own calibrated threshold: the recent reports' smoothed
         score (a change that lasts) and the report's own combined score (a spike, found on its first
-        report). The raw score returned is `_level`: at or above the threshold returned when either is."""
+        report). The raw score returned is `_level`: at or above the threshold returned when either is.
+        `spikes` False: only the smoothed score is judged (the engine's choice for hosts with peers, whose
+        short bursts the peer view's persistence rule already weighs); both are still learned."""
         combined, raw, top = self._scores(host, metrics, t)
         if top is None:
             self.cadence.observe(host, t)
@@ -249,7 +251,7 @@ class SelfHistory(Detector):
         )
         self.cadence.observe(host, t)
         self._learn(host, metrics, t, 0.1 if over or over_report else 1.0)
-        return self._level(raw, combined, thr, thr_report), thr, top
+        return (self._level(raw, combined, thr, thr_report) if spikes else raw), thr, top
 
     @staticmethod
     def _level(smoothed: float, combined: float, thr: float | None, thr_report: float | None) -> float:
