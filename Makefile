@@ -39,8 +39,11 @@ lab:  ## a real fleet of 8 namespaced hosts for ~10 min with attacks, then the r
 
 test: setup lint typecheck pytest  ## everything CI checks: lint, types, unit + integration tests
 
-pytest: setup test-tools  ## unit + integration tests (starts its own Kafka broker)
-	$(BIN)/pytest
+# Two processes share the tests file by file (each with its own broker and store); tests marked `alone`
+# (timing-sensitive end to end runs) follow with nothing beside them.
+pytest: setup test-tools  ## unit + integration tests (starts its own Kafka brokers)
+	$(BIN)/pytest -n 2 --dist loadfile -m "not alone"
+	$(BIN)/pytest -m alone
 
 # kcat (Debian package) lets the tests prove that any Kafka client reads the anomaly topic, promtool (Debian
 # package prometheus) checks deploy/prometheus/herdwatch-rules.yml; installed when this machine allows it,

@@ -146,9 +146,9 @@ def test_exec_storm_is_aggregated_and_counts_add_up(source: ExecSource) -> None:
         if sh.poll() is None:
             sh.kill()
         sh.wait()
-    windows = (time.monotonic() - began) / probe.storms.window_s + 1  # a loaded machine runs the loop longer
     time.sleep(1.2)
     emits += probe.collect(False)  # the last windows close
+    windows = (time.monotonic() - began) / probe.storms.window_s + 1  # a loaded machine runs the loop longer
     emits += [(Kind.PROCESS_START, {**rec_payload, "count": n})
               for rec_payload, n in ((probe.exec_item(r), n) for r, n in probe.storms.flush())]
     starts = [p for k, p in emits if k is Kind.PROCESS_START]

@@ -140,7 +140,7 @@ def test_no_empty_slots_whatever_is_missing(sock: dict[str, Any], feature: str) 
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(max_size=8), st.text(max_size=8), st.text(max_size=8))
+@given(words, words, words)
 def test_no_empty_slots_in_feature_phrases(exe: str, cmd: str, user: str) -> None:
     exe, cmd, user = (x.replace("|", "").replace(">", "").strip() for x in (exe, cmd, user))
     for feature in (f"proc:{exe}|{cmd}|{user}", f"pc:{exe}>{cmd}", f"pc:>{exe}"):
