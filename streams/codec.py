@@ -2,6 +2,11 @@
 
     {"obs": [Observation.to_dict(), ...]}   one host's changes from one telemetry message
     {"tick": <epoch seconds>}                periodic work for the cohorts of that partition
+    {"progress": [<telemetry partition>, <event time>]}
+                                             the host stage has handled that telemetry partition up to that
+                                             event time (sent to every observations partition, so a cohort
+                                             partition learns how far a telemetry partition got even when
+                                             none of its hosts belongs to the cohort's families)
 """
 
 from __future__ import annotations
@@ -20,6 +25,20 @@ def encode_observations(observations: list[Observation]) -> bytes:
 
 def encode_tick(wall: float) -> bytes:
     return orjson.dumps({"tick": wall})
+
+
+def encode_progress(telemetry_partition: int, event_time: float) -> bytes:
+    return orjson.dumps({"progress": [telemetry_partition, event_time]})
+
+
+def decode_progress(value: bytes) -> tuple[int, float] | None:
+    """(telemetry partition, event time) of a progress message; None for any other message."""
+    if not value.startswith(b'{"progress"'):
+        return None
+    p, t = orjson.loads(value)["progress"]
+    if type(p) is not int or p < 0 or not isinstance(t, int | float):
+        raise ValueError(f"bad progress message: {value[:80]!r}")
+    return p, float(t)
 
 
 def decode(value: bytes) -> tuple[list[Observation], float | None]:

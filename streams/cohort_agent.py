@@ -80,6 +80,10 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
 
     async def on_observations(event: Any) -> None:
         try:
+            progress = codec.decode_progress(event.value or b"")
+            if progress is not None:
+                stage.progress(event.message.partition, *progress)
+                return
             obs, tick = codec.decode(event.value)
         except (ValueError, KeyError, TypeError) as e:
             await outputs.dead_letter(Rejected(f"bad observation message: {e}", event.value or b""), event,

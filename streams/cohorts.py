@@ -218,6 +218,13 @@ class CohortStage:
         mark = self.marks.get(key)
         self.marks[key] = (max(t, mark[0]) if mark is not None else t, self.wall())
 
+    def progress(self, partition: int, telemetry_partition: int, t: float) -> None:
+        """The host stage handled `telemetry_partition` up to event time `t`, and everything it sent to
+        observations partition `partition` before saying so has been read: the same as a mark."""
+        if 0 <= telemetry_partition < self.telemetry_partitions:
+            mark = self.marks.get((partition, telemetry_partition))
+            self.marks[(partition, telemetry_partition)] = (max(t, mark[0]) if mark is not None else t, self.wall())
+
     def reset(self) -> None:
         """Forget cached engines (after a rebalance the tables are the truth)."""
         self.engines.clear()

@@ -30,6 +30,25 @@ AIOKAFKA_LOG_APPEND_TIME = 1
 """aiokafka's timestamp_type for a time the broker set on arrival (0 is the producer's CreateTime)."""
 SWEEP_INTERVAL_S = 60.0
 """How often (wall time) each telemetry partition looks for hosts past their retention."""
+PROGRESS_INTERVAL_S = 1.0
+"""How often (wall time, at most) each telemetry partition tells every observations partition how far it got."""
+
+
+class Progress:
+    """When to tell the cohort stage how far a telemetry partition got in event time (codec progress
+    messages, sent to every observations partition): the cohort partitions none of its hosts feeds would
+    otherwise not know, and would hold their judgements back while it is behind."""
+
+    def __init__(self) -> None:
+        self.sent: dict[int, tuple[float, float]] = {}
+
+    def due(self, partition: int, event_time: float) -> bool:
+        wall = time.monotonic()
+        last = self.sent.get(partition)
+        if last is not None and (event_time <= last[0] or wall - last[1] < PROGRESS_INTERVAL_S):
+            return False
+        self.sent[partition] = (event_time, wall)
+        return True
 
 
 class HostSweep:
@@ -60,6 +79,7 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
     host_seq, host_state, observations = topology.host_seq, topology.host_state, topology.observations
     host_keys = topology.host_keys
     sweep = HostSweep(topology, ws.host_retention_s, topology.telemetry.partitions)
+    progress = Progress()
 
     async def on_telemetry(event: Any) -> None:
         signals.messages_in.emit()
@@ -110,7 +130,11 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
                 signals.observations.emit(len(obs))
                 await observations.send(key=family.encode(), value=codec.encode_observations(obs))
         if newest:
-            sweep(event.message.partition, newest)
+            partition = event.message.partition
+            sweep(partition, newest)
+            if progress.due(partition, newest):  # after this message's observations: they come first
+                for q in range(observations.partitions):
+                    await observations.send(value=codec.encode_progress(partition, newest), partition=q)
 
     @app.agent(topology.telemetry, concurrency=1)  # higher concurrency can commit past unfinished messages
     async def hosts(stream: Any) -> None:

@@ -11,6 +11,7 @@ be there too, but catch-up can add some (docs/streams.md, Known limits).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from detectors.types import Observation
 from herdwatch.evaluation.runner import run_detectors
 from simulator.fleet import Fleet
 from simulator.keys import SIMULATED
+from streams import codec
 from streams.cohorts import CohortStage
 
 STREAM_ONLY = {FindingKind.DATA_LOSS.value}
@@ -77,6 +79,47 @@ def test_judgements_wait_for_the_partition_that_is_behind() -> None:
     for s in range(90, 600, 30):
         early += naive.process([obs(f"h{i}", s) for i in range(5)]).outputs
     assert [(f.kind, f.host_id) for f in early if isinstance(f, Finding)] == [(FindingKind.RARE_FEATURE, "h0")]
+
+
+def test_a_partition_feeding_other_cohorts_holds_judgements_only_until_its_progress_arrives() -> None:
+    """Under steady load a telemetry partition is always a little behind its high-water mark. One whose hosts
+    all belong to other families never sends this cohort partition an observation, so only the host
+    stage's progress messages tell it how far that partition got; without them its judgements would wait
+    for a moment with no traffic at all (the demo on a loaded machine lost every rare feature that way)."""
+    wall = Clock(1000.0)
+    stage = CohortStage({}, {}, {}, lambda family: 0, host_timeout_s=300, touch_interval_s=30, wall=wall,
+                        lag_grace_s=30, telemetry_partition_of=lambda host: 0, telemetry_partitions=2,
+                        caught_up=lambda p: False)  # both partitions always a little behind
+
+    def obs(host: str, s: float, added: tuple[str, ...] = (), first: bool = False) -> Observation:
+        return Observation(host, "ami-web", "web", T0 + timedelta(seconds=s), added, (), {}, False, first)
+
+    out = []
+    for i in range(10):
+        out += stage.process([obs(f"h{i}", 0, BASE, first=True)]).outputs
+    out += stage.process([obs("h0", 60, (NEW,))]).outputs
+    for s in range(90, 300, 30):
+        out += stage.process([obs(f"h{i}", s) for i in range(10)]).outputs
+        out += stage.tick(0).outputs
+    assert stage.watermark(0) == -math.inf  # partition 1 has said nothing to this cohort partition
+    assert [o for o in out if isinstance(o, Finding)] == []
+    for s in range(90, 300, 30):  # its progress arrives (it handled other families' hosts up to s)
+        stage.progress(0, 1, T0.timestamp() + s)
+        out += stage.tick(0).outputs
+    assert stage.watermark(0) == T0.timestamp() + 270
+    assert [(f.kind, f.host_id) for f in out if isinstance(f, Finding)] == [(FindingKind.RARE_FEATURE, "h0")]
+    stage.progress(0, 7, 1e12)  # a partition that does not exist changes nothing
+    assert stage.watermark(0) == T0.timestamp() + 270
+
+
+def test_progress_messages_round_trip_and_refuse_nonsense() -> None:
+    assert codec.decode_progress(codec.encode_progress(3, 1234.5)) == (3, 1234.5)
+    assert codec.decode_progress(codec.encode_tick(1.0)) is None
+    assert codec.decode_progress(codec.encode_observations([])) is None
+    for bad in (b'{"progress": [-1, 5]}', b'{"progress": ["1", 5]}', b'{"progress": [1, "x"]}',
+                b'{"progress": [1]}', b'{"progress": 7}', b'{"progress": [1, 5'):
+        with pytest.raises((ValueError, TypeError)):
+            codec.decode_progress(bad)
 
 
 @pytest.mark.integration
