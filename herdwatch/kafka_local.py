@@ -442,13 +442,13 @@ class LocalKafka:
 
     def provision(self, topic_prefix: str = "herdwatch", app_id: str | None = None,
                   sink_group: str | None = None, subscriber_group_prefix: str | None = None,
-                  partitions: int | None = None) -> list[AclSpec]:
+                  partitions: int | None = None, osquery: bool = False) -> list[AclSpec]:
         """As admin: create the deployment's topics and grant every role its ACLs (both idempotent)."""
         from contract.kafka_admin import ensure_topics
 
         admin = self.client_settings("admin", topic_prefix)
         ensure_topics(admin, partitions=partitions)
-        specs = role_acls(topic_prefix, app_id, sink_group, subscriber_group_prefix)
+        specs = role_acls(topic_prefix, app_id, sink_group, subscriber_group_prefix, osquery=osquery)
         create_acls(admin, specs)
         return specs
 
@@ -519,8 +519,11 @@ class AclSpec:
 
 def role_acls(topic_prefix: str = "herdwatch", app_id: str | None = None,
               sink_group: str | None = None,
-              subscriber_group_prefix: str | None = None) -> list[AclSpec]:
+              subscriber_group_prefix: str | None = None, osquery: bool = False) -> list[AclSpec]:
     """Least privilege per role. `admin` is a super user and needs none.
+
+    `osquery`: the deployment also takes osquery result logs (docs/osquery.md): hosts' osquery (as the
+    `agent` role) write the osquery topic, the worker reads it and writes what it made of it to telemetry.
 
     The groups default to the deployment's own (contract.topics.TopicNames: `<deployment>-streams`, `-sink`,
     `-anomalies-`), the names the worker, the sink and `herdwatch anomalies` use without settings.
@@ -543,6 +546,10 @@ def role_acls(topic_prefix: str = "herdwatch", app_id: str | None = None,
               for name in (t.anomalies, t.rollouts, t.lifecycle, t.deadletter, t.ocsf)]
     specs.append(AclSpec("worker", "topic", f"{app_id}-", ("READ", "WRITE", "DESCRIBE", "CREATE"), prefixed=True))
     specs.append(AclSpec("worker", "group", app_id, ("READ", "DESCRIBE")))
+    if osquery:
+        specs.append(AclSpec("agent", "topic", t.osquery, ("WRITE", "DESCRIBE")))
+        specs.append(AclSpec("worker", "topic", t.osquery, ("READ", "DESCRIBE", "CREATE")))
+        specs.append(AclSpec("worker", "topic", t.telemetry, ("WRITE",)))
     # sink: reads what it stores, dead-letters what it cannot store
     stored = (t.telemetry, t.anomalies, t.rollouts, t.lifecycle)
     specs += [AclSpec("sink", "topic", name, ("READ", "DESCRIBE", "CREATE")) for name in stored]

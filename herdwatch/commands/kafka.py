@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "admin (default worker)")
     p.add_argument("--topic-prefix", default=None,
                    help="topics to create and grant on start --secure (default HERDWATCH_KAFKA_TOPIC_PREFIX)")
+    p.add_argument("--osquery", action="store_true",
+                   help="start --secure and acls: also grant what osquery as a source needs (docs/osquery.md)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         broker.start()
         print(f"kafka {broker.status()} (data and logs in {root})")
         if broker.secure:
-            specs = broker.provision(prefix())
+            specs = broker.provision(prefix(), osquery=args.osquery)
             print(f"SASL_SSL ({len(specs)} ACLs for topic prefix {prefix()!r}); passwords in "
                   f"{broker.credentials_file}, CA {broker.ca_file}\n"
                   f"settings of one role: herdwatch kafka env --secure --role worker")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kafka {broker.status()}" + (" (SASL_SSL)" if broker.secure else ""))
         return 0 if broker.is_running() else 3
     elif args.action == "acls":
-        for spec in role_acls(prefix()):
+        for spec in role_acls(prefix(), osquery=args.osquery):
             print(spec.describe())
     elif not broker.secure:
         print(f"kafka at {root} runs without authentication: `{args.action}` needs a broker started with "

@@ -161,3 +161,13 @@ def test_log_lines_are_plain_or_json_without_terminal_codes() -> None:
     assert "\x1b" not in line
     assert json.loads(line)["message"].startswith("\x1b[31mred")
     assert json.loads(line)["logger"] == "faust.worker"
+
+
+def test_osquery_acls_are_granted_only_when_asked() -> None:
+    plain = {(s.role, s.name, op) for s in role_acls("blue") for op in s.operations}
+    with_osquery = {(s.role, s.name, op) for s in role_acls("blue", osquery=True) for op in s.operations}
+    added = with_osquery - plain
+    assert added == {("agent", "blue.osquery.results", "WRITE"), ("agent", "blue.osquery.results", "DESCRIBE"),
+                     ("worker", "blue.osquery.results", "READ"), ("worker", "blue.osquery.results", "DESCRIBE"),
+                     ("worker", "blue.osquery.results", "CREATE"), ("worker", "blue.telemetry", "WRITE")}
+    assert not any("osquery" in name for _, name, _ in plain)
