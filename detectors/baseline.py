@@ -41,8 +41,7 @@ from detectors.types import Observation
 
 
 def _intern(feature: str) -> str:
-    """One shared plain string per feature (a feature carrying its exact instance, detectors.types.Seen, is
-    kept as the plain feature: baselines hold features only)."""
+    """One shared string per feature (thousands of hosts hold the same few hundred)."""
     return sys.intern(str(feature))
 
 

@@ -57,7 +57,7 @@ from detectors.store_keys import (
     SUPPRESSED,
 )
 from detectors.suppression import Suppressor
-from detectors.types import Observation, details_of
+from detectors.types import Observation
 
 Output = Finding | RolloutEvent
 
@@ -215,9 +215,7 @@ class FamilyEngine:
             if rec is not None:
                 out += self.rollout.update(rec.family, t)
             return out
-        seen = {str(f): details_of(f) for f in obs.added if details_of(f)}
-        if seen:  # the exact instances go to the pending judgements; everything else sees plain features
-            obs = replace(obs, added=tuple(str(f) for f in obs.added))
+        seen = obs.details  # the exact instances go to the pending judgements
         prev = b.hosts.get(host)
         joined = b.learn(obs, t)
         image, family = obs.image_id, obs.image_family

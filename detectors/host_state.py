@@ -36,7 +36,7 @@ from detectors.features import (
     proc_feature,
     socket_details,
 )
-from detectors.types import Observation, Seen
+from detectors.types import Observation
 
 MAX_FEATURES = 4096
 SAMPLED_S = 5.0
@@ -148,6 +148,7 @@ class HostState:
     # ---- applying events -----------------------------------------------------------------------
     def apply(self, event: Event) -> Observation | None:
         now = event.time.timestamp()
+        self._instances: dict[str, dict[str, Any]] = {}
         added: list[str] = []
         removed: list[str] = []
         first = False
@@ -237,6 +238,7 @@ class HostState:
             removed=tuple(removed),
             metrics=metrics,
             first=first,
+            details={f: d for f, d in self._instances.items() if f in added},
         )
 
     # ---- behaviour features (reference counted, lingering) --------------------------------------
@@ -252,7 +254,7 @@ class HostState:
             if f in self.counts:
                 self.counts[f] += 1
                 return
-        self.counts[str(f)] = 1  # the state keeps plain features (a Seen's details travel in `added` only)
+        self.counts[f] = 1
         if self.linger.pop(f, None) is None:
             added.append(f)
 
@@ -425,12 +427,13 @@ class HostState:
     def _sock_key(s: dict[str, Any]) -> str:
         return "|".join(str(s.get(k) or "") for k in ("proto", "laddr", "lport", "raddr", "rport"))
 
-    @staticmethod
-    def _seen(feature: str, sock: dict[str, Any]) -> str:
-        """The feature with the exact socket behind it (remote address and port, owner pid, exe, user), which
-        the cohort stage names in a finding; the feature itself stays what clones compare."""
+    def _seen(self, feature: str, sock: dict[str, Any]) -> str:
+        """`feature`, noting the exact socket behind it (remote address and port, owner pid, exe, user) for the
+        observation's `details`: the cohort stage names it in a finding; clones compare the feature alone."""
         details = socket_details(sock)
-        return Seen(feature, details) if details else feature
+        if details:
+            self._instances.setdefault(feature, details)
+        return feature
 
     # ---- configuration, packages, modules --------------------------------------------------------
     _STATE_KIND = {

@@ -12,29 +12,6 @@ from typing import Any
 from contract.findings import aware_time
 
 
-class Seen(str):
-    """A feature string that also carries the exact instance that brought it on this host (`details`): for a
-    connection the remote address and port and the process holding it, for a listener the process.
-
-    It compares, hashes and serialises as the plain feature, so cohorts still compare features alone and
-    every fold of observations (the host stage merges one batch's observations by feature) keeps it;
-    `Observation.to_dict` sends the details alongside (`details`: feature -> object) so the cohort stage can
-    name the exact instance in a finding. Any string operation on it gives a plain str (details dropped).
-    """
-
-    details: dict[str, Any]
-
-    def __new__(cls, feature: str, details: dict[str, Any]) -> Seen:
-        obj = super().__new__(cls, feature)
-        obj.details = details
-        return obj
-
-
-def details_of(feature: str) -> dict[str, Any]:
-    """The exact instance a feature carries (`Seen`), or {}."""
-    return feature.details if isinstance(feature, Seen) else {}
-
-
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What changed on one host at one moment: the unit of scoring.
@@ -58,6 +35,10 @@ class Observation:
     """The highest seq the host announced written to its spool (heartbeat/goodbye `seq_written`; -1 unknown)."""
     seq_received: int = -1
     """The last seq of the host the host stage received (-1 unknown): with seq_written, the tail still owed."""
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """For some of `added`: the exact instance that brought the feature on this host (a connection's remote
+    address and port and the process holding it, a listener's process). Findings name it; cohorts compare
+    the features alone."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -73,9 +54,8 @@ class Observation:
             "seq_written": self.seq_written,
             "seq_received": self.seq_received,
         }
-        details = {str(f): f.details for f in self.added if isinstance(f, Seen) and f.details}
-        if details:
-            out["details"] = details
+        if self.details:
+            out["details"] = self.details
         return out
 
     @classmethod
@@ -85,18 +65,20 @@ class Observation:
             image_id=d["image_id"],
             image_family=d["image_family"],
             time=aware_time(d["time"]),
-            added=_with_details(d.get("added", ()), d.get("details")),
+            added=tuple(d.get("added", ())),
             removed=tuple(d.get("removed", ())),
             metrics=dict(d.get("metrics", {})),
             gone=bool(d.get("gone", False)),
             first=bool(d.get("first", False)),
             seq_written=int(d.get("seq_written", -1)),
             seq_received=int(d.get("seq_received", -1)),
+            details=instances(d.get("details"), d.get("added", ())),
         )
 
 
-def _with_details(added: Any, details: Any) -> tuple[str, ...]:
-    """The added features of a decoded observation, with the details sent alongside (objects only)."""
+def instances(details: Any, added: Any) -> dict[str, dict[str, Any]]:
+    """The `details` of a decoded observation that are objects about one of its added features."""
     if not isinstance(details, dict) or not details:
-        return tuple(added)
-    return tuple(Seen(f, details[f]) if isinstance(details.get(f), dict) else f for f in added)
+        return {}
+    features = {f for f in added if isinstance(f, str)} if isinstance(added, list | tuple) else set()
+    return {f: v for f, v in details.items() if f in features and isinstance(v, dict)}

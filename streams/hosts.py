@@ -234,6 +234,8 @@ def merge(observations: list[Observation]) -> list[Observation]:
                 del removed[f]
             else:
                 added[f] = None
+        details = {f: d for f, d in {**o.details, **prev.details}.items() if f in added}  # the first instance
         out[-1] = Observation(o.host_id, o.image_id, o.image_family, o.time, added=tuple(added),
-                              removed=tuple(removed), metrics={**prev.metrics, **o.metrics}, first=prev.first)
+                              removed=tuple(removed), metrics={**prev.metrics, **o.metrics}, first=prev.first,
+                              details=details)
     return out

@@ -16,7 +16,6 @@ from contract import ssh_keys
 from contract.events import Event, Kind
 from detectors import EngineConfig, FamilyEngine, FindingKind, HostState, Observation
 from detectors.features import describe, describe_instance, quoted, socket_details
-from detectors.types import Seen, details_of
 from streams.hosts import merge
 
 NC = {"state": "established", "proto": "tcp", "laddr": "10.0.1.7", "lport": 51234, "raddr": "10.77.0.5",
@@ -41,9 +40,9 @@ def test_connection_finding_names_the_exact_address_port_and_process() -> None:
     folded = merge([first, opened])[-1]
     wire = Observation.from_dict(folded.to_dict())
     feature = "dest:tcp/4444@10.77.0.0/24"
-    assert feature in wire.added and details_of(next(f for f in wire.added if f == feature))["pid"] == 812
-    e.process(Observation("ami-web-h03", "ami-web", "web", at(100.5),
-                          added=tuple(f for f in wire.added if f == feature)))
+    assert feature in wire.added and wire.details[feature]["pid"] == 812
+    e.process(Observation("ami-web-h03", "ami-web", "web", at(100.5), added=(feature,),
+                          details={feature: wire.details[feature]}))
     fs = [f for f in findings(advance(e, 110, 200)) if f.kind == FindingKind.RARE_FEATURE]
     assert [f.host_id for f in fs] == ["ami-web-h03"]
     f = fs[0]
@@ -60,15 +59,15 @@ def test_inventory_socket_details_survive_and_the_engine_store_stays_json() -> N
     o = hs.apply(_event(Kind.NET_INVENTORY, "h", 1, 1, {"items": [NC, {**NC, "pid": 999, "lport": 51235}]}))
     assert o is not None
     (seen,) = [f for f in o.added if f.startswith("dest:")]
-    assert details_of(seen)["pid"] == 812  # the first socket of the feature names it
+    assert o.details[seen]["pid"] == 812  # the first socket of the feature names it
     opened = hs.apply(_event(Kind.NET_OPEN, "h", 2, 2, {**NC, "rport": 5555}))
-    assert opened is not None and details_of(opened.added[0])["rport"] == 5555
+    assert opened is not None and opened.details[opened.added[0]]["rport"] == 5555
     import orjson
 
     orjson.dumps(hs.to_dict())  # the host's state holds plain features: any JSON encoder takes it
     e = FamilyEngine(config=EngineConfig(min_hosts=3))
     join(e, "ami-web", 5)
-    e.process(Observation("h", "ami-web", "web", at(5), added=(seen,), first=True))
+    e.process(Observation("h", "ami-web", "web", at(5), added=(seen,), first=True, details=o.details))
     orjson.dumps(dict(e.store))  # pending judgements carry the instance as plain JSON
 
 
@@ -78,7 +77,7 @@ def test_campaign_names_each_new_hosts_connection() -> None:
     feature = "dest:tcp/4444@10.77.0.0/24"
     for i, pid in ((3, 812), (4, 913)):
         e.process(Observation(f"ami-web-h{i:02d}", "ami-web", "web", at(100 + i),
-                              added=(Seen(feature, socket_details({**NC, "pid": pid})),)))
+                              added=(feature,), details={feature: socket_details({**NC, "pid": pid})}))
     fs = findings(advance(e, 110, 400))
     camp = [f for f in fs if f.kind == FindingKind.CAMPAIGN]
     assert camp, fs
