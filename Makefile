@@ -40,7 +40,7 @@ lab:  ## a real fleet of 8 namespaced hosts for ~10 min with attacks, then the r
 test: setup lint typecheck pytest  ## everything CI checks: lint, types, unit + integration tests
 
 # Two processes share the tests file by file (each with its own broker and store); tests marked `alone`
-# (timing-sensitive end to end runs) follow with nothing beside them.
+# (timing-sensitive: the demo, millisecond process races) follow with nothing beside them.
 pytest: setup test-tools  ## unit + integration tests (starts its own Kafka brokers)
 	$(BIN)/pytest -n 2 --dist loadfile -m "not alone"
 	$(BIN)/pytest -m alone
