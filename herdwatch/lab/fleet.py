@@ -87,6 +87,18 @@ def _end_group(rec: ProcessRecord, timeout: float = 15.0) -> None:
             proc.wait(5)
 
 
+def stray_processes(lab_dir: str, lab_id: str) -> list[psutil.Process]:
+    """Processes whose command line names this lab (its folder, or one of its hosts or namespaces), but not
+    this process or its ancestors: what is left of the lab however its records were lost."""
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(p.info["cmdline"] or [])
+        if p.info["pid"] not in mine and (lab_dir in line or f"{lab_id}-" in line):
+            found.append(p)
+    return found
+
+
 def agent_env(state: LabState, host: HostRecord, host_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERDWATCH_")}
     env.update({
@@ -417,6 +429,11 @@ class Lab:
             s.processes.remove(rec)
             done.append(f"process {rec.what} ({rec.pid})")
         s.save()
+        for proc in stray_processes(s.lab_dir, s.lab_id):  # a record lost or no longer matching its process
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                proc.wait(5)
+                done.append(f"stray process {proc.pid}")
         broker = LocalKafka.from_root(Path(s.kafka_root), s.kafka_port, s.controller_port)
         if broker.is_running():
             broker.stop()

@@ -9,6 +9,8 @@ import argparse
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -208,3 +210,20 @@ def test_ci_plan_finds_every_attack_and_leaves_nothing_behind() -> None:
     # config push's grace covers the rollout): none, also none from the jobs' short-lived children
     assert during == [], f"{len(during)} host findings on {rollouts[0]['image_family']} hosts during the " \
                          f"rollout: {'; '.join(during)}\n{text}"
+
+
+def test_teardown_finds_what_is_left_of_a_lab_whatever_its_records_say(tmp_path: Path) -> None:
+    """`down` kills, last, every process whose command line names the lab: a host whose record was lost
+    (or no longer matched its process) once outlived a CI run's teardown."""
+    from herdwatch.lab.fleet import stray_processes
+
+    lab_dir = str(tmp_path / "lab" / "hwltest")
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"{lab_dir}/hosts/h/spec.json"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "/elsewhere/spec.json"])
+    try:
+        found = {p.pid for p in stray_processes(lab_dir, "hwltest")}
+        assert left.pid in found and other.pid not in found and os.getpid() not in found
+    finally:
+        for p in (left, other):
+            p.kill()
+            p.wait()
