@@ -213,10 +213,8 @@ class CohortStage:
     def _mark(self, obs: Observation) -> None:
         if self.telemetry_partition_of is None:
             return
-        key = (self.partition_of(obs.image_family), self.telemetry_partition_of(obs.host_id))
-        t = obs.time.timestamp()
-        mark = self.marks.get(key)
-        self.marks[key] = (max(t, mark[0]) if mark is not None else t, self.wall())
+        self.progress(self.partition_of(obs.image_family), self.telemetry_partition_of(obs.host_id),
+                      obs.time.timestamp())
 
     def progress(self, partition: int, telemetry_partition: int, t: float) -> None:
         """The host stage handled `telemetry_partition` up to event time `t`, and everything it sent to

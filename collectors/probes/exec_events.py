@@ -330,19 +330,9 @@ def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None =
         cg = _read(f"{base}{rec.pid}/cgroup", 4096)
         if cg:
             rec.cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS]
-        missing = rec.missing
-        if rec.exe is None:
-            missing.append("exe")
-        if rec.argv is None:
-            missing.append("cmdline")
-        if rec.uid is None:
-            missing.append("user")
-        if rec.ppid is None:
-            missing.append("ppid")
-        if rec.parent_exe is None:
-            missing.append("parent_exe")
-        if rec.cgroup is None:
-            missing.append("cgroup")
+        rec.missing.extend(name for name, value in (
+            ("exe", rec.exe), ("cmdline", rec.argv), ("user", rec.uid), ("ppid", rec.ppid),
+            ("parent_exe", rec.parent_exe), ("cgroup", rec.cgroup)) if value is None)
     return recs
 
 

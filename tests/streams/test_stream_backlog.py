@@ -42,6 +42,17 @@ BASE = ("proc:/usr/sbin/nginx|nginx: worker process|www-data", "listen:tcp/80@an
 NEW = "dest:tcp/8443@45.137.0.0/16"
 
 
+def obs(host: str, s: float, added: tuple[str, ...] = (), first: bool = False) -> Observation:
+    return Observation(host, "ami-web", "web", T0 + timedelta(seconds=s), added, (), {}, False, first)
+
+
+def ten_clones_then_a_new_destination_on_h0(stage: CohortStage) -> list[object]:
+    out = []
+    for i in range(10):
+        out += stage.process([obs(f"h{i}", 0, BASE, first=True)]).outputs
+    return out + stage.process([obs("h0", 60, (NEW,))]).outputs
+
+
 def test_judgements_wait_for_the_partition_that_is_behind() -> None:
     """Hosts h0-h4 live on telemetry partition 0, h5-h9 on partition 1. Partition 0 is read 10 minutes
     ahead: h0 shows a new destination; the same one reached h5-h9 early on, but partition 1 has not
@@ -52,13 +63,7 @@ def test_judgements_wait_for_the_partition_that_is_behind() -> None:
                         lag_grace_s=30, telemetry_partition_of=lambda host: int(host[1:]) // 5,
                         telemetry_partitions=2, caught_up=lambda p: p not in behind)
 
-    def obs(host: str, s: float, added: tuple[str, ...] = (), first: bool = False) -> Observation:
-        return Observation(host, "ami-web", "web", T0 + timedelta(seconds=s), added, (), {}, False, first)
-
-    out = []
-    for i in range(10):
-        out += stage.process([obs(f"h{i}", 0, BASE, first=True)]).outputs
-    out += stage.process([obs("h0", 60, (NEW,))]).outputs
+    out = ten_clones_then_a_new_destination_on_h0(stage)
     for s in range(90, 600, 30):  # partition 0 runs ahead; ticks run meanwhile
         out += stage.process([obs(f"h{i}", s) for i in range(5)]).outputs
         out += stage.tick(0).outputs
@@ -72,10 +77,7 @@ def test_judgements_wait_for_the_partition_that_is_behind() -> None:
     assert [o for o in out if isinstance(o, Finding)] == []
     # without the watermark the judgement at 90 s had found NEW on 1 of 10 hosts: a rare feature
     naive = CohortStage({}, {}, {}, lambda family: 0, host_timeout_s=300, touch_interval_s=30, wall=wall)
-    early = []
-    for i in range(10):
-        early += naive.process([obs(f"h{i}", 0, BASE, first=True)]).outputs
-    early += naive.process([obs("h0", 60, (NEW,))]).outputs
+    early = ten_clones_then_a_new_destination_on_h0(naive)
     for s in range(90, 600, 30):
         early += naive.process([obs(f"h{i}", s) for i in range(5)]).outputs
     assert [(f.kind, f.host_id) for f in early if isinstance(f, Finding)] == [(FindingKind.RARE_FEATURE, "h0")]
@@ -91,13 +93,7 @@ def test_a_partition_feeding_other_cohorts_holds_judgements_only_until_its_progr
                         lag_grace_s=30, telemetry_partition_of=lambda host: 0, telemetry_partitions=2,
                         caught_up=lambda p: False)  # both partitions always a little behind
 
-    def obs(host: str, s: float, added: tuple[str, ...] = (), first: bool = False) -> Observation:
-        return Observation(host, "ami-web", "web", T0 + timedelta(seconds=s), added, (), {}, False, first)
-
-    out = []
-    for i in range(10):
-        out += stage.process([obs(f"h{i}", 0, BASE, first=True)]).outputs
-    out += stage.process([obs("h0", 60, (NEW,))]).outputs
+    out = ten_clones_then_a_new_destination_on_h0(stage)
     for s in range(90, 300, 30):
         out += stage.process([obs(f"h{i}", s) for i in range(10)]).outputs
         out += stage.tick(0).outputs
