@@ -17,7 +17,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stream_helpers import Clock, StreamEnv, dump_logs
 
 from collectors.publisher import Publisher
@@ -106,6 +109,25 @@ def test_a_partition_feeding_other_cohorts_holds_judgements_only_until_its_progr
     assert [(f.kind, f.host_id) for f in out if isinstance(f, Finding)] == [(FindingKind.RARE_FEATURE, "h0")]
     stage.progress(0, 7, 1e12)  # a partition that does not exist changes nothing
     assert stage.watermark(0) == T0.timestamp() + 270
+
+
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(scalars,
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                           max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(json_values.map(lambda v: orjson.dumps({"progress": v})),
+                 st.binary(max_size=40).map(lambda b: b'{"progress"' + b)))
+def test_a_hostile_progress_message_is_refused_or_well_formed(value: bytes) -> None:
+    try:
+        got = codec.decode_progress(value)
+    except (ValueError, KeyError, TypeError):  # what the cohort stage dead-letters
+        return
+    assert got is not None
+    p, t = got
+    assert type(p) is int and p >= 0 and isinstance(t, float)
 
 
 def test_progress_messages_round_trip_and_refuse_nonsense() -> None:
