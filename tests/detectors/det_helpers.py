@@ -107,3 +107,41 @@ class EventMaker:
         )
         self.seq = e.seq + 1
         return e
+
+
+def drive_job_catches(
+    clones: Any,
+    replay: Any,
+    cycles: int,
+    jobs: tuple[dict[str, str], ...],
+    catch: float,
+    seed: int,
+    miner: tuple[int, float] | None = None,
+    parent_exe: str | None = None,
+    mark: Any = None,
+) -> None:
+    """Drive `clones` through `replay` for `cycles` collector cycles. Each cycle every clone catches each job's
+    short-lived child with probability `catch` (a /proc poll seeing a process that lives milliseconds), gone by
+    the next cycle. `miner` = (host index, event-time second) starts a crypto miner there; `mark` may rewrite
+    each cycle's events (e.g. to say the agent polls)."""
+    import random
+
+    rng = random.Random(seed)
+    caught: dict[int, list[int]] = {}
+    for cycle in range(cycles):
+        t = cycle * clones.cycle
+        when = clones.at(t)
+        if miner is not None and t == miner[1]:
+            clones.attack(clones.hosts[miner[0]], "cryptominer", exe="/tmp/.x/xmrig")
+        for i, host in enumerate(clones.hosts):
+            for pid in caught.pop(i, []):
+                host.exit_process(pid)
+            if cycle > 0:
+                for job in jobs:
+                    if rng.random() < catch:
+                        proc = host.start_process(dict(job), **({"parent_exe": parent_exe} if parent_exe else {}))
+                        caught.setdefault(i, []).append(proc["pid"])
+            events = clones.step(host, when)
+            for event in mark(events) if mark else events:
+                replay.feed(event)
+        replay.tick(when)

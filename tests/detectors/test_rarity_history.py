@@ -3,7 +3,7 @@ some clones at some times, are the image's behaviour, not rare features; a new p
 
 from __future__ import annotations
 
-import random
+from det_helpers import drive_job_catches
 
 from contract.findings import FindingKind
 from detectors import EngineConfig, FamilyEngine
@@ -22,27 +22,11 @@ JOBS = (
 def run_fleet(hours: float, catch: float, seed: int = 3, miner_at: float | None = None) -> tuple[list, FamilyEngine]:
     """8 clones at a 10 s cycle; each cycle every clone catches each job's child with probability `catch`
     (a /proc poll that sees a process living a few milliseconds). A miner starts on host 5 at `miner_at`."""
-    rng = random.Random(seed)
     clones = Clones(8, cycle=10.0)
     engine = FamilyEngine(config=EngineConfig())
     replay = Replay(engine)
-    caught: dict[int, list[int]] = {}
-    for cycle in range(int(hours * 360)):
-        t = cycle * 10.0
-        when = clones.at(t)
-        if miner_at is not None and t == miner_at:
-            clones.attack(clones.hosts[5], "cryptominer", exe="/tmp/.x/xmrig")
-        for i, host in enumerate(clones.hosts):
-            for pid in caught.pop(i, []):
-                host.exit_process(pid)
-            if cycle > 0:
-                for job in JOBS:
-                    if rng.random() < catch:
-                        proc = host.start_process(dict(job), parent_exe="/usr/sbin/cron")
-                        caught.setdefault(i, []).append(proc["pid"])
-            for event in clones.step(host, when):
-                replay.feed(event)
-        replay.tick(when)
+    drive_job_catches(clones, replay, int(hours * 360), JOBS, catch, seed,
+                      miner=None if miner_at is None else (5, miner_at), parent_exe="/usr/sbin/cron")
     return replay.finish().findings, engine
 
 

@@ -8,10 +8,9 @@ connections (`dest:tcp/8080@local`) were reported as rare on the clone that happ
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-from det_helpers import EventMaker
+from det_helpers import EventMaker, drive_job_catches
 
 from contract.events import Event, Kind
 from contract.findings import FindingKind
@@ -88,25 +87,10 @@ def _poll(events: list[Event]) -> list[Event]:
 def run_new_image(minutes: float, catch: float, seed: int = 5, miner_at: float | None = None) -> list[Any]:
     """4 fresh clones of a new image (no history: the first minutes after a rollout), a 1 s polling agent
     that catches each job's child in a listing with probability `catch` (gone by the next listing)."""
-    rng = random.Random(seed)
     clones = Clones(4, cycle=1.0)
     replay = Replay(FamilyEngine(config=EngineConfig()))
-    caught: dict[int, list[int]] = {}
-    for cycle in range(int(minutes * 60)):
-        t = float(cycle)
-        when = clones.at(t)
-        if miner_at is not None and t == miner_at:
-            clones.attack(clones.hosts[2], "cryptominer", exe="/tmp/.x/xmrig")
-        for i, host in enumerate(clones.hosts):
-            for pid in caught.pop(i, []):
-                host.exit_process(pid)
-            if cycle > 0:
-                for job in JOBS:
-                    if rng.random() < catch:
-                        caught.setdefault(i, []).append(host.start_process(dict(job))["pid"])
-            for event in _poll(clones.step(host, when)):
-                replay.feed(event)
-        replay.tick(when)
+    drive_job_catches(clones, replay, int(minutes * 60), JOBS, catch, seed,
+                      miner=None if miner_at is None else (2, miner_at), mark=_poll)
     return replay.finish().findings
 
 
