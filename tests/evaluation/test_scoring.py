@@ -59,3 +59,19 @@ def test_precision_recall_ttd_and_attribution() -> None:
     assert r["false_alarms_per_1000_host_hours"] == 200.0
     table = format_comparison({"cohort": r, "global": r})
     assert "precision" in table and "1/2" in table
+
+
+def test_a_row_with_evidence_is_credited_only_with_a_finding_that_names_it() -> None:
+    truth = [{"host_id": "h1", "scenario": "dropper", "start": at(100), "end": at(400),
+              "details": {"evidence": ["update.sh", ":8000"]}}]
+    unrelated = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(150), 0.9, Severity.HIGH,
+                        "proc:/usr/bin/find|find /var/log -name *.gz|root", "log rotation's find", {})
+    r = evaluate([unrelated], truth)
+    assert r["detected"] == 0 and r["false_positives"] == 1
+    named = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(160), 0.9, Severity.HIGH,
+                    "proc:/usr/bin/curl|curl -fsS http://#.#.#.#:#/UPDATE.SH|root", "x", {})
+    in_details = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(170), 0.9, Severity.HIGH,
+                         "dest:tcp/8000@10.9.0.0/24", "x", {"instance": {"remote": "10.9.0.2:8000"}})
+    r = evaluate([unrelated, named, in_details], truth)
+    assert r["detected"] == 1 and r["true_positives"] == 2 and r["false_positives"] == 1
+    assert r["per_truth"][0]["ttd_s"] == 60.0

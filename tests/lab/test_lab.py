@@ -30,6 +30,7 @@ def test_every_image_loads_and_every_planned_attack_exists() -> None:
     from herdwatch.lab.attacks import ATTACKS
 
     assert {"web", "web-v2", "worker"} <= set(available())
+    assert all(a.evidence for a in ATTACKS.values())  # what a finding must name to be credited to the attack
     for name in available():
         image = load_image(name)
         assert image.services and image.jobs and "/etc/ssh/sshd_config" in image.files
