@@ -149,6 +149,7 @@ class FamilyEngine:
             hold_s=c.rollout_hold_s,
             complete_after_s=c.rollout_complete_after_s,
             baseline=b,
+            return_s=c.rollout_return_s,
         )
         self.suppress = Suppressor(self.store, c.suppress_s)
         self.hardening = HardeningJudge(self, c.hardening_checks, osv, c.hardening_delay_s)
@@ -264,8 +265,7 @@ class FamilyEngine:
             self._forget(host)
         for family in list(b.images):
             out += self.rollout.update(family, t)
-            st = self.rollout.state(family)
-            for old, new in (st.stale if st else {}).items():
+            for old, new in self.rollout.stale_images(family).items():
                 for host in sorted(b.members.get(old, ())):
                     out += self._stale_finding(host, old, family, new, t)
         if self.mv_enabled:

@@ -60,6 +60,9 @@ class EngineConfig:
     )
     complete_share: float = _number(0.9, "share of the new image that lets a stalled rollout complete", gt=0, le=1)
     rollout_complete_after_s: float = _number(300.0, "a rollout whose shares stalled this long may complete", ge=0)
+    rollout_return_s: float = _number(
+        300.0, "hosts back on an image rolled away from wait this long: min_hosts of them are a rollback", ge=0
+    )
     image_retention_s: float = _number(
         86400.0, "forget images that have no hosts and were first seen longer ago than this", ge=0
     )

@@ -165,6 +165,10 @@ class RolloutState:
     """The last few images the family rolled away from: old image -> the image that replaced it."""
     moved: float | None = None
     """When the share last changed."""
+    back: dict[str, list[float]] = field(default_factory=dict)
+    """Images rolled away from whose hosts are coming back: image -> join times within the return window."""
+    rollback: bool = False
+    """This rollout is the way back to an image the family had rolled away from."""
 
     @property
     def active(self) -> bool:
@@ -183,6 +187,8 @@ class RolloutState:
             "peak": self.peak,
             "stale": dict(self.stale),
             "moved": self.moved,
+            "back": {k: list(ts) for k, ts in self.back.items()},
+            "rollback": self.rollback,
         }
 
     @classmethod
@@ -201,4 +207,6 @@ class RolloutState:
             peak=int(v.get("peak", 1)),
             stale={str(k): str(x) for k, x in (v.get("stale") or {}).items()},
             moved=None if moved is None else float(moved),
+            back={str(k): [float(x) for x in ts] for k, ts in (v.get("back") or {}).items()},
+            rollback=bool(v.get("rollback", False)),
         )

@@ -9,6 +9,11 @@ empty, or when the shares have not moved for `complete_after_s` and the new imag
 `complete_share` of the two cohorts' hosts or the old one is down to a rare few (max(1, rare_fraction x
 hosts)); the hosts left behind are then stale; rolled back when the new
 cohort empties while the old remains. Hosts still on an image the family rolled away from are stale.
+
+A host that joins an image the family rolled away from (after the rollout completed) may be the first of a
+rollback: its stale judgement waits `return_s`. When `min_hosts` hosts came back to that image within
+`return_s`, the completed rollout is reported rolled back and the way back is followed like a rollout (it
+completes, and the image it replaces is then the stale one); otherwise the returning hosts are stale.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class RolloutTracker(Detector):
         complete_after_s: float = 300.0,
         max_diff: int = 200,
         baseline: CohortBaseline | None = None,
+        return_s: float = 300.0,
     ) -> None:
         super().__init__(baseline)
         self.min_hosts = int(min_hosts)
@@ -46,6 +52,7 @@ class RolloutTracker(Detector):
         self.hold_s = float(hold_s)
         self.complete_after_s = float(complete_after_s)
         self.max_diff = int(max_diff)
+        self.return_s = float(return_s)
 
     # ---- state -------------------------------------------------------------------------------------
     def state(self, family: str) -> RolloutState | None:
@@ -77,11 +84,17 @@ class RolloutTracker(Detector):
         )
 
     def stale(self, image: str, family: str) -> str | None:
-        """The image that replaced `image`, if the family completed a rollout away from it."""
+        """The image that replaced `image`, if the family completed a rollout away from it (None while hosts
+        coming back to `image` may still turn out to be a rollback)."""
         st = self.state(family)
-        if not st:
+        if not st or image in st.back:
             return None
         return st.stale.get(image)
+
+    def stale_images(self, family: str) -> dict[str, str]:
+        """Images the family rolled away from whose hosts are stale now: old image -> the image that replaced it."""
+        st = self.state(family)
+        return {old: new for old, new in st.stale.items() if old not in st.back} if st else {}
 
     def learn_one(self, obs: Observation) -> None:
         """Standalone use: feed the baseline and follow the family's rollout."""
@@ -104,6 +117,9 @@ class RolloutTracker(Detector):
         if st and st.status == RolloutStatus.COMPLETED and st.new == image:
             return []
         if st and image in st.stale:
+            if not st.active:  # a host came back to an image rolled away from: a rollback, or a stale host
+                st.back.setdefault(image, []).append(now)
+                self._save(family, st)
             return []
         images = self.baseline.images.get(family, {})
         old = self.established(family, exclude=image)
@@ -129,6 +145,10 @@ class RolloutTracker(Detector):
 
     def update(self, family: str, now: float) -> list[RolloutEvent]:
         st = self.state(family)
+        if st and st.back:
+            st, back = self._returns(family, st, now)
+            if back:
+                return back
         if not st or not st.active:
             return []
         old, new = st.old, st.new
@@ -202,6 +222,7 @@ class RolloutTracker(Detector):
                 st.stale = dict(list(stale.items())[-5:])  # the last few images rolled away from
                 changed = True
                 left = f"; {n_old} host(s) still run image {old} and are reported as stale" if n_old else ""
+                what = "rollback to" if st.rollback else "rollout of"
                 out.append(
                     RolloutEvent(
                         family,
@@ -210,12 +231,58 @@ class RolloutTracker(Detector):
                         RolloutStatus.COMPLETED,
                         share,
                         t,
-                        f"rollout of image {new} in family {family} completed at {share:.0%} ({n_new} hosts){left}",
+                        f"{what} image {new} in family {family} completed at {share:.0%} ({n_new} hosts){left}",
                     )
                 )
         if changed:
             self._save(family, st)
         return out
+
+    def _returns(self, family: str, st: RolloutState, now: float) -> tuple[RolloutState, list[RolloutEvent]]:
+        """Hosts coming back to images the family rolled away from: forget joins older than `return_s`; once
+        `min_hosts` came back to one image within it, report the completed rollout rolled back and follow the
+        way back as a rollout (the returning hosts are not stale)."""
+        before = {k: list(ts) for k, ts in st.back.items()}
+        for image in list(st.back):
+            st.back[image] = [x for x in st.back[image] if now - x < self.return_s]
+            if not st.back[image] or image not in st.stale:
+                del st.back[image]
+        found = next((i for i, ts in st.back.items() if len(ts) >= self.min_hosts), None)
+        if found is None or st.active:
+            if st.back != before:
+                self._save(family, st)
+            return st, []
+        image = found
+        current, came = st.stale[image], st.back[image]
+        n_cur, n_back = self.baseline.n(current), self.baseline.n(image)
+        share = n_back / (n_cur + n_back) if n_cur + n_back else 0.0
+        stale = {k: v for k, v in st.stale.items() if k != image}
+        way_back = RolloutState(
+            old=current,
+            new=image,
+            status=RolloutStatus.PROGRESS,
+            started=came[0],
+            share=share,
+            milestone=max([m for m in self.milestones if share >= m], default=0.0),
+            diff={"added": 0, "removed": 0},
+            peak=n_back,
+            stale=stale,
+            moved=now,
+            rollback=True,
+        )
+        self._save(family, way_back)
+        event = RolloutEvent(
+            family,
+            image,
+            current,
+            RolloutStatus.ROLLED_BACK,
+            share,
+            to_datetime(now),
+            f"rollout of image {current} in family {family} rolled back after it completed: {len(came)} hosts "
+            f"came back to image {image} within {self.return_s:g} s ({n_back} hosts now, {n_cur} still on image "
+            f"{current}); they are not stale, and the way back is followed like a rollout",
+        )
+        return way_back, [event]
 
     def diff(self, old: str, new: str) -> dict[str, list[str]]:
         """Features most new-cohort hosts show and the old cohort (almost) never did, and the reverse."""
