@@ -7,6 +7,8 @@ A set feature is `<kind>:<value>`. Kinds and what they hold:
     listen:<proto>/<port>@<scope>|<exe>          listening socket (scope any/local/addr; ephemeral -> eph)
     dest:<proto>/<remote port>@<network>         outbound destination (port + /24 private, /16 public)
     login:<user>                                 a logged-in user
+    auth:<network>                               a successful login from a remote source (its /24 private or
+                                                 /16 public network; user, source and method in the details)
     mod:<name>                                   a loaded kernel module
     cfg:<key>=<value>                            a configuration value or file hash/mode
     pkg:<name>=<version>                         an installed package version
@@ -22,7 +24,7 @@ import ipaddress
 import re
 from functools import lru_cache
 
-IMMEDIATE_KINDS = frozenset({"proc", "pc", "listen", "dest", "login"})
+IMMEDIATE_KINDS = frozenset({"proc", "pc", "listen", "dest", "login", "auth"})
 """Behaviour features: judged a few seconds after they appear (a short confirmation window)."""
 STATE_KINDS = frozenset({"cfg", "pkg", "mod"})
 """Configuration state: judged after a grace period against the cohort majority (drift)."""
@@ -116,6 +118,34 @@ def login_feature(user: str) -> str:
     return f"login:{user}"
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")
+_LOCAL_SOURCES = frozenset({"", "unknown", "localhost", "local", "?"})
+
+
+def auth_source(payload: dict[str, object]) -> tuple[str, dict[str, object]] | None:
+    """A successful login from a remote source, from an auth.attempt payload (hostile input): the feature
+    `auth:<network>` (the network of an address as for destinations; a host name as given, lower case; any
+    other text `auth:unknown`) and its exact instance (user, source, method, service; printable, bounded).
+    None for failures, local successes (sudo, no source) and malformed payloads."""
+    if payload.get("outcome") != "success":
+        return None
+    source = payload.get("source")
+    if not isinstance(source, str) or source.strip().lower() in _LOCAL_SOURCES:
+        return None
+    source = source.strip()
+    try:
+        ipaddress.ip_address(source)
+        network = network_of(source)
+    except ValueError:
+        network = source.lower().rstrip(".") if _HOSTNAME.fullmatch(source) else "unknown"
+    details: dict[str, object] = {"source": printable(" ".join(source.split()), 64)}
+    for name, limit in (("user", 64), ("method", 32), ("service", 32)):
+        value = payload.get(name)
+        if isinstance(value, str) and value.strip():
+            details[name] = printable(" ".join(value.split()), limit)
+    return f"auth:{network[:MAX_VALUE]}", details
+
+
 def module_feature(name: str) -> str:
     return f"mod:{name}"
 
@@ -162,6 +192,8 @@ def describe(feature: str) -> str:
         return f"outbound connection to {rest}"
     if kind == "login":
         return f"logged-in user {rest}"
+    if kind == "auth":
+        return f"successful login from {'an unparsable source' if rest == 'unknown' else rest}"
     if kind == "mod":
         return f"kernel module {rest}"
     if kind == "cfg":
@@ -231,6 +263,11 @@ def describe_instance(feature: str, details: dict[str, object]) -> str:
     """The exact instance behind a feature, for an explanation: "connection to 10.77.0.5:4444 (tcp) held by
     /usr/bin/nc (pid 812, user www-data)"; "" when there is nothing more exact than the feature."""
     kind = kind_of(feature)
+    if details and kind == "auth":
+        user, source = details.get("user"), details.get("source")
+        how = ", ".join(str(x) for x in (details.get("method"), details.get("service")) if x)
+        return (f"login as {user or 'an unnamed user'}" + (f" from {source}" if source else "")
+                + (f" ({how})" if how else ""))
     if not details or kind not in ("dest", "listen"):
         return ""
     proto = f" ({details['proto']})" if details.get("proto") else ""

@@ -26,6 +26,7 @@ from typing import Any
 from contract.events import Event, Kind
 from detectors.features import (
     EPHEMERAL_PORT,
+    auth_source,
     config_feature,
     dest_feature,
     listen_feature,
@@ -223,6 +224,12 @@ class HostState:
         elif kind == Kind.AUTH_ATTEMPT:
             if p.get("outcome") == "failure":
                 self.counters["auth_failures"] = self.counters.get("auth_failures", 0.0) + 1
+            elif (login := auth_source(p)) is not None:  # a login from a source: shown, then lingering
+                f, details = login
+                self._instances.setdefault(f, details)
+                self._inc(f, added)
+                if f in self.counts:
+                    self._dec(f, now, removed)
         elif kind in (Kind.CONFIG_INVENTORY, Kind.PACKAGE_INVENTORY, Kind.MODULE_INVENTORY):
             self._state_inventory(kind, p.get("items", {}), added, removed)
         elif kind in (Kind.CONFIG_CHANGE, Kind.PACKAGE_CHANGE, Kind.MODULE_CHANGE):

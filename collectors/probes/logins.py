@@ -27,8 +27,10 @@ from contract.events import Kind
 MAX_LINE = 4096
 JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
 
-_SSH_FAILED = re.compile(r"Failed (?P<method>\S+) for (?:invalid user )?(?P<user>\S*) from (?P<src>\S+)")
-_SSH_ACCEPTED = re.compile(r"Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<src>\S+)")
+# sshd's own lines, anchored at the message's start: a client-chosen user name ("Invalid user <name> from ...")
+# can hold spaces and look like another line, so the source is the last "from <address> port <n>".
+_SSH_FAILED = re.compile(r"^Failed (?P<method>\S+) for (?:invalid user )?(?P<user>.*) from (?P<src>\S+) port \d+")
+_SSH_ACCEPTED = re.compile(r"^Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<src>\S+) port \d+")
 _PAM_FAILURE = re.compile(r"pam_unix\((?P<service>[\w-]+):auth\): authentication failure;.*?"
                           r"(?:rhost=(?P<src>\S*))?\s*(?:user=(?P<user>\S+))?\s*$")
 _SUDO_OK = re.compile(r"^\s*(?P<user>\S+) : .*COMMAND=")
@@ -44,12 +46,13 @@ def parse_auth_line(line: str, service: str | None = None) -> dict[str, Any] | N
             return None
         service, msg = m.group("service"), m.group("msg")
     if service == "sshd" or service.startswith("sshd-"):
-        if m2 := _SSH_FAILED.search(msg):
-            return {"user": m2["user"], "outcome": "failure", "source": m2["src"], "method": m2["method"],
-                    "service": "sshd"}
-        if m2 := _SSH_ACCEPTED.search(msg):
-            return {"user": m2["user"], "outcome": "success", "source": m2["src"], "method": m2["method"],
-                    "service": "sshd"}
+        msg = msg.strip()
+        if m2 := _SSH_FAILED.match(msg):
+            return {"user": m2["user"][:64], "outcome": "failure", "source": m2["src"][:64],
+                    "method": m2["method"][:32], "service": "sshd"}
+        if m2 := _SSH_ACCEPTED.match(msg):
+            return {"user": m2["user"][:64], "outcome": "success", "source": m2["src"][:64],
+                    "method": m2["method"][:32], "service": "sshd"}
         return None  # sshd's own pam lines duplicate the "Failed ..." line
     if m2 := _PAM_FAILURE.search(msg):
         return {"user": m2["user"] or "", "outcome": "failure", "source": m2["src"] or "",
