@@ -24,6 +24,7 @@ import psutil
 from herdwatch.kafka_local import LocalKafka, free_port
 from herdwatch.lab import netns
 from herdwatch.lab.attacks import PAYLOAD_PORT, REVERSE_SHELL_PORT, RunningAttack, start_attack, stop_attack
+from herdwatch.lab.drift import Drift, apply_drift
 from herdwatch.lab.images import Image, load_image
 from herdwatch.lab.state import HostRecord, LabState, ProcessRecord, current_file, iso, labs_dir, now
 
@@ -276,6 +277,8 @@ class Lab:
             dest = fs / name / path[len(real):].lstrip("/") if path != real else fs / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text)
+            if real == "/etc/ssh":  # as a hardened image ships it: only root reads sshd's configuration
+                dest.chmod(0o600)
         with open(fs / "hosts", "a") as f:  # config management: a new host gets what was pushed to its family
             f.writelines(line + "\n" for line in self.state.pushed.get(image.family, []))
 
@@ -391,6 +394,12 @@ class Lab:
                 f.write(line + "\n")
         self.note("config_push", None, family=family, file="/etc/hosts", hosts=[h.host_id for h in hosts])
         return hosts
+
+    def drift(self, host: HostRecord, name: str) -> Drift:
+        """A change made by hand on one host (herdwatch/lab/drift.py)."""
+        drift = apply_drift(name, self.host_dir(host) / "fs", host.ns)
+        self.note("drift", host, drift=name, changes=drift.changes)
+        return drift
 
     def replace(self, host: HostRecord, image_name: str) -> HostRecord:
         """A rollout step: the host is destroyed and a host of `image_name` takes its slot."""

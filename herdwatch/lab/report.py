@@ -41,6 +41,17 @@ def wait_for_pipeline(state: LabState, say: Say, timeout: float = 120.0) -> bool
     return False
 
 
+def stored_decay(client: Any, hosts: dict[str, Any], gone: dict[str, datetime], start: datetime,
+                 end: datetime) -> dict[str, Any]:
+    """The report's hardening decay (herdwatch/evaluation/decay.py) over the configuration history the lab's
+    sink stored, as `herdwatch hardening` reads it; `gone`: when destroyed hosts were destroyed."""
+    from herdwatch.evaluation.decay import hardening_decay
+    from storage.queries import run_named
+
+    rows = run_named(client, "hardening_inputs", image="", family="", until=end).dicts()
+    return hardening_decay([r for r in rows if r["host_id"] in hosts], hosts.values(), gone, start, end)
+
+
 def build_lab_report(state: LabState, say: Say = print, forensics: bool = True) -> dict[str, Any]:
     from contract.findings import Finding, RolloutEvent
     from contract.settings import KafkaSettings, StorageSettings
@@ -65,6 +76,16 @@ def build_lab_report(state: LabState, say: Say = print, forensics: bool = True) 
     info = RunInfo(scenario=f"lab {state.lab_id}", seed=0, start=start, end=end,
                    warmup_end=start + timedelta(seconds=state.warmup_s), cycle_s=10.0, host_cohort=host_cohort)
     report = build_report(run, truth, info)
+    client = None
+    if forensics:
+        try:
+            from storage.query_client import open_query_client
+
+            client = open_query_client(StorageSettings(var_dir=Path(state.lab_dir)))
+            gone = {h.host_id: _t(h.last) for h in state.hosts if h.first and h.last and not h.alive}
+            report["hardening_decay"] = stored_decay(client, hosts, gone, start, end)
+        except Exception as e:  # the store is the sink's; without it the report still stands
+            say(f"\nhardening decay skipped: {e}")
     report["lab"] = {"lab_id": state.lab_id, "subnet": f"{state.subnet}.0/24", "life": state.life,
                      "hosts": [{"host_id": h.host_id, "slot": h.slot, "image_id": h.image_id, "ip": h.ip,
                                 "first": h.first, "last": h.last} for h in state.hosts]}
@@ -76,11 +97,8 @@ def build_lab_report(state: LabState, say: Say = print, forensics: bool = True) 
         say(f"\nFalse alarms ({len(false_alarms)}):")
         for f in false_alarms:
             say(f"  {f['time']} {f['kind']:<18} {f['host_id']:<20} {f['subject']}: {f['explanation']}")
-    if forensics:
+    if client is not None:
         try:
-            from storage.query_client import open_query_client
-
-            client = open_query_client(StorageSettings(var_dir=Path(state.lab_dir)))
             report["forensics"] = ask_forensics(client, SimpleNamespace(ground_truth=truth), say)
         except Exception as e:  # the store is the sink's; without it the report still stands
             say(f"\nforensics skipped: {e}")

@@ -25,7 +25,7 @@ Say = Callable[[str], None]
 class Step:
     at: float
     action: str
-    """attack | stop | config_push | scale_out | scale_in | agent_restart | reboot | replace"""
+    """attack | stop | config_push | scale_out | scale_in | agent_restart | reboot | replace | drift"""
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,6 +52,14 @@ def rollout(at: float, slots: list[str], to: str, every: float, kind: str, scena
 
 def scale_out(at: float, image: str, lifetime: float, slot: str) -> list[Step]:
     return [Step(at, "scale_out", {"image": image, "slot": slot}), Step(at + lifetime, "scale_in", {"slot": slot})]
+
+
+def decay(start: float, end: float, slots: list[str], drifts: list[str], until: float) -> list[Step]:
+    """Hosts drifting by hand: slot i makes drift i, at times spread evenly from `start` to `end` (a decaying
+    image); each stays until `until` (the end of the plan)."""
+    gap = (end - start) / max(1, len(slots) - 1)
+    return [Step(round(start + i * gap), "drift", {"slot": slot, "drift": name, "until": until})
+            for i, (slot, name) in enumerate(zip(slots, drifts, strict=True))]
 
 
 def ci_plan() -> Plan:
@@ -116,7 +124,10 @@ def long_plan(minutes: float = 65.0, web: int = 7, worker: int = 5) -> Plan:
     spawning short-lived children, forking services, log rotation, cron, user logins) and, every 10 minutes,
     a config push, an agent restart, a host restart and an autoscaled worker living 1-9 minutes; a rollout of
     every web host to web-v2 at a third of the run and a rollback of all of them at two thirds; every attack of
-    the library once, spread over the run on hosts the fleet life is not touching, and a two-host campaign."""
+    the library once, spread over the run on hosts the fleet life is not touching, and a two-host campaign;
+    and a decaying worker image: three workers no attack touches (worker-0, -2, -4) each drift by hand once
+    (sshd X11 forwarding on, sshd_config readable by all, IPv4 forwarding on), spread from a minute after the
+    warm-up to five minutes before the end."""
     duration = minutes * 60.0
     steps: list[Step] = []
     for k, at in enumerate(range(300, int(duration) - 300, 600)):
@@ -144,6 +155,9 @@ def long_plan(minutes: float = 65.0, web: int = 7, worker: int = 5) -> Plan:
         at = pick[len(names)]
         steps += attack(at, "cryptominer", "web-5", 120, "campaign-web-5")
         steps += attack(at + 5, "cryptominer", "web-6", 115, "campaign-web-6")
+    drifting = [f"worker-{i}" for i in range(0, worker, 2)][:3]
+    names = ["sshd-x11", "sshd-config-mode", "ip-forward"][: len(drifting)]
+    steps += decay(300, max(300.0, duration - 300), drifting, names, duration)
     return Plan(f"lab-long-{minutes:g}m", {"web": web, "worker": worker}, warmup_s=240, duration_s=duration,
                 steps=steps)
 
@@ -201,6 +215,16 @@ class Driver:
         elif step.action == "reboot":
             lab.reboot(lab.state.host(a["slot"]))
             self.say(f"  reboot of {a['slot']}")
+        elif step.action == "drift":
+            host = lab.state.host(a["slot"])
+            drift = lab.drift(host, a["drift"])
+            lab.record_truth({"scenario": f"drift-{a['slot']}-{drift.name}", "kind": "drift",
+                              "attack": "drift: " + ", ".join(f"{k}={v}" for k, v in drift.changes.items()),
+                              "host_id": host.host_id, "image_family": host.family, "start": iso(t),
+                              "end": iso(t + timedelta(seconds=max(0.0, a["until"] - step.at))), "hosts": [],
+                              "details": {"slot": host.slot, "changes": dict(drift.changes),
+                                          "evidence": list(drift.evidence), "image_id": host.image_id}})
+            self.say(f"  drift on {host.host_id} ({host.slot}): {drift.description}")
         elif step.action == "replace":
             old = lab.state.host(a["slot"])
             new = lab.replace(old, a["image"])
