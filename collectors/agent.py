@@ -43,6 +43,7 @@ from collectors.probes import (
     ProcessProbe,
 )
 from collectors.probes.exec_events import ExecSource, ExecSourceUnavailable
+from collectors.probes.fanotify_events import FanotifySource
 from collectors.redact import Redactor
 from collectors.runner import ProbeRunner
 from collectors.safe import ensure_private_dir
@@ -68,7 +69,8 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
                              exec_source=source, source_reason=reason, exec_window_s=s.exec_window_s,
                              max_events_per_cycle=s.exec_max_events_per_cycle)
     if source is not None:
-        log.info("process events: kernel connector (every exec and exit)")
+        log.info("process events: %s (every exec)", "kernel connector" if source.mode == "connector" else
+                 "fanotify FAN_OPEN_EXEC, the connector being refused here")
     else:
         log.info("process events: /proc polling every %.1f s (%s)", s.process_interval_s, reason)
     network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets)
@@ -85,8 +87,9 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
     return [p for p in probes if p.name not in s.disabled_probes]
 
 
-def open_exec_source(s: CollectorSettings) -> tuple[ExecSource | None, str]:
-    """The kernel's process events where the settings allow and they work, else (None, why not)."""
+def open_exec_source(s: CollectorSettings) -> tuple[ExecSource | FanotifySource | None, str]:
+    """The kernel's process events where the settings allow and they work, else fanotify exec events
+    (a PID namespace refuses the connector), else (None, why not)."""
     if s.process_source == "poll":
         return None, "configured: process_source=poll"
     if s.proc != Path("/proc"):
@@ -99,7 +102,13 @@ def open_exec_source(s: CollectorSettings) -> tuple[ExecSource | None, str]:
     except ExecSourceUnavailable as e:
         if s.process_source == "connector":
             log.warning("process_source=connector but %s; polling /proc instead", e)
-        return None, str(e)
+            return None, str(e)
+        fallback = FanotifySource(s.proc, s.exec_max_reads_per_s)
+        try:
+            fallback.open()
+        except ExecSourceUnavailable as f:
+            return None, f"{e}; {f}"
+        return fallback, ""
     return source, ""
 
 

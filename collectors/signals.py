@@ -55,8 +55,9 @@ exec_events_shed = Signal("collector_exec_events_shed", "exec/exit events not re
                           "(rate: over exec_max_reads_per_s; pending: reader queue full; kernel_overflow: the "
                           "kernel dropped events; kinds: too many kinds at once)", labels=("reason",))
 process_source = Gauge("herdwatch_collector_process_source", "1 for the process event source in use: connector "
-                       "(kernel exec events) or poll (/proc polling)", ["mode"])
-PROCESS_SOURCES = ("connector", "poll")
+                       "(kernel exec events), fanotify (exec events in a PID namespace) or poll (/proc polling)",
+                       ["mode"])
+PROCESS_SOURCES = ("connector", "fanotify", "poll")
 
 
 def set_process_source(mode: str) -> None:

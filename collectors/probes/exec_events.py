@@ -286,53 +286,125 @@ def _status_fields(raw: bytes) -> tuple[int | None, int | None]:
 
 
 def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None = None,
-               exes: dict[int, str] | None = None, read: dict[int, str | None] | None = None) -> list[ExecRecord]:
+               exes: dict[int, str] | None = None, read: dict[int, str | None] | None = None,
+               known: list[str] | None = None) -> list[ExecRecord]:
     """The details of processes that have just exec'd, read in stages over the whole batch (every exe
     first, then every command line, then the rest): the exe is the identity, and the newest processes of
     a batch may be gone a moment later. What could not be read is listed in `missing`.
 
     `exes` (pid -> exe) answers the parent's exe where it knows it, and learns what is read here; the
-    caller keeps it exact (ExecSource drops a pid's entry at its exec and exit events). `read` holds exes
-    the caller read already (pid -> exe, used for that pid's first record here)."""
+    caller keeps it exact (ExecSource drops a pid's entry at its exec and exit events, and the probe the
+    entries of processes gone). `read` holds exes the caller read already (pid -> exe, used for that pid's
+    first record here); `known`, the exe of each record (the file a fanotify event opened, early in the
+    execve), read nowhere else: the command line is read only once /proc/<pid>/exe shows that program
+    (the new memory, whose command line is the new one or still empty) and kept only if it still does.
+
+    The per-exec path: one syscall per step (a readlink, or open + read + close of a procfs file), paths
+    built once per pid, no per-file helper calls."""
     now = time.time() if when is None else when
     base = f"{proc}/"
-    recs = [ExecRecord(pid, now) for pid in pids]
-    early = dict(read) if read else {}
-    for rec in recs:
-        rec.exe = early.pop(rec.pid) if rec.pid in early else _readlink(f"{base}{rec.pid}/exe")
-    for rec in recs:
-        got = _read(f"{base}{rec.pid}/cmdline", MAX_CMDLINE_BYTES)
-        if got:
-            if len(got) > MAX_CMDLINE_BYTES:
-                rec.argv, rec.argv_over = got[:MAX_CMDLINE_BYTES], True
-            else:
-                rec.argv = got
-    for rec in recs:  # exec'd again since (env, a wrapper): that command line belongs to the next program
-        if rec.argv is not None and _readlink(f"{base}{rec.pid}/exe") != rec.exe:
-            rec.argv, rec.argv_over = None, False
-    for rec in recs:
-        status = _read(f"{base}{rec.pid}/status", 8192)  # a zombie still has it
-        if status is not None:
+    readlink, open_, read_, close = os.readlink, os.open, os.read, os.close
+    flags = _READ_FLAGS
+    dirs = [f"{base}{pid}/" for pid in pids]
+    early = dict(read) if read else None
+    exe_list: list[str | None] = []
+    for i, (pid, d) in enumerate(zip(pids, dirs, strict=True)):
+        if known is not None:
+            exe_list.append(known[i])
+            continue
+        if early is not None and pid in early:
+            exe_list.append(early.pop(pid))
+            continue
+        try:
+            exe_list.append(readlink(d + "exe"))
+        except OSError:
+            exe_list.append(None)
+    argvs: list[bytes | None] = []
+    for i, d in enumerate(dirs):
+        if known is not None:  # an exec still under way shows its old program and command line: not read
             try:
-                rec.uid, rec.ppid = _status_fields(status)
-            except ValueError:
-                rec.uid = rec.ppid = None
+                if readlink(d + "exe") != exe_list[i]:
+                    argvs.append(None)
+                    continue
+            except OSError:
+                argvs.append(None)
+                continue
+        try:
+            fd = open_(d + "cmdline", flags)
+        except OSError:
+            argvs.append(None)
+            continue
+        try:
+            argvs.append(read_(fd, MAX_CMDLINE_BYTES + 1) or None)
+        except OSError:
+            argvs.append(None)
+        finally:
+            close(fd)
+    for i, d in enumerate(dirs):  # exec'd again since (env, a wrapper): that command line belongs to the next program
+        if argvs[i] is not None:
+            try:
+                again: str | None = readlink(d + "exe")
+            except OSError:
+                again = None
+            if again != exe_list[i]:
+                argvs[i] = None
     cache = exes if exes is not None else {}
-    for rec in recs:
-        ppid = rec.ppid
+    recs: list[ExecRecord] = []
+    for i, (pid, d) in enumerate(zip(pids, dirs, strict=True)):
+        exe, argv = exe_list[i], argvs[i]
+        uid = ppid = None
+        try:
+            fd = open_(d + "status", flags)
+        except OSError:
+            fd = -1
+        if fd >= 0:  # a zombie still has it
+            try:
+                uid, ppid = _status_fields(read_(fd, 8192))
+            except (OSError, ValueError):
+                uid = ppid = None
+            finally:
+                close(fd)
+        parent = None
         if ppid:
             parent = cache.get(ppid)
             if parent is None:
-                parent = _readlink(f"{base}{ppid}/exe")
+                try:
+                    parent = readlink(f"{base}{ppid}/exe")
+                except OSError:
+                    parent = None
                 if parent is not None and exes is not None:
                     cache[ppid] = parent
-            rec.parent_exe = parent
-        cg = _read(f"{base}{rec.pid}/cgroup", 4096)
-        if cg:
-            rec.cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS]
-        rec.missing.extend(name for name, value in (
-            ("exe", rec.exe), ("cmdline", rec.argv), ("user", rec.uid), ("ppid", rec.ppid),
-            ("parent_exe", rec.parent_exe), ("cgroup", rec.cgroup)) if value is None)
+        cgroup = None
+        try:
+            fd = open_(d + "cgroup", flags)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                cg = read_(fd, 4096)
+            except OSError:
+                cg = b""
+            finally:
+                close(fd)
+            if cg:
+                cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS]
+        over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
+        if over:
+            argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
+        missing = []
+        if exe is None:
+            missing.append("exe")
+        if argv is None:
+            missing.append("cmdline")
+        if uid is None:
+            missing.append("user")
+        if ppid is None:
+            missing.append("ppid")
+        if parent is None:
+            missing.append("parent_exe")
+        if cgroup is None:
+            missing.append("cgroup")
+        recs.append(ExecRecord(pid, now, exe, argv, over, uid, ppid, parent, cgroup, missing))
     return recs
 
 
@@ -341,12 +413,25 @@ def read_exec(pid: int, proc: Path = Path("/proc"), when: float | None = None) -
     return read_execs([pid], proc, when)[0]
 
 
+INIT_PID_NAMESPACE = "pid:[4026531836]"
+"""/proc/self/ns/pid of the initial PID namespace (PROC_PID_INIT_INO, a constant of the kernel)."""
+
+
+def in_initial_pid_namespace(proc: Path = Path("/proc")) -> bool:
+    try:
+        return os.readlink(f"{proc}/self/ns/pid") == INIT_PID_NAMESPACE
+    except OSError:
+        return True  # no namespaces in this kernel: there is only the one
+
+
 class ExecSourceUnavailable(Exception):
     """The connector cannot be used here; the message says why (shown in logs and agent.hello)."""
 
 
 class ExecSource:
     """A subscription to the kernel's process events with a reader thread (see the module doc)."""
+
+    mode = "connector"
 
     def __init__(self, proc: Path = Path("/proc"), max_reads_per_s: float = 2000.0,
                  max_pending: int = 20000) -> None:
@@ -383,6 +468,10 @@ class ExecSource:
         Two subscriptions where the kernel takes socket filters: execs on the socket the reader waits on,
         exits on another read whenever it wakes (so a process's exit costs no wakeup of its own); the two
         are merged by the kernel's event timestamps. Otherwise one socket carries everything."""
+        if not in_initial_pid_namespace(self.proc):
+            raise ExecSourceUnavailable("in a PID namespace of its own: the connector reports the initial "
+                                        "namespace's pids (the kernel refuses the subscription there; another "
+                                        "listener's events would still arrive, with pids /proc does not show)")
         sock = self._subscribe(PROC_EVENT_EXEC)
         if self.kernel_filter:
             try:
@@ -607,3 +696,9 @@ class ExecSource:
         with self._lock:
             shed, self.shed = self.shed, {}
         return shed
+
+    def forget(self, pids: list[int]) -> None:
+        """Processes gone (the probe's listing): their exes leave the parent cache."""
+        exes = self._exes
+        for pid in pids:
+            exes.pop(pid, None)

@@ -10,14 +10,19 @@ is gone by then, it is reported as it was (start and exit).
 Command lines pass the redaction (collectors/redact.py) argument by argument before they are cut to
 max_cmdline_chars, so a secret is masked even when the line is long.
 
-Two sources of starts and exits (`mode`, reported in agent.hello and heartbeats, a log line and the gauge
-herdwatch_collector_process_source):
-- "connector": the kernel's process events (collectors/probes/exec_events.py) report every exec and exit,
-  also of processes living a millisecond. Each cycle drains them without waiting; identical execs are
-  aggregated (collectors/probes/exec_storms.py) and at most `max_events_per_cycle` new kinds are reported
-  one by one per cycle (the rest go into counted reports). The /proc listing runs only for the periodic
-  inventory, which re-reads every process (the full snapshot). A reader failure falls back to polling.
+Three sources of starts (`mode`, reported in agent.hello and heartbeats, a log line and the gauge
+herdwatch_collector_process_source), tried in this order:
+- "connector": the kernel's process events (collectors/probes/exec_events.py) report every exec, also of
+  processes living a millisecond (root, the initial PID and network namespaces).
+- "fanotify": FAN_OPEN_EXEC events (collectors/probes/fanotify_events.py) report every exec where the
+  connector is refused: in a PID namespace (a container, a lab host), as root.
 - "poll": the /proc listing each cycle, as described above (not root, another /proc, an old kernel).
+In both event modes each cycle drains the reader's records without waiting; identical execs are
+aggregated (collectors/probes/exec_storms.py) and at most `max_events_per_cycle` new kinds are reported
+one by one per cycle (the rest go into counted reports). Exits come from one /proc listing per cycle
+(names only: no process is read; the connector's exit events too), so fanotify, which has no exit events,
+loses none; the full snapshot (every process read again) runs only for the periodic inventory. A reader
+failure falls back to polling.
 
 A detail that could not be read (the process was gone, or /proc refused) is listed in the payload's
 `missing` and left empty; it is never replaced by something else (a process name is never an exe).
@@ -38,6 +43,7 @@ from collectors import signals
 from collectors.probes.base import Emit, Probe
 from collectors.probes.exec_events import ExecRecord, ExecSource, ExitRecord
 from collectors.probes.exec_storms import ExecAggregator, Verdict, normalise
+from collectors.probes.fanotify_events import FanotifySource
 from collectors.redact import Redactor
 from collectors.safe import absent, clean, read_bounded, to_text
 from contract.events import Kind
@@ -59,7 +65,7 @@ class ProcessProbe(Probe):
 
     def __init__(self, interval: float = 1.0, inventory_interval: float | None = 600.0,
                  proc: Path = Path("/proc"), max_cmdline_chars: int = 4096,
-                 redactor: Redactor | None = None, exec_source: ExecSource | None = None,
+                 redactor: Redactor | None = None, exec_source: ExecSource | FanotifySource | None = None,
                  source_reason: str = "", exec_window_s: float = 10.0, max_events_per_cycle: int = 500) -> None:
         super().__init__(interval, inventory_interval)
         self.redactor = redactor or Redactor()
@@ -71,7 +77,7 @@ class ProcessProbe(Probe):
         self._started = False
         self.exec_source = exec_source
         self.source_reason = source_reason
-        """Why the probe polls (empty in connector mode)."""
+        """Why the probe polls (empty in an event mode)."""
         self.max_events_per_cycle = max_events_per_cycle
         self.storms: ExecAggregator[ExecRecord] = ExecAggregator(exec_window_s)
         self._quiet: dict[int, ExecRecord] = {}
@@ -85,7 +91,9 @@ class ProcessProbe(Probe):
     # -- which source ----------------------------------------------------------------------------------
     @property
     def mode(self) -> str:
-        return "connector" if self.exec_source is not None and self.exec_source.failed is None else "poll"
+        """connector, fanotify or poll."""
+        source = self.exec_source
+        return source.mode if source is not None and source.failed is None else "poll"
 
     def source_info(self) -> dict[str, str]:
         """For agent.hello and heartbeats: {"mode": ..., "reason": why it polls}."""
@@ -238,6 +246,8 @@ class ProcessProbe(Probe):
         if full or not self._started:
             self._resync()
             self._started = True
+        else:
+            out += self._exits()
         if full:
             out.append((Kind.PROCESS_INVENTORY, {"items": [self.known[p] for p in sorted(self.known)]}))
         return out
@@ -252,6 +262,19 @@ class ProcessProbe(Probe):
             if item is not None:
                 self.known[pid] = item
         self._quiet = {}
+
+    def _exits(self) -> list[Emit]:
+        """Processes gone since the last cycle, from one listing of /proc: an exit for each reported one,
+        the rest forgotten (also by the reader's parent cache)."""
+        alive = self.pids()
+        gone = [pid for pid in self.known if pid not in alive]
+        out: list[Emit] = [(Kind.PROCESS_EXIT, self.known.pop(pid)) for pid in sorted(gone)]
+        quiet_gone = [pid for pid in self._quiet if pid not in alive]
+        for pid in quiet_gone:
+            del self._quiet[pid]
+        if self.exec_source is not None and (gone or quiet_gone):
+            self.exec_source.forget(gone + quiet_gone)
+        return out
 
     def _drain_events(self) -> list[Emit]:
         assert self.exec_source is not None
@@ -321,7 +344,7 @@ class ProcessProbe(Probe):
         item: dict[str, Any] = {
             "pid": rec.pid, "ppid": rec.ppid or 0, "exe": exe, "cmdline": cmdline, "cmdline_truncated": truncated,
             "user": self._user(rec.uid), "start_time": round(rec.time, 3), "name": os.path.basename(exe),
-            "parents": parents, "source": "connector",
+            "parents": parents, "source": self.exec_source.mode if self.exec_source is not None else "connector",
         }
         if rec.cgroup is not None:
             item["cgroup"] = clean(rec.cgroup, 256)[0]

@@ -19,6 +19,7 @@ from collectors.agent import Agent, build_probes, open_exec_source
 from collectors.probes import ProcessProbe
 from collectors.probes import exec_events as exec_events_module
 from collectors.probes.exec_events import ExecRecord, ExecSource, ExecSourceUnavailable, ExitRecord
+from collectors.probes.fanotify_events import FanotifySource
 from collectors.settings import CollectorSettings
 from contract.events import Kind
 from contract.settings import KafkaSettings
@@ -169,14 +170,44 @@ def test_exec_storm_is_aggregated_and_counts_add_up(source: ExecSource) -> None:
     assert sum(p.get("count", 1) for p in starts) + shed.get("exec_events_kinds", 0) == drained
 
 
+def no_netlink(*_args: object, **_kw: object) -> socket.socket:
+    raise OSError(97, "Address family not supported by protocol")
+
+
+def test_connector_unavailable_falls_back_to_fanotify_and_says_so(
+        monkeypatch: pytest.MonkeyPatch, agent_settings: CollectorSettings) -> None:
+    monkeypatch.setattr(exec_events_module.socket, "socket", no_netlink)
+    probes = build_probes(agent_settings)
+    processes = next(p for p in probes if isinstance(p, ProcessProbe))
+    try:
+        assert processes.mode == "fanotify" and isinstance(processes.exec_source, FanotifySource)
+        assert processes.source_info() == {"mode": "fanotify"}
+        assert signals.process_source.labels("fanotify")._value.get() == 1
+        assert signals.process_source.labels("connector")._value.get() == 0
+        processes.collect(True)
+        pid = run_and_wait(["/bin/sh", "-c", "exec /bin/sleep 0.01"])
+        emits: list[tuple[Kind, dict[str, Any]]] = []
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not any(k is Kind.PROCESS_EXIT and p["pid"] == pid for k, p in emits):
+            time.sleep(0.2)
+            emits += processes.collect(False)
+        mine = [p for k, p in emits if k is Kind.PROCESS_START and p["pid"] == pid]
+        assert [p["exe"] for p in mine] == [SH, SLEEP] and mine[1]["cmdline"] == "/bin/sleep 0.01"
+        assert all(p["source"] == "fanotify" for p in mine)
+    finally:
+        processes.close()
+
+
 def test_connector_unavailable_falls_back_to_polling_and_says_so(
         monkeypatch: pytest.MonkeyPatch, agent_settings: CollectorSettings) -> None:
-    def no_netlink(*_args: object, **_kw: object) -> socket.socket:
-        raise OSError(97, "Address family not supported by protocol")
-
     monkeypatch.setattr(exec_events_module.socket, "socket", no_netlink)
     with pytest.raises(ExecSourceUnavailable, match="no netlink connector socket"):
         ExecSource().open()
+
+    def no_fanotify(_self: FanotifySource) -> None:
+        raise ExecSourceUnavailable("fanotify_init refused: test")
+
+    monkeypatch.setattr(FanotifySource, "open", no_fanotify)
     settings = agent_settings.model_copy(update={"process_source": "auto"})
     probes = build_probes(settings)
     processes = next(p for p in probes if isinstance(p, ProcessProbe))
@@ -189,6 +220,7 @@ def test_connector_unavailable_falls_back_to_polling_and_says_so(
         assert kind is Kind.HELLO
         assert hello["process_source"]["mode"] == "poll"
         assert "no netlink connector socket" in hello["process_source"]["reason"]
+        assert "fanotify_init refused: test" in hello["process_source"]["reason"]
         assert agent.heartbeat()[1]["process_source"]["mode"] == "poll"
     finally:
         agent.delivery.close()
