@@ -193,8 +193,15 @@ class CohortBaseline:
         return out
 
     # ---- learning ---------------------------------------------------------------------------------
-    def learn(self, obs: Observation, now: float | None = None) -> bool:
-        """Fold one observation into the baseline. Returns True if the host just joined its cohort."""
+    def learn(
+        self,
+        obs: Observation,
+        now: float | None = None,
+        unscored: tuple[tuple[float, dict[str, float]], ...] = (),
+    ) -> bool:
+        """Fold one observation into the baseline. Returns True if the host just joined its cohort.
+
+        `unscored`: the host's metric reports still waiting to be scored, kept with its latest metrics."""
         self.load()
         t = obs.time.timestamp() if now is None else now
         host = obs.host_id
@@ -219,7 +226,7 @@ class CohortBaseline:
             self._apply_features(host, rec.image, obs.added, obs.removed, t)
         if obs.metrics:
             self.metrics.setdefault(rec.image, {})[host] = (t, obs.metrics)
-            self.store[HOST_METRICS.key(rec.image, host)] = MetricReport(t, obs.metrics).to_json()
+            self.store[HOST_METRICS.key(rec.image, host)] = MetricReport(t, obs.metrics, unscored).to_json()
         return joined
 
     def _join(self, host: str, image: str, family: str, t: float) -> HostRec:

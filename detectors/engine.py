@@ -44,12 +44,13 @@ from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
 from detectors.policy import PolicyCheck
 from detectors.rarity import CohortRarity, ImageHistory
-from detectors.records import PendingJudgement
+from detectors.records import MetricReport, PendingJudgement
 from detectors.rollout import RolloutTracker
 from detectors.self_history import SelfHistory
 from detectors.store_keys import (
     COHORT_SIZE,
     HISTORY,
+    HOST_METRICS,
     IMAGE,
     IMAGE_SUBJECT_PREFIX,
     METRIC_HISTORY,
@@ -164,11 +165,19 @@ class FamilyEngine:
         self._mv_scores: dict[str, float] = {}
         self._mv_seen: dict[str, float] = {}
         self._heap: list[tuple[float, str, str]] = []
+        self._reports: list[tuple[float, str, int, Observation]] = []
+        """Metric reports waiting to be scored (a heap by event time): a report is scored once the
+        watermark reaches it, so its peers' reports up to its cut-off have all arrived."""
+        self._unscored: dict[str, list[tuple[float, dict[str, float]]]] = {}
+        """host -> its waiting reports (time, metrics), oldest first (stored with its latest metrics)."""
+        self._queued = 0
         self._loaded = False
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["_heap"] = []
+        d["_reports"] = []
+        d["_unscored"] = {}
         d["_loaded"] = False
         return d
 
@@ -179,7 +188,16 @@ class FamilyEngine:
         self._loaded = True
         self.baseline.load()
         self._heap = []
+        self._reports = []
+        self._unscored = {}
         for key, value in list(self.store.items()):
+            if HOST_METRICS.holds(key) and value.get("unscored") and self.baseline.owns(key):
+                image, host = HOST_METRICS.parse(key)
+                rec = self.baseline.hosts.get(host)
+                if rec is not None and rec.image == image:
+                    for rt, values in MetricReport.from_json(value).unscored:
+                        self._queue(Observation(host, image, rec.family, to_datetime(rt), metrics=values), rt)
+                continue
             if METRIC_HISTORY.holds(key) and self.baseline.owns(key):
                 (host,) = METRIC_HISTORY.parse(key)
                 self.own.restore(host, value)
@@ -208,6 +226,8 @@ class FamilyEngine:
         out: list[Output] = self._judge_due(until) if self._heap and self._heap[0][0] <= until else []
         host = obs.host_id
         if obs.gone:
+            if self._reports and self._reports[0][0] <= until:
+                out += self._score_reports(until)
             self._seen_last(host, t)
             rec = b.leave(host)
             self._forget(host)
@@ -218,7 +238,12 @@ class FamilyEngine:
             return out
         seen = obs.details  # the exact instances go to the pending judgements
         prev = b.hosts.get(host)
-        joined = b.learn(obs, t)
+        unscored: tuple[tuple[float, dict[str, float]], ...] = ()
+        if obs.metrics:
+            self._queue(obs, t)
+            # the host's reports this call leaves unscored are stored with its latest metrics (crash safety)
+            unscored = tuple(r for r in self._unscored.get(host, ()) if r[0] > until)
+        joined = b.learn(obs, t, unscored)
         image, family = obs.image_id, obs.image_family
         if joined:
             if prev is not None:  # re-imaged: its old cohort lost a host
@@ -239,10 +264,10 @@ class FamilyEngine:
                 self._consider_absent(image, host, f, t, self.majority)
             elif kind in ABSENT_KINDS:
                 self._consider_absent(image, host, f, t, self.absent_majority)
-        if obs.metrics:
-            if self.mv_enabled:
-                self.mv.note(image, host, obs.metrics, t)
-            out += self._metrics(obs, t)
+        if obs.metrics and self.mv_enabled:
+            self.mv.note(image, host, obs.metrics, t)
+        if self._reports and self._reports[0][0] <= until:
+            out += self._score_reports(until)
         if self.record_scores:
             self.last_scores = self.scores(obs)
         return out
@@ -256,6 +281,8 @@ class FamilyEngine:
         t = min(self.now, self.watermark)
         b = self.baseline
         out = self._judge_due(t)
+        if self._reports and self._reports[0][0] <= t:
+            out += self._score_reports(t)
         for host in b.silent_hosts(t, self.host_timeout_s):  # silent too long: treated as gone
             interval = self.peers.cadence.interval(host)
             if interval is not None and t - b.hosts[host].last <= 3 * interval:
@@ -702,6 +729,39 @@ class FamilyEngine:
             {"image": image, "current_image": new},
         )
 
+    # ---- metric reports -------------------------------------------------------------------------------
+    def _queue(self, obs: Observation, t: float) -> None:
+        """Keep a metric report until the watermark reaches it (once: a replayed one already waiting is not
+        kept twice)."""
+        pending = self._unscored.setdefault(obs.host_id, [])
+        if any(rt == t for rt, _ in pending):
+            return
+        pending.append((t, obs.metrics))
+        if len(pending) > 1 and pending[-2][0] > t:
+            pending.sort(key=lambda r: r[0])
+        self._queued += 1
+        heapq.heappush(self._reports, (t, obs.host_id, self._queued, obs))
+
+    def _score_reports(self, until: float) -> list[Output]:
+        """Score every waiting metric report made at or before `until`, in event-time order (a cohort's
+        reports within one step of the peers' grid share one peer view: detectors/peers.py)."""
+        out: list[Output] = []
+        heap = self._reports
+        hosts = self.baseline.hosts
+        while heap and heap[0][0] <= until:
+            t, host, _, obs = heapq.heappop(heap)
+            pending = self._unscored.get(host)
+            if not pending or pending[0][0] != t:
+                continue  # the host left (forgotten) since
+            del pending[0]
+            if not pending:
+                del self._unscored[host]
+            rec = hosts.get(host)
+            if rec is None or rec.image != obs.image_id:
+                continue
+            out += self._metrics(obs, t)
+        return out
+
     def _metrics(self, obs: Observation, t: float) -> list[Output]:
         """Metric findings: the peer view (cohorts with min_hosts) and the host's own history (every host).
 
@@ -723,13 +783,18 @@ class FamilyEngine:
                 calibrated = self.peer_calibration.threshold(host, p)
                 if calibrated is not None:
                     peer_thr = max(peer_thr, calibrated)
+            view = self.peers.cutoff(host, t)
+            devs = {m: self.peers.deviation(image, m, v, t, host, view) for m, v in obs.metrics.items()}
+            streaks = self.peers.update_streaks(
+                host, {m: d[0] != 0.0 and abs(d[0]) >= peer_thr for m, d in devs.items()}
+            )
             for metric, value in obs.metrics.items():
-                z, med, scale, peers = self.peers.deviation(image, metric, value, t, host)
+                z, med, scale, peers = devs[metric]
                 peer_view = peer_view or peers >= self.peers.min_peers
                 peer_z[metric] = z
                 peer_raw = max(peer_raw, abs(z))
                 deviating = z != 0.0 and abs(z) >= peer_thr
-                streak = self.peers.update_streak(host, metric, deviating)
+                streak = streaks[metric]
                 if deviating and streak >= self.peer_persistence:
                     sev = Severity.HIGH if abs(z) >= 3 * peer_thr else Severity.MEDIUM
                     text = (
@@ -876,6 +941,7 @@ class FamilyEngine:
                 self.history.seen(rec.image, f, t)
 
     def _forget(self, host: str) -> None:
+        self._unscored.pop(host, None)  # its waiting reports are dropped when they come up (_score_reports)
         self.suppress.forget_host(host)
         self.peers.forget(host)
         self.own.forget(host)

@@ -5,13 +5,18 @@ value of every other live host of the cohort, from reports made before the judge
 traffic spike moves the median with it, so it does not alert; one host doing something its clones do not
 does. A deviation must be material (an absolute and a relative difference) and persist for
 `persistence` consecutive observations of that host.
+
+Cost: the peers' view (each other host's latest value per metric, sorted) depends only on the cohort, the
+cut-off and the window, which are rounded to `grid_s` of event time; every report of a cohort whose cut-off
+falls in the same step shares one view, built once (the engine scores a cohort's reports in event-time
+order, in batches at the stream's low watermark). Per report and metric what remains is leaving the host's
+own value out (a bisection) and the median of absolute deviations over the cohort's few values.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from typing import Any
 
 import numpy as np
 
@@ -39,6 +44,9 @@ DEFAULT_MIN_ABS = {
 
 KEEP = 3
 """Reports kept per host: enough to find the one before the cut-off when reports are staggered."""
+
+VIEWS_KEPT = 8
+"""Peer views kept per cohort (cut-offs in use at once: hosts with different intervals, late reports)."""
 
 
 def _median_sorted(values: list[float]) -> float:
@@ -73,6 +81,7 @@ class PeerDeviation(Detector):
         two_sided: bool = False,
         baseline: CohortBaseline | None = None,
         window_intervals: float = 3.0,
+        grid_s: float = 5.0,
     ) -> None:
         super().__init__(baseline)
         self.min_z = float(min_z)
@@ -85,14 +94,18 @@ class PeerDeviation(Detector):
         self.min_peers = int(min_peers)
         self.two_sided = bool(two_sided)
         self.window_intervals = float(window_intervals)
+        self.grid_s = float(grid_s)
+        """Cut-offs are rounded down, windows up, to multiples of this (seconds of event time): the reports
+        of a cohort within one step share one peer view (0: exact cut-offs, one view per report)."""
         self.cadence = Cadence()
         self.recent: dict[str, dict[str, list[tuple[float, dict[str, float]]]]] = {}
         """image -> host -> its last KEEP reports (time, metrics), oldest first."""
-        self._stats: dict[tuple[str, str], tuple[float, float, float, Any, dict[str, float]]] = {}
+        self._views: dict[str, dict[tuple[float, float, float], dict[str, tuple[list[float], dict[str, float]]]]] = {}
+        """image -> (cut, window, reference time) -> metric -> (sorted values, host -> value): built views."""
 
     def __getstate__(self) -> dict[str, object]:
         d = dict(self.__dict__)
-        d["_stats"] = {}
+        d["_views"] = {}
         return d
 
     # ---- learning -------------------------------------------------------------------------------------
@@ -109,12 +122,14 @@ class PeerDeviation(Detector):
         for other, hosts in self.recent.items():
             if other != image and host in hosts:  # re-imaged: it left its old cohort
                 del hosts[host]
-                self._stats = {k: v for k, v in self._stats.items() if k[0] != other}
+                self._views.pop(other, None)
         reports = self.recent.setdefault(image, {}).setdefault(host, [])
-        if any(k[0] == image and v[0] >= t for k, v in self._stats.items()):
-            self._stats = {k: v for k, v in self._stats.items() if k[0] != image}  # it falls before a cut-off
+        views = self._views.get(image)
+        if views and any(k[0] >= t for k in views):
+            del self._views[image]  # it falls before a cut-off whose view was built
         reports.append((t, dict(metrics)))
-        reports.sort(key=lambda r: r[0])
+        if len(reports) > 1 and reports[-2][0] > t:
+            reports.sort(key=lambda r: r[0])
         if len(reports) > KEEP:
             del reports[0]
 
@@ -122,7 +137,7 @@ class PeerDeviation(Detector):
         self.cadence.forget(host)
         for image, hosts in self.recent.items():
             if hosts.pop(host, None) is not None:
-                self._stats = {k: v for k, v in self._stats.items() if k[0] != image}
+                self._views.pop(image, None)
         self.baseline.store.pop(STREAKS.key(host), None)
 
     # ---- statistics -----------------------------------------------------------------------------------
@@ -131,7 +146,8 @@ class PeerDeviation(Detector):
 
         Without a known interval (the host's first report) the cohort's median interval is used, and with
         none known either, every report up to t within `window_s`. Without a host (a standalone query):
-        every host's latest report, if made at most `window_s` before t (cut-off inf)."""
+        every host's latest report, if made at most `window_s` before t (cut-off inf). A cut-off from an
+        interval is rounded down and its window up to a multiple of `grid_s`."""
         if host is None:
             return math.inf, self.window_s
         interval = self.cadence.interval(host)
@@ -140,17 +156,33 @@ class PeerDeviation(Detector):
             if not known:
                 return t, self.window_s
             interval = float(np.median(known))
-        return t - interval / 2.0, max(self.window_s, self.window_intervals * interval)
+        return self._grid(t - interval / 2.0, max(self.window_s, self.window_intervals * interval))
 
-    def _values(
+    def _grid(self, cut: float, window: float) -> tuple[float, float]:
+        g = self.grid_s
+        if g <= 0.0:
+            return cut, window
+        return math.floor(cut / g) * g, math.ceil(window / g) * g
+
+    def _view(
         self, image: str, metric: str, cut: float, window: float, now: float
-    ) -> tuple[Any, dict[str, float]]:
-        key = (image, metric)
+    ) -> tuple[list[float], dict[str, float]]:
+        """(sorted values, host -> value) of each host's latest report of `metric` made at or before `cut`
+        and at most `window` before it (before `now` when cut is inf); built once per (cut, window)."""
         ref = now if math.isinf(cut) else cut
-        cached = self._stats.get(key)
-        if cached is not None and cached[0] == cut and cached[1] == window and cached[2] == ref:
-            return cached[3], cached[4]
-        by_host: dict[str, float] = {}
+        views = self._views.setdefault(image, {})
+        view = views.get((cut, window, ref))
+        if view is None:
+            if len(views) >= VIEWS_KEPT:  # reports are scored in time order: the oldest cut-off goes
+                del views[min(views)]
+            view = views[(cut, window, ref)] = self._build(image, cut, window, ref)
+        return view.get(metric) or ([], {})
+
+    def _build(
+        self, image: str, cut: float, window: float, ref: float
+    ) -> dict[str, tuple[list[float], dict[str, float]]]:
+        """Every metric's view at one cut-off: one pass over the cohort's hosts."""
+        by_metric: dict[str, dict[str, float]] = {}
         recent = self.recent.get(image, {})
         latest = self.baseline.metrics.get(image, {})
         for host in {*recent, *latest}:
@@ -159,19 +191,20 @@ class PeerDeviation(Detector):
                 reports = [*reports, latest[host]]  # learned by a detector sharing this baseline
             for rt, values in reversed(reports):
                 if rt <= cut:
-                    if ref - rt <= window and metric in values:
-                        by_host[host] = values[metric]
+                    if ref - rt <= window:
+                        for metric, value in values.items():
+                            by_metric.setdefault(metric, {})[host] = value
                     break
-        arr = sorted(by_host.values())
-        self._stats[key] = (cut, window, ref, arr, by_host)
-        return arr, by_host
+        return {m: (sorted(by_host.values()), by_host) for m, by_host in by_metric.items()}
 
-    def stats(self, image: str, metric: str, now: float, host: str | None = None) -> tuple[float, float, int]:
+    def stats(
+        self, image: str, metric: str, now: float, host: str | None = None, view: tuple[float, float] | None = None
+    ) -> tuple[float, float, int]:
         """(median, scale, peers) of a metric across the cohort's other hosts; scale is 1.4826 * MAD.
 
-        Plain Python on the cached sorted values (a cohort's few values: numpy's per-call cost dominated)."""
-        cw = self.cutoff(host, now)
-        arr, by_host = self._values(image, metric, cw[0], cw[1], now)
+        `view`: the (cut-off, window) of `cutoff(host, now)`, when the caller has it already."""
+        cut, window = self.cutoff(host, now) if view is None else view
+        arr, by_host = self._view(image, metric, cut, window, now)
         if host is not None and host in by_host:
             i = bisect_left(arr, by_host[host])
             arr = arr[:i] + arr[i + 1 :]
@@ -179,17 +212,23 @@ class PeerDeviation(Detector):
         if n == 0:
             return 0.0, 0.0, 0
         med = _median_sorted(arr)
-        dev = sorted([abs(x - med) for x in arr])
+        dev = sorted([abs(x - med) for x in arr])  # two sorted runs: linear
         scale = 1.4826 * _median_sorted(dev)
         if scale == 0.0:
             scale = math.fsum(dev) / n
         return med, scale, n
 
     def deviation(
-        self, image: str, metric: str, value: float, now: float, host: str | None = None
+        self,
+        image: str,
+        metric: str,
+        value: float,
+        now: float,
+        host: str | None = None,
+        view: tuple[float, float] | None = None,
     ) -> tuple[float, float, float, int]:
         """(z, median, scale, peers); z is 0 when the difference is not material or peers are too few."""
-        med, scale, n = self.stats(image, metric, now, host)
+        med, scale, n = self.stats(image, metric, now, host, view)
         if n < self.min_peers:
             return 0.0, med, scale, n
         diff = value - med
@@ -203,8 +242,9 @@ class PeerDeviation(Detector):
     def raw(self, host: str, image: str, metrics: dict[str, float], t: float) -> float:
         """The largest material z over a report's metrics (0.0 when none deviates or peers are too few)."""
         best = 0.0
+        view = self.cutoff(host, t)
         for metric, value in metrics.items():
-            z = abs(self.deviation(image, metric, value, t, host)[0])
+            z = abs(self.deviation(image, metric, value, t, host, view)[0])
             if z > best:
                 best = z
         return best
@@ -218,6 +258,22 @@ class PeerDeviation(Detector):
         if not obs.metrics:
             return 0.0
         return self.z_score(self.raw(obs.host_id, obs.image_id, obs.metrics, obs.time.timestamp()))
+
+    def update_streaks(self, host: str, deviating: dict[str, bool]) -> dict[str, int]:
+        """update_streak for several metrics of one report: one read and at most one write."""
+        key = STREAKS.key(host)
+        cur = self.baseline.store.get(key) or {}
+        new = {m: int(cur.get(m, 0)) + 1 if d else 0 for m, d in deviating.items()}
+        if any(int(cur.get(m, 0)) != n for m, n in new.items()):
+            merged = {**cur, **{m: n for m, n in new.items() if n}}
+            for m, n in new.items():
+                if not n:
+                    merged.pop(m, None)
+            if merged:
+                self.baseline.store[key] = merged
+            else:
+                self.baseline.store.pop(key, None)
+        return new
 
     def update_streak(self, host: str, metric: str, deviating: bool) -> int:
         """Consecutive deviating observations of (host, metric); writes only when it changes."""

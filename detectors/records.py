@@ -55,13 +55,20 @@ class MetricReport:
 
     time: float
     values: dict[str, float]
+    unscored: tuple[tuple[float, dict[str, float]], ...] = ()
+    """The host's reports (this one included) not yet scored when this was written, oldest first: metric
+    scoring waits for the stream's low watermark, and a restarted worker scores these then."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"time": self.time, "values": dict(self.values)}
+        d: dict[str, Any] = {"time": self.time, "values": dict(self.values)}
+        if self.unscored:
+            d["unscored"] = [[t, dict(v)] for t, v in self.unscored]
+        return d
 
     @classmethod
     def from_json(cls, v: dict[str, Any]) -> MetricReport:
-        return cls(float(v["time"]), {str(k): float(x) for k, x in v["values"].items()})
+        unscored = tuple((float(t), {str(k): float(x) for k, x in m.items()}) for t, m in v.get("unscored") or ())
+        return cls(float(v["time"]), {str(k): float(x) for k, x in v["values"].items()}, unscored)
 
 
 @dataclass(frozen=True)

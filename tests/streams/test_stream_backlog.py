@@ -2,11 +2,11 @@
 
 The `ci` scenario is published in full before the worker starts, so the worker reads every telemetry
 partition from the beginning, partitions at different event times. Judgements (rare features, config
-drift, host timeouts) wait for the low watermark over the telemetry partitions, so no partition running
-ahead makes them early: the judged findings (kind, host, subject) equal those of `run_detectors` on the
-same events. Metric findings are not judged at the watermark (peer deviations are scored when a report
-arrives, multivariate outliers at the stage's ticks, wall-clock paced): every one the offline run has must
-be there too, but catch-up can add some (docs/streams.md, Known limits).
+drift, host timeouts) and metric reports wait for the low watermark over the telemetry partitions, so no
+partition running ahead makes them early: the judged findings (kind, host, subject) equal those of
+`run_detectors` on the same events. Multivariate outliers are not judged at the watermark (scored at the
+stage's ticks, wall-clock paced): every one the offline run has must be there too, but catch-up can add
+some (docs/streams.md, Known limits).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ STREAM_ONLY = {FindingKind.DATA_LOSS.value}
 """A host that vanished owing events is a stream-stage finding (the offline replay has no members table)."""
 SCENARIO = os.environ.get("HERDWATCH_BACKLOG_SCENARIO", "ci")
 """By hand, a longer one: HERDWATCH_BACKLOG_SCENARIO=normal pytest tests/streams/test_stream_backlog.py"""
-ON_ARRIVAL = {FindingKind.METRIC_DEVIATION.value, FindingKind.MULTIVARIATE_OUTLIER.value}
-"""Scored when a report arrives (peers' latest reports) or at a tick, not judged at the watermark."""
+ON_ARRIVAL = {FindingKind.MULTIVARIATE_OUTLIER.value}
+"""Scored at a tick, not judged at the watermark."""
 
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
