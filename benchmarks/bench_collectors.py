@@ -20,10 +20,12 @@ outage does to delivery.
    (fork and thread events reaching a socket with no filter, with the kernel's event mask of kernels
    >= 6.6, and with the mask plus the agent's BPF socket filter); (a) 1,000 processes that each live
    1-5 ms (`/bin/sleep 0.00N`), started at 200/s: how many each process source saw with their exe path,
-   the kernel's process events connector and the /proc poll (0.9 s) side by side, in one run; (b) the
-   process probe in connector mode, in a process of its own as in the agent, under 100, 1,000 and 5,000
-   execs/s of `/bin/true` (or as many as the machine makes): its CPU (% of one core, and CPU per exec
-   seen), its peak RSS, the events it emitted and what it shed; (c) unless --idle 0: the whole agent
+   the kernel's process events connector, fanotify (its own process) and the /proc poll (0.9 s) side by
+   side, in one run; (b) the process probe in each event mode (connector, fanotify), in a process of its
+   own as in the agent, under 100, 1,000 and 5,000 execs/s of `/bin/true` (or as many as the machine
+   makes): its CPU (% of one core, and CPU per exec seen), its peak RSS, the events it emitted and what
+   it shed; with --code A --code B, the probe of each checkout, interleaved rate by rate (before and
+   after in one run); (c) unless --idle 0: the whole agent
    (`herdwatch collect`, default probes and intervals, a local Kafka broker, or an unreachable one with
    --no-broker or if the broker does not start) idle with at least --procs processes alive: after 15 s of
    warm-up, its CPU (% of one core) over --idle seconds, its RSS at the end and peak RSS (VmHWM), CPU by
@@ -201,6 +203,12 @@ PROBE_PROCESS = """
 import json, resource, select, sys
 from collectors.probes import ProcessProbe
 from collectors.probes.exec_events import ExecSource
+if sys.argv[1] == "fanotify":
+    try:
+        from collectors.probes.fanotify_events import FanotifySource as ExecSource
+    except ImportError:
+        print("unavailable", flush=True)
+        sys.exit(0)
 src = ExecSource()
 src.open()
 sys.stderr.write(f"socket filter attached: {getattr(src, 'kernel_filter', False)}\\n")
@@ -214,6 +222,20 @@ events += len(probe.collect(False))
 print(json.dumps({"events": events, "seen": src.execs_seen, "shed": probe.take_shed(),
                   "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
 """
+
+
+FANOTIFY_COVERAGE = """
+import json, sys
+from collectors.probes.fanotify_events import FanotifySource
+src = FanotifySource(max_reads_per_s=1e9)
+src.open()
+print("ready", flush=True)
+spawner, sleep = int(sys.stdin.readline()), sys.argv[1]
+recs = [r for r in src.drain() if r.pid and getattr(r, "ppid", None) == spawner]
+print(json.dumps({"seen": len(recs), "exe": sum(r.exe == sleep for r in recs),
+                  "full": sum(r.exe == sleep and not {"cmdline", "user"} & set(r.missing) for r in recs)}))
+"""
+"""(a) for fanotify: its own process beside the benchmark's, so the two readers do not share a GIL."""
 
 
 def spawn_at(rate: float, total: int, argv: list[str]) -> subprocess.Popen:
@@ -274,7 +296,7 @@ def filter_check() -> None:
         print(f"  {name:<28}{datagrams:>6} datagrams  {dict(sorted(counts.items()))}")
 
 
-def exec_events_benchmark(idle_s: float, procs: int, broker: bool) -> int:
+def exec_events_benchmark(idle_s: float, procs: int, broker: bool, codes: list[Path] | None = None) -> int:
     from collectors.probes import ProcessProbe
     from collectors.probes.exec_events import ExecRecord, ExecSource
     if os.geteuid() != 0:
@@ -286,6 +308,14 @@ def exec_events_benchmark(idle_s: float, procs: int, broker: bool) -> int:
     print("\n(a) 1,000 processes living 1-5 ms each (/bin/sleep 0.00N), started at 200/s")
     src = ExecSource(max_reads_per_s=1e9)
     src.open()
+    here = Path(__file__).resolve().parent.parent
+    fan: subprocess.Popen | None = subprocess.Popen(
+        [sys.executable, "-c", FANOTIFY_COVERAGE, sleep], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=here)
+    assert fan is not None and fan.stdout is not None
+    if fan.stdout.readline().strip() != "ready":
+        print(f"fanotify: not measured ({fan.communicate()[1].strip()[-200:]})")
+        fan = None
     poll = ProcessProbe(0.9, 600)
     poll.collect(True)
     poll_starts: list[dict] = []
@@ -302,6 +332,7 @@ def exec_events_benchmark(idle_s: float, procs: int, broker: bool) -> int:
     out, _ = spawner.communicate(timeout=120)
     time.sleep(1.5)
     stop.set()
+    fan_counts = json.loads(fan.communicate(f"{spawner.pid}\n", timeout=60)[0]) if fan is not None else None
     records = [r for r in src.drain() if isinstance(r, ExecRecord) and r.ppid == spawner.pid]
     src.close()
     started, took = out.split()
@@ -312,40 +343,50 @@ def exec_events_benchmark(idle_s: float, procs: int, broker: bool) -> int:
     print(f"started {started} in {float(took):.1f} s")
     print(f"{'source':<34}{'seen':>8}{'with exe':>10}{'full identity':>15}")
     print(f"{'connector (kernel exec events)':<34}{len(records):>8}{conn_exe:>10}{conn_full:>15}")
+    if fan_counts is not None:
+        print(f"{'fanotify (FAN_OPEN_EXEC)':<34}{fan_counts['seen']:>8}{fan_counts['exe']:>10}{fan_counts['full']:>15}")
     print(f"{'/proc poll every 0.9 s':<34}{len(polled):>8}{poll_exe:>10}"
           f"{sum(p['exe'] == sleep and 'missing' not in p for p in polled):>15}")
-    print("\n(b) the process probe (connector mode, own process) under exec load of /bin/true")
-    print(f"{'target/s':>9}{'reached/s':>11}{'probe CPU % of 1 core':>23}{'us CPU/exec':>12}{'peak RSS MB':>13}"
-          f"{'events':>8}{'execs seen':>12}  shed")
+    print("\n(b) the process probe (event modes, own process) under exec load of /bin/true"
+          + (f"; {len(codes)} checkouts, interleaved" if codes and len(codes) > 1 else ""))
+    print(f"{'checkout':<16}{'mode':<10}{'target/s':>9}{'reached/s':>11}{'CPU % 1 core':>14}{'us CPU/exec':>12}"
+          f"{'peak RSS MB':>13}{'events':>8}{'execs seen':>12}  shed")
     for rate in (100, 1000, 5000):
-        agent = subprocess.Popen([sys.executable, "-c", PROBE_PROCESS], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 cwd=Path(__file__).resolve().parent.parent)
-        assert agent.stdout is not None and agent.stdin is not None and agent.stderr is not None
-        agent.stdout.readline()
-        if rate == 100:
-            print(f"          ({agent.stderr.readline().strip()})")
-        meter = psutil.Process(agent.pid)
-        c0, t0 = sum(meter.cpu_times()[:2]), time.time()
-        seconds = 10
-        spawners = [spawn_at(rate / 2, int(rate * seconds / 2), ["/bin/true"]) for _ in range(2)]
-        made = 0
-        for sp in spawners:
-            n, _took = sp.communicate(timeout=300)[0].split()
-            made += int(n)
-        elapsed = time.time() - t0
-        time.sleep(1.0)
-        cpu = sum(meter.cpu_times()[:2]) - c0
-        agent.stdin.write("stop\n")
-        agent.stdin.flush()
-        result = json.loads(agent.stdout.readline())
-        agent.wait(timeout=30)
-        print(f"{rate:>9}{made / elapsed:>11.0f}{100 * cpu / (elapsed + 1.0):>23.1f}"
-              f"{1e6 * cpu / max(1, result['seen']):>12.1f}"
-              f"{result['rss_kb'] / 1024:>13.1f}{result['events']:>8}{result['seen']:>12}  {result['shed']}")
+        for code in codes or [here]:
+            for mode in ("connector", "fanotify"):
+                probe_under_load(code, mode, rate)
     if idle_s > 0:
         idle_agent(idle_s, procs, broker)
     return 0
+
+
+def probe_under_load(code: Path, mode: str, rate: int, seconds: float = 10.0) -> None:
+    """(b) one row: the process probe of checkout `code` in `mode`, in a process of its own, while two
+    spawners start /bin/true at `rate` in all for `seconds` of target time."""
+    agent = subprocess.Popen([sys.executable, "-c", PROBE_PROCESS, mode], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=code,
+                             env={**os.environ, "PYTHONPATH": str(code)})
+    assert agent.stdout is not None and agent.stdin is not None and agent.stderr is not None
+    if agent.stdout.readline().strip() != "ready":
+        agent.wait(timeout=30)
+        return  # this checkout has no such mode
+    meter = psutil.Process(agent.pid)
+    c0, t0 = sum(meter.cpu_times()[:2]), time.time()
+    spawners = [spawn_at(rate / 2, int(rate * seconds / 2), ["/bin/true"]) for _ in range(2)]
+    made = 0
+    for sp in spawners:
+        n, _took = sp.communicate(timeout=300)[0].split()
+        made += int(n)
+    elapsed = time.time() - t0
+    time.sleep(1.0)
+    cpu = sum(meter.cpu_times()[:2]) - c0
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    result = json.loads(agent.stdout.readline())
+    agent.wait(timeout=30)
+    print(f"{code.name[:15]:<16}{mode:<10}{rate:>9}{made / elapsed:>11.0f}{100 * cpu / (elapsed + 1.0):>14.1f}"
+          f"{1e6 * cpu / max(1, result['seen']):>12.1f}"
+          f"{result['rss_kb'] / 1024:>13.1f}{result['events']:>8}{result['seen']:>12}  {result['shed']}")
 
 
 AGENT_NAMED_THREADS = """
@@ -452,10 +493,14 @@ def main() -> int:
                     help="with --exec-events: seconds of the idle whole-agent measurement (0 skips it)")
     ap.add_argument("--no-broker", action="store_true",
                     help="with --exec-events: the idle agent runs with Kafka unreachable (no local broker)")
+    ap.add_argument("--code", action="append", type=Path,
+                    help="with --agent-idle: a checkout to run the agent from (repeatable: side by side, one run); "
+                         "with --exec-events: (b) runs the process probe of each checkout, interleaved")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.exec_events:
-        return exec_events_benchmark(args.idle, args.procs, not args.no_broker)
+        return exec_events_benchmark(args.idle, args.procs, not args.no_broker,
+                                     [c.resolve() for c in args.code] if args.code else None)
 
     work = Path(tempfile.mkdtemp(prefix="bench-collectors-"))
     broker = LocalKafka(work / "kafka", free_port(), free_port())

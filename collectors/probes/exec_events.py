@@ -15,8 +15,9 @@ filter (SO_ATTACH_FILTER) also drops, in the kernel, every other kind (fork, com
 them all) and the exits and execs of threads other than a process's main thread. Execs and exits come on
 two sockets: the reader waits on the exec one only and reads the exits queued meanwhile whenever it wakes
 (an exec, or every RECV_TIMEOUT_S), merged in the kernel's timestamp order, so an exit never costs a
-wakeup of its own (a thread wakeup is the largest single cost here). On waking for an exec the reader
-reads that process's exe at once, then every queued datagram (asking poll() what is queued, without an
+wakeup of its own (a thread wakeup is the largest single cost here; subscribing to execs only and taking
+exits from the probe's /proc listing was measured at the same CPU per exec). On waking for an exec the
+reader reads that process's exe at once, then every queued datagram (asking poll() what is queued, without an
 exception per wakeup); at MAX_BATCH, exits newer than the newest exec read wait for the next batch, so
 an exit is never handled before its exec. (A negative nice for the reader was tried: under load it took
 12-19 % more CPU per exec, as it no longer batched the execs queued while it waited.) A datagram holding
@@ -24,8 +25,9 @@ one event (what the kernel sends) is decoded with one precompiled struct. Each e
 and two readlinks, one syscall each (no fstat: these are procfs files): exe, cmdline, exe again (exec'd
 since?), status (real uid and ppid in one read), cgroup. The parent's exe comes from a cache of the exe of every
 process whose exec we read or whose exe we looked up, kept exact by the events themselves: an exec or
-exit of a pid drops its entry, and a kernel overflow (events lost) clears it. Where the kernel refuses
-socket filters, one socket carries every event and Python skips what is not wanted.
+exit of a pid drops its entry (so does the probe's listing, `forget`), and a kernel overflow (events
+lost) clears it. Where the kernel refuses socket filters, one socket carries every event and Python
+skips what is not wanted.
 
 Bounds: the reader looks up at most `max_reads_per_s` execs per second (a token bucket) and keeps at
 most `max_pending` records between two drains; execs beyond either, and events the kernel dropped
