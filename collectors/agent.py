@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psutil
 
@@ -47,12 +47,14 @@ from collectors.probes.fanotify_events import FanotifySource
 from collectors.redact import Redactor
 from collectors.runner import ProbeRunner
 from collectors.safe import ensure_private_dir
-from collectors.settings import CollectorSettings
+from collectors.settings import AgentKafkaSettings, CollectorSettings
 from collectors.spool import Spool
 from collectors.state import SeqCounter, read_json, write_json
 from contract import __version__
 from contract.events import Event, Kind
-from contract.settings import KafkaSettings
+
+if TYPE_CHECKING:  # `herdwatch collect` passes AgentKafkaSettings: the agent never imports pydantic
+    from contract.settings import KafkaSettings
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -73,7 +75,11 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
                  "fanotify FAN_OPEN_EXEC, the connector being refused here")
     else:
         log.info("process events: /proc polling every %.1f s (%s)", s.process_interval_s, reason)
-    network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets)
+    network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets,
+                           source=s.network_source if "network" not in s.disabled_probes else "proc")
+    if "network" not in s.disabled_probes:
+        info = network.source_info()
+        log.info("sockets: %s", "sock_diag netlink" if info["mode"] == "netlink" else f"/proc/net ({info['reason']})")
     logins = LoginProbe(s.login_interval_s, s.login_inventory_s, s.auth_logs,
                         s.state_dir / "journal.cursor" if s.journal else None, s.max_auth_bytes_per_read,
                         state_dir=s.state_dir)
@@ -113,7 +119,8 @@ def open_exec_source(s: CollectorSettings) -> tuple[ExecSource | FanotifySource 
 
 
 class Agent:
-    def __init__(self, settings: CollectorSettings, kafka: KafkaSettings, probes: list[Probe] | None = None,
+    def __init__(self, settings: CollectorSettings, kafka: KafkaSettings | AgentKafkaSettings,
+                 probes: list[Probe] | None = None,
                  identity: Identity | None = None, budget: Budget | None = None,
                  wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
@@ -214,11 +221,17 @@ class Agent:
                    "pid": os.getpid(), "identity_sources": ident.sources,
                    "spool_pending": self.delivery.pending,
                    "probes": {p.name: p.interval for p in self.probes}}
-        if (source := self.process_source()) is not None:
-            payload["process_source"] = source
+        self._add_sources(payload)
         payload.update(self._loss_report())
         self._carried_shed = {}
         return Kind.HELLO, payload
+
+    def _add_sources(self, payload: dict[str, Any]) -> None:
+        if (source := self.process_source()) is not None:
+            payload["process_source"] = source
+        for probe in self.probes:
+            if isinstance(probe, NetworkProbe):
+                payload["network_source"] = probe.source_info()
 
     def process_source(self) -> dict[str, str] | None:
         """Where process events come from: {"mode": "connector"|"poll", "reason": why it polls}."""
@@ -233,8 +246,7 @@ class Agent:
                                    "rss_bytes": int(self.budget.rss_bytes),
                                    "degrade_level": self.budget.level, "spool_bytes": self.spool.total_bytes,
                                    "broker_up": bool(self.delivery.broker_up), "seq_written": self.seq_written()}
-        if (source := self.process_source()) is not None:
-            payload["process_source"] = source
+        self._add_sources(payload)
         payload.update(self._loss_report())
         if stuck := self.runner.stuck():
             payload["stuck_probes"] = stuck
@@ -337,7 +349,8 @@ class Agent:
         delay = 1.0
         while not self.stop_event.is_set():
             try:
-                ensure_topics(self.kafka, timeout=5.0)
+                # reads only bootstrap, topics and confluent_config(), which both settings classes have
+                ensure_topics(cast("KafkaSettings", self.kafka), timeout=5.0)
                 self.topics_ready.set()
                 return
             except Exception as e:
@@ -381,7 +394,7 @@ class Agent:
         self._save_report()
         self.delivery.close()
         for probe in self.probes:
-            if isinstance(probe, ProcessProbe):
+            if isinstance(probe, ProcessProbe | NetworkProbe):
                 probe.close()
         if left:
             log.warning("%d events not yet acknowledged; they stay in %s and are sent on the next start",

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -31,7 +31,10 @@ from collectors import signals
 from collectors.publisher import Publisher, Signer
 from collectors.spool import Record, Spool
 from contract.events import Event, encode_batch, encode_event
-from contract.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from collectors.settings import AgentKafkaSettings
+    from contract.settings import KafkaSettings
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -100,7 +103,8 @@ class TokenBucket:
 
 
 class Delivery:
-    def __init__(self, kafka: KafkaSettings, spool: Spool, key: bytes, max_inflight: int = 64,
+    def __init__(self, kafka: KafkaSettings | AgentKafkaSettings, spool: Spool, key: bytes,
+                 max_inflight: int = 64,
                  rate_msgs: float = 50.0,
                  rate_bytes: float = 2_000_000.0, max_message_bytes: int = 900_000,
                  memory_bytes: int = 8 * 1024 * 1024, max_attempts: int = 5, signer: Signer | None = None) -> None:

@@ -9,12 +9,15 @@ agent passes its host key, the simulator its simulated keys (simulator.keys); `N
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from contract.events import Event, encode_batch
-from contract.settings import KafkaSettings
+
+if TYPE_CHECKING:  # the agent passes collectors.settings.AgentKafkaSettings (no pydantic), the simulator these
+    from collectors.settings import AgentKafkaSettings
+    from contract.settings import KafkaSettings
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
@@ -23,7 +26,7 @@ class Signer(Protocol):
     def headers(self, key: bytes | None, value: bytes, written: int | None = None) -> list[tuple[str, bytes]]: ...
 
 
-def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+def producer_config(settings: KafkaSettings | AgentKafkaSettings, **overrides: Any) -> dict[str, Any]:
     conf = settings.confluent_config()
     conf.update({
         "partitioner": "murmur2_random",
@@ -41,7 +44,8 @@ def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]
 class Publisher:
     """Sends batches of one host's events as one Kafka message each."""
 
-    def __init__(self, settings: KafkaSettings, signer: Signer | None, **producer_overrides: Any) -> None:
+    def __init__(self, settings: KafkaSettings | AgentKafkaSettings, signer: Signer | None,
+                 **producer_overrides: Any) -> None:
         self.settings = settings
         self.signer = signer
         self.topic = settings.topics.telemetry

@@ -51,6 +51,9 @@ degrade_level = Gauge("herdwatch_collector_degrade_level", "0 = full rate; each 
 probe_duration = Histogram("herdwatch_collector_probe_duration_seconds", "time spent in one probe collection",
                            ["probe"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
 
+netlink_errors = Signal("collector_netlink_errors", "sock_diag netlink dumps that failed (truncated, garbled, "
+                        "foreign, refused, timeout, oversized); that run read /proc/net instead",
+                        labels=("reason",), level=logging.WARNING)
 exec_events_shed = Signal("collector_exec_events_shed", "exec/exit events not reported to stay within bounds "
                           "(rate: over exec_max_reads_per_s; pending: reader queue full; kernel_overflow: the "
                           "kernel dropped events; kinds: too many kinds at once)", labels=("reason",))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from contract import topics as t
-from contract.settings import KafkaSettings
+
+if TYPE_CHECKING:  # not at run time: the host agent calls ensure_topics without importing pydantic
+    from contract.settings import KafkaSettings
 
 
 def ensure_topics(settings: KafkaSettings, specs: Iterable[t.TopicSpec] = t.ALL,

@@ -26,13 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from collectors.agent import Agent
-    from collectors.settings import load_settings
+    from collectors.settings import AgentKafkaSettings, load_settings
     from contract.observability import serve_metrics
-    from contract.settings import KafkaSettings
 
     settings = load_settings(args.config, state_dir=args.state_dir, metrics_port=args.metrics_port,
                              host_id=args.host_id, image_id=args.image_id, image_family=args.image_family)
-    kafka = KafkaSettings()
+    kafka = AgentKafkaSettings()  # HERDWATCH_KAFKA_*, HERDWATCH_DEPLOYMENT; without pydantic (its memory)
     if settings.metrics_port:
         try:
             serve_metrics(settings.metrics_port, settings.metrics_addr)

@@ -132,7 +132,7 @@ def test_unreadable_or_garbage_proc_net(tmp_path: Path) -> None:
     (proc / "net/tcp").write_text("header\n  0: zzzz:0050 00000000:0000 0A 0 0 0 0 0 0 12345\n garbage\n"
                                   "  1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:0 0 0 0 0 777\n")
     (proc / "net/udp").mkdir()  # a directory where a file should be: unreadable
-    probe = NetworkProbe(proc=proc)
+    probe = NetworkProbe(proc=proc, source="proc")  # the /proc/net mode, used where netlink is refused
     out = probe.collect(full=True)
     inventory = next(p for k, p in out if k is Kind.NET_INVENTORY)
     assert inventory["items"] == [{"state": "listen", "proto": "tcp", "laddr": "127.0.0.1", "lport": 8080,

@@ -208,7 +208,7 @@ def test_connector_unavailable_falls_back_to_polling_and_says_so(
         raise ExecSourceUnavailable("fanotify_init refused: test")
 
     monkeypatch.setattr(FanotifySource, "open", no_fanotify)
-    settings = agent_settings.model_copy(update={"process_source": "auto"})
+    settings = agent_settings.copy(process_source="auto")
     probes = build_probes(settings)
     processes = next(p for p in probes if isinstance(p, ProcessProbe))
     assert processes.mode == "poll" and processes.exec_source is None
@@ -239,9 +239,9 @@ def test_connector_unavailable_falls_back_to_polling_and_says_so(
 
 def test_other_reasons_to_poll_are_named(agent_settings: CollectorSettings, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    assert open_exec_source(agent_settings.model_copy(update={"process_source": "poll"})) == (
+    assert open_exec_source(agent_settings.copy(process_source="poll")) == (
         None, "configured: process_source=poll")
-    other = open_exec_source(agent_settings.model_copy(update={"proc": tmp_path}))
+    other = open_exec_source(agent_settings.copy(proc=tmp_path))
     assert other[0] is None and "own pids only" in other[1]
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert open_exec_source(agent_settings) == (None, "not root: the process events connector needs root")

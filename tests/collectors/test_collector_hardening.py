@@ -202,7 +202,7 @@ def test_a_stuck_probe_is_reported_once_and_skipped_while_the_others_go_on() -> 
 
 
 def test_the_agent_reports_a_stuck_probe_in_its_heartbeat(agent_settings: CollectorSettings) -> None:
-    settings = agent_settings.model_copy(update={"probe_timeout_s": 0.2, "heartbeat_interval_s": 0.0})
+    settings = agent_settings.copy(probe_timeout_s=0.2, heartbeat_interval_s=0.0)
     stuck, quick = Stuck(), Quick()
     agent = Agent(settings, UNREACHABLE, probes=[stuck, quick])
     try:

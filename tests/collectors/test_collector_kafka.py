@@ -46,7 +46,7 @@ def fast_probes(settings: CollectorSettings, fake_proc: Path) -> list:
 
 def test_every_probe_publishes_through_kafka(kafka_settings: KafkaSettings, agent_settings: CollectorSettings,
                                              fake_root: Path, fake_proc: Path, tmp_path: Path) -> None:
-    settings = agent_settings.model_copy(update={"heartbeat_interval_s": 1.0})
+    settings = agent_settings.copy(heartbeat_interval_s=1.0)
     auth_log = settings.auth_logs[0]
     auth_log.write_text("")
     agent = Agent(settings, kafka_settings, probes=fast_probes(settings, fake_proc))

@@ -54,7 +54,7 @@ def test_agent_runs_probes_less_often_and_reports_the_shed(agent_settings: Colle
     mono = [0.0]
     probe = Counting()
     budget = Budget(sample=lambda: (0.0, 1.0), clock=lambda: mono[0])
-    agent = Agent(agent_settings.model_copy(update={"heartbeat_interval_s": 1000.0}), UNREACHABLE,
+    agent = Agent(agent_settings.copy(heartbeat_interval_s=1000.0), UNREACHABLE,
                   probes=[probe], budget=budget, mono=lambda: mono[0])
     agent.cycle(first=True)
     budget.level = 2  # four times slower

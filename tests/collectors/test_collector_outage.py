@@ -46,8 +46,7 @@ def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
 def test_broker_outage_loses_nothing(own_broker: LocalKafka, agent_settings: CollectorSettings) -> None:
     """The broker is killed (SIGKILL) under load, stays down, and restarts on the same ports and data."""
     kafka_settings = KafkaSettings(bootstrap=own_broker.bootstrap, topic_prefix="outage")
-    settings = agent_settings.model_copy(update={"heartbeat_interval_s": 2.0, "shutdown_flush_s": 60.0,
-                                                 "replay_rate_msgs": 20.0})
+    settings = agent_settings.copy(heartbeat_interval_s=2.0, shutdown_flush_s=60.0, replay_rate_msgs=20.0)
     agent = Agent(settings, kafka_settings, probes=[ProcessProbe(0.2, 600), MetricsProbe(0.5)])
     stop_churn = threading.Event()
     load = threading.Thread(target=churn, args=(stop_churn,), daemon=True)

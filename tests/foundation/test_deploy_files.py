@@ -113,7 +113,7 @@ def test_metrics_servers_default_to_loopback() -> None:
     from streams.settings import WorkerSettings
 
     assert inspect.signature(serve_metrics).parameters["addr"].default == "127.0.0.1"
-    assert CollectorSettings.model_fields["metrics_addr"].default == "127.0.0.1"
+    assert CollectorSettings.default("metrics_addr") == "127.0.0.1"
     assert WorkerSettings.model_fields["metrics_addr"].default == "127.0.0.1"
 
 
