@@ -17,18 +17,21 @@ class Drift:
     name: str
     description: str
     changes: dict[str, str]
-    """The configuration keys the agent reports after the change, with their new values."""
+    """The configuration keys the agent reports after the change, with their new values (turning forwarding
+    on also turns accept_redirects off: the kernel does)."""
     evidence: tuple[str, ...]
-    """What a finding about the change names (any one, any case; see attacks.Attack.evidence)."""
+    """What a finding about the change names (any one, any case; see attacks.Attack.evidence): the keys it
+    moves, also the file hash an sshd_config edit changes."""
 
 
 DRIFTS: dict[str, Drift] = {d.name: d for d in [
     Drift("sshd-x11", "X11Forwarding turned on in sshd_config (someone running a graphical tool over ssh)",
-          {"sshd.x11forwarding": "yes"}, ("x11forwarding", "x11-forwarding")),
+          {"sshd.x11forwarding": "yes"}, ("x11forwarding", "x11-forwarding", "file.sha256:/etc/ssh/sshd_config")),
     Drift("sshd-config-mode", "sshd_config left readable by everyone (chmod 644 after editing it)",
           {"file.mode:/etc/ssh/sshd_config": "0644"}, ("/etc/ssh/sshd_config", "ssh-config-mode")),
     Drift("ip-forward", "IPv4 forwarding turned on (sysctl net.ipv4.ip_forward=1 while chasing an outage)",
-          {"sysctl.net.ipv4.ip_forward": "1"}, ("ip_forward", "ip-forward")),
+          {"sysctl.net.ipv4.ip_forward": "1", "sysctl.net.ipv4.conf.all.accept_redirects": "0"},
+          ("ip_forward", "ip-forward", "accept_redirects")),
 ]}
 
 

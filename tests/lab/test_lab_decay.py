@@ -106,3 +106,27 @@ def test_the_lab_report_shows_the_decay_from_the_store() -> None:
     assert img["compliance"]["10m"]["matching"] == 4 and img["compliance"]["30m"]["matching"] == 3
     assert {d["host_id"]: d["checks"] for d in img["drifted"]} == {"worker-0": ["ssh-x11-forwarding"],
                                                                    "worker-2": ["ip-forward"]}
+
+
+def test_findings_about_what_a_drift_moved_are_credited_to_it() -> None:
+    """The 12-minute run: turning forwarding on also turned accept_redirects off (the kernel does), and the
+    X11 edit changed sshd_config's hash; both findings fell on the drifted hosts, named neither key of the
+    truth rows and counted as false alarms."""
+    from herdwatch.evaluation.scoring import evaluate
+
+    def row(name: str, host: str) -> dict[str, Any]:
+        d = DRIFTS[name]
+        return {"scenario": f"drift-{name}", "kind": "drift", "host_id": host, "image_family": "worker",
+                "start": T0.isoformat(), "end": (T0 + timedelta(minutes=30)).isoformat(),
+                "details": {"changes": d.changes, "evidence": list(d.evidence)}}
+
+    def finding(host: str, subject: str) -> dict[str, Any]:
+        return {"kind": "config_drift", "host_id": host, "time": (T0 + timedelta(minutes=2)).isoformat(),
+                "subject": subject, "explanation": f"configuration {subject[4:]} on host {host} differs",
+                "details": {}}
+
+    ev = evaluate([finding("w4", "cfg:sysctl.net.ipv4.conf.all.accept_redirects=0"),
+                   finding("w0", "cfg:file.sha256:/etc/ssh/sshd_config=89e7b01b"),
+                   finding("w0", "cfg:file.sha256:/etc/hosts=aa11")],
+                  [row("ip-forward", "w4"), row("sshd-x11", "w0")], host_hours=1.0)
+    assert (ev["true_positives"], ev["false_positives"], ev["detected"]) == (2, 1, 2)
