@@ -62,11 +62,15 @@ class CohortBaseline:
     def __init__(
         self,
         store: MutableMapping[str, Any] | None = None,
-        touch_every_s: float = 30.0,
+        touch_every_s: float = 120.0,
         family: str | None = None,
     ) -> None:
         self.store: MutableMapping[str, Any] = {} if store is None else store
         self.touch_every_s = float(touch_every_s)
+        """How often a host's stored entry (last seen) is rewritten: memory always has the newest. The stored
+        copy serves an engine rebuilt from the store, and in the stream workers host timeouts are the cohort
+        stage's (members table), so every metric report rewriting it (at a 30 s cadence) was a changelog
+        message per report for nothing."""
         self.family = family
         """Rebuild caches only from this image family's keys (None: every key in the store)."""
         self._loaded = False

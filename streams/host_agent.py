@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from contract.events import Event, Rejected, arrival_time, decode_batch, encode_event
@@ -36,19 +37,31 @@ PROGRESS_INTERVAL_S = 1.0
 
 class Progress:
     """When to tell the cohort stage how far a telemetry partition got in event time (codec progress
-    messages, sent to every observations partition): the cohort partitions none of its hosts feeds would
-    otherwise not know, and would hold their judgements back while it is behind."""
+    messages): the cohort partitions none of its hosts feeds would otherwise not know, and would hold their
+    judgements back while it is behind. An observation is a mark too (streams/cohorts.py), so an
+    observations partition the telemetry partition sent observations to since its last progress message
+    needs none: under load that is nearly all of them, and the progress messages (up to one per second
+    per telemetry partition and observations partition) would outnumber the observations."""
 
-    def __init__(self) -> None:
+    def __init__(self, partitions: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.partitions = partitions
+        self.clock = clock
         self.sent: dict[int, tuple[float, float]] = {}
+        self.fed: dict[int, set[int]] = {}
+        """telemetry partition -> observations partitions it sent observations to since its last progress."""
 
-    def due(self, partition: int, event_time: float) -> bool:
-        wall = time.monotonic()
+    def feed(self, partition: int, observations_partition: int) -> None:
+        self.fed.setdefault(partition, set()).add(observations_partition)
+
+    def due(self, partition: int, event_time: float) -> list[int]:
+        """The observations partitions to send `partition`'s progress to now (none: not yet)."""
+        wall = self.clock()
         last = self.sent.get(partition)
         if last is not None and (event_time <= last[0] or wall - last[1] < PROGRESS_INTERVAL_S):
-            return False
+            return []
         self.sent[partition] = (event_time, wall)
-        return True
+        fed = self.fed.pop(partition, set())
+        return [q for q in range(self.partitions) if q not in fed]
 
 
 class HostSweep:
@@ -79,7 +92,8 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
     host_seq, host_state, observations = topology.host_seq, topology.host_state, topology.observations
     host_keys = topology.host_keys
     sweep = HostSweep(topology, ws.host_retention_s, topology.telemetry.partitions)
-    progress = Progress()
+    progress = Progress(observations.partitions)
+    family_partition = partitioner(observations.partitions)
 
     async def on_telemetry(event: Any) -> None:
         signals.messages_in.emit()
@@ -129,12 +143,12 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
             for family, obs in by_family.items():
                 signals.observations.emit(len(obs))
                 await observations.send(key=family.encode(), value=codec.encode_observations(obs))
+                progress.feed(event.message.partition, family_partition(family))
         if newest:
             partition = event.message.partition
             sweep(partition, newest)
-            if progress.due(partition, newest):  # after this message's observations: they come first
-                for q in range(observations.partitions):
-                    await observations.send(value=codec.encode_progress(partition, newest), partition=q)
+            for q in progress.due(partition, newest):  # after this message's observations: they come first
+                await observations.send(value=codec.encode_progress(partition, newest), partition=q)
 
     @app.agent(topology.telemetry, concurrency=1)  # higher concurrency can commit past unfinished messages
     async def hosts(stream: Any) -> None:
