@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import psutil
 
-from collectors import signals
+from collectors import allocator, signals
 from collectors.budget import Budget
 from collectors.delivery import Delivery
 from collectors.hostkey import load_or_create
@@ -123,6 +123,7 @@ class Agent:
                  probes: list[Probe] | None = None,
                  identity: Identity | None = None, budget: Budget | None = None,
                  wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
+        allocator.limit_arenas(settings.malloc_arena_max)  # before the Kafka client and the probes start threads
         self.settings = settings
         self.kafka = kafka
         self.wall, self.mono = wall, mono
@@ -309,6 +310,7 @@ class Agent:
         if self.mono() >= self._next_heartbeat:
             emits.append(self.heartbeat())
             self._next_heartbeat = self.mono() + self.settings.heartbeat_interval_s
+            allocator.trim()  # ~30 us: what the last minute freed goes back to the kernel
         events = self.publish(emits)
         self._pump()
         return events
@@ -352,6 +354,7 @@ class Agent:
                 # reads only bootstrap, topics and confluent_config(), which both settings classes have
                 ensure_topics(cast("KafkaSettings", self.kafka), timeout=5.0)
                 self.topics_ready.set()
+                allocator.trim()  # the admin client's buffers
                 return
             except Exception as e:
                 log.debug("topics not ensured yet: %s", e)
@@ -373,6 +376,7 @@ class Agent:
         threading.Thread(target=self._ensure_topics, name="ensure-topics", daemon=True).start()
         deadline = self.started_mono + duration if duration is not None else None
         self.cycle(first=True)
+        allocator.trim()  # the first inventories allocate and free a few MB once
         while not once and not self.stop_event.is_set():
             if deadline is not None and self.mono() >= deadline:
                 self.stop_reason = "duration"

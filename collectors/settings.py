@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
-
 from contract.topics import TopicNames
 
 ENV_PREFIX = "HERDWATCH_COLLECTOR_"
@@ -246,6 +244,9 @@ class CollectorSettings(TypedSettings):
     rss_budget_mb: float = 80.0
     budget_window_s: float = 60.0
     max_degrade_level: int = 4
+    malloc_arena_max: int = 2
+    """C allocator arenas (glibc; collectors/allocator.py): fewer keep less memory in a mostly idle agent's
+    threads; 0 leaves the allocator's default (8 per core)."""
 
     # Probe time budgets: a probe still running after its budget is reported once (probe_stuck) and not
     # started again until that run returns; the other probes go on.
@@ -286,10 +287,15 @@ def load_settings(path: Path | None = None, **overrides: Any) -> CollectorSettin
     then explicit overrides (command-line flags), which win."""
     values: dict[str, Any] = {}
     if path is not None:
+        import yaml  # only with a settings file (~1 MB of the agent's memory otherwise)
+
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except OSError as e:
             raise ValueError(f"cannot read collector settings file {path}: {e}") from e
+        except yaml.YAMLError as e:
+            raise ValueError(f"collector settings file {path} is not valid YAML ({e}); fix it or leave out "
+                             f"--config") from e
         if not isinstance(loaded, dict):
             raise ValueError(f"{path} must hold a YAML mapping of collector settings (e.g. state_dir: /x)")
         section = loaded.get("collector", loaded)

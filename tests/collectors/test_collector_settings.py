@@ -138,4 +138,20 @@ def test_herdwatch_collect_imports_no_pydantic(tmp_path: Path) -> None:
     assert "stopped (duration)" in out.stdout
     imported = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time")]
     assert "collectors.agent" in imported and "collectors.probes.sock_diag" in imported
-    assert not [m for m in imported if m.startswith(("pydantic", "dotenv"))]
+    assert not [m for m in imported if m.startswith(("pydantic", "dotenv", "yaml"))]  # yaml: only with --config
+
+
+def test_the_allocator_limits_are_applied_where_glibc_runs() -> None:
+    from collectors import allocator
+
+    assert allocator.limit_arenas(0) is False  # 0: the allocator's default is left alone
+    if allocator._libc() is not None:  # glibc (musl has neither call)
+        assert allocator.limit_arenas(2) is True
+    allocator.trim()
+
+
+def test_a_settings_file_that_is_not_yaml_is_refused_with_a_fix(tmp_path: Path) -> None:
+    config = tmp_path / "collector.yaml"
+    config.write_text("collector: [unclosed\n")
+    with environment({}), pytest.raises(ValueError, match=r"(?s)not valid YAML.*fix it or leave out --config"):
+        load_settings(config)
