@@ -20,10 +20,13 @@ exec it belongs to; a program after a script is that script's interpreter (the e
 program (`ld.so /bin/x`) is an exec of the loader.
 
 The event is queued when the file is opened, early in the execve: the process may still show its old
-program for a moment. The reader reads /proc/<pid>/exe, the command line, real uid and parent, parent
-exe and cgroup as the connector path does (exec_events.read_execs, with the event's path as the exe);
-where /proc/<pid>/exe is not yet the event's program it waits a little (at most SETTLE_TRIES times
-SETTLE_S) and reads again; what could still not be read is listed in `missing`, never guessed.
+program and command line for a moment. The reader reads the command line, real uid and parent, parent
+exe and cgroup as the connector path does (exec_events.read_execs, with the event's path as the exe),
+the command line only once /proc/<pid>/exe shows the event's program (the new memory) and kept only if
+it still does after; where the exec is still under way it waits a little (SETTLE_S, 6.3 ms in all) and
+reads again; what could still not be read is listed in `missing`, never guessed. A script whose
+interpreter's event is not in the same read is held back for the next one (SCRIPT_WAIT_S), so its exec
+is reported once, as the interpreter /proc/<pid>/exe shows.
 
 fanotify reports no exits: the probe notices them by listing /proc each cycle (processes.py).
 
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import logging
 import os
 import select
@@ -79,7 +83,9 @@ PSEUDO_FILESYSTEMS = frozenset({
     "rpc_pipefs", "nfsd", "devtmpfs"})
 """No programs are run from these: not marked."""
 
-READ_BYTES = 64 * 1024
+READ_BYTES = 256 * METADATA.size
+"""At most 256 events per read: each holds a descriptor until it is handled, and the agent's descriptor limit
+(often 1,024) must never be reached by them."""
 WAIT_S = 0.2
 SCRIPT_WAIT_S = 0.002
 """How long a script's exec waits for its interpreter's event (queued microseconds later by the same
@@ -218,7 +224,8 @@ class FanotifySource:
         self._tokens = self.max_reads_per_s
         self._refilled = time.monotonic()
         self.shed: dict[str, int] = {}
-        """reason -> execs not delivered: rate, pending, kernel_overflow (FAN_Q_OVERFLOW, one per event)."""
+        """reason -> execs not delivered: rate, pending, kernel_overflow (FAN_Q_OVERFLOW, one per event),
+        no_descriptor (the process is out of descriptors: the kernel drops the event it could not open)."""
         self.errors: dict[str, int] = {}
         """Bad records read (bad_record) and descriptors that could not be resolved (unreadable_fd)."""
         self.failed: str | None = None
@@ -298,6 +305,10 @@ class FanotifySource:
             except BlockingIOError:
                 continue
             except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):  # no descriptor for an event: it is lost, counted
+                    self._count("no_descriptor")
+                    time.sleep(WAIT_S)
+                    continue
                 if not stop.is_set():
                     self.failed = f"reading fanotify events failed: {e}"
                     log.warning("fanotify exec events: %s; falling back to /proc polling", self.failed)
