@@ -6,7 +6,8 @@ HostState turns one host's events into Observations; FamilyEngine learns and sco
 host's cohort (hosts cloned from the same image) with rollout awareness, configured by one EngineConfig
 (typed, checked when built); SequenceGap spots lost events.
 The detector classes (river style: learn_one / score_one, constructor args are the whole config) are
-exported for reuse and listed in DETECTORS. See docs/detection.md.
+exported for reuse and listed in DETECTORS; LevelShift, the self-history's level-shift component, is
+exported beside them. See docs/detection.md.
 """
 
 from contract.findings import Finding, FindingKind, RolloutEvent, RolloutStatus, Severity
@@ -15,6 +16,7 @@ from detectors.drift import ConfigDrift
 from detectors.engine import FamilyEngine
 from detectors.engine_config import EngineConfig, EngineConfigError
 from detectors.host_state import HostState
+from detectors.level_shift import LevelShift
 from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
 from detectors.policy import PolicyCheck
@@ -46,6 +48,7 @@ __all__ = [
     "Finding",
     "FindingKind",
     "HostState",
+    "LevelShift",
     "MultivariateOutlier",
     "Observation",
     "PeerDeviation",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import deque
 from statistics import median
 
 _EDGES: list[float] = [0.0] + [10 ** (-3 + k / 16) for k in range(0, 16 * 8 + 1)]
@@ -75,15 +76,22 @@ class Cadence:
 class TailCalibrator:
     """Per key, the raw score exceeded with probability p on unflagged data (None while warming up).
 
-    Memory per key: one histogram of `BINS` counts. Counts are halved once they reach `horizon` in all, so
-    the calibration follows slow changes and never grows.
+    Memory per key: one histogram of `BINS` counts and at most `delay` waiting scores. Counts are halved once
+    they reach `horizon` in all, so the calibration follows slow changes and never grows.
+
+    `submit` counts a score `delay` scores later, unless a score at or above the threshold comes first: then
+    the waiting scores are dropped as the run-up of what was flagged. A statistic that builds up over several
+    reports (a smoothed score, a level shift) would otherwise count its own rise before it crosses the
+    threshold, and raise the threshold ahead of itself.
     """
 
-    def __init__(self, min_count: int = 500, horizon: int = 200_000) -> None:
+    def __init__(self, min_count: int = 500, horizon: int = 200_000, delay: int = 0) -> None:
         self.min_count = int(min_count)
         self.horizon = int(horizon)
+        self.delay = int(delay)
         self.hists: dict[str, list[float]] = {}
         self.totals: dict[str, float] = {}
+        self.waiting: dict[str, deque[float]] = {}
         self._cache: dict[tuple[str, float], tuple[float, float]] = {}
 
     def __getstate__(self) -> dict[str, object]:
@@ -104,6 +112,24 @@ class TailCalibrator:
                 hist[k] *= 0.5
             total *= 0.5
         self.totals[key] = total
+
+    def submit(self, key: str, raw: float, threshold: float | None) -> None:
+        """Count a score of the data: at or above `threshold` (flagged) at once, capped at 1.5 x threshold
+        (left out, the tail would be cut and the threshold would creep down; in full, real anomalies would
+        raise it), and the scores waiting before it dropped; else `delay` scores later."""
+        if threshold is not None and raw >= threshold:
+            self.waiting.pop(key, None)
+            self.add(key, min(raw, 1.5 * threshold))
+            return
+        if self.delay <= 0:
+            self.add(key, raw)
+            return
+        waiting = self.waiting.get(key)
+        if waiting is None:
+            waiting = self.waiting[key] = deque()
+        waiting.append(raw)
+        if len(waiting) > self.delay:
+            self.add(key, waiting.popleft())
 
     def count(self, key: str) -> float:
         return self.totals.get(key, 0.0)
@@ -126,6 +152,7 @@ class TailCalibrator:
     def forget(self, key: str) -> None:
         self.hists.pop(key, None)
         self.totals.pop(key, None)
+        self.waiting.pop(key, None)
 
     def to_json(self, key: str) -> list[float]:
         """The key's histogram as a short list: [total, (bin, count) pairs of non-empty bins ...]."""

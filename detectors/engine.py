@@ -852,8 +852,8 @@ class FamilyEngine:
             else f"(image {obs.image_id} has {b.n(obs.image_id)} host(s), too few to compare with)"
         )
         text = (
-            f"{j.metric} {j.value:.4g} on host {host}, its own usual {j.view} {self.own.usual(j)} "
-            f"(robust z {j.z:.1f}; its recent reports' score {raw:.1f} is above its calibrated {thr:.1f}) {scope}. "
+            f"{self.own.describe(j, host)}; its recent reports' score {raw:.1f} is above its calibrated {thr:.1f}) "
+            f"{scope}. "
             "Check what changed on the host."
         )
         return self._emit(
@@ -875,6 +875,7 @@ class FamilyEngine:
                 "threshold": thr,
                 "view": "self",
                 "usual_view": j.view,
+                "shift": j.shift,
             },
         )
 

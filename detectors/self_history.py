@@ -11,21 +11,31 @@ The host's raw score combines its metrics and its recent reports (`score`): per 
 `combine_top` (5) largest metric z, each softly capped at `combine_cap` (10), so a few metrics off together
 outweigh one metric with a tiny spread far off; then an exponentially weighted mean over the host's
 reports (`smoothing` 0.2, about five reports), so a change that lasts counts more than one odd report.
-Its threshold is not a fixed z: a TailCalibrator learns the distribution of the host's raw scores on
-unflagged reports and fires above the score that matches `budget` false alarms per 1,000 host-hours at
-the host's own reporting interval (Cadence); the report's own combined score is judged too, against a
-threshold of its own (a spike is found on its first report), each at half the budget. The per-report
-score (`score_one`, the engine's `history` score) is 1 - 2^(-s / clip_z) of s = the larger of the
-smoothed score and half the report's combined score: 0.5 when the host's recent reports are on average
+Its threshold is not a fixed z: a TailCalibrator learns the distribution of the host's raw scores and
+fires above the score that matches `budget` false alarms per 1,000 host-hours at the host's own reporting
+interval (Cadence). Three raw scores are judged, each against a threshold of its own at a third of the
+budget: the smoothed score, the report's own combined score (a spike is found on its first report) and
+the level-shift score (LevelShift, detectors/level_shift.py: per metric the recent reports' mean signed z,
+about 1 / `shift_rate` reports; the mean of the `combine_top` largest |shift|): a level that moved and
+stayed, or a slow drift, whose reports are each unremarkable. The per-report score (`score_one`, the
+engine's `history` score) is 1 - 2^(-s / clip_z) of s = the largest of the smoothed score, twice the
+level-shift score and half the report's combined score: 0.5 when the host's recent reports are on average
 `clip_z` spreads off, the same scale for every host, so scores of different hosts rank together; 0.0
 while warming up.
+
+Calibration counts only reports judged by settled views (SETTLED x their warm-up: 240 reports for the
+overall view, 20 for an hour of the day; a young view gives wild z, the overall view judges a daily cycle
+as far off twice a day before the hours warm up, and those scores would set the threshold for good), each
+1 / `shift_rate` reports late, and drops the scores waiting before a flagged one (their run-up: a score that
+builds up would otherwise lift its own threshold).
 
 It does not learn from what it flags: a flagged report updates the views with a tenth of the weight (a
 lasting change of level is absorbed slowly, a spike hardly at all) and counts for calibration only as
 1.5 x the threshold (left out, the tail the calibration measures would be cut and the threshold would
 creep down; counted in full, real anomalies would inflate it).
 
-Memory per host: at most `max_metrics` metrics x 32 views x 3 numbers, two histograms, a few intervals.
+Memory per host: at most `max_metrics` metrics x (32 views x 3 numbers + 2 for the shift), three
+histograms, 3 x 1 / `shift_rate` waiting scores, a few intervals.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import numpy as np
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
 from detectors.calibration import Cadence, TailCalibrator, report_probability
+from detectors.level_shift import LevelShift
 from detectors.types import Observation
 
 VIEWS = 1 + 24 + 7
@@ -52,6 +63,15 @@ _MEAN_ABS_TO_MAD = 1.2533 / 1.4826
 
 _REPORT = "\x00report"
 """Calibrator key suffix of a host's single-report score (the host's own key: its smoothed score)."""
+_SHIFT = "\x00shift"
+"""Calibrator key suffix of a host's level-shift score."""
+SETTLED = 2
+"""A view's judgements count for calibration from SETTLED x its warm-up reports: until then its level and
+spread come from few reports and its z are wild, and would set the calibrated thresholds for good."""
+SHIFT_WEIGHT = 2.0
+"""Weight of the level-shift score in the per-report score (see `lasting`)."""
+JUDGED = 3
+"""Raw scores judged per report (smoothed, single report, level shift): each gets this share of the budget."""
 
 
 def views_of(t: float) -> tuple[int, int]:
@@ -71,6 +91,11 @@ class MetricJudgement:
     level: float
     spread: float
     view: str
+    reports: float = 0.0
+    """How many reports the judging view has learned from."""
+    shift: float | None = None
+    """For a level-shift judgement: the recent reports' mean signed z against the usual (value is then
+    the recent level: level + shift x scale)."""
 
 
 class SelfHistory(Detector):
@@ -94,6 +119,7 @@ class SelfHistory(Detector):
         combine_cap: float = 10.0,
         combine_top: int = 5,
         smoothing: float = 0.2,
+        shift_rate: float = 0.05,
         baseline: CohortBaseline | None = None,
     ) -> None:
         super().__init__(baseline)
@@ -110,14 +136,24 @@ class SelfHistory(Detector):
         self.combine_cap = float(combine_cap)
         self.combine_top = int(combine_top)
         self.smoothing = float(smoothing)
+        self.settled_at = SETTLED * self.bucket_warmup
+        """Reports of a seasonal view before the scores it judges count for calibration (the overall view's:
+        SETTLED x warmup)."""
         self.recent: dict[str, float] = {}
         """host -> its exponentially weighted recent combined score (the raw score that is judged)."""
         self.last: dict[str, tuple[float, float]] = {}
-        """host -> (combined, smoothed) score of its last observed report (for the engine's per-report score)."""
+        """host -> (combined, lasting) score of its last observed report (for the engine's per-report score)."""
         self.state: dict[str, dict[str, list[float]]] = {}
         """host -> metric -> [level, spread, n] x VIEWS."""
         self.cadence = Cadence()
-        self.calibrator = TailCalibrator(min_count=calibrate_min)
+        self.shifts = LevelShift(shift_rate, clip_z)
+        """Per host and metric, the recent reports' level against the usual (a change that stays, a drift)."""
+        self.calibrator = TailCalibrator(min_count=calibrate_min, delay=self.shifts.warmup)
+        """Scores count `shifts.warmup` reports late, so a rising score never raises its own threshold."""
+        self._pending: dict[str, dict[str, tuple[float, float]]] = {}
+        """host -> metric -> its next (shift, count), from scoring the report `observe` is learning."""
+        self._settled: dict[str, bool] = {}
+        """host -> whether its report being learned was judged by seasonal views only (counted for calibration)."""
 
     # ---- scoring ------------------------------------------------------------------------------------
     def judge(self, host: str, metric: str, value: float, t: float) -> MetricJudgement | None:
@@ -142,7 +178,7 @@ class SelfHistory(Detector):
         i = 3 * view[0]
         level, spread = s[i], _MAD_TO_SIGMA * s[i + 1]
         scale = max(spread, self.min_rel * abs(level), self.min_spread)
-        return MetricJudgement(metric, value, abs(value - level) / scale, level, spread, view[1])
+        return MetricJudgement(metric, value, abs(value - level) / scale, level, spread, view[1], s[i + 2])
 
     def raw(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, MetricJudgement | None]:
         """(the report's combined score over its metrics, the judgement of its most unusual metric).
@@ -152,8 +188,20 @@ class SelfHistory(Detector):
         at `combine_cap` (above it a metric adds only log(1 + excess)): a few metrics off together count
         more than one metric far off, and one metric whose spread is tiny (a counter that never moved)
         cannot drown the others. With one metric it is that metric's z (monotonic, never saturated)."""
+        combined, top, _, _ = self._assess(host, metrics, t)
+        return combined, top
+
+    def _assess(
+        self, host: str, metrics: dict[str, float], t: float
+    ) -> tuple[float, MetricJudgement | None, float, MetricJudgement | None]:
+        """(combined score, top judgement, level-shift score, its top judgement); the metrics' new shifts
+        wait in `_pending` for `observe` to commit."""
         top: MetricJudgement | None = None
         capped: list[float] = []
+        shifts: list[float] = []
+        moved: MetricJudgement | None = None
+        updates: dict[str, tuple[float, float]] = {}
+        settled = True
         cap = self.combine_cap
         for metric, value in metrics.items():
             j = self.judge(host, metric, value, t)
@@ -163,13 +211,22 @@ class SelfHistory(Detector):
                 capped.append(j.z if j.z <= cap else cap + math.log1p(j.z - cap))
             if top is None or j.z > top.z:
                 top = j
+            settled = settled and j.reports >= (self.settled_at if j.view != "overall" else SETTLED * self.warmup)
+            shift, count = updates[metric] = self.shifts.step(host, metric, math.copysign(j.z, value - j.level))
+            if self.shifts.warm(count) and shift != 0.0:
+                shifts.append(abs(shift))
+                if moved is None or abs(shift) > abs(moved.shift or 0.0):
+                    scale = max(j.spread, self.min_rel * abs(j.level), self.min_spread)
+                    recent = j.level + shift * scale
+                    moved = MetricJudgement(metric, recent, abs(shift), j.level, j.spread, j.view, j.reports, shift)
+        self._pending[host] = updates
+        self._settled[host] = settled
         if top is None:
-            return 0.0, None
+            return 0.0, None, 0.0, None
+        change = _top_mean(shifts, self.combine_top)
         if not capped:
-            return 0.0, top
-        if len(capped) > self.combine_top:
-            capped = heapq.nlargest(self.combine_top, capped)
-        return math.fsum(capped) / len(capped), top
+            return 0.0, top, change, moved
+        return _top_mean(capped, self.combine_top), top, change, moved
 
     def score(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, MetricJudgement | None]:
         """(the judged raw score, the most unusual metric's judgement): the report's combined score averaged
@@ -180,31 +237,47 @@ class SelfHistory(Detector):
 
     def _scores(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, float, MetricJudgement | None]:
         """(the report's combined score, the recent reports' smoothed score, the top judgement)."""
-        combined, top = self.raw(host, metrics, t)
-        if top is None:
-            return 0.0, 0.0, None
-        prev = self.recent.get(host)
-        return combined, combined if prev is None else prev + self.smoothing * (combined - prev), top
+        combined, smoothed, top, _, _ = self._all_scores(host, metrics, t)
+        return combined, smoothed, top
 
-    def threshold(self, host: str, report: bool = False) -> float | None:
+    def _all_scores(
+        self, host: str, metrics: dict[str, float], t: float
+    ) -> tuple[float, float, MetricJudgement | None, float, MetricJudgement | None]:
+        """(combined, smoothed, top judgement, level-shift score, the most shifted metric's judgement)."""
+        combined, top, change, moved = self._assess(host, metrics, t)
+        if top is None:
+            return 0.0, 0.0, None, 0.0, None
+        prev = self.recent.get(host)
+        smoothed = combined if prev is None else prev + self.smoothing * (combined - prev)
+        return combined, smoothed, top, change, moved
+
+    def threshold(self, host: str, report: bool = False, shift: bool = False) -> float | None:
         """The host's calibrated threshold of its smoothed score (`report`: of a single report's combined
-        score), each at half the budget; None while calibrating or before its cadence is known."""
+        score; `shift`: of its level-shift score), each at a third of the budget; None while calibrating or
+        before its cadence is known."""
         interval = self.cadence.interval(host)
         if interval is None:
             return None
-        key = host + _REPORT if report else host
-        return self.calibrator.threshold(key, report_probability(self.budget / 2, interval))
+        key = host + _REPORT if report else host + _SHIFT if shift else host
+        return self.calibrator.threshold(key, report_probability(self.budget / JUDGED, interval))
 
     def to_score(self, raw: float, threshold: float | None) -> float:
         if threshold is None or raw <= 0.0:
             return 0.0
         return 1.0 - math.exp(-raw * math.log(2) / max(threshold, 1e-9))
 
-    def report_score(self, combined: float, smoothed: float, threshold: float | None) -> float:
-        """The per-report score in [0, 1): 1 - 2^(-s / clip_z) of s = the larger of the smoothed score and
-        half the report's own combined score, the same scale for every host; 0.0 while the host's
-        threshold is not known yet (warming up or calibrating)."""
-        level = max(smoothed, 0.5 * combined)
+    @staticmethod
+    def lasting(smoothed: float, change: float) -> float:
+        """How far off the host's recent reports are: the larger of their smoothed score and twice their
+        level-shift score (a level d spreads off, held for its window, counts as much as reports 2d off one by
+        one: the signs of noise cancel in the shift and not in the smoothed |z|)."""
+        return max(smoothed, SHIFT_WEIGHT * change)
+
+    def report_score(self, combined: float, lasting: float, threshold: float | None) -> float:
+        """The per-report score in [0, 1): 1 - 2^(-s / clip_z) of s = the larger of the recent reports'
+        `lasting` score and half the report's own combined score, the same scale for every host; 0.0 while
+        the host's threshold is not known yet (warming up or calibrating)."""
+        level = max(lasting, 0.5 * combined)
         if threshold is None or level <= 0.0:
             return 0.0
         return 1.0 - math.exp(-level * math.log(2) / self.clip_z)
@@ -212,8 +285,8 @@ class SelfHistory(Detector):
     def score_one(self, obs: Observation) -> float:
         if not obs.metrics:
             return 0.0
-        combined, smoothed, _ = self._scores(obs.host_id, obs.metrics, obs.time.timestamp())
-        return self.report_score(combined, smoothed, self.threshold(obs.host_id))
+        combined, smoothed, _, change, _ = self._all_scores(obs.host_id, obs.metrics, obs.time.timestamp())
+        return self.report_score(combined, self.lasting(smoothed, change), self.threshold(obs.host_id))
 
     # ---- learning -----------------------------------------------------------------------------------
     def learn_one(self, obs: Observation) -> None:
@@ -228,30 +301,44 @@ class SelfHistory(Detector):
     ) -> tuple[float, float | None, MetricJudgement | None]:
         """Score one report, then learn it: (raw, threshold, top judgement). Flagged reports count a tenth.
 
-        Two raw scores are judged, each against its own calibrated threshold: the recent reports' smoothed
-        score (a change that lasts) and the report's own combined score (a spike, found on its first
-        report). The raw score returned is `_level`: at or above the threshold returned when either is.
-        `spikes` False: only the smoothed score is judged (the engine's choice for hosts with peers, whose
-        short bursts the peer view's persistence rule already weighs); both are still learned."""
-        combined, raw, top = self._scores(host, metrics, t)
+        Three raw scores are judged, each against its own calibrated threshold: the recent reports' smoothed
+        score (a change that lasts), the report's own combined score (a spike, found on its first report)
+        and the level-shift score (a level that moved and stayed, a drift). The raw score returned is in the
+        smoothed score's units (the others scaled by the ratio of the thresholds), at or above the threshold
+        returned when any is; the top judgement is the level-shift one (`shift` set) when that score is the
+        furthest above its threshold. `spikes` False: the report's own score is not judged (the engine's
+        choice for hosts with peers, whose short bursts the peer view's persistence rule already weighs);
+        all are still learned."""
+        combined, raw, top, change, moved = self._all_scores(host, metrics, t)
+        self.shifts.commit(host, self._pending.pop(host, {}))
         if top is None:
             self.cadence.observe(host, t)
             self._learn(host, metrics, t, 1.0)
             return 0.0, self.threshold(host), None
         self.recent[host] = raw
-        self.last[host] = (combined, raw)
+        self.last[host] = (combined, self.lasting(raw, change))
         thr, thr_report = self.threshold(host), self.threshold(host, report=True)
+        thr_shift = self.threshold(host, shift=True)
         over = thr is not None and raw >= thr
         over_report = thr_report is not None and combined >= thr_report
+        over_shift = thr_shift is not None and moved is not None and change >= thr_shift
         # flagged scores are counted, but capped: leaving them out would cut the tail the calibration
-        # measures (and lower the threshold report by report); capping keeps real anomalies from inflating it
-        self.calibrator.add(host, min(raw, 1.5 * thr) if thr is not None and over else raw)
-        self.calibrator.add(
-            host + _REPORT, min(combined, 1.5 * thr_report) if thr_report is not None and over_report else combined
-        )
+        # measures (and lower the threshold report by report); capping keeps real anomalies from inflating it.
+        # Only reports judged by settled views count: young views give wild z (and the overall view, before the
+        # hours warm up, judges a daily cycle as far off twice a day), which would set the thresholds for good.
+        if self._settled.pop(host, True):
+            self.calibrator.submit(host, raw, thr)
+            self.calibrator.submit(host + _REPORT, combined, thr_report)
+            if moved is not None:
+                self.calibrator.submit(host + _SHIFT, change, thr_shift)
         self.cadence.observe(host, t)
-        self._learn(host, metrics, t, 0.1 if over or over_report else 1.0)
-        return (self._level(raw, combined, thr, thr_report) if spikes else raw), thr, top
+        self._learn(host, metrics, t, 0.1 if over or over_report or over_shift else 1.0)
+        level = self._level(raw, combined, thr, thr_report) if spikes else raw
+        if over_shift and thr is not None and thr_shift is not None and thr_shift > 0.0:
+            in_units = change * thr / thr_shift
+            if in_units > level:  # the level shift is what is furthest above its threshold: it explains
+                return in_units, thr, moved
+        return level, thr, top
 
     @staticmethod
     def _level(smoothed: float, combined: float, thr: float | None, thr_report: float | None) -> float:
@@ -297,6 +384,10 @@ class SelfHistory(Detector):
 
     def forget(self, host: str) -> None:
         self.state.pop(host, None)
+        self.shifts.forget(host)
+        self._pending.pop(host, None)
+        self._settled.pop(host, None)
+        self.calibrator.forget(host + _SHIFT)
         self.recent.pop(host, None)
         self.last.pop(host, None)
         self.cadence.forget(host)
@@ -310,6 +401,19 @@ class SelfHistory(Detector):
         hi = j.level + 2 * j.spread
         return f"{lo:.4g}-{hi:.4g}"
 
+    def describe(self, j: MetricJudgement, host: str) -> str:
+        """The judgement in words, for a finding: "cpu_pct 91 on host X, its own usual at this hour 20-30
+        (robust z 14.2" or, for a level shift, "cpu_pct averaged 52 over host X's last ~20 reports, 3.1
+        spreads above its own usual at this hour 20-30 (a level shift"; the caller closes the parenthesis."""
+        if j.shift is None:
+            usual = f"its own usual {j.view} {self.usual(j)}"
+            return f"{j.metric} {j.value:.4g} on host {host}, {usual} (robust z {j.z:.1f}"
+        side = "above" if j.shift > 0 else "below"
+        return (
+            f"{j.metric} averaged {j.value:.4g} over host {host}'s last ~{self.shifts.warmup} reports, "
+            f"{abs(j.shift):.1f} spreads {side} its own usual {j.view} {self.usual(j)} (a level shift or drift"
+        )
+
     def dump(self, host: str) -> dict[str, Any]:
         """The host's whole learned state as JSON-able data (`restore` reads it back)."""
         return {
@@ -317,6 +421,8 @@ class SelfHistory(Detector):
             "cadence": self.cadence.to_json(host),
             "calibration": self.calibrator.to_json(host),
             "calibration_report": self.calibrator.to_json(host + _REPORT),
+            "calibration_shift": self.calibrator.to_json(host + _SHIFT),
+            "shift": self.shifts.to_json(host),
             "recent": round(self.recent.get(host, 0.0), 6),
         }
 
@@ -325,8 +431,19 @@ class SelfHistory(Detector):
         self.cadence.load(host, list(data.get("cadence", [])))
         self.calibrator.load(host, list(data.get("calibration", [])))
         self.calibrator.load(host + _REPORT, list(data.get("calibration_report", [])))
+        self.calibrator.load(host + _SHIFT, list(data.get("calibration_shift", [])))
+        self.shifts.load(host, dict(data.get("shift", {})))
         if "recent" in data:
             self.recent[host] = float(data["recent"])
+
+
+def _top_mean(values: list[float], k: int) -> float:
+    """The mean of the k largest values (of all when there are fewer); 0.0 for none."""
+    if not values:
+        return 0.0
+    if len(values) > k:
+        values = heapq.nlargest(k, values)
+    return math.fsum(values) / len(values)
 
 
 def _rounded(state: dict[str, list[float]]) -> dict[str, list[float]]:
