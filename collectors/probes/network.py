@@ -7,13 +7,14 @@ netlink is refused (mode "proc", with the reason). A dump that fails is counted
 (collector_netlink_errors) and that run reads /proc/net instead; three failures in a row switch to /proc/net.
 
 Cost: listing established TCP sockets makes the kernel walk its whole established-socket hash (262,144
-buckets on an 8 GB VM: ~1.2 ms per address family, whatever few sockets there are, for /proc/net as for
-netlink). In netlink mode that walk runs only when the kernel's own TCP counters of the namespace
-(/proc/self/net/snmp: ActiveOpens, PassiveOpens, CurrEstab) say the set may have changed: every new
-connection counts an open, and every connection leaving ESTABLISHED or CLOSE_WAIT lowers CurrEstab, so with
-the counters unchanged and no half-open socket at the last walk the set is the same. The walk also runs in
-the run after any change (a socket is hashed just after its open is counted) and every RECHECK_S whatever
-the counters say. Listeners (asked alone, no hash walk) and UDP sockets are dumped every run.
+buckets on an 8 GB VM: ~1.2 ms per walk, whatever few sockets there are; /proc/net/tcp and tcp6 walk it
+once each, netlink once for both families, collectors/probes/sock_diag.py). In netlink mode that walk runs
+only when the kernel's own TCP counters of the namespace (/proc/self/net/snmp: ActiveOpens, PassiveOpens,
+CurrEstab) say the set may have changed: every new connection counts an open, and every connection leaving
+ESTABLISHED or CLOSE_WAIT lowers CurrEstab, so with the counters unchanged and no half-open socket at the
+last walk the set is the same. The walk also runs in the run after any change (a socket is hashed just
+after its open is counted) and every RECHECK_S whatever the counters say. Listeners (asked alone, no hash
+walk) and UDP sockets are dumped every run.
 
 Finding the owning pid means scanning /proc/*/fd, so that scan runs only when a socket appears whose inode
 is not yet known, reads likely owners first (new processes, recent socket holders) and keeps what it found
@@ -34,7 +35,7 @@ from typing import Any
 
 from collectors import signals
 from collectors.probes.base import Emit, Probe
-from collectors.probes.sock_diag import CONNECTED, LISTENING, DumpError, SockDiag, SockKey
+from collectors.probes.sock_diag import CONNECTED, LISTENING, TCP_BOTH, Dump, DumpError, SockDiag, SockKey
 from collectors.safe import absent, clean, read_text
 from contract.events import Kind
 
@@ -132,6 +133,8 @@ class NetworkProbe(Probe):
         self._changed_before = True
         self._half_open = False
         self._walked_at = -1e18
+        self._one_walk = True
+        """Both families in one walk (the older request form) until the kernel refuses it."""
         self._open_source(source)
         self.max_sockets = max_sockets
         self.open: dict[SockKey, dict[str, Any]] = {}
@@ -196,8 +199,7 @@ class NetworkProbe(Probe):
             if walk:
                 connected: dict[SockKey, int] = {}
                 half_open = 0
-                for table in ("tcp", "tcp6"):
-                    dump = diag.dump(table, CONNECTED)
+                for dump in self._connected_dumps(diag):
                     half_open += dump.half_open
                     for key, inode in dump.sockets:
                         connected.setdefault(key, inode)
@@ -222,6 +224,19 @@ class NetworkProbe(Probe):
         for key, inode in self._connected.items():
             found.setdefault(key, inode)
         return found
+
+    def _connected_dumps(self, diag: SockDiag) -> list[Dump]:
+        """Established and half-open TCP sockets: one walk for both families, or one per family where the
+        kernel refuses the older request form (then for good)."""
+        if self._one_walk:
+            try:
+                return [diag.dump(TCP_BOTH, CONNECTED)]
+            except DumpError as e:
+                if e.reason != "refused":
+                    raise
+                self._one_walk = False
+                log.info("sock_diag: one dump for both address families refused (%s); one per family", e)
+        return [diag.dump("tcp", CONNECTED), diag.dump("tcp6", CONNECTED)]
 
     def sockets(self) -> dict[SockKey, int]:
         found = self._netlink_sockets(self.diag) if self.diag is not None else None

@@ -6,6 +6,11 @@ a busy host has), and it sends binary records: no /proc/net text for the kernel 
 parse. Each record gives the addresses, ports and the socket's inode (the owner is found from the inode,
 collectors/probes/network.py).
 
+Established TCP sockets of both address families come from one request in the older inet_diag_req form
+(TCPDIAG_GETSOCK, family unspecified): the kernel then walks its established-socket hash once for both,
+where a request per family (inet_diag_req_v2) walks it twice (1.4 against 3.2 ms here). Listeners are not
+in that dump (the kernel skips them for an unspecified family): they are asked per family, without the walk.
+
 Every byte that comes back is treated as hostile: `parse_dump` never raises; a truncated or garbled
 message, a reply to another request or an error reply makes the dump fail with a reason (the probe counts
 it and reads /proc/net for that run instead).
@@ -13,6 +18,8 @@ it and reads /proc/net for that run instead).
 Message layout (include/uapi/linux/netlink.h, sock_diag.h, inet_diag.h), native byte order unless noted:
   nlmsghdr         len u32, type u16, flags u16, seq u32, pid u32                             16 bytes
   inet_diag_req_v2 family u8, protocol u8, ext u8, pad u8, states u32, inet_diag_sockid      56 bytes
+  inet_diag_req    family u8, src_len u8, dst_len u8, ext u8, inet_diag_sockid, states u32,
+                   dbs u32 (the older form: TCP only, both families when family is 0)            60 bytes
   inet_diag_sockid sport be16, dport be16, src 16 bytes, dst 16 bytes, if u32, cookie 2x u32 48 bytes
   inet_diag_msg    family u8, state u8, timer u8, retrans u8, inet_diag_sockid,
                    expires u32, rqueue u32, wqueue u32, uid u32, inode u32                   72 bytes
@@ -28,7 +35,7 @@ import struct
 from typing import NamedTuple
 
 NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
+TCPDIAG_GETSOCK, SOCK_DIAG_BY_FAMILY = 18, 20
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -40,7 +47,10 @@ they are what the kernel's CurrEstab counter counts) and half-open ones (counted
 established later). Asking for LISTENING alone spares the kernel the walk of its established-socket hash."""
 ALL_STATES = 0xFFFFFFFF
 
+TCP_BOTH = "tcp+tcp6"
+"""The pseudo-table of the one-walk request: established TCP sockets of both families."""
 TABLES: dict[str, tuple[int, int]] = {
+    TCP_BOTH: (socket.AF_UNSPEC, IPPROTO_TCP),
     "tcp": (socket.AF_INET, IPPROTO_TCP),
     "tcp6": (socket.AF_INET6, IPPROTO_TCP),
     "udp": (socket.AF_INET, IPPROTO_UDP),
@@ -51,6 +61,7 @@ TABLES: dict[str, tuple[int, int]] = {
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _REQ = struct.Struct("=BBBBI48x")
+_REQ_OLD = struct.Struct("=BBBB48xII")
 _MSG = struct.Struct("=BBBBHH16s16sIQIIIII")
 """inet_diag_msg: family, state, timer, retrans, sport, dport (big-endian, swapped after), src, dst, if,
 cookie, expires, rqueue, wqueue, uid, inode."""
@@ -90,9 +101,11 @@ class Dump(NamedTuple):
 def request(table: str, seq: int, states: int) -> bytes:
     """The dump request for the sockets of one table in `states` (a bit mask of 1 << state)."""
     family, proto = TABLES[table]
-    body = _REQ.pack(family, proto, 0, 0, states)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq,
-                          0) + body
+    if table == TCP_BOTH:
+        body, kind = _REQ_OLD.pack(0, 0, 0, 0, states, 0), TCPDIAG_GETSOCK
+    else:
+        body, kind = _REQ.pack(family, proto, 0, 0, states), SOCK_DIAG_BY_FAMILY
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
@@ -121,6 +134,8 @@ def parse_dump(data: bytes, table: str, seq: int, port: int, cache: dict[bytes, 
     of another family, or an error reply."""
     family, proto = TABLES[table]
     udp = proto == IPPROTO_UDP
+    reply = TCPDIAG_GETSOCK if table == TCP_BOTH else SOCK_DIAG_BY_FAMILY
+    names = {socket.AF_INET: "tcp", socket.AF_INET6: "tcp6"} if table == TCP_BOTH else {family: table}
     cache = {} if cache is None else cache
     out: list[tuple[SockKey, int]] = []
     half_open = 0
@@ -143,12 +158,13 @@ def parse_dump(data: bytes, table: str, seq: int, port: int, cache: dict[bytes, 
         if msg_type == NLMSG_ERROR:
             code = -_ERRNO.unpack_from(data, body)[0] if length >= _NLMSGHDR.size + 4 else 0
             raise DumpError("refused", errno.errorcode.get(code, str(code)) if code else "error reply")
-        if msg_type == SOCK_DIAG_BY_FAMILY:
+        if msg_type == reply:
             if length < _NLMSGHDR.size + _MSG.size:
                 raise DumpError("truncated", f"socket record of {length - _NLMSGHDR.size} bytes")
             (fam, state, _timer, _retrans, sport, dport, src, dst, _if, _cookie, _exp, _rq, _wq, _uid,
              inode) = _MSG.unpack_from(data, body)
-            if fam != family:
+            name = names.get(fam)
+            if name is None:
                 raise DumpError("garbled", f"address family {fam} in a {table} dump")
             lport, rport = socket.ntohs(sport), socket.ntohs(dport)
             if udp:
@@ -166,7 +182,7 @@ def parse_dump(data: bytes, table: str, seq: int, port: int, cache: dict[bytes, 
                     raddr, rport = "", 0
                 else:
                     raddr = _address(fam, dst, cache)
-                out.append(((kind, table, laddr, lport, raddr, rport), inode))
+                out.append(((kind, name, laddr, lport, raddr, rport), inode))
         elif msg_type != NLMSG_NOOP:
             raise DumpError("garbled", f"message type {msg_type}")
         off += (length + 3) & ~3

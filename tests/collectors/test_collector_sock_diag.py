@@ -27,6 +27,8 @@ from collectors.probes.sock_diag import (
     NLMSG_ERROR,
     SOCK_DIAG_BY_FAMILY,
     TABLES,
+    TCP_BOTH,
+    TCPDIAG_GETSOCK,
     Dump,
     DumpError,
     SockDiag,
@@ -44,10 +46,11 @@ def header(length: int, kind: int, seq: int = SEQ, port: int = PORT) -> bytes:
     return struct.pack("=IHHII", length, kind, 2, seq, port)
 
 
-def record(family: int, state: int, sport: int, dport: int, src: bytes, dst: bytes, inode: int) -> bytes:
+def record(family: int, state: int, sport: int, dport: int, src: bytes, dst: bytes, inode: int,
+           kind: int = SOCK_DIAG_BY_FAMILY) -> bytes:
     body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack(">HH", sport, dport) + src.ljust(16, b"\0") \
         + dst.ljust(16, b"\0") + struct.pack("=IQIIIII", 0, 0, 0, 0, 0, 0, inode)
-    return header(16 + len(body), SOCK_DIAG_BY_FAMILY) + body
+    return header(16 + len(body), kind) + body
 
 
 def done() -> bytes:
@@ -76,17 +79,19 @@ def test_any_bytes_parse_or_fail_as_a_dump_error(data: bytes, table: str) -> Non
 def test_generated_dumps_decode_exactly_and_any_cut_or_flip_is_a_counted_error(
         socks: list[tuple[str, int, int, int, bytes, bytes, int]], data: st.DataObject) -> None:
     table = data.draw(st.sampled_from(sorted(TABLES)))
-    family, proto = TABLES[table]
-    mine = [s for s in socks if s[0] == table]
-    blob = b"".join(record(family, state, sp, dp, src, dst, ino) for _, state, sp, dp, src, dst, ino in mine)
+    proto = TABLES[table][1]
+    both = table == TCP_BOTH  # one dump of both families, in the older reply type
+    mine = [s for s in socks if s[0] in (("tcp", "tcp6") if both else (table,))]
+    blob = b"".join(record(TABLES[name][0], state, sp, dp, src, dst, ino, TCPDIAG_GETSOCK if both else
+                           SOCK_DIAG_BY_FAMILY) for name, state, sp, dp, src, dst, ino in mine)
     chunk = parse_dump(blob + done(), table, SEQ, PORT)
     assert chunk.done
     expected = 0
-    for _, state, sp, dp, _src, _dst, ino in mine:
+    for name, state, sp, dp, _src, _dst, ino in mine:
         if proto == 17 or state in (1, 8, 10):
             expected += 1
             got = chunk.sockets[expected - 1]
-            assert got[1] == ino and got[0][3] == sp
+            assert got[1] == ino and got[0][3] == sp and got[0][1] == name
             listen = got[0][0] == "listen"
             assert listen == (dp == 0 if proto == 17 else state == 10)
             assert got[0][5] == (0 if listen else dp)
@@ -116,6 +121,8 @@ def test_other_requests_errors_and_families_are_refused() -> None:
         parse_dump(rec, "tcp", SEQ, PORT + 1)
     with pytest.raises(DumpError, match="garbled"):
         parse_dump(rec, "tcp6", SEQ, PORT)  # an IPv4 record in an IPv6 dump
+    with pytest.raises(DumpError, match="garbled"):
+        parse_dump(rec, TCP_BOTH, SEQ, PORT)  # the newer reply type in the one-walk dump
     with pytest.raises(DumpError, match="refused: ENOENT"):
         parse_dump(header(36, NLMSG_ERROR) + struct.pack("=i", -2) + b"\0" * 16, "udp", SEQ, PORT)
     with pytest.raises(DumpError, match="truncated"):
@@ -149,6 +156,7 @@ class FakeDiag(SockDiag):
         self.connected: list[tuple[SockKey, int]] = []
         self.half_open = 0
         self.fail = 0
+        self.old_form_refused = False
         self.calls: list[tuple[str, int]] = []
 
     def open(self) -> None:
@@ -159,10 +167,12 @@ class FakeDiag(SockDiag):
         if self.fail:
             self.fail -= 1
             raise DumpError("garbled", "test")
-        if table not in ("tcp", "tcp6"):
+        if table == TCP_BOTH and self.old_form_refused:
+            raise DumpError("refused", "EINVAL")
+        if table not in ("tcp", "tcp6", TCP_BOTH):
             return Dump([], 0)
         rows = self.listening if states == LISTENING else self.connected
-        return Dump([r for r in rows if r[0][1] == table], self.half_open if states == CONNECTED else 0)
+        return Dump([r for r in rows if table in (TCP_BOTH, r[0][1])], self.half_open if states == CONNECTED else 0)
 
 
 def fake_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[NetworkProbe, FakeDiag, Path]:
@@ -207,6 +217,23 @@ def test_established_sockets_are_listed_when_the_counters_move(tmp_path: Path,
     for _ in range(40):  # settled (one walk finds no half-open socket), then one walk per RECHECK_S (30 runs)
         probe.collect(False)
     assert before + 6 <= probe.walks <= before + 7
+    walked = [t for t, states in diag.calls if states == CONNECTED]
+    assert set(walked) == {TCP_BOTH} and len(walked) == probe.walks  # both families in one walk each time
+
+
+def test_a_kernel_refusing_the_one_walk_form_is_asked_per_family(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    probe, diag, snmp = fake_probe(tmp_path, monkeypatch)
+    set_counters(snmp, 1, 1)
+    diag.old_form_refused = True
+    diag.connected = [(("established", "tcp6", "2001:db8::2", 40000, "2001:db8::1", 443), 0)]
+    probe.collect(False)
+    set_counters(snmp, 1, 1)
+    probe.collect(False)
+    assert [k[1] for k in probe.open] == ["tcp6"] and probe.source_info() == {"mode": "netlink"}
+    walked = [t for t, states in diag.calls if states == CONNECTED]
+    assert walked == [TCP_BOTH, "tcp", "tcp6", "tcp", "tcp6"]  # asked once, then per family, no failure counted
+    assert probe.failures == 0
 
 
 def test_a_failed_dump_is_counted_and_that_run_reads_proc_net(tmp_path: Path,
