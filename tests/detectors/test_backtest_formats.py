@@ -97,16 +97,16 @@ def test_backtest_command_reads_both_formats_and_scores_the_new_detectors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = ["time,host,cpu_pct"]
-    for k in range(900):  # one lone host, five-minute reports for about three days, then a spike
+    for k in range(1200):  # one lone host, five-minute reports for about four days, then a spike
         cpu = 30 + 10 * math.sin(k / 12 * math.pi / 12) + (k % 7) * 0.3
-        rows.append(f"{1772442000 + 300 * k},solo,{65.0 if k >= 897 else cpu:.2f}")
+        rows.append(f"{1772442000 + 300 * k},solo,{65.0 if k >= 1197 else cpu:.2f}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "p.json").write_text(json.dumps(prometheus_doc()))
     scores = tmp_path / "scores.csv"
     assert main(["backtest", str(tmp_path / "m.csv"), str(tmp_path / "p.json"), "--image-label", "job",
                  "--scores", str(scores)]) == 0
     out = capsys.readouterr().out
-    assert "replayed 903 events from 3 hosts" in out
+    assert "replayed 1203 events from 3 hosts" in out
     with scores.open() as f:
         records = list(csv.DictReader(f))
     assert {"history", "metric", "peers"} <= set(records[0])
