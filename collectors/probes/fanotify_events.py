@@ -197,7 +197,7 @@ def _unescape(field: str) -> str:
         return field
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
+        if field[i] == "\\" and i + 4 <= len(field) and all(c in "01234567" for c in field[i + 1:i + 4]):
             out.append(chr(int(field[i + 1:i + 4], 8)))
             i += 4
         else:
@@ -257,7 +257,7 @@ class FanotifySource:
             raise ExecSourceUnavailable(f"fanotify_init refused: {os.strerror(err)} (needs root, "
                                         "CAP_SYS_ADMIN in the initial user namespace)")
         try:
-            mountinfo = Path(self.proc, "self/mountinfo").read_text(errors="replace")
+            mountinfo = Path(self.proc, "self/mountinfo").read_bytes().decode("utf-8", "surrogateescape")
         except OSError as e:
             os.close(fd)
             raise ExecSourceUnavailable(f"cannot read {self.proc}/self/mountinfo: {e}") from e

@@ -94,6 +94,15 @@ def test_mounts_to_mark() -> None:
     assert exec_mounts(info) == [("/", "ext4", "253:1"), ("/tmp", "tmpfs", "0:30"),
                                  ("/var/lib/x", "overlay", "0:40")]
     assert exec_mounts("26 22 0:50 / /srv\\040data rw - ext4 x rw") == [("/srv data", "ext4", "0:50")]
+    # escapes that are not three octal digits stay as they are
+    assert exec_mounts("26 22 0:51 / /a\\089\\04 rw - ext4 x rw") == [("/a\\089\\04", "ext4", "0:51")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_any_mountinfo_text_never_raises(text: str) -> None:
+    for point, fstype, device in exec_mounts(text):
+        assert fstype not in ("proc", "sysfs") and isinstance(point, str) and device
 
 
 def open_fds() -> set[int]:
