@@ -17,7 +17,10 @@ One execve opens several files: the program, for a script its interpreter (`#!`)
 linked program the ELF loader (ld-linux*.so*). `group_execs` folds them into execs: a loader closes the
 exec it belongs to; a program after a script is that script's interpreter (the exec's exe, as
 /proc/<pid>/exe has it); any other program is a new exec (`sh -c 'exec x'` is two). The loader run as a
-program (`ld.so /bin/x`) is an exec of the loader.
+program (`ld.so /bin/x`) is an exec of the loader. On overlayfs (containers) the kernel also reports the
+lower layer's file, opened by overlayfs itself through a mount of its own just before the program: its
+path does not name that file here (fstat of the descriptor against stat of the path), and such a shadow
+followed by the pid's program is that one exec.
 
 The event is queued when the file is opened, early in the execve: the process may still show its old
 program and command line for a moment. The reader reads the command line, real uid and parent, parent
@@ -130,16 +133,21 @@ def is_loader(path: str) -> bool:
     return name.startswith("ld-") and ".so" in name
 
 
-def group_execs(opened: list[tuple[int, str, bool]], state: dict[int, str] | None = None) -> list[tuple[int, str]]:
-    """(pid, exe) of each exec, from (pid, path, is_script) of the files opened for execution, in kernel
-    order (see the module doc). `state` (pid -> "open" or "script") carries each pid's last exec from one
-    read to the next: still open (its loader may follow), or a script waiting for its interpreter; it is
-    updated in place."""
+def group_execs(opened: list[tuple[int, str, bool, bool]],
+                state: dict[int, str] | None = None) -> list[tuple[int, str]]:
+    """(pid, exe) of each exec, from (pid, path, is_script, is_shadow) of the files opened for execution,
+    in kernel order (see the module doc). A shadow is a file whose path is not where this namespace sees
+    it: overlayfs opens a program's lower-layer file itself, through a mount of its own, just before the
+    program; a shadow followed by the pid's next program is that exec (the program's path is the one
+    kept). `state` (pid -> "open" or "script") carries each pid's last exec from one read to the next:
+    still open (its loader may follow), or a script waiting for its interpreter; it is updated in place."""
     st = state if state is not None else {}
     execs: list[tuple[int, str]] = []
     index: dict[int, int] = {}
     """pid -> index in `execs` of its exec still open in this read."""
-    for pid, path, script in opened:
+    shadowed: dict[int, bool] = {}
+    """pid -> its exec open in this read was seen through a shadow only."""
+    for pid, path, script, shadow in opened:
         prev = st.get(pid)
         if is_loader(path):
             if prev is None:
@@ -148,7 +156,8 @@ def group_execs(opened: list[tuple[int, str, bool]], state: dict[int, str] | Non
                 del st[pid]  # the loader ends the exec it belongs to
             index.pop(pid, None)
             continue
-        if prev == "script":  # the interpreter of the script just opened: the same exec, its real program
+        if prev == "script" or (prev == "open" and shadowed.get(pid)):  # the interpreter of the script just
+            # opened, or the program whose lower layer came first: the same exec, its real program
             if pid in index:
                 execs[index[pid]] = (pid, path)
             else:  # the script came in an earlier read and was reported there
@@ -157,6 +166,7 @@ def group_execs(opened: list[tuple[int, str, bool]], state: dict[int, str] | Non
         else:
             execs.append((pid, path))
             index[pid] = len(execs) - 1
+        shadowed[pid] = shadow
         st[pid] = "script" if script else "open"
     return execs
 
@@ -326,7 +336,7 @@ class FanotifySource:
         events, bad = parse_events(data)
         if bad:
             self._error("bad_record", bad)
-        opened: list[tuple[int, str, bool]] = []
+        opened: list[tuple[int, str, bool, bool]] = []
         overflow = 0
         fd_path = "/proc/self/fd/{}".format
         for mask, fd, pid in events:
@@ -343,13 +353,16 @@ class FanotifySource:
                 except OSError:
                     self._error("unreadable_fd")
                     continue
+                if is_loader(path):
+                    opened.append((pid, path, False, False))
+                    continue
                 script = self._script_paths.get(path)
                 if script is None:
                     script = _starts_with_shebang(fd)
                     if len(self._script_paths) >= MAX_PATHS:
                         self._script_paths.clear()
                     self._script_paths[path] = script
-                opened.append((pid, path, script))
+                opened.append((pid, path, script, _is_shadow(fd, path)))
             finally:
                 os.close(fd)
         if overflow:
@@ -458,6 +471,17 @@ class FanotifySource:
         for pid in pids:
             exes.pop(pid, None)
             self._execs.pop(pid, None)
+
+
+def _is_shadow(fd: int, path: str) -> bool:
+    """True when `path` (the descriptor's) is not this namespace's name of the descriptor's file: a mount
+    of its own (overlayfs's lower layer), a file deleted since, or a mount namespace whose files this one
+    does not see."""
+    try:
+        held, named = os.fstat(fd), os.stat(path)
+    except OSError:
+        return True
+    return (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
 
 
 def _starts_with_shebang(fd: int) -> bool:

@@ -106,3 +106,42 @@ def test_in_a_pid_namespace_fanotify_reports_every_short_exec_with_its_exe(tmp_p
     # exits come from the probe's listing: the dropper and its child are gone, each reported once
     assert out["exits"].count(out["dropper"]) == 1 and out["exits"].count(child[0]["pid"]) == 1
     assert (tmp_path / "dropped").exists()
+
+
+OVERLAY = r"""
+import json, os, subprocess, sys, time
+from collectors.probes.exec_events import ExecRecord
+from collectors.probes.fanotify_events import FanotifySource
+merged = sys.argv[1]
+src = FanotifySource(max_reads_per_s=1e9)
+src.open()
+procs = [subprocess.Popen([merged + "/prog", "0.2"]) for _ in range(5)]
+pids = [p.pid for p in procs]
+for p in procs:
+    p.wait()
+time.sleep(0.3)
+recs = [r for r in src.drain() if isinstance(r, ExecRecord) and r.pid in pids]
+src.close()
+print(json.dumps({"marked": src.marked, "execs": [[r.pid, r.exe, r.argv is not None] for r in recs]}))
+"""
+
+
+def test_a_program_on_overlayfs_is_one_exec_with_its_overlay_path(tmp_path: Path) -> None:
+    # overlayfs opens the lower layer's file itself (through a mount of its own) before the program: that
+    # event is the same exec, not a second one named after the lower file
+    for d in ("lower", "upper", "work", "merged"):
+        (tmp_path / d).mkdir()
+    shutil.copy(os.path.realpath("/bin/sleep"), tmp_path / "lower" / "prog")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = (f"mount -t overlay overlay -o lowerdir={tmp_path}/lower,upperdir={tmp_path}/upper,"
+              f"workdir={tmp_path}/work {tmp_path}/merged && exec \"$0\" -c \"$1\" {tmp_path}/merged")
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script, sys.executable, OVERLAY], capture_output=True,
+                          text=True, timeout=120, cwd=REPO, env=env)
+    if done.returncode != 0 and "overlay" in done.stderr and "mount" in done.stderr:
+        pytest.skip(f"no overlayfs here: {done.stderr.strip()[-200:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any(m.startswith(f"{tmp_path}/merged (overlay") for m in out["marked"])
+    execs = out["execs"]
+    assert len(execs) == 5 and len({pid for pid, _exe, _argv in execs}) == 5  # one exec each
+    assert all(exe == f"{tmp_path}/merged/prog" and argv for _pid, exe, argv in execs)

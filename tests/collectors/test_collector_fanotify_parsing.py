@@ -49,6 +49,11 @@ def test_bad_headers_are_counted_and_not_trusted() -> None:
     assert parse_events(good + struct.pack("=I", 4096) + good[4:]) == ([(FAN_OPEN_EXEC, 5, 100)], 1)  # past end
 
 
+def o(pid: int, path: str, script: bool = False, shadow: bool = False) -> tuple[int, str, bool, bool]:
+    """One file opened for execution, as group_execs takes it."""
+    return pid, path, script, shadow
+
+
 def test_loader_names() -> None:
     assert is_loader(LD) and is_loader("/lib/ld-musl-x86_64.so.1") and is_loader("/lib64/ld-linux-aarch64.so.1")
     assert not is_loader("/usr/bin/ld") and not is_loader("/usr/bin/ld-wrapper") and not is_loader("/bin/sh")
@@ -56,26 +61,37 @@ def test_loader_names() -> None:
 
 def test_one_execve_opens_several_files_and_is_one_exec() -> None:
     # a dynamically linked program, then its loader
-    assert group_execs([(10, "/usr/bin/true", False), (10, LD, False)]) == [(10, "/usr/bin/true")]
+    assert group_execs([o(10, "/usr/bin/true"), o(10, LD)]) == [(10, "/usr/bin/true")]
     # a script: script, interpreter, loader -> the interpreter, as /proc/<pid>/exe has it
-    assert group_execs([(11, "/tmp/x.sh", True), (11, "/usr/bin/dash", False), (11, LD, False)]) == [
+    assert group_execs([o(11, "/tmp/x.sh", script=True), o(11, "/usr/bin/dash"), o(11, LD)]) == [
         (11, "/usr/bin/dash")]
     # sh -c 'exec sleep 1': two execs of one pid
-    assert group_execs([(12, "/usr/bin/dash", False), (12, LD, False), (12, "/usr/bin/sleep", False),
-                        (12, LD, False)]) == [(12, "/usr/bin/dash"), (12, "/usr/bin/sleep")]
+    assert group_execs([o(12, "/usr/bin/dash"), o(12, LD), o(12, "/usr/bin/sleep"),
+                        o(12, LD)]) == [(12, "/usr/bin/dash"), (12, "/usr/bin/sleep")]
     # two static programs exec'd by one pid, interleaved with another process
-    assert group_execs([(13, "/bin/busybox", False), (14, "/usr/bin/id", False), (13, "/sbin/static", False),
-                        (14, LD, False)]) == [(13, "/bin/busybox"), (14, "/usr/bin/id"), (13, "/sbin/static")]
+    assert group_execs([o(13, "/bin/busybox"), o(14, "/usr/bin/id"), o(13, "/sbin/static"),
+                        o(14, LD)]) == [(13, "/bin/busybox"), (14, "/usr/bin/id"), (13, "/sbin/static")]
     # the loader run as a program
-    assert group_execs([(15, LD, False)]) == [(15, LD)]
+    assert group_execs([o(15, LD)]) == [(15, LD)]
+
+
+def test_a_lower_layer_opened_first_is_the_same_exec() -> None:
+    # overlayfs opens the program's lower file itself (a path of its own mount), then the program is opened
+    assert group_execs([o(30, "/usr/bin/python3", shadow=True), o(30, "/var/lib/c/merged/usr/bin/python3"),
+                        o(30, LD)]) == [(30, "/var/lib/c/merged/usr/bin/python3")]
+    # a program deleted since (a shadow too) that is the last thing its pid opens is reported as it is
+    assert group_execs([o(31, "/tmp/x (deleted)", shadow=True)]) == [(31, "/tmp/x (deleted)")]
+    # a program that is not a shadow, then another: two execs (a static program exec'ing another)
+    assert group_execs([o(32, "/bin/static"), o(32, "/bin/next")]) == [
+        (32, "/bin/static"), (32, "/bin/next")]
 
 
 def test_an_exec_split_over_two_reads_stays_one() -> None:
     state: dict[int, str] = {}
-    assert group_execs([(20, "/usr/bin/env", False)], state) == [(20, "/usr/bin/env")]
-    assert group_execs([(20, LD, False)], state) == []  # the loader of the exec already reported
-    assert group_execs([(21, "/tmp/run.sh", True)], state) == [(21, "/tmp/run.sh")]
-    assert group_execs([(21, "/usr/bin/bash", False), (21, LD, False)], state) == [(21, "/usr/bin/bash")]
+    assert group_execs([o(20, "/usr/bin/env")], state) == [(20, "/usr/bin/env")]
+    assert group_execs([o(20, LD)], state) == []  # the loader of the exec already reported
+    assert group_execs([o(21, "/tmp/run.sh", script=True)], state) == [(21, "/tmp/run.sh")]
+    assert group_execs([o(21, "/usr/bin/bash"), o(21, LD)], state) == [(21, "/usr/bin/bash")]
     assert state == {}
 
 
