@@ -19,6 +19,7 @@ STEM = {
     "warmup": "#9a9a9a",
     "rollout": "#6c3fb5",
     "image": "#2e86ab",
+    "during_attack": "#e8a33d",
 }
 
 
@@ -29,6 +30,8 @@ def _t(s: str) -> datetime:
 def _stem_class(label: str) -> str:
     if label in ("false_alarm", "warmup", "image"):
         return label
+    if label.startswith("during_attack:"):
+        return "during_attack"
     return "rollout" if ":" in label else "matched"
 
 

@@ -9,7 +9,10 @@ over the findings after the warm-up. Its rules (documented in docs/simulator.md)
 - every other host finding is a false alarm; one inside a normal fleet-life window (rollout, rollback,
   traffic spike, config push) of its family is also attributed to that window (a finding in the clean
   rollout's window is a *rollout host anomaly*, target zero);
-- precision = matched findings / host findings; recall = detected / injected host scenarios;
+- a scenario that lists `evidence` (the lab's attacks) is detected only by a finding naming one of it; its
+  host's other findings in its window are labelled "during_attack:<scenario>", neither detections nor false
+  alarms, and counted apart;
+- precision = matched findings / (matched findings + false alarms); recall = detected / injected host scenarios;
   false alarms per 1,000 host-hours = false alarms / host-hours observed after the warm-up x 1,000.
 Findings during the warm-up (cohort baselines still forming) are counted apart. This module adds the
 per-finding labels, the per-scenario explanations, false alarms per cohort and the chart data.
@@ -25,13 +28,15 @@ from typing import Any
 from contract.findings import Finding
 from herdwatch.evaluation.decay import hardening_decay
 from herdwatch.evaluation.runner import DetectionRun
-from herdwatch.evaluation.scoring import evaluate
+from herdwatch.evaluation.scoring import evaluate, names_evidence
 from simulator.scenarios import GroundTruth
 
 HOST_KINDS = ("compromise", "stale_image", "drift")
 """Ground truth about one host: a finding on it in its window is expected (drift: a host changed by hand after
 it was cloned, from a scenario's drift events)."""
 ROLLOUT_KINDS = ("rollout", "rollback")
+DURING_ATTACK = "during_attack:"
+"""Label prefix of a finding on an attacked host in the attack's window that names none of its evidence."""
 TARGET_FALSE_ALARMS_PER_1000_HOST_HOURS = 1.0
 
 
@@ -60,7 +65,13 @@ def classify(f: Finding, truth: list[GroundTruth], info: RunInfo, grace: timedel
         and g.start <= f.time <= g.end + grace
         and (g.kind != "stale_image" or f.kind.value == "stale_image")
     ]
-    if matches:  # a host with several drifts: the one whose changed keys the finding names
+    if matches:
+        as_dict = f.to_dict()
+        named_evidence = [g for g in matches if names_evidence(as_dict, g.details.get("evidence"))]
+        if not named_evidence:
+            return DURING_ATTACK + matches[0].scenario
+        matches = named_evidence
+        # a host with several drifts: the one whose changed keys the finding names
         about = f"{f.subject} {f.details.get('after') or ''} {f.details.get('feature') or ''}"
         named = [g for g in matches if any(k in about for k in g.details.get("changes") or ())]
         return (named or matches)[0].scenario
@@ -84,7 +95,7 @@ def names_host(f: Finding, g: GroundTruth, grace: timedelta) -> bool:
 
 
 def is_false_alarm(label: str) -> bool:
-    return label == "false_alarm" or ":" in label
+    return label == "false_alarm" or (":" in label and not label.startswith(DURING_ATTACK))
 
 
 def host_hours(run: DetectionRun, since: datetime, host_cohort: dict[str, str]) -> dict[str, float]:
@@ -168,6 +179,7 @@ def build_report(run: DetectionRun, truth: list[GroundTruth], info: RunInfo, gra
         "findings_after_warmup": len(after),
         "matched_findings": ev["true_positives"],
         "false_alarms": ev["false_positives"],
+        "during_attack_findings": ev["during_attack"],
         "image_findings": ev["image_findings"],
         "warmup_findings": len(labelled) - len(after),
         "host_hours_after_warmup": round(total_hours, 3),

@@ -4,7 +4,9 @@ Ground truth is a list of dicts: {host_id, scenario, start, end} (ISO-8601 strin
 optionally with `kind` and `image_family`. A row with a host_id is a host compromise that must be
 reported on that host between start and end (+ `slack_s`); if its details list `evidence` (strings), the
 finding must also name one of them (in its subject, explanation or details, any case): a lab attack is not
-credited with an unrelated false alarm that happens to fall on its host in its window. A row without a
+credited with an unrelated false alarm that happens to fall on its host in its window. A finding there that
+names none of them is counted apart (`during_attack`: the attack's own process tree, e.g. an interactive shell's
+start-up files, or something unrelated), neither a detection nor a false alarm, and listed. A row without a
 host_id is normal fleet life (kind/scenario rollout, rollback, traffic_spike, config_push) over image_family:
 findings on its hosts in that window are false alarms attributed to it. Scenario "stale_image" rows expect
 a STALE_IMAGE finding.
@@ -47,7 +49,8 @@ def _as_dict(o: Any) -> dict[str, Any] | None:
     return None
 
 
-def _names_evidence(finding: dict[str, Any], evidence: Any) -> bool:
+def names_evidence(finding: dict[str, Any], evidence: Any) -> bool:
+    """True if the finding names one of `evidence` (or there is no evidence to name)."""
     if not evidence:
         return True
     text = " ".join((str(finding.get("subject", "")), str(finding.get("explanation", "")),
@@ -81,6 +84,7 @@ def evaluate(
     host_findings = [f for f in findings if (f.get("details") or {}).get("scope") != "image"]
     tp = 0
     fp_list: list[dict[str, Any]] = []
+    during: list[dict[str, Any]] = []
     first_hit: dict[int, float] = {}
     for f in host_findings:
         ft = _t(f["time"])
@@ -88,12 +92,14 @@ def evaluate(
         if f["kind"] == "campaign":
             named.update(str(h) for h in (f.get("details") or {}).get("hosts") or ())
         hits: list[int] = []
+        in_attack = False
         for i, r in enumerate(hosts_truth):
             if r["host_id"] not in named or not (_t(r["start"]) <= ft <= _t(r["end"]) + slack_s):
                 continue
             if (r.get("kind") or r["scenario"]) == "stale_image" and f["kind"] != "stale_image":
                 continue
-            if not _names_evidence(f, (r.get("details") or {}).get("evidence")):
+            if not names_evidence(f, (r.get("details") or {}).get("evidence")):
+                in_attack = True
                 continue
             same = [j for j in hits if hosts_truth[j]["host_id"] == r["host_id"]]
             if same:  # one truth row per host: one still undetected (a second drift of the host) before one that is
@@ -102,7 +108,7 @@ def evaluate(
                 continue
             hits.append(i)
         if not hits:
-            fp_list.append(f)
+            (during if in_attack else fp_list).append(f)
             continue
         tp += 1
         for hit in hits:
@@ -133,7 +139,7 @@ def evaluate(
         "findings": n_host,
         "true_positives": tp,
         "false_positives": len(fp_list),
-        "precision": round(tp / n_host, 4) if n_host else None,
+        "precision": round(tp / (tp + len(fp_list)), 4) if tp + len(fp_list) else None,
         "recall": round(len(first_hit) / len(hosts_truth), 4) if hosts_truth else None,
         "detected": sum(1 for p in per_truth if p["detected"]),
         "scenarios": len(hosts_truth),
@@ -146,6 +152,8 @@ def evaluate(
         "rollout_events": rollout_events,
         "image_findings": len(image_level),
         "false_positive_examples": [f"{f['host_id']} {f['kind']} {f['subject']}" for f in fp_list[:5]],
+        "during_attack": len(during),
+        "during_attack_examples": [f"{f['host_id']} {f['kind']} {f['subject']}" for f in during[:5]],
     }
 
 

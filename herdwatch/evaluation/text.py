@@ -16,6 +16,9 @@ def report_lines(rep: dict[str, Any]) -> list[str]:
         f"over {s['host_hours_after_warmup']} host-hours), rollout host anomalies "
         f"{s['rollout_host_anomalies']}, warm-up findings {s['warmup_findings']}",
     ]
+    if s.get("during_attack_findings"):
+        lines.append(f"  findings on attacked hosts during their attacks naming no attack evidence (neither detections "
+                     f"nor false alarms): {s['during_attack_findings']}")
     for sc in rep["scenarios"]:
         mark = f"detected after {sc['time_to_detect_s']} s" if sc["detected"] else "MISSED"
         lines.append(f"  {sc['scenario']:<24} {sc['attack']:<15} {sc['host_id']}  {mark}")

