@@ -31,6 +31,15 @@ outage does to delivery.
    warm-up, its CPU (% of one core) over --idle seconds, its RSS at the end and peak RSS (VmHWM), CPU by
    thread, the execs/s other work made on the machine meanwhile, and prometheus-node-exporter's idle CPU
    and RSS measured in the same window (scraped every 15 s).
+
+    .venv/bin/python benchmarks/bench_collectors.py --agent-idle --idle 120 --procs 300 \
+        --code /path/to/base-checkout --code .
+
+4. Agent idle (--agent-idle, instead of the rest): the network probe's CPU per run in each checkout (--code,
+   repeatable; default this one) and mode (sock_diag netlink, /proc/net; psutil.net_connections beside),
+   200 runs back to back and then one run a second for 30 s (the machine's own socket churn), with how often
+   the kernel's established-socket hash was walked; then (c) with one agent of each checkout side by side
+   in the same window, same broker and same processes, so a before/after ratio comes from one run.
 """
 
 from __future__ import annotations
@@ -390,22 +399,90 @@ def probe_under_load(code: Path, mode: str, rate: int, seconds: float = 10.0) ->
 
 
 AGENT_NAMED_THREADS = """
-import ctypes, sys, threading
-libc = ctypes.CDLL(None)
+import sys, threading
 run = threading.Thread.run
 def named(self):  # the OS thread name (/proc/<pid>/task/<tid>/comm) = the Python one, for CPU by thread
-    libc.prctl(15, self.name.encode()[:15], 0, 0, 0)
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+            f.write(self.name[:15])
+    except OSError:
+        pass
     run(self)
 threading.Thread.run = named
 from herdwatch.cli import main
 sys.exit(main(["collect"]))
 """
+"""`herdwatch collect` with each thread's OS name set to its Python name (written to /proc, no extra module)."""
+
+NETWORK_COST = """
+import json, sys, time
+import psutil
+from collectors.probes import NetworkProbe
+n, out = int(sys.argv[1]), {}
+modes = ("netlink", "proc") if "source" in NetworkProbe.__init__.__code__.co_varnames else ("proc",)
+for mode in modes:
+    probe = NetworkProbe(1.0, None, **({"source": mode} if len(modes) > 1 else {}))
+    probe.collect(True)
+    t0 = time.process_time()
+    for _ in range(n):
+        probe.collect(False)
+    out[mode] = {"ms": 1000 * (time.process_time() - t0) / n, "sockets": probe.count,
+                 "walks": probe.walks if mode == "netlink" else n}  # /proc/net: the kernel walks every run
+t0 = time.process_time()
+for _ in range(n):
+    psutil.net_connections("inet")
+out["psutil"] = {"ms": 1000 * (time.process_time() - t0) / n}
+paced = {mode: NetworkProbe(1.0, None, **({"source": mode} if len(modes) > 1 else {})) for mode in modes}
+cpu = dict.fromkeys(modes, 0.0)
+for probe in paced.values():
+    probe.collect(True)
+walks0 = {mode: getattr(p, "walks", 0) for mode, p in paced.items()}
+seconds = int(sys.argv[2])
+for _ in range(seconds):  # at the default cadence: what the machine's own socket churn costs
+    for mode, probe in paced.items():
+        t0 = time.thread_time()
+        probe.collect(False)
+        cpu[mode] += time.thread_time() - t0
+    time.sleep(1.0)
+for mode, probe in paced.items():
+    out[mode + " @1s"] = {"ms": 1000 * cpu[mode] / seconds, "sockets": probe.count,
+                          "walks": probe.walks - walks0[mode] if mode == "netlink" else seconds}
+print(json.dumps(out))
+"""
 
 
-def idle_agent(seconds: float, procs: int, use_broker: bool) -> None:
-    """(c) The whole agent idle: CPU over `seconds` after a 15 s warm-up, RSS; node-exporter alongside."""
+def code_env(code: Path) -> dict[str, str]:
+    """Environment that makes a subprocess import herdwatch from checkout `code`."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(code) + (os.pathsep + path if path else "")}
+
+
+def network_cost(codes: list[Path], runs: int = 200, seconds: int = 30) -> None:
+    """CPU per run of the network probe in each checkout and mode: `runs` back to back (nothing new between
+    them), then one run a second for `seconds` (mode "@1s": whatever sockets the machine opens meanwhile)."""
+    print(f"\nnetwork probe, CPU per run (mean of {runs} back-to-back runs, then of one run a second for "
+          f"{seconds} s: '@1s'; {Path('/proc/net/tcp').read_text().count(chr(10)) - 1} lines in /proc/net/tcp)")
+    print(f"{'checkout':<34}{'mode':<14}{'ms/run':>9}{'sockets':>9}{'hash walks':>12}{'% core at 1 s':>15}")
+    for code in codes:
+        out = subprocess.run([sys.executable, "-c", NETWORK_COST, str(runs), str(seconds)],
+                             env={**os.environ, **code_env(code)}, cwd=code, capture_output=True, text=True,
+                             timeout=600)
+        if out.returncode != 0:
+            print(f"{code!s:<34}failed: {out.stderr.strip()[-300:]}")
+            continue
+        for mode, r in json.loads(out.stdout.strip().splitlines()[-1]).items():
+            walks = f"{r['walks']}/{seconds if '@' in mode else runs}" if "walks" in r else ""
+            print(f"{code!s:<34}{mode:<14}{r['ms']:>9.3f}{r.get('sockets', ''):>9}{walks:>12}"
+                  f"{r['ms'] / 10:>15.3f}")
+
+
+def idle_agent(seconds: float, procs: int, use_broker: bool, codes: list[Path] | None = None) -> None:
+    """(c) The whole agent idle: CPU over `seconds` after a 15 s warm-up, RSS; node-exporter alongside. With
+    several checkouts, one agent of each runs side by side in the same window (same broker, same machine)."""
     from collectors.probes.exec_events import ExecSource
-    print(f"\n(c) the whole agent idle (herdwatch collect, default probes and intervals), >= {procs} processes")
+    codes = codes or [Path(__file__).resolve().parent.parent]
+    print(f"\n(c) the whole agent idle (herdwatch collect, default probes and intervals), >= {procs} processes"
+          + (f", {len(codes)} checkouts side by side" if len(codes) > 1 else ""))
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     cleanup: list[subprocess.Popen] = []
     stop = threading.Event()
@@ -424,12 +501,16 @@ def idle_agent(seconds: float, procs: int, use_broker: bool) -> None:
                 broker.stop()
                 broker = None
         cleanup += spawn_idle(procs)
-        env = {**os.environ, "HERDWATCH_KAFKA_BOOTSTRAP": bootstrap, "HERDWATCH_KAFKA_TOPIC_PREFIX": "idle",
-               "HERDWATCH_COLLECTOR_STATE_DIR": str(work / "agent")}
-        with open(work / "agent.log", "w") as log:
-            agent = subprocess.Popen([sys.executable, "-c", AGENT_NAMED_THREADS], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
-        cleanup.append(agent)
+        agents: list[tuple[str, subprocess.Popen]] = []
+        for i, code in enumerate(codes):
+            env = {**os.environ, "HERDWATCH_KAFKA_BOOTSTRAP": bootstrap, "HERDWATCH_KAFKA_TOPIC_PREFIX": "idle",
+                   "HERDWATCH_COLLECTOR_STATE_DIR": str(work / f"agent{i}"),
+                   "HERDWATCH_COLLECTOR_HOST_ID": f"idle-{i}", **code_env(code)}
+            with open(work / f"agent{i}.log", "w") as log:
+                agent = subprocess.Popen([sys.executable, "-c", AGENT_NAMED_THREADS], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=code)
+            cleanup.append(agent)
+            agents.append((f"herdwatch collect {code}" if len(codes) > 1 else "herdwatch collect", agent))
         ne: psutil.Process | None = None
         ne_bin = ensure_node_exporter()
         if ne_bin:
@@ -444,33 +525,39 @@ def idle_agent(seconds: float, procs: int, use_broker: bool) -> None:
             print(f"{NODE_EXPORTER}: skipped (not installed and could not be installed here)")
         counter = ExecSource(max_reads_per_s=1e-9)  # counts the machine's execs; reads nothing
         counter.open()
-        a = psutil.Process(agent.pid)
+        measured = [(name, psutil.Process(a.pid)) for name, a in agents] + ([(NODE_EXPORTER, ne)] if ne else [])
         time.sleep(15)  # warm-up: imports, first inventories
-        c0 = {p: sum(p.cpu_times()[:4]) for p in ([a] + ([ne] if ne else []))}
-        th0 = {t.id: t.user_time + t.system_time for t in a.threads()}
+        c0 = {p.pid: sum(p.cpu_times()[:4]) for _, p in measured}
+        th0 = {a.pid: {t.id: t.user_time + t.system_time for t in psutil.Process(a.pid).threads()} for _, a in agents}
         execs0, t0 = counter.execs_seen, time.time()
         time.sleep(seconds)
         elapsed = time.time() - t0
         execs = counter.execs_seen - execs0
-        c1 = {p: sum(p.cpu_times()[:4]) for p in c0}
-        th1 = {t.id: t.user_time + t.system_time for t in a.threads()}
+        c1 = {p.pid: sum(p.cpu_times()[:4]) for _, p in measured}
+        th1 = {a.pid: {t.id: t.user_time + t.system_time for t in psutil.Process(a.pid).threads()} for _, a in agents}
         counter.close()
         print(f"{len(psutil.pids())} processes alive; Kafka "
               f"{'local broker ' + bootstrap if broker else 'unreachable (127.0.0.1:1)'}; other work on the "
-              f"machine made {execs / elapsed:.0f} execs/s during the {elapsed:.0f} s window")
-        print(f"{'process':<28}{'CPU % of 1 core':>17}{'RSS MB':>9}{'peak RSS MB':>13}")
-        for name, proc in [("herdwatch collect", a)] + ([(NODE_EXPORTER, ne)] if ne else []):
+              f"machine made {execs / elapsed:.0f} execs/s during the {elapsed:.0f} s window; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        width = max(28, *(len(name) + 2 for name, _ in measured))
+        print(f"{'process':<{width}}{'CPU % of 1 core':>17}{'RSS MB':>9}{'peak RSS MB':>13}")
+        for name, proc in measured:
             status = Path(f"/proc/{proc.pid}/status").read_text()
             rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
             hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-            print(f"{name:<28}{100 * (c1[proc] - c0[proc]) / elapsed:>17.3f}{rss / 1024:>9.1f}{hwm / 1024:>13.1f}")
-        names = {agent.pid: "MainThread"}
-        for tid in th1:
-            with contextlib.suppress(OSError):
-                names.setdefault(tid, Path(f"/proc/{agent.pid}/task/{tid}/comm").read_text().strip())
-        by_thread = sorted(((th1[t] - th0.get(t, 0.0), names.get(t, str(t))) for t in th1), reverse=True)
-        print("agent CPU by thread, % of one core: " + ", ".join(
-            f"{name} {100 * cpu / elapsed:.3f}" for cpu, name in by_thread if cpu > 0))
+            print(f"{name:<{width}}{100 * (c1[proc.pid] - c0[proc.pid]) / elapsed:>17.3f}{rss / 1024:>9.1f}"
+                  f"{hwm / 1024:>13.1f}")
+        for name, agent in agents:
+            names = {agent.pid: "MainThread"}
+            for tid in th1[agent.pid]:
+                with contextlib.suppress(OSError):
+                    names.setdefault(tid, Path(f"/proc/{agent.pid}/task/{tid}/comm").read_text().strip())
+            before = th0[agent.pid]
+            by_thread = sorted(((th1[agent.pid][t] - before.get(t, 0.0), names.get(t, str(t)))
+                                for t in th1[agent.pid]), reverse=True)
+            print(f"{name} CPU by thread, % of one core: " + ", ".join(
+                f"{tname} {100 * cpu / elapsed:.3f}" for cpu, tname in by_thread if cpu > 0))
         print("targets: idle CPU <= 0.5% of one core, RSS <= 50 MB")
     finally:
         stop.set()
@@ -492,12 +579,21 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=60.0,
                     help="with --exec-events: seconds of the idle whole-agent measurement (0 skips it)")
     ap.add_argument("--no-broker", action="store_true",
-                    help="with --exec-events: the idle agent runs with Kafka unreachable (no local broker)")
+                    help="with --exec-events or --agent-idle: the idle agent runs with Kafka unreachable")
+    ap.add_argument("--agent-idle", action="store_true",
+                    help="only the network probe's cost per run and (c), the whole agent idle for --idle seconds")
     ap.add_argument("--code", action="append", type=Path,
                     help="with --agent-idle: a checkout to run the agent from (repeatable: side by side, one run); "
                          "with --exec-events: (b) runs the process probe of each checkout, interleaved")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if args.agent_idle:
+        codes = [c.resolve() for c in args.code] if args.code else [Path(__file__).resolve().parent.parent]
+        print(f"machine: {psutil.cpu_count()} cores, kernel {os.uname().release}, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        network_cost(codes)
+        idle_agent(args.idle, args.procs, not args.no_broker, codes)
+        return 0
     if args.exec_events:
         return exec_events_benchmark(args.idle, args.procs, not args.no_broker,
                                      [c.resolve() for c in args.code] if args.code else None)
