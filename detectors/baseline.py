@@ -201,11 +201,12 @@ class CohortBaseline:
         self,
         obs: Observation,
         now: float | None = None,
-        unscored: tuple[tuple[float, dict[str, float]], ...] = (),
+        store_metrics: bool = True,
     ) -> bool:
         """Fold one observation into the baseline. Returns True if the host just joined its cohort.
 
-        `unscored`: the host's metric reports still waiting to be scored, kept with its latest metrics."""
+        `store_metrics=False`: the caller writes the host's latest metrics to the store itself (the engine
+        does, with the reports still waiting to be scored)."""
         self.load()
         t = obs.time.timestamp() if now is None else now
         host = obs.host_id
@@ -230,7 +231,8 @@ class CohortBaseline:
             self._apply_features(host, rec.image, obs.added, obs.removed, t)
         if obs.metrics:
             self.metrics.setdefault(rec.image, {})[host] = (t, obs.metrics)
-            self.store[HOST_METRICS.key(rec.image, host)] = MetricReport(t, obs.metrics, unscored).to_json()
+            if store_metrics:
+                self.store[HOST_METRICS.key(rec.image, host)] = MetricReport(t, obs.metrics).to_json()
         return joined
 
     def _join(self, host: str, image: str, family: str, t: float) -> HostRec:

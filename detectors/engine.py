@@ -226,7 +226,7 @@ class FamilyEngine:
         out: list[Output] = self._judge_due(until) if self._heap and self._heap[0][0] <= until else []
         host = obs.host_id
         if obs.gone:
-            if self._reports and self._reports[0][0] <= until:
+            if self._reports:
                 out += self._score_reports(until)
             self._seen_last(host, t)
             rec = b.leave(host)
@@ -238,12 +238,9 @@ class FamilyEngine:
             return out
         seen = obs.details  # the exact instances go to the pending judgements
         prev = b.hosts.get(host)
-        unscored: tuple[tuple[float, dict[str, float]], ...] = ()
         if obs.metrics:
             self._queue(obs, t)
-            # the host's reports this call leaves unscored are stored with its latest metrics (crash safety)
-            unscored = tuple(r for r in self._unscored.get(host, ()) if r[0] > until)
-        joined = b.learn(obs, t, unscored)
+        joined = b.learn(obs, t, store_metrics=False)
         image, family = obs.image_id, obs.image_family
         if joined:
             if prev is not None:  # re-imaged: its old cohort lost a host
@@ -266,8 +263,12 @@ class FamilyEngine:
                 self._consider_absent(image, host, f, t, self.absent_majority)
         if obs.metrics and self.mv_enabled:
             self.mv.note(image, host, obs.metrics, t)
-        if self._reports and self._reports[0][0] <= until:
+        if self._reports:
             out += self._score_reports(until)
+        if obs.metrics and b.hosts[host].image == image:
+            # the host's latest metrics, with its reports still waiting to be scored (crash safety)
+            waiting = tuple(self._unscored.get(host, ()))
+            self.store[HOST_METRICS.key(image, host)] = MetricReport(t, obs.metrics, waiting).to_json()
         if self.record_scores:
             self.last_scores = self.scores(obs)
         return out
@@ -281,7 +282,7 @@ class FamilyEngine:
         t = min(self.now, self.watermark)
         b = self.baseline
         out = self._judge_due(t)
-        if self._reports and self._reports[0][0] <= t:
+        if self._reports:
             out += self._score_reports(t)
         for host in b.silent_hosts(t, self.host_timeout_s):  # silent too long: treated as gone
             interval = self.peers.cadence.interval(host)
@@ -743,12 +744,15 @@ class FamilyEngine:
         heapq.heappush(self._reports, (t, obs.host_id, self._queued, obs))
 
     def _score_reports(self, until: float) -> list[Output]:
-        """Score every waiting metric report made at or before `until`, in event-time order (a cohort's
-        reports within one step of the peers' grid share one peer view: detectors/peers.py)."""
+        """Score the waiting metric reports in event-time order while the next one's peers are all known:
+        its cut-off (the peer reports it is compared with are made at or before it, detectors/peers.py) is
+        at or before `until`. Live, that is at once (the cut-off is half an interval back); behind a
+        partition that lags, it waits. A cohort's reports within one step of the peers' grid share one peer
+        view."""
         out: list[Output] = []
         heap = self._reports
         hosts = self.baseline.hosts
-        while heap and heap[0][0] <= until:
+        while heap and (heap[0][0] <= until or self.peers.cutoff(heap[0][1], heap[0][0])[0] <= until):
             t, host, _, obs = heapq.heappop(heap)
             pending = self._unscored.get(host)
             if not pending or pending[0][0] != t:

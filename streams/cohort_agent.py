@@ -33,6 +33,9 @@ log = logging.getLogger("herdwatch.streams")
 COMPONENT = "streams.cohorts"
 CAUGHT_UP_SETTLE_S = 2.0
 """A telemetry partition counts as caught up only after it (and the observations topic) stayed so this long."""
+OBSERVATIONS_LOOK_S = 0.01
+"""How long one look at the observations topic's high-water marks serves (one watermark asks about every
+telemetry partition in a row)."""
 
 
 def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSettings,
@@ -41,9 +44,21 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
     telemetry, observed = topology.telemetry.get_topic_name(), observations.get_topic_name()
     behind_at: dict[int, float] = {}
     """telemetry partition -> wall time it was last seen behind."""
+    assignment: dict[str, Any] = {}
+    """This worker's telemetry partitions (partition -> TP) and observations TPs, until the next rebalance."""
+    observations_read: list[Any] = [-math.inf, False]
+    """(wall time, whether the observations topic was read up to its end then): one look serves every
+    telemetry partition of one watermark."""
 
     def done(tp: Any, high: int | None, slack: int = 0) -> bool:
         return high is not None and max(handled.get(tp, 0), committed_offset(app, tp) or 0) + slack >= high
+
+    def assigned() -> tuple[dict[int, Any], list[Any]]:
+        if not assignment:
+            tps = app.consumer.assignment()
+            assignment["telemetry"] = {tp.partition: tp for tp in tps if tp.topic == telemetry}
+            assignment["observations"] = [tp for tp in tps if tp.topic == observed]
+        return assignment["telemetry"], assignment["observations"]
 
     def caught_up(partition: int) -> bool | None:
         """True: this worker's host stage handled the partition up to its high-water mark, the cohort stage
@@ -53,13 +68,17 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
         wall = time.monotonic()
         try:
             consumer = app.consumer
-            assigned = consumer.assignment()
-            tp = next((tp for tp in assigned if tp.topic == telemetry and tp.partition == partition), None)
+            mine, observing = assigned()
+            tp = mine.get(partition)
             if tp is None:
                 return None
-            ready = done(tp, consumer.highwater(tp)) and all(
-                done(o, consumer.highwater(o), slack=1) for o in assigned if o.topic == observed)
+            ready = done(tp, consumer.highwater(tp))
+            if ready:
+                if wall - observations_read[0] > OBSERVATIONS_LOOK_S:
+                    observations_read[:] = [wall, all(done(o, consumer.highwater(o), slack=1) for o in observing)]
+                ready = bool(observations_read[1])
         except Exception:  # during a rebalance the assignment can change under us
+            assignment.clear()
             return None
         if not ready:
             behind_at[partition] = wall
@@ -114,6 +133,7 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
 
     def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         stage.reset()  # engines rebuild their caches from the (recovered) tables on next use
+        assignment.clear()
 
     app.on_partitions_revoked.connect(on_rebalance)
     app.on_partitions_assigned.connect(on_rebalance)
