@@ -176,10 +176,12 @@ class CollectorSettings(TypedSettings):
     process_interval_s: float = 0.9
     """Below 1 s, so every process that lives 1 s or more is seen, even with timer jitter."""
     process_inventory_s: float = 600.0
-    network_interval_s: float = 1.0
+    network_interval_s: float = 0.9
     """A connection held 2 s is seen. Each run dumps listeners and UDP sockets through sock_diag netlink and
     lists established TCP sockets only when the kernel's counters say they changed; owners of new sockets
-    only (collectors/probes/network.py)."""
+    only (collectors/probes/network.py). The process probe's cadence: both run in one cycle of the agent
+    (one wakeup, one batch sent), which cost less than a 1 s interval beside it (0.93 against 1.02 % of a
+    core for the whole idle agent, side by side in one run)."""
     network_source: Literal["auto", "netlink", "proc"] = "auto"
     """Where sockets come from: sock_diag netlink (what `ss` uses), /proc/net tables, or auto (netlink where
     the kernel allows it, else /proc/net; the mode in use is in agent.hello)."""
