@@ -34,8 +34,9 @@ from contract.events import ContractError, Event, Kind, decode_event, format_tim
 from contract.findings import Finding, RolloutEvent
 from detectors.engine import FamilyEngine, Output
 from detectors.engine_config import EngineConfig
-from detectors.hardening import OsvData
+from detectors.hardening import Library, OsvData
 from detectors.host_state import HostState
+from detectors.policy import Rule
 from detectors.sequence import SequenceGap
 from detectors.types import Observation
 
@@ -142,9 +143,12 @@ class FamilyEngines:
     The stream workers keep engines this way; `replay` defaults to one FamilyEngine for every family.
     """
 
-    def __init__(self, config: EngineConfig | None = None, osv: OsvData = None) -> None:
+    def __init__(self, config: EngineConfig | None = None, osv: OsvData = None, checks: Library | None = None,
+                 rules: Iterable[Rule] | None = None) -> None:
+        """`osv`, `checks`, `rules`: passed to every FamilyEngine (parsed; streams/checks_data.py reads them)."""
         self.config = EngineConfig() if config is None else config
         self.osv = osv
+        self.checks, self.rules = checks, None if rules is None else tuple(rules)
         """OSV data in memory for every engine (detectors.hardening.OsvData)."""
         self.record_scores = self.config.record_scores
         self.engines: dict[str, FamilyEngine] = {}
@@ -154,7 +158,9 @@ class FamilyEngines:
     def process(self, obs: Observation) -> list[Output]:
         engine = self.engines.get(obs.image_family)
         if engine is None:
-            engine = self.engines[obs.image_family] = FamilyEngine(config=self.config, osv=self.osv)
+            engine = self.engines[obs.image_family] = FamilyEngine(
+                config=self.config, osv=self.osv, checks=self.checks, rules=self.rules
+            )
             engine.record_scores = self.record_scores
         out = engine.process(obs)
         self.last_scores = engine.last_scores

@@ -19,7 +19,7 @@ then is a fleet-wide change (a push, a deploy): it moved the baseline and is not
 from __future__ import annotations
 
 import heapq
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import replace
 from typing import Any
 
@@ -39,10 +39,10 @@ from detectors.features import (
     split_state,
 )
 from detectors.hardening import PENDING_SUBJECT as HARDENING_PENDING
-from detectors.hardening import HardeningJudge, OsvData
+from detectors.hardening import HardeningJudge, Library, OsvData
 from detectors.multivariate import MultivariateOutlier
 from detectors.peers import PeerDeviation
-from detectors.policy import PolicyCheck
+from detectors.policy import PolicyCheck, Rule
 from detectors.rarity import CohortRarity, ImageHistory
 from detectors.records import MetricReport, PendingJudgement
 from detectors.rollout import RolloutTracker
@@ -84,12 +84,22 @@ class FamilyEngine:
         *,
         family: str | None = None,
         osv: OsvData = None,
+        checks: Library | None = None,
+        rules: Iterable[Rule] | None = None,
     ) -> None:
         """`store`: where durable state lives (a dict by default); `config`: every knob (EngineConfig);
         `family`: load only this family's keys from a store shared with other engines; `osv`: OSV data in
         memory for vulnerable packages (an OsvIndex or a callable returning the current one; the worker and
-        the CLI read it from `config.osv_path`: streams/osv_data.py)."""
+        the CLI read it from `config.osv_path`: streams/osv_data.py); `checks`, `rules`: the hardening checks
+        and policy rules, parsed (None: none; the worker, the CLI, the backtest and the evaluation read the
+        shipped ones or `config.hardening_checks` / `config.policies`: streams/checks_data.py)."""
         c = self.config = EngineConfig() if config is None else config
+        for given, path, knob in ((checks, c.hardening_checks, "hardening_checks"), (rules, c.policies, "policies")):
+            if given is None and path is not None:
+                raise ValueError(
+                    f"engine setting {knob}={path!r} needs its file read: the detectors read no files; pass "
+                    f"FamilyEngine(..., **engine_inputs(config)) (streams/checks_data.py)"
+                )
         self.store: MutableMapping[str, Any] = {} if store is None else store
         self.min_hosts = c.min_hosts
         self.majority = c.majority
@@ -110,7 +120,7 @@ class FamilyEngine:
         self.history = ImageHistory(self.store, c.history_s, c.campaign_window_s, c.history_max)
         self._history_swept = 0.0
         self.drift = ConfigDrift(c.rare_fraction, c.majority, c.min_hosts, baseline=b)
-        self.policy = PolicyCheck(c.policies, c.majority, baseline=b)
+        self.policy = PolicyCheck(rules or (), c.majority, baseline=b)
         self.peers = PeerDeviation(
             c.peer_min_z,
             c.peer_min_rel,
@@ -153,7 +163,7 @@ class FamilyEngine:
             return_s=c.rollout_return_s,
         )
         self.suppress = Suppressor(self.store, c.suppress_s)
-        self.hardening = HardeningJudge(self, c.hardening_checks, osv, c.hardening_delay_s)
+        self.hardening = HardeningJudge(self, Library(()) if checks is None else checks, osv, c.hardening_delay_s)
         self.now = 0.0
         self.watermark = float("inf")
         self._departed: dict[str, list[float]] = {}

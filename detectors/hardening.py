@@ -2,7 +2,8 @@
 per family), evaluated on what the agent reports (cfg: keys from the config probe, pkg: packages, listen:
 sockets), plus vulnerable packages from OSV data (detectors/osv.py).
 
-    library = load_library()                    # or load_library("/etc/herdwatch/checks")
+    library = library_from_documents(docs)      # docs: (name, parsed YAML) pairs; the detectors read no files:
+                                                # streams/checks_data.py reads them (hardening_library())
     view = HostView.from_features(features)     # a host's (or an image's majority) feature strings
     for check in library.checks:
         result = check.evaluate(view)           # Result(status "pass" | "fail" | "na", observed values)
@@ -42,14 +43,11 @@ or whose configuration has not arrived yet, are not judged. Platforms come from 
 from __future__ import annotations
 
 import fnmatch
-import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, Union
-
-import yaml
 
 from contract.findings import Severity
 from detectors.features import kind_of, split_state
@@ -60,7 +58,6 @@ if TYPE_CHECKING:
 OsvData = Union["OsvIndex", Callable[[], "OsvIndex | None"], None]
 """OSV data as the engine takes it: an index in memory, a callable returning the current one, or None."""
 
-CHECKS_DIR = Path(__file__).with_name("checks")
 INPUTS_KEY = "hardening.inputs"
 PLATFORMS = ("debian", "rhel")
 _DEBIAN = {"debian", "ubuntu", "linuxmint", "raspbian"}
@@ -357,34 +354,36 @@ class Library:
         return {c.id: c.evaluate(view) for c in self.checks}
 
 
-def load_library(path: Path | str | None = None) -> Library:
-    """Every check of a folder of YAML files (or one file); ids must be unique. Read once per path and process
-    (a worker makes an engine per image family, and the library is immutable)."""
-    return _load_library(str(Path(path) if path else CHECKS_DIR))
-
-
-@functools.lru_cache(maxsize=8)
-def _load_library(root_text: str) -> Library:
-    root = Path(root_text)
-    files = sorted(root.glob("*.yaml")) if root.is_dir() else [root]
+def library_from_documents(documents: Iterable[tuple[str, Any]]) -> Library:
+    """Every check of parsed check files: (name, document) pairs, e.g. ("checks/ssh.yaml", yaml.safe_load(...)),
+    in order; ids must be unique. The name is the family when the document gives none (its stem) and is named
+    in error messages. Reading the files is the caller's (streams/checks_data.py: the worker, the CLI, the
+    backtest and the evaluation); the detectors read none."""
     checks: list[Check] = []
     seen: set[str] = set()
-    for f in files:
-        for c in _load_file(f):
+    for name, raw in documents:
+        for c in checks_from_document(name, raw):
             if c.id in seen:
-                raise CheckError(f"{f}: check id {c.id} is used twice; ids must be unique")
+                raise CheckError(f"{name}: check id {c.id} is used twice; ids must be unique")
             seen.add(c.id)
             checks.append(c)
     return Library(tuple(checks))
 
 
-def _load_file(path: Path) -> list[Check]:
-    raw = yaml.safe_load(path.read_text()) or {}
-    family = str(raw.get("family") or path.stem)
+def checks_from_document(name: str, raw: Any) -> list[Check]:
+    """The checks of one parsed check file (`name`: where it came from, for the family and error messages)."""
+    raw = raw or {}
+    if not isinstance(raw, Mapping):
+        raise CheckError(f"{name}: a check file is a mapping with family, defaults and checks")
+    family = str(raw.get("family") or PurePath(name).stem)
     defaults = raw.get("defaults") or {}
     out = []
+    if not isinstance(defaults, Mapping):
+        raise CheckError(f"{name}: defaults is a mapping of check fields (platforms, when, ...)")
     for i, r in enumerate(raw.get("checks") or []):
-        where = f"{path}: check {i + 1} ({r.get('id', '?')})"
+        if not isinstance(r, Mapping):
+            raise CheckError(f"{name}: check {i + 1} is not a mapping; give it id, title, rationale, fix and a key")
+        where = f"{name}: check {i + 1} ({r.get('id', '?')})"
         r = {**defaults, **r}
         for required in ("id", "title", "rationale", "fix"):
             if not r.get(required):
@@ -485,11 +484,12 @@ class HardeningJudge:
     the image's and the host's values); the new image of a rollout is compared with the image it replaces
     (one finding at its first host for what it newly fails or newly brings vulnerable)."""
 
-    def __init__(self, engine: Any, checks: str | None, osv: OsvData, delay_s: float) -> None:
-        """`osv`: OSV data in memory (an OsvIndex, or a callable returning the current one: the worker's
-        `streams.osv_data.OsvSource` reloads it when it changes on disk); None: no vulnerable packages."""
+    def __init__(self, engine: Any, library: Library, osv: OsvData, delay_s: float) -> None:
+        """`library`: the checks, parsed (streams/checks_data.py reads them); `osv`: OSV data in memory (an
+        OsvIndex, or a callable returning the current one: the worker's `streams.osv_data.OsvSource` reloads it
+        when it changes on disk); None: no vulnerable packages."""
         self.engine = engine
-        self.library = load_library(checks)
+        self.library = library
         self.osv = osv
         self.delay_s = float(delay_s)
         self._ports = {p for c in self.library.checks for p in _ports(c.predicate)}
@@ -746,9 +746,8 @@ def _score(severity: Severity) -> float:
             Severity.CRITICAL: 0.95}[severity]
 
 
-def markdown(library: Library | None = None) -> str:
-    """The check table of docs/detection.md (`python -m detectors.hardening` prints it)."""
-    lib = library or load_library()
+def markdown(lib: Library) -> str:
+    """The check table of docs/detection.md (`python -m streams.checks_data` prints the shipped one)."""
     lines = []
     for family, checks in lib.families().items():
         lines += [f"**{family}** ({len(checks)})", "", "| id | CIS | platforms | severity | fails when |",
@@ -758,7 +757,3 @@ def markdown(library: Library | None = None) -> str:
                          f"{c.title.replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown(), end="")

@@ -1,6 +1,7 @@
 """Hardening policies: your own declarative rules (the `policies` knob) over configuration and package values.
 The shipped file (detectors/policies.yaml) holds none: every shipped condition is a hardening check
-(detectors/checks, detectors/hardening.py), so one condition gives one finding.
+(detectors/checks, detectors/hardening.py), so one condition gives one finding. The rules come parsed
+(`rules_from_document`); streams/checks_data.py reads the file (the detectors read none).
 
 An image is assessed once: a violation the cohort's majority shares is reported once per image. A host
 whose value is not the cohort majority is reported on its own. The engine makes that split; this module
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from contract.findings import Severity
 from detectors.base import Detector
@@ -23,7 +22,6 @@ from detectors.baseline import CohortBaseline
 from detectors.features import split_state
 from detectors.types import Observation
 
-DEFAULT_RULES = Path(__file__).with_name("policies.yaml")
 _PIECE = re.compile(r"\d+|[A-Za-z]+|~")
 
 
@@ -85,12 +83,16 @@ class Rule:
         return False
 
 
-def load_rules(path: Path | str | None = None) -> list[Rule]:
-    path = Path(path) if path else DEFAULT_RULES
-    raw = yaml.safe_load(path.read_text()) or {}
+def rules_from_document(name: str, raw: Any) -> list[Rule]:
+    """The rules of one parsed rule file (`name`: where it came from, named in error messages)."""
+    raw = raw or {}
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{name}: a rule file is a mapping with a list of rules")
     rules = []
-    for i, r in enumerate(raw.get("rules", [])):
-        where = f"{path}: rule {i + 1} ({r.get('id', '?')})"
+    for i, r in enumerate(raw.get("rules") or []):
+        where = f"{name}: rule {i + 1} ({r.get('id', '?') if isinstance(r, Mapping) else '?'})"
+        if not isinstance(r, Mapping):
+            raise PolicyError(f"{where}: every rule is a mapping (id, key, bad ...)")
         if not r.get("id"):
             raise PolicyError(f"{where}: every rule needs an id")
         if not (r.get("key") or r.get("key_glob") or r.get("package")):
@@ -127,12 +129,12 @@ class PolicyCheck(Detector):
     name = "policy"
 
     def __init__(
-        self, rules_path: str | None = None, majority: float = 0.5, baseline: CohortBaseline | None = None
+        self, rules: Iterable[Rule] = (), majority: float = 0.5, baseline: CohortBaseline | None = None
     ) -> None:
+        """`rules`: parsed rules (`rules_from_document`; streams/checks_data.py `policy_rules` reads a file)."""
         super().__init__(baseline)
-        self.rules_path = rules_path
+        self.rules = tuple(rules)
         self.majority = float(majority)
-        self.rules = load_rules(rules_path)
 
     def violations(self, feature: str) -> list[Rule]:
         kind, key, value = split_state(feature)

@@ -44,6 +44,7 @@ import orjson
 from contract.findings import Finding, FindingKind, HostLifecycle, RolloutEvent, Severity
 from detectors import EngineConfig, FamilyEngine
 from detectors.types import Observation
+from streams.checks_data import engine_inputs
 from streams.osv_data import osv_source
 
 log = logging.getLogger("herdwatch.streams")
@@ -177,6 +178,8 @@ class CohortStage:
         """host -> wall time its last observation arrived (memory only; a restart grants a fresh grace)."""
         self.engines: dict[str, FamilyEngine] = {}
         self.osv = osv_source(EngineConfig.from_mapping(self.engine_config))
+        self.checks = engine_inputs(EngineConfig.from_mapping(self.engine_config))
+        """The parsed hardening checks and policy rules every engine of this stage takes."""
         """OSV data read once per worker and shared by its engines (reloaded when it changes on disk)."""
         self.clock: dict[str, tuple[float, float]] = {}
         """family -> (newest event time seen, wall time when it was seen)."""
@@ -231,7 +234,8 @@ class CohortStage:
         e = self.engines.get(family)
         if e is None:
             e = self.engines[family] = FamilyEngine(FamilyStore(family, self.baselines, self.rollouts),
-                                                    EngineConfig.from_mapping(self.engine_config), osv=self.osv)
+                                                    EngineConfig.from_mapping(self.engine_config), osv=self.osv,
+                                                    **self.checks)
         return e
 
     def now(self, family: str) -> float:

@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     from detectors import EngineConfig, EngineConfigError, FamilyEngine, Finding
     from detectors.backtest import replay
     from herdwatch.evaluation.scoring import evaluate, format_comparison
+    from streams.checks_data import engine_inputs
     from streams.osv_data import osv_source
 
     if not args.files and not (args.query or args.from_storage):
@@ -213,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         config = EngineConfig.from_mapping(_knobs(args.set))
     except EngineConfigError as e:
         raise ValueError(f"--set: {e} (see docs/detection.md)") from e
-    engine = FamilyEngine(config=config, osv=osv_source(config))
+    engine = FamilyEngine(config=config, osv=osv_source(config), **engine_inputs(config))
     writer = _ScoreWriter(args.scores) if args.scores else None
     try:
         result = replay(events, engine, tick_s=args.tick, on_scores=writer)

@@ -137,9 +137,10 @@ def assess(rows: list[dict[str, Any]], life: list[dict[str, Any]], until: dateti
     """Per image: hosts, the checks its view fails, compliance by age (`ages`: (label, host age)) and the
     drifted hosts. `rows`: the `hardening_inputs` query's rows; `life`: host_id, first_seen, last_seen,
     gone_at per host (hosts without a row count from their first configuration row, as live)."""
-    from detectors.hardening import HostView, image_features, load_library
+    from detectors.hardening import HostView, image_features
+    from streams.checks_data import hardening_library
 
-    library = load_library(checks)
+    library = hardening_library(checks)
     hosts: dict[str, HostHistory] = {}
     for r in rows:
         h = hosts.setdefault(r["host_id"], HostHistory(r["host_id"], r["image_id"], r["image_family"]))

@@ -20,6 +20,7 @@ from detectors import EngineConfig
 from detectors.backtest import FamilyEngines, HostSeen, Replay
 from herdwatch.evaluation.decay import ConfigHistory
 from simulator.fleet import Cycle
+from streams.checks_data import engine_inputs
 from streams.osv_data import osv_source
 
 __all__ = ["DetectionRun", "HostSeen", "run_detectors"]
@@ -53,7 +54,7 @@ def run_detectors(cycles: Iterable[Cycle], engine_config: EngineConfig | None = 
 
     Every detector's scores are recorded (for the chart), whatever `engine_config.record_scores` says."""
     config = (engine_config or EngineConfig()).replace(record_scores=True)
-    engines = FamilyEngines(config, osv=osv_source(config))
+    engines = FamilyEngines(config, osv=osv_source(config), **engine_inputs(config))
     run = DetectionRun()
 
     def note_score(record: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from collectors.probes.hardening_inputs import parse_audit_rules, parse_mounts, parse_pam, parse_sudoers
-from detectors.hardening import HostView, load_library
+from detectors.hardening import HostView
+from streams.checks_data import hardening_library as load_library
 from tests.fixtures.hardening.roots import collected, host_features, make_root
 
 # per family: checks the good image passes and the weakened one fails

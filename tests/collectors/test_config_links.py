@@ -12,6 +12,7 @@ from test_collector_hardening import inventory
 from collectors.probes.config import ConfigProbe
 from detectors.features import config_feature
 from detectors.policy import PolicyCheck
+from streams.checks_data import policy_rules
 
 RULES = str(Path(__file__).parents[1] / "fixtures" / "policy" / "rules.yaml")  # world-writable-sensitive-file
 
@@ -31,6 +32,6 @@ def test_a_link_has_no_mode_a_world_writable_file_still_has(fake_root: Path, tmp
     assert "file.mode:/etc/systemd/system/dbus-org.freedesktop.timesync1.service" not in items
     assert "file.owner:/etc/systemd/system/dbus-org.freedesktop.timesync1.service" in items
     assert items["file.mode:/etc/shadow"] == "0666"
-    policy = PolicyCheck(RULES)
+    policy = PolicyCheck(policy_rules(RULES))
     flagged = {k for k, v in items.items() if policy.violations(config_feature(k, v))}
     assert flagged == {"file.mode:/etc/shadow"}, flagged

@@ -13,6 +13,7 @@ from det_helpers import BASE, obs
 import detectors
 from detectors.base import Detector
 from detectors.types import Observation
+from streams.checks_data import policy_rules
 
 EXPORTED = [
     getattr(detectors, n)
@@ -28,7 +29,7 @@ RULES = str(Path(__file__).parents[1] / "fixtures" / "policy" / "rules.yaml")
 def make(cls: type) -> Detector:
     """A detector with its defaults; the policy detector with the test rules (none are shipped: the
     hardening checks hold every shipped condition)."""
-    return cls(rules_path=RULES) if cls is detectors.PolicyCheck else cls()
+    return cls(rules=policy_rules(RULES)) if cls is detectors.PolicyCheck else cls()
 
 
 OUTLIER = "ami-c-h17"

@@ -4,6 +4,7 @@ from pathlib import Path
 from det_helpers import BASE, advance, at, findings, join, obs, rollouts
 
 from detectors import EngineConfig, FamilyEngine, FindingKind, RolloutStatus, Severity
+from streams.checks_data import policy_rules
 
 RULES = str(Path(__file__).parents[1] / "fixtures" / "policy" / "rules.yaml")
 """The policy path's rules (none are shipped: the hardening checks hold them)."""
@@ -66,7 +67,7 @@ def test_cohort_wide_traffic_spike_does_not_alert_but_one_host_does() -> None:
 
 
 def test_config_drift_and_policy_violation_on_one_host() -> None:
-    e = FamilyEngine(config=EngineConfig(policies=RULES))
+    e = FamilyEngine(config=EngineConfig(policies=RULES), rules=policy_rules(RULES))
     join(e, "ami-app", 10)
     e.process(
         obs(
@@ -96,7 +97,7 @@ def test_missing_majority_value_is_drift() -> None:
 
 
 def test_image_wide_policy_violation_is_reported_once_per_image() -> None:
-    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6, policies=RULES))
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6, policies=RULES), rules=policy_rules(RULES))
     join(e, "ami-old", 8, features=(*BASE, "cfg:sshd.passwordauthentication=yes"))
     fs = findings(advance(e, 0, 400))
     assert len(fs) == 1
@@ -264,7 +265,7 @@ def test_multivariate_outlier_when_no_single_metric_is_far_enough() -> None:
 
 
 def test_image_level_violation_is_not_repeated_as_hosts_come_and_go() -> None:
-    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6, suppress_s=100, policies=RULES))
+    e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6, suppress_s=100, policies=RULES), rules=policy_rules(RULES))
     bad = (*BASE, "cfg:sshd.passwordauthentication=yes")
     out = join(e, "ami-old", 8, features=bad)
     out += advance(e, 0, 400)

@@ -11,7 +11,7 @@ from det_helpers import advance, findings, obs
 
 from contract.findings import Finding
 from detectors import EngineConfig, FamilyEngine
-from detectors.hardening import load_library
+from streams.checks_data import hardening_library as load_library
 from streams.osv_data import load_index
 from tests.fixtures.hardening.roots import host_features
 
@@ -25,7 +25,8 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
 
 
 def engine() -> FamilyEngine:
-    return FamilyEngine(config=EngineConfig(min_hosts=3, mv_enabled=False, host_timeout_s=1e6), osv=OSV)
+    return FamilyEngine(config=EngineConfig(min_hosts=3, mv_enabled=False, host_timeout_s=1e6), osv=OSV,
+                        checks=load_library())
 
 
 def hardening(out: list) -> list[Finding]:
@@ -126,13 +127,14 @@ def test_hosts_of_an_older_agent_are_not_judged() -> None:
 def test_the_docs_list_every_check() -> None:
     text = DOC.read_text()
     missing = [c.id for c in load_library().checks if f"`{c.id}`" not in text]
-    assert missing == [], f"docs/detection.md lacks {missing}: run python -m detectors.hardening and paste its table"
+    assert missing == [], f"docs/detection.md lacks {missing}: run python -m streams.checks_data and paste its table"
 
 
 def test_the_openssh_version_floor_gives_way_to_osv_data(good: tuple[str, ...]) -> None:
     old = swap(good, "pkg:openssh-server=1:9.6p1-3ubuntu13.5", "pkg:openssh-server=1:9.6p1-3ubuntu13.2")
     subjects = []
-    for eng in (FamilyEngine(config=EngineConfig(min_hosts=3, mv_enabled=False, host_timeout_s=1e6)), engine()):
+    plain = FamilyEngine(config=EngineConfig(min_hosts=3, mv_enabled=False, host_timeout_s=1e6), checks=load_library())
+    for eng in (plain, engine()):
         for i in range(3):
             eng.process(obs(f"db-h{i}", "db-1", i, old, first=True, family="db"))
         subjects.append([f.subject for f in hardening(advance(eng, 10, 200))])

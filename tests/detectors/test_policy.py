@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from detectors.policy import PolicyCheck, PolicyError, load_rules, version_key
+from detectors.policy import PolicyCheck, PolicyError, version_key
+from streams.checks_data import policy_rules
 
 
 def test_version_comparison_follows_epoch_and_pieces() -> None:
@@ -16,7 +17,7 @@ RULES = str(Path(__file__).parents[1] / "fixtures" / "policy" / "rules.yaml")
 
 
 def test_rules_catch_the_classic_mistakes() -> None:
-    p = PolicyCheck(RULES)
+    p = PolicyCheck(policy_rules(RULES))
     ids = lambda f: {r.id for r in p.violations(f)}  # noqa: E731
     assert ids("cfg:sshd.permitrootlogin=yes") == {"sshd-root-login"}
     assert ids("cfg:sshd.permitrootlogin=no") == set()
@@ -31,7 +32,7 @@ def test_rules_catch_the_classic_mistakes() -> None:
 
 def test_no_rule_is_shipped_the_hardening_checks_hold_them() -> None:
     """One condition, one finding: the seven rules policies.yaml held are hardening checks now."""
-    assert load_rules() == []
+    assert policy_rules() == ()
     assert PolicyCheck().violations("cfg:sshd.permitrootlogin=yes") == []
 
 
@@ -39,9 +40,9 @@ def test_bad_rule_files_say_how_to_fix_them(tmp_path: Path) -> None:
     f = tmp_path / "rules.yaml"
     f.write_text("rules:\n  - id: x\n    key: a.b\n")
     with pytest.raises(PolicyError, match="bad, allowed, world_writable or min_version"):
-        load_rules(f)
+        policy_rules(f)
     f.write_text("rules:\n  - id: x\n    key: a.b\n    bad: ['1']\n    severity: scary\n")
     with pytest.raises(PolicyError, match="severity must be one of"):
-        load_rules(f)
+        policy_rules(f)
     f.write_text("rules:\n  - id: own\n    key: app.debug\n    bad: ['true']\n")
-    assert [r.id for r in PolicyCheck(rules_path=str(f)).violations("cfg:app.debug=true")] == ["own"]
+    assert [r.id for r in PolicyCheck(policy_rules(f)).violations("cfg:app.debug=true")] == ["own"]
