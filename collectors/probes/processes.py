@@ -5,7 +5,8 @@ with hundreds of idle processes costs almost nothing. With the default 1 s inter
 lives 1 s or more is seen. A pid reused within one interval is not told apart (documented limit).
 A new process that still looks exactly like its parent (same exe and command line: forked, not yet
 exec'd) is looked at again one cycle later, so the program it execs is what process.start reports; if it
-is gone by then, it is reported as it was (start and exit).
+is gone by then, it is reported as it was (start and exit). So is, once, a new process caught inside its
+exec (its new program in place, its command line not yet: it reads empty).
 
 Command lines pass the redaction (collectors/redact.py) argument by argument before they are cut to
 max_cmdline_chars, so a secret is masked even when the line is long.
@@ -74,6 +75,8 @@ class ProcessProbe(Probe):
         self.known: dict[int, dict[str, Any]] = {}
         self._users: dict[int, str] = {}
         self._deferred: dict[int, dict[str, Any]] = {}
+        self._rechecked: set[int] = set()
+        """New processes deferred once because they were caught inside their exec (empty command line)."""
         self._started = False
         self.exec_source = exec_source
         self.source_reason = source_reason
@@ -191,6 +194,12 @@ class ProcessProbe(Probe):
             ppid = parent["ppid"]
         return chain
 
+    @staticmethod
+    def _mid_exec(item: dict[str, Any]) -> bool:
+        """Its new program is in place but not yet its command line (the kernel sets the arguments up a
+        moment after the program): an empty command line of a process with an exe."""
+        return not item["cmdline"] and bool(item["exe"]) and not item.get("kernel_thread")
+
     def _unexeced_fork(self, item: dict[str, Any]) -> bool:
         parent = self.known.get(item["ppid"])
         return parent is not None and parent["exe"] == item["exe"] and parent["cmdline"] == item["cmdline"]
@@ -223,6 +232,7 @@ class ProcessProbe(Probe):
             out.append((Kind.PROCESS_EXIT, self.known.pop(pid)))
         deferred, self._deferred = self._deferred, {}
         for pid in sorted(deferred.keys() - now):  # a fork that ended without exec'ing
+            self._rechecked.discard(pid)
             gone = deferred[pid]
             out += [(Kind.PROCESS_START, {**gone, "parents": self.parents(gone["ppid"])}), (Kind.PROCESS_EXIT, gone)]
         for pid in sorted(now - self.known.keys()):
@@ -232,6 +242,11 @@ class ProcessProbe(Probe):
             if self._started and pid not in deferred and self._unexeced_fork(item):
                 self._deferred[pid] = item  # look again next cycle, once it has exec'd
                 continue
+            if self._started and self._mid_exec(item) and pid not in self._rechecked:
+                self._rechecked.add(pid)  # caught inside its exec: look once more next cycle
+                self._deferred[pid] = item
+                continue
+            self._rechecked.discard(pid)
             self.known[pid] = item
             if self._started:
                 out.append((Kind.PROCESS_START, {**item, "parents": self.parents(item["ppid"])}))

@@ -244,3 +244,27 @@ def test_an_exe_read_on_waking_is_the_records_exe(tmp_path: Path) -> None:
     assert (first.exe, first.argv, "cmdline" in first.missing) == ("/bin/sh", None, True)
     assert (second.exe, second.argv, second.missing) == ("/usr/bin/sleep", b"sleep\x001\x00", [])
     assert src.execs_seen == 2 and src.take_shed() == {}
+
+
+def test_a_process_caught_inside_its_exec_is_looked_at_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    # polling: the new program is in place but its command line reads empty for a moment
+    from collectors.probes import ProcessProbe
+
+    probe = ProcessProbe()
+    listed: set[int] = set()
+    looks: list[dict[str, object]] = []
+    monkeypatch.setattr(probe, "pids", lambda: set(listed))
+    monkeypatch.setattr(probe, "read", lambda pid: looks.pop(0) if looks else None)
+    assert probe.collect(full=False) == []
+    item = {"pid": 77, "ppid": 1, "exe": "/usr/bin/sleep", "user": "root", "start_time": 1.0, "name": "sleep",
+            "cmdline_truncated": False}
+    listed.add(77)
+    looks.append({**item, "cmdline": ""})
+    assert probe.collect(full=False) == []  # deferred
+    looks.append({**item, "cmdline": "sleep 2"})
+    assert [p["cmdline"] for _k, p in probe.collect(full=False)] == ["sleep 2"]
+    listed.add(78)  # one that stays empty is reported on the second look, as it is
+    looks.extend([{**item, "pid": 78, "cmdline": ""}, {**item, "pid": 78, "cmdline": ""}])
+    assert probe.collect(full=False) == []
+    assert [(p["pid"], p["cmdline"]) for _k, p in probe.collect(full=False)] == [(78, "")]
+    assert probe._rechecked == set()

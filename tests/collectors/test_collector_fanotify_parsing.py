@@ -4,9 +4,10 @@ a descriptor left open or one of ours closed."""
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -121,16 +122,12 @@ def test_any_mountinfo_text_never_raises(text: str) -> None:
         assert fstype not in ("proc", "sysfs") and isinstance(point, str) and device
 
 
-def open_fds() -> set[int]:
-    """This process's open descriptors (without the one the listing itself uses)."""
-    fds = set()
-    for n in os.listdir("/proc/self/fd"):
-        try:
-            os.fstat(int(n))
-        except OSError:
-            continue  # the listing's own, closed by now
-        fds.add(int(n))
-    return fds
+def refers_to(fd: int, path: Path) -> bool:
+    """The descriptor is open on that file (a number reused by another thread meanwhile is not)."""
+    try:
+        return os.fstat(fd).st_ino == path.stat().st_ino
+    except OSError:
+        return False
 
 
 def test_each_descriptor_is_resolved_and_closed(tmp_path: Path) -> None:
@@ -139,12 +136,12 @@ def test_each_descriptor_is_resolved_and_closed(tmp_path: Path) -> None:
     script = tmp_path / "job.sh"
     script.write_bytes(b"#!/bin/sh\ntrue\n")
     src = FanotifySource(proc=tmp_path / "proc", max_reads_per_s=1e9)  # an empty /proc: every process gone
-    before = open_fds()
-    fds = [os.open(p, os.O_RDONLY) for p in (prog, script, tmp_path / "job.sh", prog)]
+    files = (prog, script, script, prog)
+    fds = [os.open(p, os.O_RDONLY) for p in files]
     data = (record(fds[0], 300) + record(fds[1], 301) + record(fds[2], 0)  # 0: another PID namespace
             + record(FAN_NOFD, 0, mask=FAN_Q_OVERFLOW) + record(fds[3], 302))
     assert src.handle(data) == 0
-    assert open_fds() == before
+    assert not any(refers_to(fd, p) for fd, p in zip(fds, files, strict=True))  # every one closed
     src._flush_held()  # the script's interpreter never came: reported as it is
     recs = src.drain()
     assert [(r.pid, r.exe) for r in recs if isinstance(r, ExecRecord)] == [(300, str(prog)), (302, str(prog)),
@@ -152,11 +149,13 @@ def test_each_descriptor_is_resolved_and_closed(tmp_path: Path) -> None:
     assert all(isinstance(r, ExecRecord) and "exe" not in r.missing and "cmdline" in r.missing for r in recs)
     assert src.foreign == 1 and src.take_shed() == {"kernel_overflow": 1} and src.execs_seen == 3
     # a script held back until its interpreter's event, in the next read: one exec, the interpreter's
-    src.handle(record(os.open(script, os.O_RDONLY), 310))
+    held = os.open(script, os.O_RDONLY)
+    src.handle(record(held, 310))
     assert src.drain() == []
-    src.handle(record(os.open(prog, os.O_RDONLY), 310))
+    interpreter = os.open(prog, os.O_RDONLY)
+    src.handle(record(interpreter, 310))
     assert [(r.pid, r.exe) for r in src.drain() if isinstance(r, ExecRecord)] == [(310, str(prog))]
-    assert open_fds() == before and src.execs_seen == 4
+    assert not refers_to(held, script) and not refers_to(interpreter, prog) and src.execs_seen == 4
 
 
 @settings(max_examples=300, deadline=None)
@@ -168,14 +167,32 @@ def test_each_descriptor_is_resolved_and_closed(tmp_path: Path) -> None:
     st.tuples(st.just("junk"), st.binary(min_size=1, max_size=40), st.just(0)),
 ), max_size=12), st.integers(0, 30))
 def test_generated_buffers_never_crash_leak_or_close_ours(parts: list[tuple[str, Any, int]], cut: int) -> None:
+    # each descriptor is checked by the file it refers to (an inode of its own), so a number another thread
+    # of the test process reuses meanwhile does not count as ours
     src = FanotifySource(proc=Path("/nonexistent-proc"), max_reads_per_s=1e9)
-    sentinel = os.open("/dev/null", os.O_RDONLY)  # one of ours: never to be closed by the parser
-    before = open_fds()
+    folder = tempfile.mkdtemp(prefix="fanotify-test-")
+    opened: dict[int, int] = {}  # descriptor -> inode of the file it was given for
+
+    def open_new(name: str) -> int:
+        path = os.path.join(folder, name)
+        with open(path, "wb"):
+            pass
+        fd = os.open(path, os.O_RDONLY)
+        opened[fd] = os.fstat(fd).st_ino
+        return fd
+
+    def still_ours(fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == opened[fd]
+        except OSError:
+            return False
+
+    sentinel = open_new("sentinel")  # one of ours: never to be closed by the parser
     chunks: list[bytes] = []
     given_fds: list[int] = []
-    for kind, value, size in parts:
+    for i, (kind, value, size) in enumerate(parts):
         if kind == "good":
-            fd = os.open("/dev/null", os.O_RDONLY)
+            fd = open_new(f"prog{i}")
             given_fds.append(fd)
             chunks.append(record(fd, value, event_len=size))
         elif kind == "bad_version":
@@ -190,21 +207,20 @@ def test_generated_buffers_never_crash_leak_or_close_ours(parts: list[tuple[str,
     data = data[:len(data) - cut] if cut < len(data) else data
     events, bad = parse_events(data)
     trusted = [fd for _mask, fd, _pid in events if fd >= 0]
-    if not set(trusted) <= set(given_fds):  # junk framed as a whole record naming a descriptor it was not given:
-        for fd in given_fds:  # a kernel only names descriptors it opened for this read, so not generated
-            os.close(fd)
-        os.close(sentinel)
-        assume(False)
     try:
+        # junk framed as a whole record naming a descriptor it was not given: a kernel only names descriptors
+        # it opened for this read, so such a buffer is not generated
+        assume(set(trusted) <= set(given_fds))
         assert src.handle(data) == bad
         assert src.errors.get("bad_record", 0) == bad
-        assert os.fstat(sentinel) is not None  # still open
+        assert still_ours(sentinel)
         # every descriptor of a record the parser trusted is closed; the rest (never delivered by a kernel
         # in such a buffer) are left alone
-        assert open_fds() == before | (set(given_fds) - set(trusted))
-        assert all(isinstance(r, ExecRecord) and r.exe == "/dev/null" for r in src.drain())
+        assert not any(still_ours(fd) for fd in trusted)
+        assert all(still_ours(fd) for fd in set(given_fds) - set(trusted))
+        assert all(isinstance(r, ExecRecord) and r.exe and r.exe.startswith(folder) for r in src.drain())
     finally:
-        for fd in set(given_fds) - set(trusted):
-            with contextlib.suppress(OSError):
+        for fd in opened:
+            if fd not in trusted and still_ours(fd):
                 os.close(fd)
-        os.close(sentinel)
+        shutil.rmtree(folder, ignore_errors=True)

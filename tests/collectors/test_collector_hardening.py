@@ -419,6 +419,9 @@ def test_a_fork_is_reported_with_the_program_it_execs() -> None:
         while os.readlink(f"/proc/{pid}/exe") == parent_exe and time.monotonic() < deadline:
             time.sleep(0.01)  # until the exec happened
         started = [p for k, p in probe.collect(full=False) if k is Kind.PROCESS_START and p["pid"] == pid]
+        if not started:  # caught between its new program and its command line: looked at once more, a
+            time.sleep(0.1)  # cycle later
+            started = [p for k, p in probe.collect(full=False) if k is Kind.PROCESS_START and p["pid"] == pid]
         assert [p["cmdline"] for p in started] == ["sleep 2"]
     finally:
         os.close(write)
