@@ -357,11 +357,14 @@ class FamilyEngine:
         stored = self.store.get(key)
         policy = kind in ("cfg", "pkg") and bool(self.policy.violations(f))
         behaviour = kind in IMMEDIATE_KINDS
+        # reported within the campaign window: more hosts gaining it join its campaign, however many (a deploy
+        # does not start with a finding), so it is not dismissed as common
+        spreading = behaviour and bool(self.history.campaign_hosts(image, f, t))
         if stored is None:
             if behaviour and self.history.known(image, f, host, t, c > 1):
                 self.history.seen(image, f, t)
                 return  # the image has shown it before: known behaviour, however few hosts show it now
-            if not policy and n >= self.min_hosts and c > self._cap(n, False, behaviour) - 1:
+            if not policy and not spreading and n >= self.min_hosts and c > self._cap(n, False, behaviour) - 1:
                 if behaviour:
                     self.history.judged(image, f, t)
                 return  # common in an established cohort
@@ -375,13 +378,13 @@ class FamilyEngine:
             if details and host not in e.seen:  # the exact instance arrived after the feature
                 self.store[key] = replace(e, seen={**e.seen, host: details}).to_json()
             return
-        if not e.policy and n >= self.min_hosts and c > self._cap(n, False, behaviour):
+        if not e.policy and not spreading and n >= self.min_hosts and c > self._cap(n, False, behaviour):
             self.store.pop(key, None)  # it spread across the cohort: a fleet-wide change, not an anomaly
             if behaviour:
                 self.history.judged(image, f, t)
             return
         hosts, seen = dict(e.hosts), e.seen
-        if len(hosts) < self._cap(n, e.policy, behaviour):
+        if len(hosts) < self._cap(n, e.policy or spreading, behaviour):
             hosts[host] = t
             if details:
                 seen = {**seen, host: details}
@@ -471,8 +474,9 @@ class FamilyEngine:
         if behaviour and scope == "cohort":
             earlier = self.history.campaign_hosts(image, feat, now)
             campaign = list(dict.fromkeys([*earlier, *hosts]))
-            if len(campaign) > 1 and count <= self.rarity.campaign_max(total):
-                # new to the image, on several hosts at once, not a change of the whole image: one report
+            if len(campaign) > 1 and (count <= self.rarity.campaign_max(total) or earlier):
+                # new to the image, on several hosts at once, not a change of the whole image (or the spread
+                # of what was reported within the campaign window): one report
                 self.history.judged(image, feat, now, campaign)
                 new = [h for h in hosts if h not in earlier] or hosts
                 return out + self._campaign_finding(new, campaign, image, family, feat, count, total, e, now)

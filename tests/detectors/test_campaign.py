@@ -86,3 +86,36 @@ def test_a_new_connection_on_one_host_is_still_a_rare_feature() -> None:
     fleet.run(120)
     out = fleet.findings()
     assert [(f.kind, f.host_id) for f in out] == [(FindingKind.RARE_FEATURE, fleet.clones.hosts[4].host_id)]
+
+
+def test_a_reported_behaviour_reaching_most_of_the_image_soon_after_is_a_campaign() -> None:
+    # The lab's full plan: a miner reported on one web host, then the same miner on 3 of the 5 hosts within
+    # seconds. Most of the image, but the behaviour was reported minutes ago: a deploy does not start with a
+    # finding. Before, the three were silent and the miner became the image's behaviour.
+    fleet = Fleet(5)
+    fleet.run(600)
+    first = fleet.clones.hosts[1]
+    fleet.beacon(first)
+    fleet.run(120)
+    assert [(f.kind, f.host_id) for f in fleet.findings()] == [(FindingKind.RARE_FEATURE, first.host_id)]
+    spread = fleet.clones.hosts[2:5]
+    for host in spread:
+        fleet.beacon(host)
+    fleet.run(300)
+    more = fleet.findings()[1:]
+    assert [f.kind for f in more] == [FindingKind.CAMPAIGN], [f"{f.kind} {f.host_id} {f.subject}" for f in more]
+    assert more[0].details["hosts"] == [first.host_id, *(h.host_id for h in spread)]
+    # once the campaign window is over, the image's hosts showing it are its behaviour
+    fleet.run(900)
+    fleet.beacon(fleet.clones.hosts[0])
+    fleet.run(300)
+    assert fleet.findings()[2:] == []
+
+
+def test_behaviour_never_reported_reaching_most_of_a_small_image_stays_silent() -> None:
+    fleet = Fleet(5)
+    fleet.run(600)
+    for host in fleet.clones.hosts[2:5]:
+        fleet.beacon(host)
+    fleet.run(300)
+    assert fleet.findings() == [], [f"{f.kind} {f.host_id} {f.subject}" for f in fleet.findings()]
