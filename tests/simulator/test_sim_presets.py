@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from contract.events import Kind, decode_event
@@ -11,11 +9,9 @@ from simulator import presets
 from simulator.scenarios import ScenarioError
 
 
-def test_a_preset_fleet_is_fast_and_the_same_for_a_seed() -> None:
+def test_a_preset_fleet_is_the_same_for_a_seed() -> None:
     miner = [presets.attack("cryptominer", "web", 4, "2m")]
-    t0 = time.perf_counter()
     a = presets.run(presets.fleet({"web": 10}, duration="5m", scenarios=miner))
-    assert time.perf_counter() - t0 < 1.0
     b = presets.run(presets.fleet({"web": 10}, duration="5m", scenarios=miner))
     assert [e.to_dict() for e in a.events] == [e.to_dict() for e in b.events]
     [truth] = a.truth
