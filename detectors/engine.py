@@ -49,7 +49,6 @@ from detectors.rollout import RolloutTracker
 from detectors.self_history import SelfHistory
 from detectors.store_keys import (
     COHORT_SIZE,
-    HISTORY,
     HOST_METRICS,
     IMAGE,
     IMAGE_SUBJECT_PREFIX,
@@ -213,9 +212,10 @@ class FamilyEngine:
                 self.own.restore(host, value)
                 self.peer_calibration.load(host, list(value.get("peer_calibration", [])))
                 continue
-            if not (PENDING.holds(key) or SUPPRESSED.holds(key) or HISTORY.holds(key)) or not self.baseline.owns(key):
+            history = self.history.holds(key)
+            if not (PENDING.holds(key) or SUPPRESSED.holds(key) or history) or not self.baseline.owns(key):
                 continue
-            if HISTORY.holds(key):
+            if history:
                 self.history.load(key, value)
             elif PENDING.holds(key):
                 image, feature = PENDING.parse(key)
@@ -255,7 +255,10 @@ class FamilyEngine:
         if joined:
             if prev is not None:  # re-imaged: its old cohort lost a host
                 out += self.rollout.update(prev.family, t)
-            out += self.rollout.on_join(image, family, t)
+            started = self.rollout.on_join(image, family, t)
+            for event in started:  # the new image starts with the behaviour history of the one it replaces
+                self.history.replaces(event.new_image, event.old_image)
+            out += started
             out += self.rollout.update(family, t)
             stale = self.rollout.stale(image, family)
             if stale:

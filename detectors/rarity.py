@@ -11,8 +11,8 @@ from contract.findings import Severity
 from detectors.base import Detector, hhmmss
 from detectors.baseline import CohortBaseline
 from detectors.features import IMMEDIATE_KINDS, describe, kind_of
-from detectors.records import FeatureHistory
-from detectors.store_keys import HISTORY
+from detectors.records import FeatureHistory, ImageLineage
+from detectors.store_keys import HISTORY, LINEAGE
 from detectors.types import Observation
 
 _SUSPICIOUS_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
@@ -118,6 +118,9 @@ class CohortRarity(Detector):
 _TOUCH_S = 300.0
 """A history entry's last-seen time is rewritten at most this often (store writes stay rare)."""
 
+_LINEAGE_MAX = 4
+"""Images an image remembers replacing (the newest kept), and how far back a lookup goes."""
+
 
 class ImageHistory:
     """Behaviour each image has shown within `history_s`, kept in the store (key HISTORY, FeatureHistory).
@@ -130,6 +133,12 @@ class ImageHistory:
     campaign; after that, another host showing it makes it the image's behaviour (a host it was reported on
     showing it again is reported again, once the finding's suppression expired).
     Bounded per image: at most `max_features` entries, the least recently seen evicted first.
+
+    A new image of a family starts with the history of the image(s) it replaces (`replaces`, key LINEAGE):
+    what the previous version did within `history_s` is not new for the family (a periodic job's child first
+    caught on one host of the new cohort). Not inherited: what was reported on the old image within its
+    `campaign_window_s`, and what was reported on the same host. An inherited feature becomes the new image's
+    own entry the first time it is asked about.
     """
 
     def __init__(
@@ -145,10 +154,49 @@ class ImageHistory:
         self.max_features = int(max_features)
         self.entries: dict[str, dict[str, FeatureHistory]] = {}
         """image -> feature -> its history (a cache of the store's HISTORY keys)."""
+        self.lineage: dict[str, tuple[str, ...]] = {}
+        """image -> the images it replaced, newest last (a cache of the store's LINEAGE keys)."""
+
+    @staticmethod
+    def holds(key: str) -> bool:
+        """True for the store keys this history keeps (HISTORY and LINEAGE)."""
+        return HISTORY.holds(key) or LINEAGE.holds(key)
 
     def load(self, key: str, value: Any) -> None:
+        if LINEAGE.holds(key):
+            (image,) = LINEAGE.parse(key)
+            self.lineage[image] = ImageLineage.from_json(value).replaced
+            return
         image, feature = HISTORY.parse(key)
         self.entries.setdefault(image, {})[feature] = FeatureHistory.from_json(value)
+
+    def replaces(self, new: str, old: str) -> None:
+        """Image `new` replaces image `old` in their family (a rollout started): `old`'s history counts for it."""
+        if new == old:
+            return
+        before = self.lineage.get(new, ())
+        after = (*[i for i in before if i != old], old)[-_LINEAGE_MAX:]
+        if after != before:
+            self.lineage[new] = after
+            self.store[LINEAGE.key(new)] = ImageLineage(after).to_json()
+
+    def inherited(self, image: str, feature: str, host: str, now: float) -> str | None:
+        """The image `image` replaced (directly or through the images it replaced, newest first) that showed
+        `feature` within history_s and did not report it within its campaign window nor on `host`."""
+        seen = {image}
+        todo = list(reversed(self.lineage.get(image, ())))
+        while todo and len(seen) <= _LINEAGE_MAX:
+            old = todo.pop(0)
+            if old in seen:
+                continue
+            seen.add(old)
+            h = self.get(old, feature)
+            if h is not None and now - h.last <= self.history_s:
+                reported_here = h.reported > 0 and (now - h.reported <= self.campaign_window_s or host in h.hosts)
+                if not reported_here:
+                    return old
+            todo += reversed(self.lineage.get(old, ()))
+        return None
 
     def get(self, image: str, feature: str) -> FeatureHistory | None:
         return self.entries.get(image, {}).get(feature)
@@ -160,6 +208,9 @@ class ImageHistory:
     def known(self, image: str, feature: str, host: str, now: float, shown_elsewhere: bool) -> bool:
         """True if the image has shown the feature within history_s (a reported feature: see the class)."""
         h = self.get(image, feature)
+        if h is None and self.inherited(image, feature, host, now) is not None:
+            self._put(image, feature, FeatureHistory(first=now, last=now))
+            return True
         if h is None or not (shown_elsewhere or now - h.last <= self.history_s):
             return False
         if h.reported:
@@ -214,3 +265,5 @@ class ImageHistory:
         for feature in list(self.entries.get(image, {})):
             self.forget(image, feature)
         self.entries.pop(image, None)
+        if self.lineage.pop(image, None) is not None:
+            self.store.pop(LINEAGE.key(image), None)

@@ -148,6 +148,21 @@ class FeatureHistory:
         )
 
 
+@dataclass(frozen=True)
+class ImageLineage:
+    """The images an image replaced in its family (key LINEAGE), newest last: what they did within history_s
+    is not new for the family, so it is known behaviour of the new image too (detectors/rarity.py)."""
+
+    replaced: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"replaced": list(self.replaced)}
+
+    @classmethod
+    def from_json(cls, v: dict[str, Any]) -> ImageLineage:
+        return cls(replaced=tuple(str(i) for i in v.get("replaced", ())))
+
+
 @dataclass
 class RolloutState:
     """A family's latest rollout (key ROLLOUT): the tracker reads it, changes it and writes it back."""

@@ -17,6 +17,7 @@ shares its store with others picks out its own keys.
     STREAKS          k|<host>               {metric: consecutive deviating reports}
     ROLLOUT          r|<family>             RolloutState
     HISTORY          y|<image>|<feature>    FeatureHistory: behaviour the image has shown within history_s
+    LINEAGE          l|<image>              ImageLineage: the images it replaced in its family (rollouts)
     METRIC_HISTORY   z|<host>               the host's own metric history and metric calibration
                                             (written every history_checkpoint_s)
 """
@@ -78,6 +79,7 @@ SUPPRESSED = KeyFamily("s", ("host", "subject"))
 STREAKS = KeyFamily("k", ("host",))
 ROLLOUT = KeyFamily("r", ("family",))
 HISTORY = KeyFamily("y", ("image", "feature"))
+LINEAGE = KeyFamily("l", ("image",))
 METRIC_HISTORY = KeyFamily("z", ("host",))
 
 KEY_FAMILIES = (
@@ -92,6 +94,7 @@ KEY_FAMILIES = (
     STREAKS,
     ROLLOUT,
     HISTORY,
+    LINEAGE,
     METRIC_HISTORY,
 )
 _BY_TAG = {kf.tag: kf for kf in KEY_FAMILIES}
