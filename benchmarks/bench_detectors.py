@@ -9,6 +9,9 @@ Prints:
 3. simulator scenarios (several cohorts, injected compromises, a clean gradual rollout, a rollback, traffic
    spikes and config pushes) through the cohort engine, per-host history only, and one global model:
    precision, recall, time to detect and false alarms side by side.
+
+Every engine is built as the stream worker builds it: with the parsed hardening checks and policy rules
+(streams/checks_data.py engine_inputs) and the configured OSV data, if any (streams/osv_data.py).
 """
 
 from __future__ import annotations
@@ -31,8 +34,16 @@ from detectors.backtest import replay
 from detectors.reference import GlobalModel, HostHistoryModel
 from herdwatch.evaluation.scoring import evaluate, format_comparison
 from simulator import presets
+from streams.checks_data import engine_inputs
+from streams.osv_data import osv_source
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def worker_engine(config: EngineConfig | None = None) -> FamilyEngine:
+    """A FamilyEngine as the worker builds it: the checks, rules and OSV data its config names."""
+    c = EngineConfig() if config is None else config
+    return FamilyEngine(config=c, osv=osv_source(c), **engine_inputs(c))
 
 
 def host_features(i: int, rng: random.Random) -> list[str]:
@@ -48,7 +59,7 @@ def host_features(i: int, rng: random.Random) -> list[str]:
 
 def bench_throughput(hosts: int, n_obs: int) -> None:
     rng = random.Random(1)
-    engine = FamilyEngine(config=EngineConfig(mv_enabled=False))
+    engine = worker_engine(EngineConfig(mv_enabled=False))
     for i in range(hosts):
         engine.process(Observation(f"h{i}", "ami-bench", "bench", T0, tuple(host_features(i, rng)), first=True))
     toggles = [f"proc:/usr/bin/job|job --run #|batch{k}" for k in range(8)] + [
@@ -78,7 +89,7 @@ def bench_throughput(hosts: int, n_obs: int) -> None:
     # The same cohort through HostState: raw events -> observations -> engine.
     fleet = presets.run(presets.fleet({"web": 40}, duration=900.0))
     states: dict[str, HostState] = {}
-    engine2 = FamilyEngine(config=EngineConfig(mv_enabled=False))
+    engine2 = worker_engine(EngineConfig(mv_enabled=False))
     start = time.perf_counter()
     n = 0
     for e in fleet.events:
@@ -97,11 +108,11 @@ def bench_throughput(hosts: int, n_obs: int) -> None:
 def bench_state(hosts: int) -> None:
     import sklearn.ensemble  # noqa: F401  (library code is not cohort state: import it before measuring)
 
-    FamilyEngine()  # loads the policy rules once
+    worker_engine()  # reads the checks and policy rules once (library data, not cohort state)
     rng = random.Random(2)
     gc.collect()
     tracemalloc.start()
-    engine = FamilyEngine()
+    engine = worker_engine()
     for i in range(hosts):
         feats = [*host_features(i, rng), f"dest:tcp/443@10.{i % 250}.{rng.randint(0, 255)}.0/24"]
         metrics = {
@@ -144,9 +155,9 @@ def bench_scenario(name: str) -> None:
 def compare(events: list[Any], truth: list[dict[str, Any]]) -> None:
     reports = {}
     for name, model in (
-        ("cohort engine", FamilyEngine()),
-        ("per-host history", HostHistoryModel()),
-        ("global model", GlobalModel()),
+        ("cohort engine", worker_engine()),
+        ("per-host history", HostHistoryModel(**engine_inputs(EngineConfig()))),
+        ("global model", GlobalModel(EngineConfig(), **engine_inputs(EngineConfig()))),
     ):
         start = time.perf_counter()
         result = replay(events, model)
@@ -174,7 +185,7 @@ def bench_week(hosts: int = 12, days: float = 7.0, cadence_s: float = 300.0) -> 
         when = clones.at(cycle * cadence_s)
         for host in clones.hosts:
             events += clones.step(host, when)
-    engine = FamilyEngine()
+    engine = worker_engine()
     start, cpu = time.perf_counter(), time.process_time()
     result = replay(events, engine)
     took, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -4,26 +4,34 @@
 - HostHistoryModel: every host judged only against its own past (each host is its own cohort: features
   new after it settled, and metrics against the host's own moving average).
 - GlobalModel: one model across all hosts, ignoring images (every host in a single cohort).
+
+Both run a FamilyEngine inside: give them the parsed hardening checks and policy rules the worker's engines
+get (`GlobalModel(config, **engine_inputs(config))`, streams/checks_data.py), or they run none.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from contract.findings import Finding, FindingKind, Severity
 from detectors.base import to_datetime
 from detectors.engine import FamilyEngine, Output
 from detectors.engine_config import EngineConfig
+from detectors.hardening import Library
+from detectors.policy import Rule
 from detectors.types import Observation
 
 
 class GlobalModel:
     """The cohort engine with every host put in one fleet-wide cohort."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
-        self.engine = FamilyEngine(config=config)
+    def __init__(
+        self, config: EngineConfig | None = None, checks: Library | None = None, rules: Iterable[Rule] | None = None
+    ) -> None:
+        self.engine = FamilyEngine(config=config, checks=checks, rules=rules)
 
     def process(self, obs: Observation) -> list[Output]:
         return self.engine.process(dataclasses.replace(obs, image_id="global", image_family="global"))
@@ -44,8 +52,11 @@ class HostHistoryModel:
         warmup: int = 30,
         persistence: int = 3,
         config: EngineConfig | None = None,
+        checks: Library | None = None,
+        rules: Iterable[Rule] | None = None,
     ) -> None:
-        self.engine = FamilyEngine(config=(config or EngineConfig()).replace(mv_enabled=False))
+        own = (config or EngineConfig()).replace(mv_enabled=False)
+        self.engine = FamilyEngine(config=own, checks=checks, rules=rules)
         self.alpha = float(alpha)
         self.min_z = float(min_z)
         self.warmup = int(warmup)
