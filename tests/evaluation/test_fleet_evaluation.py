@@ -2,12 +2,16 @@
 
 import pytest
 
-from detectors import FamilyEngine, RolloutStatus
+from detectors import EngineConfig, FamilyEngine, RolloutStatus
 from detectors.backtest import replay
 from detectors.reference import GlobalModel, HostHistoryModel
 from herdwatch.evaluation.scoring import evaluate
 from simulator import presets
 from simulator.fleet import Fleet
+from streams.checks_data import engine_inputs
+
+CHECKS = engine_inputs(EngineConfig())
+"""The parsed hardening checks and policy rules every engine of the worker gets."""
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +21,7 @@ def fleet() -> presets.Run:
 
 
 def test_cohort_engine_finds_every_compromise_and_stays_quiet_through_the_rollout(fleet) -> None:
-    result = replay(fleet.events, FamilyEngine())
+    result = replay(fleet.events, FamilyEngine(**CHECKS))
     report = evaluate(result.outputs, fleet.truth, host_hours=result.host_hours, family_of_host=result.family_of_host)
     compromises = {t["scenario"] for t in fleet.truth if t["kind"] == "compromise"}
     assert len(compromises) == 6
@@ -32,8 +36,8 @@ def test_cohort_engine_finds_every_compromise_and_stays_quiet_through_the_rollou
 
 
 def test_reference_methods_pay_for_ignoring_cohorts(fleet) -> None:
-    per_host = replay(fleet.events, HostHistoryModel())
-    global_ = replay(fleet.events, GlobalModel())
+    per_host = replay(fleet.events, HostHistoryModel(**CHECKS))
+    global_ = replay(fleet.events, GlobalModel(**CHECKS))
     r_host = evaluate(per_host.outputs, fleet.truth, family_of_host=per_host.family_of_host)
     r_global = evaluate(global_.outputs, fleet.truth, family_of_host=global_.family_of_host)
     # Per-host history alarms on cohort-wide spikes and pushes; one global model on the rollout.
