@@ -4,7 +4,11 @@ reported on the old image within its campaign window is not inherited as known."
 
 from __future__ import annotations
 
+import json
 import random
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contract.findings import Finding, FindingKind
 from detectors import EngineConfig, FamilyEngine
@@ -144,3 +148,27 @@ def test_inheritance_rules_of_the_history() -> None:
     assert len(h.lineage["v9"]) == 4 and h.lineage["v9"][-1] == "old9"
     h.forget_image("v9")
     assert "v9" not in h.lineage and LINEAGE.key("v9") not in engine.store
+
+
+names = st.text(st.characters(blacklist_characters="|", codec="utf-8"), min_size=1, max_size=8)
+
+
+@given(st.lists(names, max_size=6))
+def test_lineage_round_trips(images: list[str]) -> None:
+    rec = ImageLineage(tuple(images))
+    assert ImageLineage.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+
+
+@given(st.lists(st.tuples(names, names), max_size=30))
+def test_any_sequence_of_rollouts_keeps_lineage_bounded_and_reloadable(rollouts: list[tuple[str, str]]) -> None:
+    engine = FamilyEngine(config=EngineConfig())
+    h = engine.history
+    for new, old in rollouts:
+        h.replaces(new, old)
+    for image, replaced in h.lineage.items():
+        assert 1 <= len(replaced) <= 4 and image not in replaced and len(set(replaced)) == len(replaced)
+    again = FamilyEngine(store=engine.store, config=EngineConfig())
+    again.load()
+    assert again.history.lineage == h.lineage
+    for image in list(h.lineage):  # a lookup through any chain ends (cycles included)
+        assert h.inherited(image, "proc:/usr/bin/x|x|root", "h", 0.0) is None
