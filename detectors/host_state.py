@@ -62,6 +62,30 @@ def metric_scope_suffix(payload: dict[str, Any]) -> str:
     return "@" + (scope.rstrip("/").rsplit("/", 1)[-1] or "root")
 
 
+PER_INTERVAL = ("net_bytes_out", "net_bytes_in", "net_packets_out", "net_packets_in", "disk_read_bytes",
+                "disk_write_bytes", "failed_logins", "auth_failures", "proc_starts", "proc_restarts")
+"""The host's metrics that count what happened in a report's interval (the rest are levels)."""
+
+
+def per_configured_interval(metrics: dict[str, float], every_s: Any) -> None:
+    """Put a host report's per-interval counts on the interval its agent is configured for (`every_s`), and
+    leave out `interval_s` itself. An agent over its CPU budget stretches its intervals (collectors/budget.py),
+    and one starting on a loaded machine may report after twice its interval: its counts then double although
+    the host does nothing else, and its clones' peer view would flag them. The clones share the configuration,
+    so the counts compare again. Without `every_s` (older agents, imported metrics) the counts stay as sent."""
+    took = metrics.pop("interval_s", None)
+    if not isinstance(every_s, (int, float)) or isinstance(every_s, bool) or took is None:
+        return
+    if not (0.0 < every_s < 86400.0 and 0.0 < took < 86400.0):
+        return
+    scale = min(10.0, max(0.1, float(every_s) / took))
+    if abs(scale - 1.0) < 0.05:  # scheduling jitter
+        return
+    for name in PER_INTERVAL:
+        if name in metrics:
+            metrics[name] *= scale
+
+
 class HostState:
     """What one host currently shows. `apply(event)` returns an Observation or None (nothing changed)."""
 
@@ -193,6 +217,7 @@ class HostState:
                 for name in ("auth_failures", "proc_starts", "proc_restarts"):
                     metrics.setdefault(name, self.counters.get(name, 0.0))
                 self.counters = {}
+                per_configured_interval(metrics, p.get("every_s"))
         elif kind == Kind.PROCESS_START:
             self._proc_start(p, now, added, removed)
         elif kind == Kind.PROCESS_EXIT:

@@ -87,7 +87,9 @@ class MetricsProbe(Probe):
                 # a counter that went backwards was reset (e.g. interface re-created): count from zero
                 values[name] = value - before if before is not None and value >= before else value
         self._last, self._last_t = counters, now
-        out: list[Emit] = [(Kind.METRICS, {"values": {k: float(v) for k, v in values.items()}, "scope": "host"})]
+        host: dict[str, Any] = {"values": {k: float(v) for k, v in values.items()}, "scope": "host",
+                                "every_s": float(self.interval)}  # as configured: the budget may stretch interval_s
+        out: list[Emit] = [(Kind.METRICS, host)]
         for meter in self.cgroups:
             scoped = meter.values()
             if scoped is not None:

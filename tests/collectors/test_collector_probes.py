@@ -172,8 +172,10 @@ def test_metric_deltas_never_go_negative() -> None:
     failed = [0]
     probe = MetricsProbe(procs=lambda: 3, conns=lambda: 2, failed_logins=lambda: failed[0],
                          clock=lambda: t[0])
-    first = probe.collect(full=False)[0][1]["values"]
+    first_payload = probe.collect(full=False)[0][1]
+    first = first_payload["values"]
     assert "net_bytes_out" not in first and first["procs"] == 3.0 and first["conns"] == 2.0
+    assert first_payload["every_s"] == 30.0  # the configured interval, beside the measured interval_s
     t[0] += 30
     failed[0] = 4
     second = probe.collect(full=False)[0][1]["values"]
