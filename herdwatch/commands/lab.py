@@ -1,9 +1,10 @@
-"""`herdwatch lab up|attack|down|report|run`: a real clone fleet on this machine (root only).
+"""`herdwatch lab up|attack|down|report|run|rescore`: a real clone fleet on this machine (root only).
 
 `up` starts the lab's Kafka, worker, sink and hosts and returns (they keep running); `attack` runs one
 attack of the library in a live host; `report` prints the detection report; `down` removes every
 namespace, link, mount target and process the lab made, also after a crash. `run` does it all with a
-schedule of fleet life and attacks (`make lab`: `run --plan full`). See docs/lab.md.
+schedule of fleet life and attacks (`make lab`: `run --plan full`). `rescore --dir var/lab/<lab id>` scores a
+finished lab's findings again with today's evaluation rules (files only: no root, no Kafka). See docs/lab.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from contract.settings import default_var_dir
 
-ACTIONS = ["up", "attack", "down", "report", "run"]
+ACTIONS = ["up", "attack", "down", "report", "run", "rescore"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("attack", nargs="?", default=None, help="for attack: the attack's name (see docs/lab.md)")
     p.add_argument("--var", type=Path, default=None, help="data folder (default ./var; the lab lives in var/lab/)")
+    p.add_argument("--dir", type=Path, default=None, help="for rescore: a finished lab's folder (var/lab/<lab id>)")
     p.add_argument("--subnet", default="10.213.47", help="first three octets of the lab's private /24 "
                                                          "(default 10.213.47)")
     p.add_argument("--hosts", type=int, default=4, help="for up: web hosts to start (default 4)")
@@ -45,6 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "rescore":  # a finished lab's report with today's evaluation rules: files only, no root
+        from herdwatch.lab.report import rescore_lab_report
+
+        if args.dir is None:
+            print("herdwatch lab rescore needs --dir var/lab/<lab id> (a finished lab's folder)", file=sys.stderr)
+            return 2
+        try:
+            rescore_lab_report(args.dir)
+        except FileNotFoundError as e:
+            print(e, file=sys.stderr)
+            return 2
+        return 0
     if os.geteuid() != 0:
         print("herdwatch lab needs root: it makes network, PID, mount and UTS namespaces, veth pairs and a "
               "bridge. Run it as root (sudo .venv/bin/herdwatch lab ...).", file=sys.stderr)

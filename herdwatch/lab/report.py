@@ -53,19 +53,49 @@ def stored_decay(client: Any, hosts: dict[str, Any], gone: dict[str, datetime], 
 
 
 def build_lab_report(state: LabState, say: Say = print, forensics: bool = True) -> dict[str, Any]:
+    """The report from the lab's anomaly and rollout topics (its Kafka must be up)."""
     from contract.findings import Finding, RolloutEvent
-    from contract.settings import KafkaSettings, StorageSettings
+    from contract.settings import KafkaSettings
+    from herdwatch.demo import read_topic
+
+    kafka = KafkaSettings(bootstrap=f"127.0.0.1:{state.kafka_port}", topic_prefix=state.topic_prefix)
+    findings = [Finding.from_dict(json.loads(v)) for v in read_topic(kafka, kafka.topics.anomalies)]
+    rollouts = [RolloutEvent.from_dict(json.loads(v)) for v in read_topic(kafka, kafka.topics.rollouts)]
+    return score_lab(state, findings, rollouts, say, forensics)
+
+
+def rescore_lab_report(lab_dir: Path, say: Say = print) -> dict[str, Any]:
+    """The report of a finished lab again, from its report.json's findings and rollout events, its state and
+    ground truth, with today's evaluation rules (no Kafka needed; the hardening decay and forensic answers
+    are taken from the lab's store when it can be opened). The previous report is kept as
+    report.previous.json."""
+    from contract.findings import Finding, RolloutEvent
+
+    lab_dir = Path(lab_dir)
+    old_path = lab_dir / "report.json"
+    if not old_path.exists() or not (lab_dir / "state.json").exists():
+        raise FileNotFoundError(f"{lab_dir} has no report.json and state.json: give a lab's folder, "
+                                f"var/lab/<lab id>")
+    old = json.loads(old_path.read_text())
+    state = LabState.load(lab_dir / "state.json")
+    findings = [Finding.from_dict({k: v for k, v in a.items() if k != "label"}) for a in old.get("anomalies", [])]
+    rollouts = [RolloutEvent.from_dict(e) for e in old.get("rollout_events", [])]
+    old_path.replace(lab_dir / "report.previous.json")
+    return score_lab(state, findings, rollouts, say, forensics=True)
+
+
+def score_lab(state: LabState, findings: list[Any], rollouts: list[Any], say: Say = print,
+              forensics: bool = True) -> dict[str, Any]:
+    """Match a lab's findings and rollout events against its ground truth; print and write the report."""
+    from contract.settings import StorageSettings
     from herdwatch.demo import forensics as ask_forensics
-    from herdwatch.demo import print_findings, read_topic
+    from herdwatch.demo import print_findings
     from herdwatch.evaluation.chart import render_html
     from herdwatch.evaluation.report import DURING_ATTACK, RunInfo, build_report, is_false_alarm
     from herdwatch.evaluation.runner import DetectionRun, HostSeen
     from herdwatch.evaluation.text import report_lines
     from simulator.scenarios import GroundTruth
 
-    kafka = KafkaSettings(bootstrap=f"127.0.0.1:{state.kafka_port}", topic_prefix=state.topic_prefix)
-    findings = [Finding.from_dict(json.loads(v)) for v in read_topic(kafka, kafka.topics.anomalies)]
-    rollouts = [RolloutEvent.from_dict(json.loads(v)) for v in read_topic(kafka, kafka.topics.rollouts)]
     start = _t(state.started)
     end = _t(state.ended) if state.ended else now()
     hosts = {h.host_id: HostSeen(h.host_id, h.image_id, h.family, _t(h.first), _t(h.last) if h.last else end)

