@@ -9,9 +9,9 @@ over the findings after the warm-up. Its rules (documented in docs/simulator.md)
 - every other host finding is a false alarm; one inside a normal fleet-life window (rollout, rollback,
   traffic spike, config push) of its family is also attributed to that window (a finding in the clean
   rollout's window is a *rollout host anomaly*, target zero);
-- a scenario that lists `evidence` (the lab's attacks) is detected only by a finding naming one of it; its
-  host's other findings in its window are labelled "during_attack:<scenario>", neither detections nor false
-  alarms, and counted apart;
+- a scenario that lists `evidence` (the lab's attacks and drifts) is detected only by a finding naming one of
+  it; an attacked host's other findings in the attack's window are labelled "during_attack:<scenario>",
+  neither detections nor false alarms, and counted apart (a drifted host's are judged as any host's);
 - precision = matched findings / (matched findings + false alarms); recall = detected / injected host scenarios;
   false alarms per 1,000 host-hours = false alarms / host-hours observed after the warm-up x 1,000.
 Findings during the warm-up (cohort baselines still forming) are counted apart. This module adds the
@@ -68,13 +68,15 @@ def classify(f: Finding, truth: list[GroundTruth], info: RunInfo, grace: timedel
     if matches:
         as_dict = f.to_dict()
         named_evidence = [g for g in matches if names_evidence(as_dict, g.details.get("evidence"))]
-        if not named_evidence:
-            return DURING_ATTACK + matches[0].scenario
-        matches = named_evidence
-        # a host with several drifts: the one whose changed keys the finding names
-        about = f"{f.subject} {f.details.get('after') or ''} {f.details.get('feature') or ''}"
-        named = [g for g in matches if any(k in about for k in g.details.get("changes") or ())]
-        return (named or matches)[0].scenario
+        attacked = [g for g in matches if g.kind == "compromise"]
+        if named_evidence:
+            # a host with several drifts: the one whose changed keys the finding names
+            about = f"{f.subject} {f.details.get('after') or ''} {f.details.get('feature') or ''}"
+            named = [g for g in named_evidence if any(k in about for k in g.details.get("changes") or ())]
+            return (named or named_evidence)[0].scenario
+        if attacked:
+            return DURING_ATTACK + attacked[0].scenario
+        # a drifted host's other findings: judged as any host's below
     if f.time < info.warmup_end:
         return "warmup"
     for g in truth:

@@ -4,9 +4,10 @@ Ground truth is a list of dicts: {host_id, scenario, start, end} (ISO-8601 strin
 optionally with `kind` and `image_family`. A row with a host_id is a host compromise that must be
 reported on that host between start and end (+ `slack_s`); if its details list `evidence` (strings), the
 finding must also name one of them (in its subject, explanation or details, any case): a lab attack is not
-credited with an unrelated false alarm that happens to fall on its host in its window. A finding there that
-names none of them is counted apart (`during_attack`: the attack's own process tree, e.g. an interactive shell's
-start-up files, or something unrelated), neither a detection nor a false alarm, and listed. A row without a
+credited with an unrelated false alarm that happens to fall on its host in its window. A finding on an
+attacked host (kind compromise) in the window that names none of them is counted apart (`during_attack`: the
+attack's own process tree, e.g. an interactive shell's start-up files, or something unrelated), neither a
+detection nor a false alarm, and listed; on a drifted host it is a false alarm. A row without a
 host_id is normal fleet life (kind/scenario rollout, rollback, traffic_spike, config_push) over image_family:
 findings on its hosts in that window are false alarms attributed to it. Scenario "stale_image" rows expect
 a STALE_IMAGE finding.
@@ -99,7 +100,9 @@ def evaluate(
             if (r.get("kind") or r["scenario"]) == "stale_image" and f["kind"] != "stale_image":
                 continue
             if not names_evidence(f, (r.get("details") or {}).get("evidence")):
-                in_attack = True
+                # an attack's own process tree is neither a detection nor a false alarm; a drift's host's
+                # other changes are false alarms
+                in_attack = in_attack or (r.get("kind") or "compromise") == "compromise"
                 continue
             same = [j for j in hits if hosts_truth[j]["host_id"] == r["host_id"]]
             if same:  # one truth row per host: one still undetected (a second drift of the host) before one that is

@@ -102,3 +102,12 @@ def test_the_report_labels_a_finding_that_names_no_evidence_apart_from_false_ala
     s = rep["summary"]
     assert (s["detected"], s["false_alarms"], s["during_attack_findings"], s["precision"]) == (1, 1, 1, 0.5)
     assert rep["scenarios"][0]["time_to_detect_s"] == 60.0
+
+
+def test_a_drifted_hosts_other_findings_in_its_window_are_false_alarms() -> None:
+    truth = [{"host_id": "h1", "scenario": "drift-x11", "kind": "drift", "start": at(100), "end": at(400),
+              "details": {"changes": ["sshd.x11forwarding"], "evidence": ["sshd"]}}]
+    other = Finding(FindingKind.CONFIG_DRIFT, "h1", "ami-1", "web", at(150), 0.9, Severity.HIGH,
+                    "cfg:file.sha256:/etc/hosts=aa11", "x", {})
+    r = evaluate([other], truth)
+    assert (r["detected"], r["false_positives"], r["during_attack"]) == (0, 1, 0)
