@@ -59,6 +59,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -430,20 +431,14 @@ class ExecSourceUnavailable(Exception):
     """The connector cannot be used here; the message says why (shown in logs and agent.hello)."""
 
 
-class ExecSource:
-    """A subscription to the kernel's process events with a reader thread (see the module doc)."""
+class ExecQueue:
+    """What every exec source shares: a reader thread's queue of records for the probe (bounded by
+    `max_pending`), the token bucket of `max_reads_per_s` lookups, and the counts of what was shed."""
 
-    mode = "connector"
-
-    def __init__(self, proc: Path = Path("/proc"), max_reads_per_s: float = 2000.0,
-                 max_pending: int = 20000) -> None:
+    def __init__(self, proc: Path, max_reads_per_s: float, max_pending: int) -> None:
         self.proc = proc
         self.max_reads_per_s = float(max_reads_per_s)
         self.max_pending = max_pending
-        self._sock: socket.socket | None = None
-        """Exec events (every kind when the kernel refuses socket filters): the reader waits on it."""
-        self._exit_sock: socket.socket | None = None
-        """Exit events: read whenever the reader wakes (an exec, or every RECV_TIMEOUT_S), never waited on."""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -452,7 +447,65 @@ class ExecSource:
         self._refilled = time.monotonic()
         self.shed: dict[str, int] = {}
         """reason -> execs or events not delivered: rate (over max_reads_per_s), pending (over
-        max_pending), kernel_overflow (ENOBUFS: the kernel dropped events; one per occurrence)."""
+        max_pending), kernel_overflow (the kernel dropped events), and the source's own reasons."""
+        self._exes: dict[int, str] = {}
+        """pid -> exe of the processes seen exec'ing (the parent cache)."""
+
+    def _take_tokens(self, n: int) -> int:
+        """How many of `n` execs may be looked up now (the token bucket of max_reads_per_s)."""
+        if n == 0:
+            return 0
+        now = time.monotonic()
+        self._tokens = min(self.max_reads_per_s, self._tokens + (now - self._refilled) * self.max_reads_per_s)
+        self._refilled = now
+        allowed = min(n, int(self._tokens))
+        self._tokens -= allowed
+        return allowed
+
+    def _push_all(self, items: Sequence[ExecRecord | ExitRecord]) -> None:
+        with self._lock:
+            room = self.max_pending - len(self._pending)
+            if room < len(items):
+                self.shed["pending"] = self.shed.get("pending", 0) + len(items) - max(0, room)
+                items = items[:max(0, room)]
+            self._pending.extend(items)
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.shed[reason] = self.shed.get(reason, 0) + n
+
+    # -- the probe's side ------------------------------------------------------------------------------
+    def drain(self) -> list[ExecRecord | ExitRecord]:
+        """Everything read since the last drain, in kernel order; never waits."""
+        with self._lock:
+            items = list(self._pending)
+            self._pending.clear()
+        return items
+
+    def take_shed(self) -> dict[str, int]:
+        with self._lock:
+            shed, self.shed = self.shed, {}
+        return shed
+
+    def forget(self, pids: set[int] | list[int]) -> None:
+        """Processes gone (the probe's listing): their exes leave the parent cache."""
+        exes = self._exes
+        for pid in pids:
+            exes.pop(pid, None)
+
+
+class ExecSource(ExecQueue):
+    """A subscription to the kernel's process events with a reader thread (see the module doc)."""
+
+    mode = "connector"
+
+    def __init__(self, proc: Path = Path("/proc"), max_reads_per_s: float = 2000.0,
+                 max_pending: int = 20000) -> None:
+        super().__init__(proc, max_reads_per_s, max_pending)
+        self._sock: socket.socket | None = None
+        """Exec events (every kind when the kernel refuses socket filters): the reader waits on it."""
+        self._exit_sock: socket.socket | None = None
+        """Exit events: read whenever the reader wakes (an exec, or every RECV_TIMEOUT_S), never waited on."""
         self.failed: str | None = None
         """Set when the reader stopped on a socket error: the probe falls back to polling."""
         self.execs_seen = 0
@@ -460,8 +513,6 @@ class ExecSource:
         self.kernel_filter = False
         """True when the socket filters are attached: fork, thread and other events never reach Python, and
         exits arrive on a socket of their own, so they never wake the reader."""
-        self._exes: dict[int, str] = {}
-        """pid -> exe of processes whose exe we read; an exec or exit event of the pid drops it."""
 
     # -- subscription --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -663,44 +714,3 @@ class ExecSource:
         if out:
             self._push_all(out)
 
-    def _take_tokens(self, n: int) -> int:
-        """How many of `n` execs may be looked up now (the token bucket of max_reads_per_s)."""
-        if n == 0:
-            return 0
-        now = time.monotonic()
-        self._tokens = min(self.max_reads_per_s, self._tokens + (now - self._refilled) * self.max_reads_per_s)
-        self._refilled = now
-        allowed = min(n, int(self._tokens))
-        self._tokens -= allowed
-        return allowed
-
-    def _push_all(self, items: list[ExecRecord | ExitRecord]) -> None:
-        with self._lock:
-            room = self.max_pending - len(self._pending)
-            if room < len(items):
-                self.shed["pending"] = self.shed.get("pending", 0) + len(items) - max(0, room)
-                items = items[:max(0, room)]
-            self._pending.extend(items)
-
-    def _count(self, reason: str, n: int = 1) -> None:
-        with self._lock:
-            self.shed[reason] = self.shed.get(reason, 0) + n
-
-    # -- the probe's side ------------------------------------------------------------------------------
-    def drain(self) -> list[ExecRecord | ExitRecord]:
-        """Everything read since the last drain, in kernel order; never waits."""
-        with self._lock:
-            items = list(self._pending)
-            self._pending.clear()
-        return items
-
-    def take_shed(self) -> dict[str, int]:
-        with self._lock:
-            shed, self.shed = self.shed, {}
-        return shed
-
-    def forget(self, pids: list[int]) -> None:
-        """Processes gone (the probe's listing): their exes leave the parent cache."""
-        exes = self._exes
-        for pid in pids:
-            exes.pop(pid, None)

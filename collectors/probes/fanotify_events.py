@@ -58,10 +58,9 @@ import select
 import struct
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
-from collectors.probes.exec_events import ExecRecord, ExecSourceUnavailable, ExitRecord, read_execs
+from collectors.probes.exec_events import ExecQueue, ExecSourceUnavailable, read_execs
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -216,26 +215,17 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-class FanotifySource:
+class FanotifySource(ExecQueue):
     """fanotify exec events with a reader thread; the same interface as exec_events.ExecSource."""
 
     mode = "fanotify"
 
     def __init__(self, proc: Path = Path("/proc"), max_reads_per_s: float = 2000.0,
                  max_pending: int = 20000) -> None:
-        self.proc = proc
-        self.max_reads_per_s = float(max_reads_per_s)
-        self.max_pending = max_pending
+        super().__init__(proc, max_reads_per_s, max_pending)
         self._fd = -1
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._pending: deque[ExecRecord | ExitRecord] = deque()
-        self._tokens = self.max_reads_per_s
-        self._refilled = time.monotonic()
-        self.shed: dict[str, int] = {}
-        """reason -> execs not delivered: rate, pending, kernel_overflow (FAN_Q_OVERFLOW, one per event),
-        no_descriptor (the process is out of descriptors: the kernel drops the event it could not open)."""
+        # shed reasons here: rate, pending, kernel_overflow (FAN_Q_OVERFLOW, one per event), no_descriptor (the
+        # process is out of descriptors: the kernel drops the event it could not open)
         self.errors: dict[str, int] = {}
         """Bad records read (bad_record) and descriptors that could not be resolved (unreadable_fd)."""
         self.failed: str | None = None
@@ -245,7 +235,6 @@ class FanotifySource:
         """Events of processes in PID namespaces this agent cannot see (pid 0): skipped."""
         self.marked: list[str] = []
         """What is marked, for logs: `<mount point> (<fstype>, filesystem|mount)`."""
-        self._exes: dict[int, str] = {}
         self._execs: dict[int, str] = {}
         self._held: dict[int, str] = {}
         """pid -> script opened for execution whose interpreter has not come yet."""
@@ -422,12 +411,7 @@ class FanotifySource:
         for rec in records:
             if rec.exe is not None:
                 exes[rec.pid] = rec.exe
-        with self._lock:
-            room = self.max_pending - len(self._pending)
-            if room < len(records):
-                self.shed["pending"] = self.shed.get("pending", 0) + len(records) - max(0, room)
-                records = records[:max(0, room)]
-            self._pending.extend(records)
+        self._push_all(records)
 
     def _alive(self, pid: int) -> bool:
         """Still running (a zombie or a gone process has no exe link to read)."""
@@ -437,39 +421,15 @@ class FanotifySource:
             return False
         return True
 
-    def _take_tokens(self, n: int) -> int:
-        now = time.monotonic()
-        self._tokens = min(self.max_reads_per_s, self._tokens + (now - self._refilled) * self.max_reads_per_s)
-        self._refilled = now
-        allowed = min(n, int(self._tokens))
-        self._tokens -= allowed
-        return allowed
-
-    def _count(self, reason: str, n: int = 1) -> None:
-        with self._lock:
-            self.shed[reason] = self.shed.get(reason, 0) + n
-
     def _error(self, reason: str, n: int = 1) -> None:
         with self._lock:
             self.errors[reason] = self.errors.get(reason, 0) + n
 
     # -- the probe's side ------------------------------------------------------------------------------
-    def drain(self) -> list[ExecRecord | ExitRecord]:
-        with self._lock:
-            items = list(self._pending)
-            self._pending.clear()
-        return items
-
-    def take_shed(self) -> dict[str, int]:
-        with self._lock:
-            shed, self.shed = self.shed, {}
-        return shed
-
     def forget(self, pids: set[int] | list[int]) -> None:
-        """Processes gone (the probe's listing): their exes leave the parent cache."""
-        exes = self._exes
+        """Processes gone (the probe's listing): their exes leave the parent cache, their execs under way too."""
+        super().forget(pids)
         for pid in pids:
-            exes.pop(pid, None)
             self._execs.pop(pid, None)
 
 
