@@ -431,6 +431,17 @@ class ExecSourceUnavailable(Exception):
     """The connector cannot be used here; the message says why (shown in logs and agent.hello)."""
 
 
+def _unknown_if_parent_moved_on(rec: ExecRecord, later: dict[int, str]) -> None:
+    """A parent read from /proc after it exec'd again shows its next program: a subshell running
+    `$(date)` becomes `cat` once date is done, and a reader a little late reads cat as date's parent. When
+    the parent's own exec comes after the child's and shows the program read as the parent, that parent is
+    unknown (missing), never the later program."""
+    if rec.ppid is not None and rec.parent_exe is not None and later.get(rec.ppid) == rec.parent_exe:
+        rec.parent_exe = None
+        if "parent_exe" not in rec.missing:
+            rec.missing.append("parent_exe")
+
+
 class ExecQueue:
     """What every exec source shares: a reader thread's queue of records for the probe (bounded by
     `max_pending`), the token bucket of `max_reads_per_s` lookups, and the counts of what was shed."""
@@ -463,7 +474,17 @@ class ExecQueue:
         return allowed
 
     def _push_all(self, items: Sequence[ExecRecord | ExitRecord]) -> None:
+        later: dict[int, str] = {}  # pid -> the exe of its first exec after the record being looked at
+        for item in reversed(items):
+            if isinstance(item, ExecRecord):
+                _unknown_if_parent_moved_on(item, later)
+                if item.exe is not None:
+                    later[item.pid] = item.exe
         with self._lock:
+            if later:
+                for queued in self._pending:
+                    if isinstance(queued, ExecRecord):
+                        _unknown_if_parent_moved_on(queued, later)
             room = self.max_pending - len(self._pending)
             if room < len(items):
                 self.shed["pending"] = self.shed.get("pending", 0) + len(items) - max(0, room)

@@ -221,6 +221,43 @@ def test_parent_exe_cache_follows_the_events(tmp_path: Path) -> None:
     assert [r.parent_exe for r in src.drain() if isinstance(r, ExecRecord)] == ["/usr/bin/new"]
 
 
+def test_a_parent_read_after_its_own_next_exec_is_unknown(tmp_path: Path) -> None:
+    # `$(cat f-$(date +%s))`: the subshell 60 runs date (61), waits for it, then becomes cat. A reader a
+    # moment late reads cat as date's parent; the kernel reports 60's exec after 61's, so that is not it
+    src = ExecSource(proc=tmp_path, max_reads_per_s=1e9)
+    fake_proc(tmp_path, 60, "/usr/bin/cat", 1)
+    fake_proc(tmp_path, 61, "/usr/bin/date", 60)
+    src._handle([(1, PROC_EVENT_EXEC, 61), (2, PROC_EVENT_EXEC, 60)])
+    date, cat = src.drain()
+    assert isinstance(date, ExecRecord) and isinstance(cat, ExecRecord)
+    assert (date.exe, date.parent_exe, "parent_exe" in date.missing) == ("/usr/bin/date", None, True)
+    assert cat.exe == "/usr/bin/cat"
+    # the parent's exec reported first: cat really was the parent when date started
+    fake_proc(tmp_path, 62, "/usr/bin/date", 60)
+    src._handle([(3, PROC_EVENT_EXEC, 60), (4, PROC_EVENT_EXEC, 62)])
+    assert [r.parent_exe for r in src.drain() if isinstance(r, ExecRecord) and r.pid == 62] == ["/usr/bin/cat"]
+
+
+def test_a_queued_record_learns_that_its_parent_moved_on(tmp_path: Path) -> None:
+    # the same race over two reads: date's record waits in the queue when the subshell's exec arrives
+    src = ExecSource(proc=tmp_path, max_reads_per_s=1e9)
+    fake_proc(tmp_path, 70, "/usr/bin/cat", 1)
+    fake_proc(tmp_path, 71, "/usr/bin/date", 70)
+    fake_proc(tmp_path, 72, "/usr/bin/hostname", 70)
+    src._handle([(1, PROC_EVENT_EXEC, 71)])
+    src._handle([(2, PROC_EVENT_EXEC, 70), (3, PROC_EVENT_EXEC, 72)])
+    parents = {r.pid: (r.parent_exe, "parent_exe" in r.missing) for r in src.drain() if isinstance(r, ExecRecord)}
+    assert parents[71] == (None, True)
+    assert parents[72] == ("/usr/bin/cat", False)  # started after its parent's exec
+    # a parent that stays what it was is kept
+    fake_proc(tmp_path, 80, "/bin/dash", 1)
+    fake_proc(tmp_path, 81, "/usr/bin/date", 80)
+    fake_proc(tmp_path, 82, "/usr/bin/env", 1)
+    src._handle([(4, PROC_EVENT_EXEC, 81)])
+    src._handle([(5, PROC_EVENT_EXEC, 82)])
+    assert [r.parent_exe for r in src.drain() if isinstance(r, ExecRecord) and r.pid == 81] == ["/bin/dash"]
+
+
 def test_reads_over_the_rate_are_shed_in_kernel_order(tmp_path: Path) -> None:
     src = ExecSource(proc=tmp_path, max_reads_per_s=2)
     for pid in (10, 11, 12):
