@@ -11,6 +11,11 @@ range, so a host that left the pack is refitted into the sample before it is jud
 candidate outlier (score >= threshold, z >= 0.75 min_z) with a model fitted before the vectors it judges
 refits and scores again. `fits` counts refits. Models are derived caches: never stored, only rebuilt.
 
+A refit takes the cohort's vectors and their range at once (the range decides the next refit), but builds
+the forest only when a scoring first needs it: a refit replaced by another before any scoring (a backlog
+brings many reports per tick) costs no forest. The forest is the same either way (the same vectors, a
+fixed random_state); `built` counts the forests actually built.
+
 A host is an outlier when its anomaly score is high in absolute terms (`threshold`, 0.5 = typical) and
 stands out from its peers' scores (robust z >= `min_z`), so a cohort-wide shift, which moves every
 host's score together, does not alert.
@@ -35,12 +40,15 @@ class _Model:
     time: float
     """Event time of the fit."""
     forest: Any
+    """The fitted IsolationForest; None until a scoring first needs it (built from `sample`)."""
     names: list[str]
     lo: np.ndarray
     """Per metric (log-scaled), the low end of the range the forest can judge."""
     hi: np.ndarray
     reports: int = 0
     """The cohort's report count (`note`) when the model was fitted."""
+    sample: np.ndarray | None = None
+    """The vectors the forest is (to be) fitted on; dropped once it is built."""
 
 
 class MultivariateOutlier(Detector):
@@ -76,6 +84,8 @@ class MultivariateOutlier(Detector):
         """image -> event time of its last scoring."""
         self.fits = 0
         """Models fitted so far (refits are counted, for tests and benchmarks)."""
+        self.built = 0
+        """Forests built so far (a refit replaced before any scoring builds none)."""
         self._last: dict[str, float] = {}
         """host -> time of its previous report (to learn the cohort's cadence)."""
         self._gap: dict[str, float] = {}
@@ -143,23 +153,32 @@ class MultivariateOutlier(Detector):
         return np.sign(x) * np.log1p(np.abs(x))
 
     def fit(self, image: str, now: float) -> bool:
-        from sklearn.ensemble import IsolationForest
-
+        """Refit the cohort's model on its live hosts' latest vectors (the forest is built on first use)."""
         hosts, names, x = self.vectors(image, now)
         if len(hosts) < self.min_hosts or not names:
             self._models.pop(image, None)
             return False
-        model = IsolationForest(
-            n_estimators=self.n_estimators,
-            max_samples=min(self.max_samples, len(hosts)),
-            random_state=self.random_state,
-        )
-        model.fit(x)
         self.fits += 1
         lo, hi = x.min(axis=0), x.max(axis=0)
         margin = np.maximum(hi - lo, 0.05)
-        self._models[image] = _Model(now, model, names, lo - margin, hi + margin, self._reports.get(image, 0))
+        self._models[image] = _Model(now, None, names, lo - margin, hi + margin, self._reports.get(image, 0), x)
         return True
+
+    def _forest(self, m: _Model) -> Any:
+        """The model's forest, built now if this is its first use."""
+        if m.forest is None:
+            from sklearn.ensemble import IsolationForest
+
+            assert m.sample is not None
+            forest = IsolationForest(
+                n_estimators=self.n_estimators,
+                max_samples=min(self.max_samples, len(m.sample)),
+                random_state=self.random_state,
+            )
+            forest.fit(m.sample)
+            self.built += 1
+            m.forest, m.sample = forest, None
+        return m.forest
 
     def _recent(self, image: str, now: float, since: float) -> tuple[int, list[dict[str, float]]]:
         """(live reporting hosts within the window, the vectors reported after `since`)."""
@@ -181,7 +200,7 @@ class MultivariateOutlier(Detector):
             if not self.fit(image, now):
                 return None
             m = self._models[image]
-        return m.forest, m.names
+        return self._forest(m), m.names
 
     def score_hosts(self, image: str, now: float) -> dict[str, tuple[float, float]]:
         """host -> (anomaly score in (0, 1], robust z of that score among the cohort's hosts)."""
@@ -198,7 +217,7 @@ class MultivariateOutlier(Detector):
         candidate = bool(np.any((scores >= self.threshold) & (z >= 0.75 * self.min_z)))
         if candidate and self._models[image].time < now and self.fit(image, now):
             # a candidate outlier is judged by a model fitted on the vectors it is judged with
-            model, names = self._models[image].forest, self._models[image].names
+            model, names = self._forest(self._models[image]), self._models[image].names
             scores, z = self._scores(model, self._matrix([v for _, v in rows], names))
         return {h: (float(s), float(zh)) for (h, _), s, zh in zip(rows, scores, z, strict=True)}
 
