@@ -117,3 +117,17 @@ def test_a_host_with_a_wrong_clock_gets_one_clock_skew_finding_an_hour() -> None
         found += [f.time - arrival for f in res.findings if f.kind == FindingKind.CLOCK_SKEW]
     assert found == [timedelta(0), timedelta(minutes=70)]  # once, then again after an hour
     assert seq is not None and HostSeq.from_json(orjson.loads(orjson.dumps(seq.to_json()))) == seq
+
+
+def test_a_message_that_only_moves_the_newest_event_time_writes_no_host_state() -> None:
+    fleet = Clones(1, start=T0)
+    h = fleet.hosts[0]
+    first = process_host_batch(fleet.step(h, T0), None, None, 300, 30)
+    assert first.state is not None
+    quiet = process_host_batch(fleet.heartbeat(h, T0 + timedelta(seconds=10)), first.seq, first.state, 300, 30)
+    assert quiet.state is None  # only `t` moved: host_seq's last_seen has it
+    assert quiet.seq is not None and quiet.seq.last_seen == (T0 + timedelta(seconds=10)).timestamp()
+    fleet.attack(h, "cryptominer")
+    changed = process_host_batch(fleet.step(h, T0 + timedelta(seconds=20)), quiet.seq, first.state, 300, 30)
+    assert changed.state is not None and changed.state["t"] == (T0 + timedelta(seconds=20)).timestamp()
+    assert changed.state["p"] != first.state["p"]  # the miner's process is written
