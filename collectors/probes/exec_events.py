@@ -1,33 +1,33 @@
-"""Exec and exit events from the kernel: the process events connector (netlink, CN_IDX_PROC).
+"""Exec events from the kernel: the process events connector (netlink, CN_IDX_PROC).
 
 The /proc poll sees a process only if it is alive at a poll; a `curl | sh` dropper or a reverse shell
-that lives 200 ms slips between two polls. The connector tells us about every exec and exit as it
-happens. `ExecSource` subscribes (root, initial network namespace), and a reader thread reads each new
-process's details from /proc right after its exec event: the resolved exe (/proc/<pid>/exe), the raw
-command line, real uid and parent pid (/proc/<pid>/status), the parent's exe and the cgroup. A process
-that is already gone leaves only the event: what could not be read is listed in `missing`, never
-guessed. The reader hands `ExecRecord`s and exits to the probe, which drains them each cycle without
-ever waiting (collectors/probes/processes.py).
+that lives 200 ms slips between two polls. The connector tells us about every exec as it happens.
+`ExecSource` subscribes (root, initial network namespace), and a reader thread reads each new process's
+details from /proc right after its exec event: the resolved exe (/proc/<pid>/exe), the raw command line,
+real uid and parent pid (/proc/<pid>/status), the parent's exe and the cgroup. A process that is already
+gone leaves only the event: what could not be read is listed in `missing`, never guessed. The reader
+hands `ExecRecord`s to the probe, which drains them each cycle without ever waiting, and takes exits from
+its own /proc listing each cycle, as in fanotify mode (collectors/probes/processes.py).
 
-Cost per exec (it runs for every exec on the host): only exec and exit events of whole processes reach
-Python. Kernels >= 6.6 filter by event kind (the LISTEN request carries a mask); a classic BPF socket
-filter (SO_ATTACH_FILTER) also drops, in the kernel, every other kind (fork, comm, ...: older kernels send
-them all) and the exits and execs of threads other than a process's main thread. Execs and exits come on
-two sockets: the reader waits on the exec one only and reads the exits queued meanwhile whenever it wakes
-(an exec, or every RECV_TIMEOUT_S), merged in the kernel's timestamp order, so an exit never costs a
-wakeup of its own (a thread wakeup is the largest single cost here; subscribing to execs only and taking
-exits from the probe's /proc listing was measured at the same CPU per exec). On waking for an exec the
-reader reads that process's exe at once, then every queued datagram (asking poll() what is queued, without an
-exception per wakeup); at MAX_BATCH, exits newer than the newest exec read wait for the next batch, so
-an exit is never handled before its exec. (A negative nice for the reader was tried: under load it took
-12-19 % more CPU per exec, as it no longer batched the execs queued while it waited.) A datagram holding
-one event (what the kernel sends) is decoded with one precompiled struct. Each exec costs four file reads
-and two readlinks, one syscall each (no fstat: these are procfs files): exe, cmdline, exe again (exec'd
-since?), status (real uid and ppid in one read), cgroup. The parent's exe comes from a cache of the exe of every
-process whose exec we read or whose exe we looked up, kept exact by the events themselves: an exec or
-exit of a pid drops its entry (so does the probe's listing, `forget`), and a kernel overflow (events
-lost) clears it. Where the kernel refuses socket filters, one socket carries every event and Python
-skips what is not wanted.
+Cost per exec (it runs for every exec on the host): only exec events of whole processes reach Python.
+Kernels >= 6.6 filter by event kind (the LISTEN request carries a mask); a classic BPF socket filter
+(SO_ATTACH_FILTER) also drops, in the kernel, every other kind (fork, exit, comm, ...: older kernels send
+them all) and the execs of threads other than a process's main thread. Exits are not subscribed to: the
+probe's listing reports them, and reading them here cost a read per process (and, on one socket, a
+wakeup). A thread wakeup is the largest single cost: the reader waits in a blocking read, reads the exe of
+the exec that woke it at once, and, when nothing else is queued (poll(0), no exception per wakeup), reads
+the rest of that one process (`read_one`); otherwise it reads every queued datagram, up to MAX_BATCH, and
+the batch in stages (`read_execs`). (A negative nice for the reader was tried: under load it took 12-19 %
+more CPU per exec, as it no longer batched the execs queued while it waited; SCHED_BATCH, the other way,
+did not measurably cut it.) A datagram holding one event (what the kernel sends) is decoded with one
+precompiled struct. Each exec costs four file reads and two readlinks, one syscall each (no fstat: these
+are procfs files): exe, cmdline, exe again (exec'd since?), status (real uid and ppid in one read), cgroup.
+The cgroup is read for every process, never taken from its parent: a process that moves itself and then
+execs (cgexec, systemd-run --scope, a container runtime's init) would be reported in its parent's. The
+parent's exe comes from a cache of the exe of every process whose exec we read or whose exe we looked up:
+an exec of a pid drops its entry, the probe's listing drops those of processes gone (`forget`,
+`forget_gone`), and a kernel overflow (events lost) clears it. Where the kernel refuses socket filters,
+every event reaches Python, which skips what is not an exec.
 
 Bounds: the reader looks up at most `max_reads_per_s` execs per second (a token bucket) and keeps at
 most `max_pending` records between two drains; execs beyond either, and events the kernel dropped
@@ -44,7 +44,7 @@ Message layout (include/uapi/linux/netlink.h, connector.h, cn_proc.h), native by
     FORK        parent_pid, parent_tgid, child_pid, child_tgid
     EXEC        pid, tgid
     UID         pid, tgid, ruid, euid
-    EXIT        pid, tgid, exit_code, exit_signal[, parent_pid, parent_tgid]
+    EXIT        pid, tgid, exit_code, exit_signal[, parent_pid, parent_tgid]   (decoded, not subscribed to)
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ PROC_EVENT_FORK = 0x1
 PROC_EVENT_EXEC = 0x2
 PROC_EVENT_UID = 0x4
 PROC_EVENT_EXIT = 0x80000000
-WANTED = PROC_EVENT_EXEC | PROC_EVENT_EXIT
-"""The event filter asked of kernels >= 6.6 (older ones send everything; the socket filter drops the rest)."""
+WANTED = PROC_EVENT_EXEC
+"""The event filter asked of kernels >= 6.6 (older ones send everything; the socket filter drops the rest).
+Exits are not asked for: the probe's /proc listing reports them each cycle, as in fanotify mode."""
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _CN_MSG = struct.Struct("=IIIIHH")
@@ -96,7 +97,7 @@ MAX_PARENT_CACHE = 8192
 
 RCVBUF_BYTES = 8 * 1024 * 1024
 ACK_TIMEOUT_S = 1.0
-RECV_TIMEOUT_S = 0.2
+RECV_TIMEOUT_S = 1.0
 MAX_BATCH = 256
 MAX_CMDLINE_BYTES = 16384
 MAX_CGROUP_CHARS = 256
@@ -352,63 +353,95 @@ def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None =
             if again != exe_list[i]:
                 argvs[i] = None
     cache = exes if exes is not None else {}
-    recs: list[ExecRecord] = []
-    for i, (pid, d) in enumerate(zip(pids, dirs, strict=True)):
-        exe, argv = exe_list[i], argvs[i]
-        uid = ppid = None
+    return [_finish(pid, d, exe_list[i], argvs[i], now, base, cache, exes is not None)
+            for i, (pid, d) in enumerate(zip(pids, dirs, strict=True))]
+
+
+def read_one(pid: int, exe: str | None, base: str, when: float, exes: dict[int, str]) -> ExecRecord:
+    """`read_execs([pid], read={pid: exe}, exes=exes)` for the one exec of a wakeup, whose exe was read on
+    waking: the same reads in the same order, without the batch's lists (this runs for nearly every exec).
+    `base` is the proc directory with a trailing slash."""
+    d = f"{base}{pid}/"
+    argv = None
+    try:
+        fd = os.open(d + "cmdline", _READ_FLAGS)
+    except OSError:
+        fd = -1
+    if fd >= 0:
         try:
-            fd = open_(d + "status", flags)
+            argv = os.read(fd, MAX_CMDLINE_BYTES + 1) or None
         except OSError:
-            fd = -1
-        if fd >= 0:  # a zombie still has it
+            argv = None
+        finally:
+            os.close(fd)
+        if argv is not None:  # exec'd again since: that command line belongs to the next program
             try:
-                uid, ppid = _status_fields(read_(fd, 8192))
-            except (OSError, ValueError):
-                uid = ppid = None
-            finally:
-                close(fd)
-        parent = None
-        if ppid:
-            parent = cache.get(ppid)
-            if parent is None:
-                try:
-                    parent = readlink(f"{base}{ppid}/exe")
-                except OSError:
-                    parent = None
-                if parent is not None and exes is not None:
-                    cache[ppid] = parent
-        cgroup = None
-        try:
-            fd = open_(d + "cgroup", flags)
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            try:
-                cg = read_(fd, 4096)
+                again: str | None = os.readlink(d + "exe")
             except OSError:
-                cg = b""
-            finally:
-                close(fd)
-            if cg:
-                cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS]
-        over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
-        if over:
-            argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
-        missing = []
-        if exe is None:
-            missing.append("exe")
-        if argv is None:
-            missing.append("cmdline")
-        if uid is None:
-            missing.append("user")
-        if ppid is None:
-            missing.append("ppid")
+                again = None
+            if again != exe:
+                argv = None
+    return _finish(pid, d, exe, argv, when, base, exes, True)
+
+
+def _finish(pid: int, d: str, exe: str | None, argv: bytes | None, now: float, base: str,
+            cache: dict[int, str], learn: bool) -> ExecRecord:
+    """The rest of one exec's record once its exe and command line are read: real uid and ppid (status, a
+    zombie still has it), the parent's exe (from `cache`, else read, and learnt when `learn`), the cgroup,
+    and what is missing."""
+    uid = ppid = None
+    try:
+        fd = os.open(d + "status", _READ_FLAGS)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            uid, ppid = _status_fields(os.read(fd, 8192))
+        except (OSError, ValueError):
+            uid = ppid = None
+        finally:
+            os.close(fd)
+    parent = None
+    if ppid:
+        parent = cache.get(ppid)
         if parent is None:
-            missing.append("parent_exe")
-        if cgroup is None:
-            missing.append("cgroup")
-        recs.append(ExecRecord(pid, now, exe, argv, over, uid, ppid, parent, cgroup, missing))
-    return recs
+            try:
+                parent = os.readlink(f"{base}{ppid}/exe")
+            except OSError:
+                parent = None
+            if parent is not None and learn:
+                cache[ppid] = parent
+    cgroup = None
+    try:
+        fd = os.open(d + "cgroup", _READ_FLAGS)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            cg = os.read(fd, 4096)
+        except OSError:
+            cg = b""
+        finally:
+            os.close(fd)
+        if cg:
+            cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS]
+    over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
+    if over:
+        argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
+    missing = []
+    if exe is None:
+        missing.append("exe")
+    if argv is None:
+        missing.append("cmdline")
+    if uid is None:
+        missing.append("user")
+    if ppid is None:
+        missing.append("ppid")
+    if parent is None:
+        missing.append("parent_exe")
+    if cgroup is None:
+        missing.append("cgroup")
+    return ExecRecord(pid, now, exe, argv, over, uid, ppid, parent, cgroup, missing)
 
 
 def read_exec(pid: int, proc: Path = Path("/proc"), when: float | None = None) -> ExecRecord:
@@ -454,6 +487,8 @@ class ExecQueue:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pending: deque[ExecRecord | ExitRecord] = deque()
+        self._children: dict[int, list[ExecRecord]] = {}
+        """ppid -> queued records whose parent exe was read, until that parent's next exec (_parent_check)."""
         self._tokens = self.max_reads_per_s
         self._refilled = time.monotonic()
         self.shed: dict[str, int] = {}
@@ -474,22 +509,36 @@ class ExecQueue:
         return allowed
 
     def _push_all(self, items: Sequence[ExecRecord | ExitRecord]) -> None:
-        later: dict[int, str] = {}  # pid -> the exe of its first exec after the record being looked at
-        for item in reversed(items):
-            if isinstance(item, ExecRecord):
-                _unknown_if_parent_moved_on(item, later)
-                if item.exe is not None:
-                    later[item.pid] = item.exe
         with self._lock:
-            if later:
-                for queued in self._pending:
-                    if isinstance(queued, ExecRecord):
-                        _unknown_if_parent_moved_on(queued, later)
             room = self.max_pending - len(self._pending)
             if room < len(items):
                 self.shed["pending"] = self.shed.get("pending", 0) + len(items) - max(0, room)
                 items = items[:max(0, room)]
+            for item in items:
+                if isinstance(item, ExecRecord):
+                    self._parent_check(item)
             self._pending.extend(items)
+
+    def _push_one(self, rec: ExecRecord) -> None:
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self.shed["pending"] = self.shed.get("pending", 0) + 1
+                return
+            self._parent_check(rec)
+            self._pending.append(rec)
+
+    def _parent_check(self, rec: ExecRecord) -> None:
+        """Queue order is kernel order. `rec` is its pid's next exec after the records waiting for it (their
+        parent) with its exe read: a parent exe they read that is this program was read after this exec, so
+        it is unknown (_unknown_if_parent_moved_on); a different one was read before it and is kept. Then
+        `rec` waits for its own parent's next exec. Under the lock; O(1) per record (a scan of the queue
+        per push cost more than the rest of a busy host's exec path)."""
+        if rec.exe is not None and rec.pid in self._children:  # an exe not read decides nothing
+            later = {rec.pid: rec.exe}
+            for child in self._children.pop(rec.pid):
+                _unknown_if_parent_moved_on(child, later)
+        if rec.ppid and rec.parent_exe is not None:
+            self._children.setdefault(rec.ppid, []).append(rec)
 
     def _count(self, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -501,6 +550,7 @@ class ExecQueue:
         with self._lock:
             items = list(self._pending)
             self._pending.clear()
+            self._children.clear()
         return items
 
     def take_shed(self) -> dict[str, int]:
@@ -514,9 +564,16 @@ class ExecQueue:
         for pid in pids:
             exes.pop(pid, None)
 
+    def forget_gone(self, alive: set[int]) -> None:
+        """The probe's /proc listing of this cycle: the cached exes of processes no longer alive leave the
+        parent cache (no exit events say so; a pid may be reused within seconds where pid_max is small)."""
+        exes = self._exes
+        for pid in [p for p in list(exes) if p not in alive]:
+            exes.pop(pid, None)
+
 
 class ExecSource(ExecQueue):
-    """A subscription to the kernel's process events with a reader thread (see the module doc)."""
+    """A subscription to the kernel's exec events with a reader thread (see the module doc)."""
 
     mode = "connector"
 
@@ -524,40 +581,27 @@ class ExecSource(ExecQueue):
                  max_pending: int = 20000) -> None:
         super().__init__(proc, max_reads_per_s, max_pending)
         self._sock: socket.socket | None = None
-        """Exec events (every kind when the kernel refuses socket filters): the reader waits on it."""
-        self._exit_sock: socket.socket | None = None
-        """Exit events: read whenever the reader wakes (an exec, or every RECV_TIMEOUT_S), never waited on."""
         self.failed: str | None = None
         """Set when the reader stopped on a socket error: the probe falls back to polling."""
         self.execs_seen = 0
         self.exits_seen = 0
+        """Always 0 now: exits come from the probe's /proc listing (kept for the queue's other users)."""
         self.kernel_filter = False
-        """True when the socket filters are attached: fork, thread and other events never reach Python, and
-        exits arrive on a socket of their own, so they never wake the reader."""
+        """True when the socket filter is attached: only execs of main threads (and acknowledgements) reach
+        Python; otherwise every event does and Python skips what is not an exec."""
 
     # -- subscription --------------------------------------------------------------------------------
     def open(self) -> None:
-        """Subscribe and wait for the kernel's acknowledgement; raises ExecSourceUnavailable.
-
-        Two subscriptions where the kernel takes socket filters: execs on the socket the reader waits on,
-        exits on another read whenever it wakes (so a process's exit costs no wakeup of its own); the two
-        are merged by the kernel's event timestamps. Otherwise one socket carries everything."""
+        """Subscribe to exec events and wait for the kernel's acknowledgement; raises ExecSourceUnavailable."""
         if not in_initial_pid_namespace(self.proc):
             raise ExecSourceUnavailable("in a PID namespace of its own: the connector reports the initial "
                                         "namespace's pids (the kernel refuses the subscription there; another "
                                         "listener's events would still arrive, with pids /proc does not show)")
-        sock = self._subscribe(PROC_EVENT_EXEC)
-        if self.kernel_filter:
-            try:
-                self._exit_sock = self._subscribe(PROC_EVENT_EXIT)
-            except ExecSourceUnavailable:
-                self._unsubscribe(sock)
-                raise
-        self._sock = sock
+        self._sock = self._subscribe()
         self._thread = threading.Thread(target=self._run, name="exec-events", daemon=True)
         self._thread.start()
 
-    def _subscribe(self, kinds: int) -> socket.socket:
+    def _subscribe(self) -> socket.socket:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
         except (OSError, AttributeError) as e:
@@ -570,38 +614,23 @@ class ExecSource(ExecQueue):
                 except OSError:
                     continue
             sock.bind((0, CN_IDX_PROC))
-            if kinds == PROC_EVENT_EXEC:  # the first socket: execs only if filters work, else everything
-                self.kernel_filter = attach_socket_filter(sock, PROC_EVENT_EXEC)
-                if not self.kernel_filter:
-                    kinds = WANTED
-            elif not attach_socket_filter(sock, kinds):
-                raise ExecSourceUnavailable("the kernel took one socket filter but not the next")
+            self.kernel_filter = attach_socket_filter(sock, PROC_EVENT_EXEC)
             port = sock.getsockname()[0]
             sock.settimeout(ACK_TIMEOUT_S)
             sock.send(control_message(PROC_CN_MCAST_LISTEN, port))
             self._await_ack(sock)
-            sock.send(control_message(PROC_CN_MCAST_LISTEN, port, kinds))  # a filter, where the kernel has one
+            sock.send(control_message(PROC_CN_MCAST_LISTEN, port, WANTED))  # a filter, where the kernel has one
         except ExecSourceUnavailable:
             sock.close()
             raise
         except OSError as e:
             sock.close()
             raise ExecSourceUnavailable(f"process events connector refused: {e}") from e
-        # blocking reads that give up after RECV_TIMEOUT_S (so the thread sees a stop): one syscall per
-        # wakeup instead of a poll and a read; the rest of what is queued is read without waiting
+        # blocking reads that give up after RECV_TIMEOUT_S (a stop also wakes the reader: close() sends a
+        # request whose acknowledgement arrives here): one syscall per wakeup instead of a poll and a read
         sock.settimeout(None)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(RECV_TIMEOUT_S * 1e6)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(RECV_TIMEOUT_S), 0))
         return sock
-
-    @staticmethod
-    def _unsubscribe(sock: socket.socket) -> None:
-        try:
-            port = sock.getsockname()[0]
-            for _ in range(2):  # one per LISTEN sent
-                sock.send(control_message(PROC_CN_MCAST_IGNORE, port))
-        except OSError:
-            pass
-        sock.close()
 
     @staticmethod
     def _await_ack(sock: socket.socket) -> None:
@@ -625,64 +654,84 @@ class ExecSource(ExecQueue):
                                     "namespace, or the kernel lacks CONFIG_PROC_EVENTS)")
 
     def close(self) -> None:
+        """Unsubscribe (one IGNORE per LISTEN sent; their acknowledgements wake the reader), stop the reader,
+        close the socket."""
         self._stop.set()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                port = sock.getsockname()[0]
+                for _ in range(2):
+                    sock.send(control_message(PROC_CN_MCAST_IGNORE, port))
+            except OSError:
+                pass
         if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        for sock in (self._sock, self._exit_sock):
-            if sock is not None:
-                self._unsubscribe(sock)
-        self._sock = self._exit_sock = None
+            self._thread.join(timeout=RECV_TIMEOUT_S + 1.0)
+        if sock is not None:
+            sock.close()
 
     # -- the reader thread ---------------------------------------------------------------------------
     def _run(self) -> None:
+        """One wakeup per exec the kernel reports while the reader waits (execs queued meanwhile are read in
+        the same wakeup). The common case, one exec and nothing else queued, takes a short path: the exe at
+        once, then `read_one`; anything else goes through `_handle`."""
         sock = self._sock
         assert sock is not None
-        socks = {sock.fileno(): sock}
-        if self._exit_sock is not None:
-            socks[self._exit_sock.fileno()] = self._exit_sock
-        queued = select.poll()  # what is queued on either socket, asked without waiting (no exception)
-        for fd in socks:
-            queued.register(fd, select.POLLIN)
-        exe_of = f"{self.proc}/{{}}/exe".format
+        recv = sock.recv
+        queued = select.poll()  # what is queued, asked without waiting (no exception per wakeup)
+        queued.register(sock.fileno(), select.POLLIN)
+        more = queued.poll
+        readlink = os.readlink
+        base = f"{self.proc}/"
+        exes = self._exes
         stop = self._stop
-        carry: list[tuple[int, int, int]] = []
         while not stop.is_set():
-            events = carry
-            carry = []
-            early: dict[int, str | None] = {}
             try:
-                got = leader_events(sock.recv(65536))  # waits for an exec, up to RECV_TIMEOUT_S
+                got = leader_events(recv(65536))  # waits for an exec, up to RECV_TIMEOUT_S
             except BlockingIOError:
-                got = []
+                continue
             except OSError as e:
                 if not self._error(e):
                     return
-                got = []
-            if got and got[0][1] == PROC_EVENT_EXEC and self._take_tokens(1):
-                early[got[0][2]] = _readlink(exe_of(got[0][2]))  # the identity, before anything else
-            events += got
-            for _ in range(MAX_BATCH):  # then everything queued, so the batch's exes are read first
-                ready = queued.poll(0)
-                if not ready:
+                continue
+            if not got:
+                continue  # an acknowledgement, or what Python skips where the kernel took no filter
+            pid = got[0][2] if got[0][1] == PROC_EVENT_EXEC else 0
+            took = pid > 0 and self._take_tokens(1) > 0
+            exe = None
+            if took:
+                try:
+                    exe = readlink(f"{base}{pid}/exe")  # the identity, before anything else
+                except OSError:
+                    exe = None
+            if len(got) == 1 and pid and not more(0):  # one exec, nothing else queued
+                self.execs_seen += 1
+                exes.pop(pid, None)  # exec'd: its exe is new
+                if len(exes) > MAX_PARENT_CACHE:
+                    exes.clear()
+                if took:
+                    rec = read_one(pid, exe, base, time.time(), exes)
+                    if exe is not None:
+                        exes[pid] = exe
+                    self._push_one(rec)
+                else:
+                    self._count("rate")
+                continue
+            events = [ev for ev in got if ev[1] == PROC_EVENT_EXEC]
+            for _ in range(MAX_BATCH):  # everything queued, in kernel order
+                if not more(0):
                     break
-                for fd, _mask in ready:
-                    try:
-                        data = socks[fd].recv(65536, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        continue
-                    except OSError as e:
-                        if not self._error(e):
-                            return
-                        continue
-                    events += leader_events(data)
-            else:  # stopped at MAX_BATCH with more queued: an exit newer than the newest exec read may belong
-                # to an exec still queued, so it waits for the next batch (kernel order is kept)
-                newest = max((ts for ts, what, _pid in events if what == PROC_EVENT_EXEC), default=-1)
-                carry = [ev for ev in events if ev[1] == PROC_EVENT_EXIT and ev[0] > newest]
-                if carry:
-                    events = [ev for ev in events if not (ev[1] == PROC_EVENT_EXIT and ev[0] > newest)]
-            if events:  # exits, read from their own socket, take their place in kernel time order
-                self._handle(sorted(events) if len(events) > 1 else events, early)
+                try:
+                    data = recv(65536, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    if not self._error(e):
+                        return
+                    continue
+                events += [ev for ev in leader_events(data) if ev[1] == PROC_EVENT_EXEC]
+            if events:
+                self._handle(events, {pid: exe} if took else None)
 
     def _error(self, e: OSError) -> bool:
         """A read error: True to go on (ENOBUFS: the kernel dropped events, counted), False when the socket

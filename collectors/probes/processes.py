@@ -21,9 +21,9 @@ herdwatch_collector_process_source), tried in this order:
 In both event modes each cycle drains the reader's records without waiting; identical execs are
 aggregated (collectors/probes/exec_storms.py) and at most `max_events_per_cycle` new kinds are reported
 one by one per cycle (the rest go into counted reports). Exits come from one /proc listing per cycle
-(names only: no process is read; the connector's exit events too), so fanotify, which has no exit events,
-loses none; the full snapshot (every process read again) runs only for the periodic inventory. A reader
-failure falls back to polling.
+(names only: no process is read), in both event modes, so a process started and gone within a cycle is
+reported started and exited in that cycle; the full snapshot (every process read again) runs only for
+the periodic inventory. A reader failure falls back to polling.
 
 A detail that could not be read (the process was gone, or /proc refused) is listed in the payload's
 `missing` and left empty; it is never replaced by something else (a process name is never an exe).
@@ -287,8 +287,10 @@ class ProcessProbe(Probe):
         quiet_gone = [pid for pid in self._quiet if pid not in alive]
         for pid in quiet_gone:
             del self._quiet[pid]
-        if self.exec_source is not None and (gone or quiet_gone):
-            self.exec_source.forget(gone + quiet_gone)
+        if self.exec_source is not None:
+            if gone or quiet_gone:
+                self.exec_source.forget(gone + quiet_gone)
+            self.exec_source.forget_gone(alive)
         return out
 
     def _drain_events(self) -> list[Emit]:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,8 @@ from collectors.probes.exec_events import (
     control_message,
     leader_events,
     parse_messages,
+    read_execs,
+    read_one,
 )
 from collectors.probes.exec_storms import ExecAggregator, Verdict, normalise
 
@@ -305,3 +310,94 @@ def test_a_process_caught_inside_its_exec_is_looked_at_once_more(monkeypatch: py
     assert probe.collect(full=False) == []
     assert [(p["pid"], p["cmdline"]) for _k, p in probe.collect(full=False)] == [(78, "")]
     assert probe._rechecked == set()
+
+
+def _status_text(pid: int, ppid: int | None, uid: int | None, junk: bytes) -> bytes:
+    lines = [b"Name:\tx", b"Pid:\t%d" % pid]
+    if ppid is not None:
+        lines.append(b"PPid:\t%d" % ppid)
+    if uid is not None:
+        lines.append(b"Uid:\t%d\t0\t0\t0" % uid)
+    return b"\n".join(lines) + b"\n" + junk
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.booleans(), st.one_of(st.none(), st.binary(max_size=20000)), st.one_of(st.none(), st.integers(0, 99)),
+       st.one_of(st.none(), st.integers(0, 2**31)), st.binary(max_size=64),
+       st.one_of(st.none(), st.binary(max_size=400)), st.booleans(), st.booleans())
+def test_the_one_exec_path_reads_what_the_batch_path_reads(
+        has_exe: bool, argv: bytes | None, ppid: int | None, uid: int | None, junk: bytes, cgroup: bytes | None,
+        parent_there: bool, parent_cached: bool) -> None:
+    # read_one (nearly every exec: one per wakeup) and read_execs (a batch) give the same record for any
+    # /proc contents, files missing or garbled included, and learn the same parent exe
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        d = root / "300"
+        d.mkdir()
+        if has_exe:
+            (d / "exe").symlink_to("/usr/bin/prog")
+        if argv is not None:
+            (d / "cmdline").write_bytes(argv)
+        (d / "status").write_bytes(_status_text(300, ppid, uid, junk))
+        if cgroup is not None:
+            (d / "cgroup").write_bytes(cgroup)
+        if ppid is not None and parent_there:
+            (root / str(ppid)).mkdir(exist_ok=True)
+            (root / str(ppid) / "exe").symlink_to("/bin/sh")
+        exe = "/usr/bin/prog" if has_exe else None
+        cache_one: dict[int, str] = {}
+        cache_batch: dict[int, str] = {}
+        if ppid is not None and parent_cached:
+            cache_one[ppid] = cache_batch[ppid] = "/usr/bin/make"
+        one = read_one(300, exe, f"{root}/", 5.0, cache_one)
+        batch = read_execs([300], root, 5.0, exes=cache_batch, read={300: exe})[0]
+        assert one == batch
+        assert cache_one == cache_batch
+
+
+def one_wakeup(src: ExecSource, rx: socket.socket, tx: socket.socket, datagrams: list[bytes]) -> None:
+    """Run the reader over `datagrams` sent before it starts (all queued at its first wakeup)."""
+    for data in datagrams:
+        tx.send(data)
+    src._sock = rx
+    src._thread = threading.Thread(target=src._run, daemon=True)
+    src._thread.start()
+    deadline = time.monotonic() + 10
+    while src.execs_seen < sum(bool(leader_events(d)) for d in datagrams) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    src._stop.set()
+    tx.send(b"wake")
+    src._thread.join(timeout=5)
+    assert not src._thread.is_alive()
+
+
+def test_the_reader_reads_a_lone_exec_and_a_queued_batch_alike(tmp_path: Path) -> None:
+    # one exec alone takes the short path, three queued the batch path: the same records, in kernel order,
+    # each process's parent exe from the cache or from /proc, and no exits (the probe's listing has them)
+    fake_proc(tmp_path, 1, "/sbin/init", 0)
+    fake_proc(tmp_path, 10, "/bin/sh", 1, b"sh\x00-c\x00x\x00")
+    fake_proc(tmp_path, 11, "/usr/bin/date", 10, b"date\x00")
+    fake_proc(tmp_path, 12, "/usr/bin/cat", 10, b"cat\x00f\x00")
+    for events in ([one_event(PROC_EVENT_EXEC, 11, 11)],
+                   [one_event(PROC_EVENT_EXEC, 10, 10), one_event(PROC_EVENT_EXIT, 9, 9),
+                    one_event(PROC_EVENT_EXEC, 11, 11), one_event(PROC_EVENT_EXEC, 12, 12)]):
+        src = ExecSource(proc=tmp_path, max_reads_per_s=1e9)
+        rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with rx, tx:
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+            one_wakeup(src, rx, tx, events)
+        got = src.drain()
+        assert all(isinstance(r, ExecRecord) for r in got)
+        wanted = [pid for _ts, what, pid in (leader_events(e)[0] for e in events) if what == PROC_EVENT_EXEC]
+        assert [r.pid for r in got] == wanted and src.execs_seen == len(wanted)
+        for rec in got:
+            assert isinstance(rec, ExecRecord) and rec.missing == [] and rec.cgroup == "0::/user.slice"
+        assert {r.pid: r.parent_exe for r in got if isinstance(r, ExecRecord)}[11] == "/bin/sh"
+        assert src._exes[11] == "/usr/bin/date"
+
+
+def test_cached_exes_of_processes_gone_are_forgotten(tmp_path: Path) -> None:
+    src = ExecSource(proc=tmp_path, max_reads_per_s=1e9)
+    src._exes.update({5: "/bin/sh", 6: "/usr/bin/make", 7: "/bin/bash"})
+    src.forget_gone({1, 6})
+    assert src._exes == {6: "/usr/bin/make"}
