@@ -63,6 +63,9 @@ SCENARIO = ROOT / "simulator" / "scenarios" / "normal.yaml"
 HOST_STAGE_KINDS = {"data_loss", "clock_skew", "identity_conflict"}
 """Finding kinds the host stage emits; every other kind comes from the cohort stage."""
 
+BROKER_PID: list[int] = []
+"""The broker's process when this script started it (its CPU is printed beside the workers')."""
+
 Message = tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]
 """key, value, headers (signed like a simulated host's)."""
 
@@ -264,9 +267,12 @@ def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[Messag
         warm_events = count_events(warm)
         w.wait_settled(warm_events, tmp)
         obs0 = w.metric("herdwatch_streams_observations_total")
+        obs_msgs0 = w.metric("herdwatch_streams_observation_messages_total")
         if profile is not None:
             prof = Profiler(w.procs[0].pid, profile)
         cpu0 = w.cpu_seconds()
+        each0 = [proc_cpu(p.pid) for p in w.procs]
+        broker0 = sum(proc_cpu(pid) for pid in BROKER_PID)
         first = time.perf_counter()
         produce(kafka, kafka.topics.telemetry, messages)
         last = None
@@ -279,12 +285,17 @@ def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[Messag
         if last is None:
             raise RuntimeError(f"workers did not finish; see logs in {tmp}")
         cpu = w.cpu_seconds() - cpu0
+        each = [proc_cpu(p.pid) - c0 for p, c0 in zip(w.procs, each0, strict=True)]
+        broker_cpu = sum(proc_cpu(pid) for pid in BROKER_PID) - broker0  # includes producing the backlog
         if prof is not None:
             prof.stop()
         seconds = last - first
         obs = w.metric("herdwatch_streams_observations_total") - obs0
+        obs_msgs = w.metric("herdwatch_streams_observation_messages_total") - obs_msgs0  # 0: a checkout without it
         return {"seconds": seconds, "cpu": cpu, "events_s": events / seconds, "messages_s": len(messages) / seconds,
                 "observations": obs, "observations_s": obs / seconds, "cpu_us_event": 1e6 * cpu / events,
+                "observation_messages": obs_msgs, "broker_cpu": broker_cpu,
+                **{f"cpu_{i}": c for i, c in enumerate(each)},
                 "cpu_us_message": 1e6 * cpu / len(messages), "rss": max(w.peak_rss_mb())}
     finally:
         if prof is not None and prof.proc.poll() is None:
@@ -536,6 +547,7 @@ def main() -> int:
         broker = LocalKafka(tmp / "kafka", port=free_port(), controller_port=free_port())
         broker.start()
         bootstrap = broker.bootstrap
+        BROKER_PID[:] = [pid] if (pid := broker.pid()) is not None else []
     try:
         def settings() -> KafkaSettings:
             k = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
@@ -572,6 +584,12 @@ def main() -> int:
                           f"events/s  {r1['observations_s']:>7,.0f} observations/s  ({r1['seconds']:.1f}s; "
                           f"worker CPU {r1['cpu']:.1f}s = {r1['cpu_us_event']:.1f} us/event, "
                           f"{r1['cpu_us_message']:.0f} us/message; peak RSS {r1['rss']:.0f} MB)")
+                    if BROKER_PID:
+                        print(f"[{label[code]}]   broker CPU meanwhile {r1['broker_cpu']:.1f}s "
+                              "(with producing the backlog)")
+                    if r1["observation_messages"]:
+                        print(f"[{label[code]}]   observations messages: {r1['observation_messages']:,.0f} for "
+                              f"{len(messages):,} telemetry messages")
                     if prof:
                         print(f"[{label[code]}] profile of the worker during the backlog ({prof}):")
                         print(profile_summary(prof))
@@ -591,8 +609,11 @@ def main() -> int:
                 for code in codes:
                     r2 = run_backlog(settings(), tmp, 2, warm, messages, events, code)
                     print(f"[{label[code]}] two workers: {r2['messages_s']:>7,.0f} messages/s  {r2['events_s']:>8,.0f} "
-                          f"events/s  ({r2['seconds']:.1f}s, workers' CPU {r2['cpu']:.1f}s); two / one: "
-                          f"{r2['events_s'] / one[code]['events_s']:.2f}")
+                          f"events/s  ({r2['seconds']:.1f}s, workers' CPU {r2['cpu']:.1f}s = "
+                          f"{r2['cpu_0']:.1f} + {r2['cpu_1']:.1f}); two / one: "
+                          f"{r2['events_s'] / one[code]['events_s']:.2f}"
+                          + (f"; broker CPU {r2['broker_cpu']:.1f}s against {one[code]['broker_cpu']:.1f}s for one"
+                             if BROKER_PID else ""))
             if "latency" in parts:
                 for code in codes:
                     rate = args.latency_rate or one[code]["events_s"] / 2

@@ -1,6 +1,7 @@
 """The internal observations topic's messages: JSON, so they can be inspected with any Kafka client.
 
-    {"obs": [Observation.to_dict(), ...]}   one host's changes from one telemetry message
+    {"obs": [Observation.to_dict(), ...]}   hosts' changes from one or more telemetry messages (under a
+                                             backlog the host stage sends several together, host_batch.py)
     {"tick": <epoch seconds>}                periodic work for the cohorts of that partition
     {"progress": [<telemetry partition>, <event time>]}
                                              the host stage has handled that telemetry partition up to that

@@ -263,7 +263,21 @@ class CohortStage:
                                          orjson.dumps({"tick": now, "image_family": family})))
 
     def process(self, observations: list[Observation]) -> CohortResult:
+        """Learn and score one observations message. Under a backlog it holds several telemetry messages'
+        observations (streams/host_batch.py): each host's run of consecutive observations (one telemetry
+        message's) is marked and scored before the next run is marked, as if it had come alone, so a
+        judgement never runs at a watermark raised by observations not learned yet."""
         result = CohortResult()
+        start = 0
+        while start < len(observations):
+            end = start + 1
+            while end < len(observations) and observations[end].host_id == observations[start].host_id:
+                end += 1
+            self._process(observations[start:end], result)
+            start = end
+        return result
+
+    def _process(self, observations: list[Observation], result: CohortResult) -> None:
         for obs in observations:
             self._mark(obs)
         watermarks: dict[int, float] = {}
@@ -295,7 +309,6 @@ class CohortStage:
                 watermarks[q] = self.watermark(q)
             engine.watermark = watermarks[q]
             self._score(engine, obs, result)
-        return result
 
     def tick(self, partition: int) -> CohortResult:
         """Time out silent hosts and run every engine's periodic work, for the families of `partition`."""

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -70,6 +70,8 @@ class ChangelogBuffer(ProducerBuffer):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.unacked: set[asyncio.Future[Any]] = set()
+        self.before_flush: list[Callable[[], Awaitable[None]]] = []
+        """Sends of outputs kept back (streams/host_batch.py), made before every flush (flush_before_commit)."""
 
     def put(self, fut: Any) -> None:
         self.unacked.add(fut)
@@ -77,7 +79,10 @@ class ChangelogBuffer(ProducerBuffer):
         super().put(fut)
 
     async def flush(self) -> None:
-        """Wait for the broker's acknowledgement of every message put before this call."""
+        """Send what is kept back, then wait for the broker's acknowledgement of every message put before
+        this call (and by those sends)."""
+        for send in list(self.before_flush):
+            await send()
         waiting = list(self.unacked)
         if not waiting:
             return
@@ -93,6 +98,14 @@ class ChangelogBuffer(ProducerBuffer):
             _, late = await asyncio.wait(waiting, timeout=STOP_TIMEOUT_S)
             if late:
                 log.error("stopping with %d table change(s) not acknowledged by the broker", len(late))
+
+
+def flush_before_commit(app: Any, send: Callable[[], Awaitable[None]]) -> None:
+    """Make `send` (of outputs a stage keeps back) before every offset commit: Faust flushes the producer,
+    and so its ChangelogBuffer, before committing. An app without one (tests' stand-ins) has no commits."""
+    buffer = getattr(getattr(app, "producer", None), "buffer", None)
+    if isinstance(buffer, ChangelogBuffer):
+        buffer.before_flush.append(send)
 
 
 def install_changelog_buffer(app: Any) -> None:

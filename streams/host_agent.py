@@ -2,13 +2,15 @@
 
 One telemetry message is one host's batch. Rejected envelopes, and events whose host differs from the
 message key (their state belongs to another partition's owner), go to the dead-letter topic; per host the
-batch is applied to `host-seq` / `host-state`, data-loss findings are published and the observations are
-sent to the observations topic keyed by image family. Hosts silent past the retention period are swept
-from the tables while their partition has traffic.
+batch is applied to `host-seq` / `host-state`, data-loss findings are published and the observations go to
+the observations partition of their image family. Observations and host-table changelog records of
+several messages are sent together under a backlog (streams/host_batch.py). Hosts silent past the
+retention period are swept from the tables while their partition has traffic.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -16,15 +18,17 @@ from typing import Any
 
 from contract.events import Event, Rejected, arrival_time, decode_batch, encode_event
 from contract.signing import verify
-from detectors.types import Observation
 from streams import codec, signals
-from streams.faust_fixes import OffsetGuard
+from streams.faust_fixes import OffsetGuard, flush_before_commit
+from streams.host_batch import MAX_WAIT_S, HostBatch, stream_idle
 from streams.host_keys import HostKey, check_identity
 from streams.hosts import HostSeq, process_host_batch
 from streams.outputs import Outputs
 from streams.settings import WorkerSettings
 from streams.stage_loop import run_stage
 from streams.topology import Topology, partitioner
+
+log = logging.getLogger("herdwatch.streams")
 
 COMPONENT = "streams.hosts"
 AIOKAFKA_LOG_APPEND_TIME = 1
@@ -74,12 +78,16 @@ class HostSweep:
         self.partition_of = partitioner(partitions)
         self.last: dict[int, float] = {}
 
-    def __call__(self, partition: int, now: float) -> None:
-        """Sweep `partition`'s hosts at event time `now` (at most every SWEEP_INTERVAL_S of wall time)."""
+    def due(self, partition: int) -> bool:
+        """Whether `partition` is swept now (at most every SWEEP_INTERVAL_S of wall time)."""
         wall = time.monotonic()
         if wall - self.last.get(partition, wall - SWEEP_INTERVAL_S - 1) < SWEEP_INTERVAL_S:
-            return
+            return False
         self.last[partition] = wall
+        return True
+
+    def __call__(self, partition: int, now: float) -> None:
+        """Sweep `partition`'s hosts at event time `now` (call when `due`)."""
         for host, value in list(self.host_seq.items()):
             if value and now - HostSeq.from_json(value).last_seen > self.retention_s \
                     and self.partition_of(host) == partition:
@@ -94,6 +102,8 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
     sweep = HostSweep(topology, ws.host_retention_s, topology.telemetry.partitions)
     progress = Progress(observations.partitions)
     family_partition = partitioner(observations.partitions)
+    batch = HostBatch(observations, family_partition)
+    flush_before_commit(app, batch.send)
 
     async def on_telemetry(event: Any) -> None:
         signals.messages_in.emit()
@@ -127,29 +137,44 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
             old_seq = HostSeq.from_json(stored) if stored else None
             res = process_host_batch(evs, old_seq, host_state.get(host), ws.host_timeout_s, ws.touch_interval_s,
                                      sent_written=signature.written)
+            partition = msg.partition
             if res.seq is not None and res.seq != old_seq:
-                host_seq[host] = res.seq.to_json()
+                batch.set(host_seq, partition, host, res.seq.to_json())
                 newest = max(newest, res.seq.last_seen)
             if res.state is not None:
-                host_state[host] = res.state
+                batch.set(host_state, partition, host, res.state)
             signals.events_duplicate.emit(res.duplicates)
             signals.events_lost.emit(res.lost)
             for bad, why in res.rejected:  # the detectors failed on these events: each is dead-lettered alone
                 await outputs.dead_letter(Rejected(why, encode_event(bad)), event, COMPONENT)
             await outputs.publish(res.findings)
-            by_family: dict[str, list[Observation]] = defaultdict(list)
-            for o in res.observations:
-                by_family[o.image_family].append(o)
-            for family, obs in by_family.items():
-                signals.observations.emit(len(obs))
-                await observations.send(key=family.encode(), value=codec.encode_observations(obs))
-                progress.feed(event.message.partition, family_partition(family))
+            if res.observations:
+                signals.observations.emit(len(res.observations))
+                batch.add(res.observations)
+                for o in res.observations:
+                    progress.feed(partition, family_partition(o.image_family))
+        batch.handled()
         if newest:
-            partition = event.message.partition
-            sweep(partition, newest)
+            partition = msg.partition
+            if sweep.due(partition):
+                await batch.send()  # its table writes first: a deleted host is not written back
+                sweep(partition, newest)
             for q in progress.due(partition, newest):  # after this message's observations: they come first
-                await observations.send(value=codec.encode_progress(partition, newest), partition=q)
+                await batch.send_progress(q, codec.encode_progress(partition, newest))
+
+    async def after(stream: Any) -> None:
+        if batch.due(stream_idle(stream)):
+            await batch.send()
 
     @app.agent(topology.telemetry, concurrency=1)  # higher concurrency can commit past unfinished messages
     async def hosts(stream: Any) -> None:
-        await run_stage(app, stream, "hosts", on_telemetry, guard, outputs)
+        await run_stage(app, stream, "hosts", on_telemetry, guard, outputs, after=after)
+
+    # A timer must never raise: an exception in a timer crashes the whole Faust app.
+    @app.timer(MAX_WAIT_S)
+    async def send_host_batch() -> None:
+        try:
+            if batch.due(idle=False):
+                await batch.send()
+        except Exception as e:
+            log.warning("host stage outputs not sent yet: %r", e)

@@ -15,6 +15,9 @@ events_duplicate = Signal("streams_events_duplicate",
                           "events skipped because their host already applied that seq (replays)")
 events_lost = Signal("streams_events_lost", "events missing according to per-host sequence gaps")
 observations = Signal("streams_observations", "host feature observations sent to the cohort stage")
+observation_messages = Signal("streams_observation_messages",
+                              "messages the host stage sent to the observations topic (under a backlog each "
+                              "holds several telemetry messages' observations)")
 observations_scored = Signal("streams_observations_scored", "observations the cohort stage learned and scored")
 findings = Signal("streams_findings", "findings published to the anomaly topic", labels=("kind", "severity"))
 rollout_events = Signal("streams_rollout_events", "rollout events published", labels=("status",),

@@ -23,13 +23,15 @@ from streams.outputs import Outputs
 log = logging.getLogger("herdwatch.streams")
 
 Handler = Callable[[Any], Awaitable[None]]
+After = Callable[[Any], Awaitable[None]]
+"""Called with the stream after each handled message (the host stage sends its pending outputs there)."""
 
 handled: dict[Any, int] = {}
 """Source partition (TP) -> the offset after the last message a stage of this process finished handling."""
 
 
 async def run_stage(app: Any, stream: Any, stage: str, handle: Handler, guard: OffsetGuard,
-                    outputs: Outputs) -> None:
+                    outputs: Outputs, after: After | None = None) -> None:
     async for event in stream.events():
         if not admit(guard, app, event):
             continue
@@ -44,4 +46,6 @@ async def run_stage(app: Any, stream: Any, stage: str, handle: Handler, guard: O
                                       f"streams.{stage}")
         msg = event.message
         handled[msg.tp] = msg.offset + 1
+        if after is not None:
+            await after(stream)
         metrics.processing_seconds.labels(stage).observe(time.perf_counter() - started)
