@@ -185,7 +185,7 @@ def test_due_when_idle_full_or_old() -> None:
 
 
 def test_a_plain_mapping_is_written_at_once() -> None:
-    batch, table = HostBatch(None, partition_of), {}
+    batch, table = HostBatch(None, partition_of), dict[str, Any]()
     batch.set(table, 0, "h1", 1)
     assert table == {"h1": 1} and batch.writes == {}
 
