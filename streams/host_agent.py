@@ -20,12 +20,12 @@ from contract.events import Event, Rejected, arrival_time, decode_batch, encode_
 from contract.signing import verify
 from streams import codec, signals
 from streams.faust_fixes import OffsetGuard, flush_before_commit
-from streams.host_batch import MAX_WAIT_S, HostBatch, stream_idle
+from streams.host_batch import MAX_WAIT_S, HostBatch
 from streams.host_keys import HostKey, check_identity
 from streams.hosts import HostSeq, process_host_batch
 from streams.outputs import Outputs
 from streams.settings import WorkerSettings
-from streams.stage_loop import run_stage
+from streams.stage_loop import handled, run_stage
 from streams.topology import Topology, partitioner
 
 log = logging.getLogger("herdwatch.streams")
@@ -162,8 +162,33 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
             for q in progress.due(partition, newest):  # after this message's observations: they come first
                 await batch.send_progress(q, codec.encode_progress(partition, newest))
 
+    telemetry_name = topology.telemetry.get_topic_name()
+    assignment: list[Any] = []
+    """This worker's telemetry partitions (TPs), until the next rebalance; empty: not looked at yet."""
+
+    def fetched_all() -> bool:
+        """Whether the stage has handled every telemetry message up to each of its partitions' high-water
+        mark as last fetched (live traffic: after nearly every message; True when it cannot tell)."""
+        try:
+            consumer = app.consumer
+            if not assignment:
+                assignment[:] = [tp for tp in consumer.assignment() if tp.topic == telemetry_name] or [None]
+            for tp in assignment:
+                high = consumer.highwater(tp) if tp is not None else None
+                if high is not None and handled.get(tp, 0) < high:
+                    return False
+        except Exception:  # during a rebalance the assignment can change under us
+            assignment.clear()
+        return True
+
+    def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assignment.clear()
+
+    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(on_rebalance)
+
     async def after(stream: Any) -> None:
-        if batch.due(stream_idle(stream)):
+        if batch.due(idle=fetched_all()):
             await batch.send()
 
     @app.agent(topology.telemetry, concurrency=1)  # higher concurrency can commit past unfinished messages

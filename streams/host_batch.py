@@ -9,14 +9,14 @@ the detectors. Under a backlog `HostBatch` keeps what the handled messages produ
 - host-table writes (`host_seq`, `host_state`): each key's latest value. The in-memory table has it at
   once (the host's next message reads it); its changelog record is written after the observations.
 
-It is sent when the stage's stream has no further message waiting (live traffic: after every message, as
-before), when MAX_MESSAGES messages are pending, by a timer MAX_WAIT_S after the first pending one, before a
-progress message to an observations partition (it must follow that partition's observations), before a
-sweep deletes hosts, and before Faust commits offsets (`faust_fixes.flush_before_commit`): offsets are
-committed only after everything their messages produced is acknowledged, as before. A worker killed after
-the observations went out but before the changelog records did replays those messages and sends their
-observations again (outputs are at least once); never the other way round, which would lose them (the
-replayed events would be skipped as duplicates).
+It is sent when the stage has handled every message fetched so far (up to each telemetry partition's
+high-water mark: live traffic, after every message as before), when MAX_MESSAGES messages are pending, by
+a timer MAX_WAIT_S after the first pending one, before a progress message to an observations partition (it
+must follow that partition's observations), before a sweep deletes hosts, and before Faust commits offsets
+(`faust_fixes.flush_before_commit`): offsets are committed only after everything their messages produced
+is acknowledged, as before. A worker killed after the observations went out but before the changelog
+records did replays those messages and sends their observations again (outputs are at least once);
+never the other way round, which would lose them (the replayed events would be skipped as duplicates).
 """
 
 from __future__ import annotations
@@ -33,12 +33,6 @@ MAX_MESSAGES = 200
 """Telemetry messages whose outputs are kept at most (about two collector cycles of a 120-host fleet)."""
 MAX_WAIT_S = 0.2
 """How long the outputs of a handled message wait at most (well within the cohort stage's CAUGHT_UP_SETTLE_S)."""
-
-
-def stream_idle(stream: Any) -> bool:
-    """Whether a Faust stream has no further message waiting in its channel (True when it cannot tell)."""
-    empty = getattr(getattr(stream, "channel", None), "empty", None)
-    return True if empty is None else bool(empty())
 
 
 class HostBatch:
