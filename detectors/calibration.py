@@ -7,7 +7,10 @@ Two small online pieces, both pure and bounded:
 - `TailCalibrator` keeps, per key (a host and a detector), a histogram of the detector's raw scores on
   data it did not flag, and answers the raw score that is exceeded with probability `p`: the empirical
   quantile when there is enough data for it, else a peaks-over-threshold extrapolation (an exponential
-  tail fitted above the 98th percentile: threshold = u + mean excess x ln(0.02 / p)).
+  tail fitted above the 98th percentile: threshold = u + mean excess x ln(0.02 / p)). With `margin` m the
+  mean excess of the n scores above u is taken at its upper confidence bound, x (1 + m / sqrt(n)): a young
+  calibration has seen few tail scores and underestimates the tail (its thresholds would then start low and
+  creep up as rarer scores arrive, each early one a false alarm); the margin shrinks as the tail fills.
 
 A budget of B false alarms per 1,000 host-hours at a cadence of r reports per hour is an exceedance
 probability per report of p = B / (1000 x r) (`report_probability`). A run of consecutive exceedances is
@@ -43,6 +46,8 @@ class Cadence:
         self.keep = int(keep)
         self.last: dict[str, float] = {}
         self.gaps: dict[str, list[float]] = {}
+        self._median: dict[str, float] = {}
+        """key -> the median of its gaps, kept as they change (asked for several times per report)."""
 
     def observe(self, key: str, t: float) -> None:
         prev = self.last.get(key)
@@ -55,14 +60,15 @@ class Cadence:
         gaps.append(t - prev)
         if len(gaps) > self.keep:
             del gaps[0]
+        self._median[key] = median(gaps)
 
     def interval(self, key: str) -> float | None:
-        gaps = self.gaps.get(key)
-        return median(gaps) if gaps else None
+        return self._median.get(key)
 
     def forget(self, key: str) -> None:
         self.last.pop(key, None)
         self.gaps.pop(key, None)
+        self._median.pop(key, None)
 
     def to_json(self, key: str) -> list[float]:
         return [self.last.get(key, 0.0), *self.gaps.get(key, [])]
@@ -71,6 +77,10 @@ class Cadence:
         if value:
             self.last[key] = float(value[0])
             self.gaps[key] = [float(x) for x in value[1:]][-self.keep :]
+            if self.gaps[key]:
+                self._median[key] = median(self.gaps[key])
+            else:
+                self._median.pop(key, None)
 
 
 class TailCalibrator:
@@ -85,10 +95,13 @@ class TailCalibrator:
     threshold, and raise the threshold ahead of itself.
     """
 
-    def __init__(self, min_count: int = 500, horizon: int = 200_000, delay: int = 0) -> None:
+    def __init__(self, min_count: int = 500, horizon: int = 200_000, delay: int = 0, margin: float = 0.0) -> None:
+        if margin < 0.0:
+            raise ValueError(f"margin must be >= 0, got {margin}: it widens a young tail estimate, never narrows it")
         self.min_count = int(min_count)
         self.horizon = int(horizon)
         self.delay = int(delay)
+        self.margin = float(margin)
         self.hists: dict[str, list[float]] = {}
         self.totals: dict[str, float] = {}
         self.waiting: dict[str, deque[float]] = {}
@@ -143,7 +156,7 @@ class TailCalibrator:
         if cached is not None and cached[0] == total:
             return cached[1]
         hist = self.hists[key]
-        thr = _threshold(hist, total, p)
+        thr = _threshold(hist, total, p, self.margin)
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[(key, p)] = (total, thr)
@@ -158,9 +171,8 @@ class TailCalibrator:
         """The key's histogram as a short list: [total, (bin, count) pairs of non-empty bins ...]."""
         hist = self.hists.get(key, [])
         out = [round(self.totals.get(key, 0.0), 3)]
-        for i, c in enumerate(hist):
-            if c:
-                out += [float(i), round(c, 3)]
+        for i in [i for i, c in enumerate(hist) if c]:
+            out += (float(i), round(hist[i], 3))
         return out
 
     def load(self, key: str, value: list[float]) -> None:
@@ -179,6 +191,9 @@ def _upper(i: int) -> float:
     return _EDGES[i + 1] if i + 1 < BINS else _EDGES[i] * 10 ** (1 / 16)
 
 
+_UPPER: list[float] = [_upper(i) for i in range(BINS)]
+
+
 def _quantile(hist: list[float], total: float, tail: float) -> float:
     """The score exceeded by a share `tail` of the counts (linear within a bin)."""
     need = tail * total
@@ -186,30 +201,33 @@ def _quantile(hist: list[float], total: float, tail: float) -> float:
     for i in range(BINS - 1, -1, -1):
         c = hist[i]
         if c and above + c >= need:
-            lo, hi = _EDGES[i], _upper(i)
+            lo, hi = _EDGES[i], _UPPER[i]
             frac = (need - above) / c  # share of this bin that lies above the answer
             return hi - frac * (hi - lo)
         above += c
     return 0.0
 
 
-def _threshold(hist: list[float], total: float, p: float) -> float:
+def _threshold(hist: list[float], total: float, p: float, margin: float = 0.0) -> float:
     if p * total >= 20.0:  # enough data above: the empirical quantile
         return _quantile(hist, total, p)
     u = _quantile(hist, total, TAIL_LEVEL)
     excess, n = 0.0, 0.0
-    for i in range(BINS):
+    # bins below the one holding u lie wholly under it: start there (the same sum, in the same order)
+    for i in range(max(0, bisect_right(_EDGES, u) - 1), BINS):
         c = hist[i]
         if not c:
             continue
-        lo, hi = _EDGES[i], _upper(i)
-        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        lo, hi = _EDGES[i], _UPPER[i]
         if hi <= u:
             continue
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
         # the part of the bin above u, at its (geometric) middle
         part = c if lo >= u else c * (hi - u) / (hi - lo)
         x = mid if lo >= u else (u + hi) / 2
         excess += part * (x - u)
         n += part
     beta = excess / n if n else max(u, 1e-3) * 0.1
+    if margin > 0.0:  # the mean excess at its upper confidence bound: wide while few tail scores were seen
+        beta *= 1.0 + margin / math.sqrt(max(n, 1.0))
     return u + beta * math.log(TAIL_LEVEL / p)

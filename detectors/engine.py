@@ -853,8 +853,9 @@ class FamilyEngine:
             own_score = self.own.report_score(*self.own.last.get(host, (0.0, 0.0)), thr)
             # with peers, the host's own history alerts only for what also sets it apart from its clones
             agreed = top is not None and (not peer_view or peer_z.get(top.metric, 0.0) >= 2.0)
-            if thr is not None and top is not None and raw >= thr and agreed:
-                out += self._own_finding(obs, top, raw, thr, t, peer_view)
+            if thr is not None and top is not None and raw >= thr and agreed and not self.own.episodes.reported(host):
+                out += self._own_finding(obs, top, raw, thr, t, peer_view)  # once per episode of flagged reports
+                self.own.episodes.report(host)
             if not agreed and peer_view:
                 own_score = min(own_score, self.peers.z_score(peer_z.get(top.metric, 0.0) if top else 0.0))
             self._checkpoint(host, t)

@@ -45,11 +45,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
 from detectors.calibration import Cadence, TailCalibrator, report_probability
+from detectors.episodes import Episodes
 from detectors.level_shift import LevelShift
 from detectors.types import Observation
 
@@ -115,7 +114,10 @@ class SelfHistory(Detector):
         min_spread: float = 1e-3,
         seasonal: bool = True,
         max_metrics: int = 64,
-        calibrate_min: int = 500,
+        calibrate_min: int = 250,
+        calibrate_margin: float = 1.0,
+        calibrate_delay: int = 100,
+        episode_gap: int = 20,
         combine_cap: float = 10.0,
         combine_top: int = 5,
         smoothing: float = 0.2,
@@ -148,11 +150,20 @@ class SelfHistory(Detector):
         self.cadence = Cadence()
         self.shifts = LevelShift(shift_rate, clip_z)
         """Per host and metric, the recent reports' level against the usual (a change that stays, a drift)."""
-        self.calibrator = TailCalibrator(min_count=calibrate_min, delay=self.shifts.warmup)
-        """Scores count `shifts.warmup` reports late, so a rising score never raises its own threshold."""
+        self.calibrator = TailCalibrator(min_count=calibrate_min, delay=calibrate_delay, margin=calibrate_margin)
+        """Scores count `calibrate_delay` reports late (5 level-shift windows), so a score that builds up, even over
+        a slow drift, never raises its own threshold before it crosses it; the tail is estimated at its upper
+        confidence bound (`calibrate_margin`), so a young calibration errs high."""
+        self.episodes = Episodes(episode_gap)
+        """Per host, its current episode of flagged reports (flags less than `episode_gap` reports apart): the
+        engine reports an episode once."""
         self._pending: dict[str, dict[str, tuple[float, float]]] = {}
         """host -> metric -> its next (shift, count), from scoring the report `observe` is learning."""
         self._settled: dict[str, bool] = {}
+        self._dumped: dict[str, dict[str, list[float]]] = {}
+        """host -> metric -> its views rounded as last dumped (`dump` rounds again only the views learned since)."""
+        self._dirty: dict[str, set[int]] = {}
+        """host -> offsets of the views learned since its last dump."""
         """host -> whether its report being learned was judged by seasonal views only (counted for calibration)."""
 
     # ---- scoring ------------------------------------------------------------------------------------
@@ -195,38 +206,70 @@ class SelfHistory(Detector):
         self, host: str, metrics: dict[str, float], t: float
     ) -> tuple[float, MetricJudgement | None, float, MetricJudgement | None]:
         """(combined score, top judgement, level-shift score, its top judgement); the metrics' new shifts
-        wait in `_pending` for `observe` to commit."""
-        top: MetricJudgement | None = None
+        wait in `_pending` for `observe` to commit.
+
+        Each metric is judged as `judge` does (the same views, the same arithmetic), inline: this runs for every
+        metric of every report, so the views are looked up once per report and a MetricJudgement is built only
+        for the top metric and the most shifted one."""
+        per_host = self.state.get(host, {})
+        cap = self.combine_cap
+        min_rel, min_spread = self.min_rel, self.min_spread
+        warmup, bucket_warmup = self.warmup, self.bucket_warmup
+        settled_overall, settled_bucket = SETTLED * self.warmup, self.settled_at
+        hi = di = -1  # offsets of the hour-of-day and day-of-week views (-1: not seasonal)
+        if self.seasonal:
+            hour, dow = views_of(t)
+            hi, di = 3 * hour, 3 * dow
+        step, shift_warm = self.shifts.step, self.shifts.warmup
+        top: tuple[str, float, float, float, float, str, float] | None = None
+        top_z = 0.0
+        moved: MetricJudgement | None = None
+        moved_abs = 0.0
         capped: list[float] = []
         shifts: list[float] = []
-        moved: MetricJudgement | None = None
         updates: dict[str, tuple[float, float]] = {}
         settled = True
-        cap = self.combine_cap
         for metric, value in metrics.items():
-            j = self.judge(host, metric, value, t)
-            if j is None:
-                continue
-            if j.z > 0.0:  # a metric exactly at its usual (a counter that never moved) does not dilute the rest
-                capped.append(j.z if j.z <= cap else cap + math.log1p(j.z - cap))
-            if top is None or j.z > top.z:
-                top = j
-            settled = settled and j.reports >= (self.settled_at if j.view != "overall" else SETTLED * self.warmup)
-            shift, count = updates[metric] = self.shifts.step(host, metric, math.copysign(j.z, value - j.level))
-            if self.shifts.warm(count) and shift != 0.0:
-                shifts.append(abs(shift))
-                if moved is None or abs(shift) > abs(moved.shift or 0.0):
-                    scale = max(j.spread, self.min_rel * abs(j.level), self.min_spread)
-                    recent = j.level + shift * scale
-                    moved = MetricJudgement(metric, recent, abs(shift), j.level, j.spread, j.view, j.reports, shift)
+            s = per_host.get(metric)
+            if s is None or s[2] < warmup:
+                continue  # judged only once the host's whole history (the global view) has warmed up
+            i, view, settled_from = 0, "overall", settled_overall
+            if hi >= 0 and s[hi + 2] >= bucket_warmup:
+                i, view, settled_from = hi, "at this hour", settled_bucket
+            level, spread = s[i], _MAD_TO_SIGMA * s[i + 1]
+            scale = max(spread, min_rel * abs(level), min_spread)
+            z = abs(value - level) / scale
+            reports = s[i + 2]
+            if di >= 0 and s[di + 2] >= bucket_warmup:
+                # the day of the week excuses a value usual for this weekday (see `judge`)
+                o_level, o_spread = s[di], _MAD_TO_SIGMA * s[di + 1]
+                o_scale = max(o_spread, min_rel * abs(o_level), min_spread)
+                o_z = abs(value - o_level) / o_scale
+                if o_spread <= 2.0 * spread and o_z < z:
+                    level, spread, scale, z, reports = o_level, o_spread, o_scale, o_z, s[di + 2]
+                    view, settled_from = "on this weekday", settled_bucket
+            if z > 0.0:  # a metric exactly at its usual (a counter that never moved) does not dilute the rest
+                capped.append(z if z <= cap else cap + math.log1p(z - cap))
+            if top is None or z > top_z:
+                top, top_z = (metric, value, z, level, spread, view, reports), z
+            settled = settled and reports >= settled_from
+            shift, count = updates[metric] = step(host, metric, math.copysign(z, value - level))
+            if count >= shift_warm and shift != 0.0:
+                size = abs(shift)
+                shifts.append(size)
+                if moved is None or size > moved_abs:
+                    recent = level + shift * scale
+                    moved = MetricJudgement(metric, recent, size, level, spread, view, reports, shift)
+                    moved_abs = size
         self._pending[host] = updates
         self._settled[host] = settled
         if top is None:
             return 0.0, None, 0.0, None
+        judged = MetricJudgement(*top)
         change = _top_mean(shifts, self.combine_top)
         if not capped:
-            return 0.0, top, change, moved
-        return _top_mean(capped, self.combine_top), top, change, moved
+            return 0.0, judged, change, moved
+        return _top_mean(capped, self.combine_top), judged, change, moved
 
     def score(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, MetricJudgement | None]:
         """(the judged raw score, the most unusual metric's judgement): the report's combined score averaged
@@ -326,7 +369,10 @@ class SelfHistory(Detector):
         # measures (and lower the threshold report by report); capping keeps real anomalies from inflating it.
         # Only reports judged by settled views count: young views give wild z (and the overall view, before the
         # hours warm up, judges a daily cycle as far off twice a day), which would set the thresholds for good.
-        if self._settled.pop(host, True):
+        # An episode counts its flagged scores once, on the report that opened it: counted report by report, each
+        # at 1.5 x a threshold it has just raised, a few hours off would ratchet the threshold up twentyfold.
+        settled = self._settled.pop(host, True)
+        if settled and not ((over or over_report or over_shift) and self.episodes.active(host)):
             self.calibrator.submit(host, raw, thr)
             self.calibrator.submit(host + _REPORT, combined, thr_report)
             if moved is not None:
@@ -334,11 +380,13 @@ class SelfHistory(Detector):
         self.cadence.observe(host, t)
         self._learn(host, metrics, t, 0.1 if over or over_report or over_shift else 1.0)
         level = self._level(raw, combined, thr, thr_report) if spikes else raw
+        judged: tuple[float, float | None, MetricJudgement | None] = (level, thr, top)
         if over_shift and thr is not None and thr_shift is not None and thr_shift > 0.0:
             in_units = change * thr / thr_shift
             if in_units > level:  # the level shift is what is furthest above its threshold: it explains
-                return in_units, thr, moved
-        return level, thr, top
+                judged = (in_units, thr, moved)
+        self.episodes.note(host, thr is not None and judged[0] >= thr)
+        return judged
 
     @staticmethod
     def _level(smoothed: float, combined: float, thr: float | None, thr_report: float | None) -> float:
@@ -359,25 +407,35 @@ class SelfHistory(Detector):
         per_host = self.state.get(host)
         if per_host is None:
             per_host = self.state[host] = {}
+        # per view of this report: (offset, learning rate floor, reports before it is warm)
+        plan = [
+            (3 * view, self.alpha, self.warmup)
+            if view == 0
+            else (3 * view, self.bucket_alpha if view <= 24 else self.bucket_alpha / 4, self.bucket_warmup)
+            for view, _ in self._views(t)
+        ]
+        clip_z, min_rel, min_spread = self.clip_z, self.min_rel, self.min_spread
+        dirty = self._dirty.get(host)
+        if dirty is None:
+            dirty = self._dirty[host] = set()
+        dirty.update(i for i, _, _ in plan)
         for metric, value in metrics.items():
             s = per_host.get(metric)
             if s is None:
                 if len(per_host) >= self.max_metrics:
                     continue
                 s = per_host[metric] = [0.0] * (3 * VIEWS)
-            for view, _ in self._views(t):
-                i = 3 * view
+            for i, base, warm in plan:
                 n = s[i + 2] + 1.0
                 s[i + 2] = n
-                base = self.alpha if view == 0 else self.bucket_alpha if view <= 24 else self.bucket_alpha / 4
                 a = weight * max(1.0 / n, base)
                 if n == 1.0:
                     s[i] = value
                     continue
                 level, spread = s[i], s[i + 1]
                 d = value - level
-                if n > (self.warmup if view == 0 else self.bucket_warmup):  # warm: one value moves it little
-                    limit = self.clip_z * max(_MAD_TO_SIGMA * spread, self.min_rel * abs(level), self.min_spread)
+                if n > warm:  # warm: one value moves it little
+                    limit = clip_z * max(_MAD_TO_SIGMA * spread, min_rel * abs(level), min_spread)
                     d = max(-limit, min(limit, d))
                 s[i] = level + a * d
                 s[i + 1] = spread + a * (abs(d) / _MEAN_ABS_TO_MAD - spread)
@@ -390,6 +448,9 @@ class SelfHistory(Detector):
         self.calibrator.forget(host + _SHIFT)
         self.recent.pop(host, None)
         self.last.pop(host, None)
+        self.episodes.forget(host)
+        self._dumped.pop(host, None)
+        self._dirty.pop(host, None)
         self.cadence.forget(host)
         self.calibrator.forget(host)
         self.calibrator.forget(host + _REPORT)
@@ -417,17 +478,37 @@ class SelfHistory(Detector):
     def dump(self, host: str) -> dict[str, Any]:
         """The host's whole learned state as JSON-able data (`restore` reads it back)."""
         return {
-            "metrics": _rounded(self.state.get(host, {})),
+            "metrics": self._rounded(host),
             "cadence": self.cadence.to_json(host),
             "calibration": self.calibrator.to_json(host),
             "calibration_report": self.calibrator.to_json(host + _REPORT),
             "calibration_shift": self.calibrator.to_json(host + _SHIFT),
             "shift": self.shifts.to_json(host),
             "recent": round(self.recent.get(host, 0.0), 6),
+            "episode": self.episodes.to_json(host),
         }
+
+    def _rounded(self, host: str) -> dict[str, list[float]]:
+        """Each metric's views rounded to 6 decimals, as numpy.round does (x 1e6, to the nearest even, / 1e6).
+        Only the views learned since the host's last dump are rounded again (a report changes 3 of 32)."""
+        state = self.state.get(host, {})
+        cache = self._dumped.setdefault(host, {})
+        dirty = self._dirty.pop(host, set())
+        out: dict[str, list[float]] = {}
+        for metric, s in state.items():
+            row = cache.get(metric)
+            if row is None or len(row) != len(s):
+                row = cache[metric] = [_round6(x) for x in s]
+            else:
+                for i in dirty:
+                    row[i], row[i + 1], row[i + 2] = _round6(s[i]), _round6(s[i + 1]), _round6(s[i + 2])
+            out[metric] = list(row)
+        return out
 
     def restore(self, host: str, data: dict[str, Any]) -> None:
         self.state[host] = {str(m): [float(x) for x in s] for m, s in dict(data.get("metrics", {})).items()}
+        self._dumped.pop(host, None)
+        self._dirty.pop(host, None)
         self.cadence.load(host, list(data.get("cadence", [])))
         self.calibrator.load(host, list(data.get("calibration", [])))
         self.calibrator.load(host + _REPORT, list(data.get("calibration_report", [])))
@@ -435,6 +516,7 @@ class SelfHistory(Detector):
         self.shifts.load(host, dict(data.get("shift", {})))
         if "recent" in data:
             self.recent[host] = float(data["recent"])
+        self.episodes.load(host, list(data.get("episode", [])))
 
 
 def _top_mean(values: list[float], k: int) -> float:
@@ -446,10 +528,10 @@ def _top_mean(values: list[float], k: int) -> float:
     return math.fsum(values) / len(values)
 
 
-def _rounded(state: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Each metric's views rounded to 6 decimals (one numpy call: a checkpoint holds thousands of numbers)."""
-    if not state:
-        return {}
-    names = list(state)
-    rows = np.round(np.array([state[m] for m in names], dtype=float), 6).tolist()
-    return dict(zip(names, rows, strict=True))
+def _round6(x: float) -> float:
+    """x rounded to 6 decimals exactly as numpy.round(x, 6): x * 1e6 to the nearest integer (ties to even),
+    / 1e6; a value too large for that (or not finite) is kept as it is."""
+    y = x * 1e6
+    if -1e300 < y < 1e300:
+        return round(y) / 1e6
+    return x
