@@ -6,7 +6,8 @@ each observations partition this worker owns, so timeouts and each engine's `tic
 stream event and their table writes land in the right changelog partition.
 
 The stage's low watermark (streams/cohorts.py) asks `caught_up` whether a telemetry partition is done:
-owned by this worker and handled by its host stage up to the partition's high-water mark.
+owned by this worker and handled by its host stage up to the partition's high-water mark, with the
+observations of those messages sent (streams/host_batch.py keeps them back under a backlog).
 
 An observation the detectors fail on is dead-lettered (component `streams.cohorts`, counted by
 `engine_errors{stage="cohorts"}` and `events_dead_lettered`); the stage goes on with the next.
@@ -25,7 +26,7 @@ from streams.cohorts import CohortResult, CohortStage
 from streams.faust_fixes import OffsetGuard, committed_offset
 from streams.outputs import Outputs
 from streams.settings import WorkerSettings
-from streams.stage_loop import handled, run_stage
+from streams.stage_loop import handled, run_stage, unsent
 from streams.topology import Topology, partitioner
 
 log = logging.getLogger("herdwatch.streams")
@@ -61,7 +62,8 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
         return assignment["telemetry"], assignment["observations"]
 
     def caught_up(partition: int) -> bool | None:
-        """True: this worker's host stage handled the partition up to its high-water mark, the cohort stage
+        """True: this worker's host stage handled the partition up to its high-water mark and sent what that
+        produced, the cohort stage
         has read the observations topic up to its end (a tick may be pending), and both stayed so for a
         moment (observations still in the producer's buffer); False: behind (or not fetched yet); None: not
         this worker's partition."""
@@ -72,7 +74,7 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
             tp = mine.get(partition)
             if tp is None:
                 return None
-            ready = done(tp, consumer.highwater(tp))
+            ready = done(tp, consumer.highwater(tp)) and tp not in unsent  # its observations are all sent
             if ready:
                 if wall - observations_read[0] > OBSERVATIONS_LOOK_S:
                     observations_read[:] = [wall, all(done(o, consumer.highwater(o), slack=1) for o in observing)]

@@ -153,7 +153,7 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
                 batch.add(res.observations)
                 for o in res.observations:
                     progress.feed(partition, family_partition(o.image_family))
-        batch.handled()
+        batch.handled(msg.tp)
         if newest:
             partition = msg.partition
             if sweep.due(partition):

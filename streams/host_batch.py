@@ -28,6 +28,7 @@ from typing import Any
 
 from detectors.types import Observation
 from streams import codec, signals
+from streams.stage_loop import unsent
 
 MAX_MESSAGES = 200
 """Telemetry messages whose outputs are kept at most (about two collector cycles of a 120-host fleet)."""
@@ -47,6 +48,8 @@ class HostBatch:
         self.writes: dict[tuple[int, str], tuple[Any, int, Any]] = {}
         """(table id, key) -> (table, telemetry partition, latest value) of the changelog records to write."""
         self.messages = 0
+        self.tps: set[Any] = set()
+        """Telemetry partitions (TPs) of the pending messages (also in stage_loop.unsent until sent)."""
         self.since: float | None = None
         """Clock time of the first pending message."""
         self.lock = asyncio.Lock()
@@ -64,9 +67,12 @@ class HostBatch:
         for o in observations:
             self.observations.setdefault(self.partition_of(o.image_family), []).append(o)
 
-    def handled(self) -> None:
-        """One more message's outputs are pending."""
+    def handled(self, tp: Any = None) -> None:
+        """One more message's outputs (of telemetry partition `tp`) are pending."""
         self.messages += 1
+        if tp is not None:
+            self.tps.add(tp)
+            unsent.add(tp)
         if self.since is None:
             self.since = self.clock()
 
@@ -81,6 +87,7 @@ class HostBatch:
         async with self.lock:
             observations, self.observations = self.observations, {}
             writes, self.writes = self.writes, {}
+            tps, self.tps = self.tps, set()
             self.messages, self.since = 0, None
             try:
                 for q in sorted(observations):
@@ -90,8 +97,10 @@ class HostBatch:
                 for q, obs in observations.items():  # before what came meanwhile
                     self.observations[q] = obs + self.observations.get(q, [])
                 self.writes = {**writes, **self.writes}
+                self.tps |= tps
                 self.since = self.clock() if self.since is None else self.since
                 raise
+            unsent.difference_update(tps - self.tps)
             for (_, key), (table, partition, value) in writes.items():
                 table.send_changelog(partition, key, value)
 

@@ -5,7 +5,8 @@ topic with the error as reason; the stage goes on with the next one, never retry
 
 `handled` records, per source partition, the offset after the last message a stage finished with: the
 cohort stage compares it with the partition's high-water mark to tell a caught-up telemetry partition
-from one still behind (its low watermark, streams/cohorts.py).
+from one still behind (its low watermark, streams/cohorts.py); `unsent` names the telemetry partitions
+whose observations the host stage has not sent yet.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ After = Callable[[Any], Awaitable[None]]
 
 handled: dict[Any, int] = {}
 """Source partition (TP) -> the offset after the last message a stage of this process finished handling."""
+unsent: set[Any] = set()
+"""Telemetry partitions (TPs) whose handled messages' observations the host stage still keeps back
+(streams/host_batch.py): not caught up yet, whatever `handled` says."""
 
 
 async def run_stage(app: Any, stream: Any, stage: str, handle: Handler, guard: OffsetGuard,

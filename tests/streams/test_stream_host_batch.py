@@ -28,6 +28,7 @@ from streams.host_agent import add_host_agent
 from streams.host_batch import MAX_MESSAGES, MAX_WAIT_S, HostBatch
 from streams.outputs import Outputs
 from streams.settings import WorkerSettings
+from streams.stage_loop import unsent
 from streams.topology import Topology
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -265,3 +266,27 @@ def test_the_hosts_agent_keeps_outputs_back_while_fetched_messages_wait_and_send
     asyncio.run(app.agents["hosts"](Stream(items[11:])))
     assert len(observed()) >= 12 and len(messages()) <= 2  # few messages, every host's changes
     assert set(observed()) == {h.host_id for h in clones.hosts}
+
+
+def test_a_partition_with_observations_kept_back_is_unsent_until_they_are_sent() -> None:
+    async def scenario() -> None:
+        log = Log()
+        batch = HostBatch(Topic(log), partition_of)
+        a, b = TP("t.unsent", 0), TP("t.unsent", 1)
+        batch.add([observation("h1", "web", 1)])
+        batch.handled(a)
+        assert a in unsent  # the cohort stage's low watermark does not count it caught up
+        log.fail_next = 1
+        with pytest.raises(ConnectionError):
+            await batch.send()
+        assert a in unsent
+        sending = asyncio.ensure_future(batch.send())
+        await asyncio.sleep(0)
+        batch.add([observation("h2", "web", 2)])
+        batch.handled(b)  # arrives while the send is under way: its observations wait
+        await sending
+        assert a not in unsent and b in unsent
+        await batch.send()
+        assert b not in unsent
+
+    asyncio.run(scenario())
