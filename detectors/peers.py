@@ -9,8 +9,9 @@ does. A deviation must be material (an absolute and a relative difference) and p
 Cost: the peers' view (each other host's latest value per metric, sorted) depends only on the cohort, the
 cut-off and the window, which are rounded to `grid_s` of event time; every report of a cohort whose cut-off
 falls in the same step shares one view, built once (the engine scores a cohort's reports in event-time
-order, in batches at the stream's low watermark). Per report and metric what remains is leaving the host's
-own value out (a bisection) and the median of absolute deviations over the cohort's few values.
+order, in batches at the stream's low watermark). Per report and metric what remains is the median without
+the host's own value (a bisection, no copy) and, only for a material difference, the median of absolute
+deviations over the cohort's few values.
 """
 
 from __future__ import annotations
@@ -53,6 +54,30 @@ def _median_sorted(values: list[float]) -> float:
     n = len(values)
     mid = n // 2
     return values[mid] if n % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def _median_without(values: list[float], skip: int) -> float:
+    """The median of sorted `values` without the one at index `skip` (-1: none left out), uncopied."""
+    if skip < 0:
+        return _median_sorted(values)
+    n = len(values) - 1
+    mid = n // 2
+
+    def at(k: int) -> float:
+        return values[k if k < skip else k + 1]
+
+    return at(mid) if n % 2 else 0.5 * (at(mid - 1) + at(mid))
+
+
+def _scale(values: list[float], skip: int, med: float) -> float:
+    """1.4826 * the median absolute deviation from `med` of sorted `values` without index `skip` (their
+    mean absolute deviation when that is 0)."""
+    others = values if skip < 0 else values[:skip] + values[skip + 1 :]
+    dev = sorted([abs(x - med) for x in others])  # two sorted runs: linear
+    scale = 1.4826 * _median_sorted(dev)
+    if scale == 0.0:
+        scale = math.fsum(dev) / len(others)
+    return scale
 
 
 class PeerDeviation(Detector):
@@ -203,20 +228,23 @@ class PeerDeviation(Detector):
         """(median, scale, peers) of a metric across the cohort's other hosts; scale is 1.4826 * MAD.
 
         `view`: the (cut-off, window) of `cutoff(host, now)`, when the caller has it already."""
+        arr, skip = self._peers(image, metric, now, host, view)
+        n = len(arr) - (skip >= 0)
+        if n == 0:
+            return 0.0, 0.0, 0
+        med = _median_without(arr, skip)
+        return med, _scale(arr, skip, med), n
+
+    def _peers(
+        self, image: str, metric: str, now: float, host: str | None, view: tuple[float, float] | None
+    ) -> tuple[list[float], int]:
+        """(the view's sorted values, the index of the host's own value in them or -1): the peers are the
+        values but that one (left out by index, not copied)."""
         cut, window = self.cutoff(host, now) if view is None else view
         arr, by_host = self._view(image, metric, cut, window, now)
         if host is not None and host in by_host:
-            i = bisect_left(arr, by_host[host])
-            arr = arr[:i] + arr[i + 1 :]
-        n = len(arr)
-        if n == 0:
-            return 0.0, 0.0, 0
-        med = _median_sorted(arr)
-        dev = sorted([abs(x - med) for x in arr])  # two sorted runs: linear
-        scale = 1.4826 * _median_sorted(dev)
-        if scale == 0.0:
-            scale = math.fsum(dev) / n
-        return med, scale, n
+            return arr, bisect_left(arr, by_host[host])
+        return arr, -1
 
     def deviation(
         self,
@@ -227,15 +255,21 @@ class PeerDeviation(Detector):
         host: str | None = None,
         view: tuple[float, float] | None = None,
     ) -> tuple[float, float, float, int]:
-        """(z, median, scale, peers); z is 0 when the difference is not material or peers are too few."""
-        med, scale, n = self.stats(image, metric, now, host, view)
+        """(z, median, scale, peers); z is 0 when the difference is not material or peers are too few. The
+        scale (as in `stats`) is computed only when z is, 0.0 otherwise: most reports deviate in nothing."""
+        arr, skip = self._peers(image, metric, now, host, view)
+        n = len(arr) - (skip >= 0)
+        if n == 0:
+            return 0.0, 0.0, 0.0, 0
+        med = _median_without(arr, skip)
         if n < self.min_peers:
-            return 0.0, med, scale, n
+            return 0.0, med, 0.0, n
         diff = value - med
         if not self.two_sided and diff < 0:
-            return 0.0, med, scale, n
+            return 0.0, med, 0.0, n
         if abs(diff) < max(self.min_abs.get(metric, 0.0), self.min_rel * abs(med), 1e-9):
-            return 0.0, med, scale, n
+            return 0.0, med, 0.0, n
+        scale = _scale(arr, skip, med)
         z = diff / max(scale, 0.05 * abs(med), 1e-9)
         return z, med, scale, n
 
