@@ -25,7 +25,7 @@ outage does to delivery.
    own as in the agent, under 100, 1,000 and 5,000 execs/s of `/bin/true` (or as many as the machine
    makes): its CPU (% of one core, and CPU per exec seen), its peak RSS, the events it emitted and what
    it shed; with --code A --code B, the probe of each checkout, interleaved rate by rate (before and
-   after in one run); (c) unless --idle 0: the whole agent
+   after in one run); (c) unless --idle 0: the whole agent (with --code, one of each checkout side by side)
    (`herdwatch collect`, default probes and intervals, a local Kafka broker, or an unreachable one with
    --no-broker or if the broker does not start) idle with at least --procs processes alive: after 15 s of
    warm-up, its CPU (% of one core) over --idle seconds, its RSS at the end and peak RSS (VmHWM), CPU by
@@ -260,18 +260,20 @@ def filter_check() -> None:
     kinds = {ee.PROC_EVENT_FORK: "fork", ee.PROC_EVENT_EXEC: "exec", ee.PROC_EVENT_EXIT: "exit",
              ee.PROC_EVENT_UID: "uid", 0x200: "comm"}
     socks = []
-    for mask, bpf in ((None, False), (ee.WANTED, False), (ee.WANTED, True)):
+    exec_exit = ee.PROC_EVENT_EXEC | ee.PROC_EVENT_EXIT
+    for mask, bpf in ((None, False), (exec_exit, False), (ee.WANTED, True)):  # the last: what the agent asks
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, ee.NETLINK_CONNECTOR)
         sock.setsockopt(socket.SOL_SOCKET, 33, ee.RCVBUF_BYTES)
         sock.bind((0, ee.CN_IDX_PROC))
-        attached = ee.attach_socket_filter(sock) if bpf and hasattr(ee, "attach_socket_filter") else False
+        attached = ee.attach_socket_filter(sock, ee.WANTED) if bpf and hasattr(ee, "attach_socket_filter") else False
         port = sock.getsockname()[0]
         sock.send(ee.control_message(ee.PROC_CN_MCAST_LISTEN, port))
         if mask is not None:
             sock.send(ee.control_message(ee.PROC_CN_MCAST_LISTEN, port, mask))
         sock.setblocking(False)
-        socks.append((("no filter" if mask is None else "event mask" + (" + BPF filter" if attached else "")),
-                      sock))
+        name = "no filter" if mask is None else "event mask " + ("exec" if mask == ee.PROC_EVENT_EXEC else
+                                                                  "exec+exit" if mask == exec_exit else hex(mask))
+        socks.append((name + (" + BPF filter" if attached else ""), sock))
     time.sleep(0.2)
     for _, sock in socks:  # what came before the load
         with contextlib.suppress(OSError):
@@ -365,7 +367,7 @@ def exec_events_benchmark(idle_s: float, procs: int, broker: bool, codes: list[P
             for mode in ("connector", "fanotify"):
                 probe_under_load(code, mode, rate)
     if idle_s > 0:
-        idle_agent(idle_s, procs, broker)
+        idle_agent(idle_s, procs, broker, codes)
     return 0
 
 
@@ -584,7 +586,8 @@ def main() -> int:
                     help="only the network probe's cost per run and (c), the whole agent idle for --idle seconds")
     ap.add_argument("--code", action="append", type=Path,
                     help="with --agent-idle: a checkout to run the agent from (repeatable: side by side, one run); "
-                         "with --exec-events: (b) runs the process probe of each checkout, interleaved")
+                         "with --exec-events: (b) runs the process probe of each checkout, interleaved, and (c) "
+                         "one agent of each side by side")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.agent_idle:
