@@ -258,11 +258,11 @@ class ProcessProbe(Probe):
     # -- connector mode ----------------------------------------------------------------------------------
     def _collect_events(self, full: bool) -> list[Emit]:
         out = self._drain_events()
+        if self._started:  # also before an inventory: what ended this cycle is reported, not just left out
+            out += self._exits()
         if full or not self._started:
             self._resync()
             self._started = True
-        else:
-            out += self._exits()
         if full:
             out.append((Kind.PROCESS_INVENTORY, {"items": [self.known[p] for p in sorted(self.known)]}))
         return out

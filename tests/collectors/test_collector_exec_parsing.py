@@ -401,3 +401,36 @@ def test_cached_exes_of_processes_gone_are_forgotten(tmp_path: Path) -> None:
     src._exes.update({5: "/bin/sh", 6: "/usr/bin/make", 7: "/bin/bash"})
     src.forget_gone({1, 6})
     assert src._exes == {6: "/usr/bin/make"}
+
+
+class QueuedSource(ExecSource):
+    """The connector's queue without a kernel: records are pushed by the test."""
+
+    def open(self) -> None:
+        pass
+
+
+def test_exits_in_event_modes_come_from_the_listing_also_on_an_inventory_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectors.probes import ProcessProbe
+    from contract.events import Kind
+
+    src = QueuedSource(max_reads_per_s=1e9)
+    probe = ProcessProbe(exec_source=src)
+    alive = {1, 50}
+    monkeypatch.setattr(probe, "pids", lambda: set(alive))
+    monkeypatch.setattr(probe, "read", lambda pid: {"pid": pid, "ppid": 0, "exe": f"/bin/p{pid}", "cmdline": "",
+                                                    "user": "root", "start_time": 1.0, "name": f"p{pid}"})
+    probe.collect(full=True)
+    assert set(probe.known) == {1, 50}
+
+    def record(pid: int, exe: str) -> ExecRecord:
+        return ExecRecord(pid, 2.0, exe, exe.encode() + b"\x00", False, 0, 1, "/sbin/init", "0::/", [])
+
+    src._push_all([record(60, "/usr/bin/long"), record(70, "/usr/bin/brief")])
+    alive |= {60}  # 70 is already gone when the cycle runs
+    kinds = [(k, p["pid"]) for k, p in probe.collect(full=False)]
+    assert kinds == [(Kind.PROCESS_START, 60), (Kind.PROCESS_START, 70), (Kind.PROCESS_EXIT, 70)]
+    alive -= {50, 60}
+    kinds = [(k, p["pid"]) for k, p in probe.collect(full=True) if k is not Kind.PROCESS_INVENTORY]
+    assert kinds == [(Kind.PROCESS_EXIT, 50), (Kind.PROCESS_EXIT, 60)]
+    assert set(probe.known) == {1}
