@@ -48,6 +48,10 @@ class WorkerSettings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: default_var_dir() / "streams")
     session_timeout_s: float = Field(default=10.0, ge=6.0)
     """How fast the group notices a dead worker (Kafka's group.min.session.timeout.ms is 6 s)."""
+    standby_replicas: int = Field(default=1, ge=0)
+    """Warm copies of each table partition kept by other workers (Faust's table_standby_replicas): a worker
+    taking partitions over starts from its copy instead of replaying their changelogs, but every worker also
+    reads every changelog record the others write (its cost: docs/benchmarks.md, Stream workers). 0: none."""
     loglevel: str = "warn"
     require_signatures: bool = True
     """Refuse telemetry batches that are not signed by a host key (docs/security.md, "Host identity"). With

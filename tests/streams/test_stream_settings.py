@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,13 @@ def test_worker_engine_settings_round_trip(monkeypatch: pytest.MonkeyPatch) -> N
     assert (config.min_hosts, config.confirm_s, config.mv_enabled) == (5, 60.0, False)
     monkeypatch.setenv("HERDWATCH_WORKER_ENGINE", json.dumps(config.to_dict()))
     assert EngineConfig.from_mapping(WorkerSettings().engine) == config
+
+
+def test_standby_replicas_reach_the_faust_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streams.app import build_app
+
+    assert WorkerSettings().standby_replicas == 1  # Faust's default, as before the setting existed
+    monkeypatch.setenv("HERDWATCH_WORKER_STANDBY_REPLICAS", "0")
+    ws = WorkerSettings(app_id="t-standby")
+    app = build_app(KafkaSettings(bootstrap="127.0.0.1:1"), ws, tmp_path)
+    assert ws.standby_replicas == 0 and app.conf.table_standby_replicas == 0
