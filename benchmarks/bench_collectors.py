@@ -25,8 +25,10 @@ outage does to delivery.
    own as in the agent, under 100, 1,000 and 5,000 execs/s of `/bin/true` (or as many as the machine
    makes): its CPU (% of one core, and CPU per exec seen), its peak RSS, the events it emitted and what
    it shed; with --code A --code B, the probe of each checkout, interleaved rate by rate (before and
-   after in one run); (c) unless --idle 0: the whole agent (with --code, one of each checkout side by side)
-   (`herdwatch collect`, default probes and intervals, a local Kafka broker, or an unreachable one with
+   after in one run); at 1,000/s also the floor (mode "floor"): a thread that only waits on the connector
+   socket for each exec and reads nothing, i.e. the cost of one thread wakeup per exec; (c) unless
+   --idle 0: the whole agent (with --code, one of each checkout side by side; `herdwatch collect`,
+   default probes and intervals, a local Kafka broker, or an unreachable one with
    --no-broker or if the broker does not start) idle with at least --procs processes alive: after 15 s of
    warm-up, its CPU (% of one core) over --idle seconds, its RSS at the end and peak RSS (VmHWM), CPU by
    thread, the execs/s other work made on the machine meanwhile, and prometheus-node-exporter's idle CPU
@@ -212,6 +214,30 @@ PROBE_PROCESS = """
 import json, resource, select, sys
 from collectors.probes import ProcessProbe
 from collectors.probes.exec_events import ExecSource
+if sys.argv[1] == "floor":
+    import socket, struct, threading
+    from collectors.probes import exec_events as ee
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, ee.NETLINK_CONNECTOR)
+    sock.setsockopt(socket.SOL_SOCKET, 33, ee.RCVBUF_BYTES)
+    sock.bind((0, ee.CN_IDX_PROC))
+    ee.attach_socket_filter(sock, ee.PROC_EVENT_EXEC)
+    sock.send(ee.control_message(ee.PROC_CN_MCAST_LISTEN, sock.getsockname()[0]))
+    sock.send(ee.control_message(ee.PROC_CN_MCAST_LISTEN, sock.getsockname()[0], ee.PROC_EVENT_EXEC))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+    seen = [0]
+    def wait_only():
+        while True:
+            try:
+                sock.recv(65536)
+                seen[0] += 1
+            except OSError:
+                pass
+    threading.Thread(target=wait_only, daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps({"events": 0, "seen": seen[0], "shed": {},
+                      "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+    sys.exit(0)
 if sys.argv[1] == "fanotify":
     try:
         from collectors.probes.fanotify_events import FanotifySource as ExecSource
@@ -366,6 +392,8 @@ def exec_events_benchmark(idle_s: float, procs: int, broker: bool, codes: list[P
         for code in codes or [here]:
             for mode in ("connector", "fanotify"):
                 probe_under_load(code, mode, rate)
+        if rate == 1000:  # the floor: a thread that only waits for each exec event (one wakeup each)
+            probe_under_load(Path(__file__).resolve().parent.parent, "floor", rate)
     if idle_s > 0:
         idle_agent(idle_s, procs, broker, codes)
     return 0
