@@ -626,8 +626,8 @@ class ExecSource(ExecQueue):
         except OSError as e:
             sock.close()
             raise ExecSourceUnavailable(f"process events connector refused: {e}") from e
-        # blocking reads that give up after RECV_TIMEOUT_S (a stop also wakes the reader: close() sends a
-        # request whose acknowledgement arrives here): one syscall per wakeup instead of a poll and a read
+        # blocking reads that give up after RECV_TIMEOUT_S (close() also wakes the reader, with a datagram
+        # sent to this socket): one syscall per wakeup instead of a poll and a read
         sock.settimeout(None)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(RECV_TIMEOUT_S), 0))
         return sock
@@ -654,20 +654,26 @@ class ExecSource(ExecQueue):
                                     "namespace, or the kernel lacks CONFIG_PROC_EVENTS)")
 
     def close(self) -> None:
-        """Unsubscribe (one IGNORE per LISTEN sent; their acknowledgements wake the reader), stop the reader,
-        close the socket."""
+        """Stop the reader (a short datagram sent to our own socket wakes it: the kernel's filter drops
+        acknowledgements of a masked subscription), unsubscribe (one IGNORE per LISTEN sent), close."""
         self._stop.set()
         sock, self._sock = self._sock, None
+        port = None
         if sock is not None:
             try:
                 port = sock.getsockname()[0]
-                for _ in range(2):
-                    sock.send(control_message(PROC_CN_MCAST_IGNORE, port))
+                sock.sendto(b"stop", (port, 0))  # shorter than an event: the socket filter keeps it
             except OSError:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=RECV_TIMEOUT_S + 1.0)
         if sock is not None:
+            if port is not None:
+                try:
+                    for _ in range(2):
+                        sock.send(control_message(PROC_CN_MCAST_IGNORE, port))
+                except OSError:
+                    pass
             sock.close()
 
     # -- the reader thread ---------------------------------------------------------------------------

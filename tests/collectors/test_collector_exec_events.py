@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -290,3 +291,15 @@ def test_exec_command_lines_are_redacted(source: ExecSource) -> None:
     assert mine[0]["exe"] == SH
     assert mine[0]["cmdline"] == "/bin/sh -c /bin/sleep 0.2; true --password=***"
     assert not [p for _, p in emits if "hunter2" in str(p)]
+
+
+def test_close_wakes_the_reader_it_does_not_wait_for_its_timeout() -> None:
+    src = ExecSource()
+    src.open()
+    assert src._sock is not None and src._thread is not None
+    # a read that would wait 30 s: only close()'s own datagram can end it within the join
+    src._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 30, 0))
+    time.sleep(1.5)  # the reader is back in a read with the new timeout (the old one is 1 s)
+    thread = src._thread
+    src.close()
+    assert not thread.is_alive()
