@@ -26,16 +26,21 @@ while warming up.
 Calibration counts only reports judged by settled views (SETTLED x their warm-up: 240 reports for the
 overall view, 20 for an hour of the day; a young view gives wild z, the overall view judges a daily cycle
 as far off twice a day before the hours warm up, and those scores would set the threshold for good), each
-1 / `shift_rate` reports late, and drops the scores waiting before a flagged one (their run-up: a score that
-builds up would otherwise lift its own threshold).
+1 / `shift_rate` reports late (the level-shift score `calibrate_delay` late: it builds up over a slow drift
+for far longer), and drops the scores waiting before a flagged one (their run-up: a score that builds up
+would otherwise lift its own threshold). The tail is fitted at its upper confidence bound
+(`calibrate_margin`, TailCalibrator), so a young calibration errs high, and thresholds start from
+`calibrate_min` settled scores.
 
 It does not learn from what it flags: a flagged report updates the views with a tenth of the weight (a
 lasting change of level is absorbed slowly, a spike hardly at all) and counts for calibration only as
 1.5 x the threshold (left out, the tail the calibration measures would be cut and the threshold would
-creep down; counted in full, real anomalies would inflate it).
+creep down; counted in full, real anomalies would inflate it), once per episode (Episodes: flagged reports
+less than `episode_gap` reports apart; counted report by report, each at 1.5 x a threshold it has just
+raised, a few hours off would ratchet the threshold up many times). The engine reports an episode once.
 
 Memory per host: at most `max_metrics` metrics x (32 views x 3 numbers + 2 for the shift), three
-histograms, 3 x 1 / `shift_rate` waiting scores, a few intervals.
+histograms, 2 x 1 / `shift_rate` + `calibrate_delay` waiting scores, a few intervals, an open episode.
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ class SelfHistory(Detector):
         seasonal: bool = True,
         max_metrics: int = 64,
         calibrate_min: int = 250,
-        calibrate_margin: float = 1.0,
+        calibrate_margin: float = 2.0,
         calibrate_delay: int = 100,
         episode_gap: int = 20,
         combine_cap: float = 10.0,
@@ -150,10 +155,13 @@ class SelfHistory(Detector):
         self.cadence = Cadence()
         self.shifts = LevelShift(shift_rate, clip_z)
         """Per host and metric, the recent reports' level against the usual (a change that stays, a drift)."""
-        self.calibrator = TailCalibrator(min_count=calibrate_min, delay=calibrate_delay, margin=calibrate_margin)
-        """Scores count `calibrate_delay` reports late (5 level-shift windows), so a score that builds up, even over
-        a slow drift, never raises its own threshold before it crosses it; the tail is estimated at its upper
-        confidence bound (`calibrate_margin`), so a young calibration errs high."""
+        self.calibrator = TailCalibrator(min_count=calibrate_min, delay=self.shifts.warmup, margin=calibrate_margin)
+        """The smoothed and single-report scores, counted `shifts.warmup` reports late, so a rising score never raises
+        its own threshold; the tail is estimated at its upper confidence bound (`calibrate_margin`), so a young
+        calibration errs high."""
+        self.shift_calibrator = TailCalibrator(min_count=calibrate_min, delay=calibrate_delay, margin=calibrate_margin)
+        """The level-shift score, counted `calibrate_delay` reports late (5 shift windows): it builds up over a
+        slow drift for far longer than a shift window, and would raise its own threshold ahead of itself."""
         self.episodes = Episodes(episode_gap)
         """Per host, its current episode of flagged reports (flags less than `episode_gap` reports apart): the
         engine reports an episode once."""
@@ -301,8 +309,10 @@ class SelfHistory(Detector):
         interval = self.cadence.interval(host)
         if interval is None:
             return None
-        key = host + _REPORT if report else host + _SHIFT if shift else host
-        return self.calibrator.threshold(key, report_probability(self.budget / JUDGED, interval))
+        p = report_probability(self.budget / JUDGED, interval)
+        if shift:
+            return self.shift_calibrator.threshold(host + _SHIFT, p)
+        return self.calibrator.threshold(host + _REPORT if report else host, p)
 
     def to_score(self, raw: float, threshold: float | None) -> float:
         if threshold is None or raw <= 0.0:
@@ -376,7 +386,7 @@ class SelfHistory(Detector):
             self.calibrator.submit(host, raw, thr)
             self.calibrator.submit(host + _REPORT, combined, thr_report)
             if moved is not None:
-                self.calibrator.submit(host + _SHIFT, change, thr_shift)
+                self.shift_calibrator.submit(host + _SHIFT, change, thr_shift)
         self.cadence.observe(host, t)
         self._learn(host, metrics, t, 0.1 if over or over_report or over_shift else 1.0)
         level = self._level(raw, combined, thr, thr_report) if spikes else raw
@@ -445,7 +455,7 @@ class SelfHistory(Detector):
         self.shifts.forget(host)
         self._pending.pop(host, None)
         self._settled.pop(host, None)
-        self.calibrator.forget(host + _SHIFT)
+        self.shift_calibrator.forget(host + _SHIFT)
         self.recent.pop(host, None)
         self.last.pop(host, None)
         self.episodes.forget(host)
@@ -482,7 +492,7 @@ class SelfHistory(Detector):
             "cadence": self.cadence.to_json(host),
             "calibration": self.calibrator.to_json(host),
             "calibration_report": self.calibrator.to_json(host + _REPORT),
-            "calibration_shift": self.calibrator.to_json(host + _SHIFT),
+            "calibration_shift": self.shift_calibrator.to_json(host + _SHIFT),
             "shift": self.shifts.to_json(host),
             "recent": round(self.recent.get(host, 0.0), 6),
             "episode": self.episodes.to_json(host),
@@ -512,7 +522,7 @@ class SelfHistory(Detector):
         self.cadence.load(host, list(data.get("cadence", [])))
         self.calibrator.load(host, list(data.get("calibration", [])))
         self.calibrator.load(host + _REPORT, list(data.get("calibration_report", [])))
-        self.calibrator.load(host + _SHIFT, list(data.get("calibration_shift", [])))
+        self.shift_calibrator.load(host + _SHIFT, list(data.get("calibration_shift", [])))
         self.shifts.load(host, dict(data.get("shift", {})))
         if "recent" in data:
             self.recent[host] = float(data["recent"])

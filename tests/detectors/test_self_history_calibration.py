@@ -52,6 +52,7 @@ def test_a_negative_margin_is_refused() -> None:
 def test_a_slow_drift_is_flagged_within_a_day_whatever_its_rate(per_day: float) -> None:
     """The shift's scores while a drift builds up are counted for calibration 100 reports late: with 20 (the
     shift window) a drift of 4 or 8 a day raised its own threshold ahead of itself and was never flagged."""
+    assert SelfHistory().shift_calibrator.delay == 100 and SelfHistory().calibrator.delay == 20
     rng = random.Random(4)
     d = SelfHistory()
     first = None
@@ -74,7 +75,7 @@ def test_a_five_minute_host_is_calibrated_within_three_days_and_stays_quiet() ->
         if thr is not None:
             calibrated = k if calibrated is None else calibrated
             assert raw < thr, f"a clean daily cycle flagged at report {k}"
-    # 781 (65 hours): 250 settled scores, 100 late (before, 500 scores 20 late: report 951)
+    # 701 (58 hours): 250 settled scores with the confidence margin (before, 500 scores: report 951)
     assert calibrated is not None and calibrated <= 800, calibrated
 
 
