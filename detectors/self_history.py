@@ -168,11 +168,11 @@ class SelfHistory(Detector):
         self._pending: dict[str, dict[str, tuple[float, float]]] = {}
         """host -> metric -> its next (shift, count), from scoring the report `observe` is learning."""
         self._settled: dict[str, bool] = {}
+        """host -> whether its report being learned was judged by seasonal views only (counted for calibration)."""
         self._dumped: dict[str, dict[str, list[float]]] = {}
         """host -> metric -> its views rounded as last dumped (`dump` rounds again only the views learned since)."""
         self._dirty: dict[str, set[int]] = {}
         """host -> offsets of the views learned since its last dump."""
-        """host -> whether its report being learned was judged by seasonal views only (counted for calibration)."""
 
     # ---- scoring ------------------------------------------------------------------------------------
     def judge(self, host: str, metric: str, value: float, t: float) -> MetricJudgement | None:
@@ -380,7 +380,7 @@ class SelfHistory(Detector):
         # Only reports judged by settled views count: young views give wild z (and the overall view, before the
         # hours warm up, judges a daily cycle as far off twice a day), which would set the thresholds for good.
         # An episode counts its flagged scores once, on the report that opened it: counted report by report, each
-        # at 1.5 x a threshold it has just raised, a few hours off would ratchet the threshold up twentyfold.
+        # at 1.5 x a threshold it has just raised, a few hours off would ratchet the threshold up many times over.
         settled = self._settled.pop(host, True)
         if settled and not ((over or over_report or over_shift) and self.episodes.active(host)):
             self.calibrator.submit(host, raw, thr)
