@@ -363,7 +363,8 @@ def one_wakeup(src: ExecSource, rx: socket.socket, tx: socket.socket, datagrams:
     src._thread = threading.Thread(target=src._run, daemon=True)
     src._thread.start()
     deadline = time.monotonic() + 10
-    while src.execs_seen < sum(bool(leader_events(d)) for d in datagrams) and time.monotonic() < deadline:
+    execs = sum(ev[1] == PROC_EVENT_EXEC for d in datagrams for ev in leader_events(d))
+    while src.execs_seen < execs and time.monotonic() < deadline:
         time.sleep(0.01)
     src._stop.set()
     tx.send(b"wake")
@@ -434,3 +435,17 @@ def test_exits_in_event_modes_come_from_the_listing_also_on_an_inventory_cycle(m
     kinds = [(k, p["pid"]) for k, p in probe.collect(full=True) if k is not Kind.PROCESS_INVENTORY]
     assert kinds == [(Kind.PROCESS_EXIT, 50), (Kind.PROCESS_EXIT, 60)]
     assert set(probe.known) == {1}
+
+
+def test_the_reader_sheds_over_the_rate_on_both_paths(tmp_path: Path) -> None:
+    # an empty token bucket: a lone exec and a queued batch are counted as shed, never read
+    fake_proc(tmp_path, 11, "/usr/bin/date", 1)
+    for events in ([one_event(PROC_EVENT_EXEC, 11, 11)],
+                   [one_event(PROC_EVENT_EXEC, 11, 11), one_event(PROC_EVENT_EXEC, 11, 11)]):
+        src = ExecSource(proc=tmp_path, max_reads_per_s=1e-9)
+        rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with rx, tx:
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+            one_wakeup(src, rx, tx, events)
+        assert src.drain() == []
+        assert src.take_shed() == {"rate": len(events)} and src.execs_seen == len(events)
