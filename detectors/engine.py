@@ -362,9 +362,10 @@ class FamilyEngine:
         behaviour = kind in IMMEDIATE_KINDS
         # reported within the campaign window: more hosts gaining it join its campaign, however many (a deploy
         # does not start with a finding), so it is not dismissed as common
-        spreading = behaviour and bool(self.history.campaign_hosts(image, f, t))
+        sticky = behaviour and self.rarity.sticky(f)  # see ImageHistory
+        spreading = behaviour and bool(self.history.campaign_hosts(image, f, t, sticky))
         if stored is None:
-            if behaviour and self.history.known(image, f, host, t, c > 1):
+            if behaviour and self.history.known(image, f, host, t, c > 1, sticky):
                 self.history.seen(image, f, t)
                 return  # the image has shown it before: known behaviour, however few hosts show it now
             if not policy and not spreading and n >= self.min_hosts and c > self._cap(n, False, behaviour) - 1:
@@ -475,7 +476,7 @@ class FamilyEngine:
         if e.policy and not absent:
             out += self._policy_findings(image, family, feat, hosts, count, total, now)
         if behaviour and scope == "cohort":
-            earlier = self.history.campaign_hosts(image, feat, now)
+            earlier = self.history.campaign_hosts(image, feat, now, self.rarity.sticky(feat))
             campaign = list(dict.fromkeys([*earlier, *hosts]))
             if len(campaign) > 1 and (count <= self.rarity.campaign_max(total) or earlier):
                 # new to the image, on several hosts at once, not a change of the whole image (or the spread

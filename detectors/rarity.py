@@ -92,6 +92,12 @@ class CohortRarity(Detector):
         return Severity.MEDIUM
 
     @staticmethod
+    def sticky(feature: str) -> bool:
+        """A program run from /tmp, /dev/shm or a hidden directory: once reported, never the image's behaviour
+        by spreading (ImageHistory). Shells started by services are not: job runners start them all the time."""
+        return kind_of(feature) == "proc" and CohortRarity.severity(feature) is Severity.CRITICAL
+
+    @staticmethod
     def explain(
         feature: str,
         host: str,
@@ -131,14 +137,17 @@ class ImageHistory:
     child that the collector catches on some clones at some times). A feature that was reported is
     different: for `campaign_window_s` after the report more hosts gaining it are named together as a
     campaign; after that, another host showing it makes it the image's behaviour (a host it was reported on
-    showing it again is reported again, once the finding's suppression expired).
+    showing it again is reported again, once the finding's suppression expired). A *sticky* feature (a
+    program run from /tmp or a hidden directory: CohortRarity.sticky) never becomes the image's behaviour
+    that way: its campaign window is history_s, so the same miner on another host half an hour later is
+    reported again, as a campaign naming the hosts it was reported on.
     Bounded per image: at most `max_features` entries, the least recently seen evicted first.
 
     A new image of a family starts with the history of the image(s) it replaces (`replaces`, key LINEAGE):
     what the previous version did within `history_s` is not new for the family (a periodic job's child first
     caught on one host of the new cohort). Not inherited: what was reported on the old image within its
-    `campaign_window_s`, and what was reported on the same host. An inherited feature becomes the new image's
-    own entry the first time it is asked about.
+    `campaign_window_s`, what was reported on the same host, and a sticky feature that was reported. An
+    inherited feature becomes the new image's own entry the first time it is asked about.
     """
 
     def __init__(
@@ -180,9 +189,10 @@ class ImageHistory:
             self.lineage[new] = after
             self.store[LINEAGE.key(new)] = ImageLineage(after).to_json()
 
-    def inherited(self, image: str, feature: str, host: str, now: float) -> str | None:
+    def inherited(self, image: str, feature: str, host: str, now: float, sticky: bool = False) -> str | None:
         """The image `image` replaced (directly or through the images it replaced, newest first) that showed
-        `feature` within history_s and did not report it within its campaign window nor on `host`."""
+        `feature` within history_s and did not report it within its campaign window nor on `host` (nor ever,
+        if `sticky`)."""
         seen = {image}
         todo = list(reversed(self.lineage.get(image, ())))
         while todo and len(seen) <= _LINEAGE_MAX:
@@ -192,7 +202,8 @@ class ImageHistory:
             seen.add(old)
             h = self.get(old, feature)
             if h is not None and now - h.last <= self.history_s:
-                reported_here = h.reported > 0 and (now - h.reported <= self.campaign_window_s or host in h.hosts)
+                reported_here = h.reported > 0 and (sticky or now - h.reported <= self.campaign_window_s
+                                                    or host in h.hosts)
                 if not reported_here:
                     return old
             todo += reversed(self.lineage.get(old, ()))
@@ -205,24 +216,28 @@ class ImageHistory:
         self.entries.setdefault(image, {})[feature] = h
         self.store[HISTORY.key(image, feature)] = h.to_json()
 
-    def known(self, image: str, feature: str, host: str, now: float, shown_elsewhere: bool) -> bool:
-        """True if the image has shown the feature within history_s (a reported feature: see the class)."""
+    def known(self, image: str, feature: str, host: str, now: float, shown_elsewhere: bool,
+              sticky: bool = False) -> bool:
+        """True if the image has shown the feature within history_s (a reported or sticky feature: see the
+        class)."""
         h = self.get(image, feature)
-        if h is None and self.inherited(image, feature, host, now) is not None:
+        if h is None and self.inherited(image, feature, host, now, sticky) is not None:
             self._put(image, feature, FeatureHistory(first=now, last=now))
             return True
         if h is None or not (shown_elsewhere or now - h.last <= self.history_s):
             return False
         if h.reported:
-            if now - h.reported <= self.campaign_window_s or host in h.hosts:
+            if sticky or now - h.reported <= self.campaign_window_s or host in h.hosts:
                 return False
             self._put(image, feature, replace(h, last=now, reported=0.0, hosts=()))  # the image's after all
         return True
 
-    def campaign_hosts(self, image: str, feature: str, now: float) -> tuple[str, ...]:
-        """Hosts the feature was reported on within campaign_window_s (empty otherwise)."""
+    def campaign_hosts(self, image: str, feature: str, now: float, sticky: bool = False) -> tuple[str, ...]:
+        """Hosts the feature was reported on within campaign_window_s (within history_s if `sticky`; empty
+        otherwise)."""
         h = self.get(image, feature)
-        if h is None or not h.reported or now - h.reported > self.campaign_window_s:
+        window = self.history_s if sticky else self.campaign_window_s
+        if h is None or not h.reported or now - h.reported > window:
             return ()
         return h.hosts
 

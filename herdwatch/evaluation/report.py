@@ -86,13 +86,15 @@ def classify(f: Finding, truth: list[GroundTruth], info: RunInfo, grace: timedel
 
 
 def names_host(f: Finding, g: GroundTruth, grace: timedelta) -> bool:
-    """A campaign finding detects every host it names (details.hosts), within the host's window."""
+    """A campaign finding detects every host it names (details.hosts), within the host's window, when it
+    names the scenario's evidence (the rule the summary counts by, scoring.evaluate)."""
     return (
         f.kind.value == "campaign"
         and g.kind in HOST_KINDS
         and g.kind != "stale_image"
         and g.host_id in (f.details.get("hosts") or ())
         and g.start <= f.time <= g.end + grace
+        and names_evidence(f.to_dict(), g.details.get("evidence"))
     )
 
 

@@ -118,6 +118,24 @@ def test_what_was_reported_on_the_old_image_in_its_campaign_window_is_not_inheri
     assert {f.host_id for f in miner} == {new_hosts[2].host_id}
 
 
+def test_the_same_miner_again_after_the_campaign_window_is_reported_again() -> None:
+    # the lab's long run: a miner reported on one host, then the same miner on two more hosts 27 minutes
+    # later (the new image's); a program run from /tmp never becomes the image's behaviour by spreading
+    findings, _, clones, new_hosts = rollout_fleet(
+        catch=0.0, after_s=2400.0,
+        miners=(("old", 5, 1800.0), ("old", 2, 3600.0), ("new", 1, ROLLOUT_AT + 1200), ("new", 4, ROLLOUT_AT + 1200)),
+    )
+    old_hosts = [h for h in clones.hosts if h not in new_hosts]
+    reported = {f.host_id for f in findings if MINER in f.subject}
+    for f in findings:
+        if f.kind == FindingKind.CAMPAIGN and MINER in f.subject:
+            reported.update(f.details["hosts"])
+    assert {old_hosts[5].host_id, old_hosts[2].host_id, new_hosts[1].host_id, new_hosts[4].host_id} <= reported
+    both = [f for f in findings if f.kind == FindingKind.CAMPAIGN and MINER in f.subject
+            and {new_hosts[1].host_id, new_hosts[4].host_id} <= set(f.details["hosts"])]
+    assert both, "the two new-image hosts at once: one campaign naming both"
+
+
 def test_inheritance_rules_of_the_history() -> None:
     engine = FamilyEngine(config=EngineConfig(history_s=3600.0, campaign_window_s=600.0))
     h = engine.history
@@ -131,6 +149,11 @@ def test_inheritance_rules_of_the_history() -> None:
     assert not h.known("v2", miner, "h9", 1100.0, False)  # reported within its campaign window
     assert not h.known("v2", miner, "h1", 2000.0, False)  # reported on that host
     assert h.inherited("v2", miner, "h9", 2000.0) == "v1"  # the window passed: the family's behaviour
+    assert h.inherited("v2", miner, "h9", 2000.0, sticky=True) is None  # ... unless it looks like an intrusion
+    assert not h.known("v2", miner, "h9", 2000.0, False, sticky=True)
+    h.judged("v1", miner, 2000.0, reported=["h2"])  # sticky in its own image too: reported again elsewhere
+    assert not h.known("v1", miner, "h7", 3000.0, True, sticky=True)
+    assert h.known("v1", miner, "h7", 3000.0, True)
     assert h.inherited("v2", "proc:/usr/bin/new|new|root", "h9", 1100.0) is None
     assert h.inherited("v2", job + "x", "h9", 1100.0) is None
     # nothing older than history_s; through a chain of rollouts; never itself

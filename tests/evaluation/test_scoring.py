@@ -111,3 +111,27 @@ def test_a_drifted_hosts_other_findings_in_its_window_are_false_alarms() -> None
                     "cfg:file.sha256:/etc/hosts=aa11", "x", {})
     r = evaluate([other], truth)
     assert (r["detected"], r["false_positives"], r["during_attack"]) == (0, 1, 0)
+
+
+def test_a_campaign_finding_detects_the_hosts_it_names_only_with_their_evidence_in_table_and_summary() -> None:
+    from herdwatch.evaluation.report import RunInfo, build_report
+    from herdwatch.evaluation.runner import DetectionRun, HostSeen
+    from simulator.scenarios import GroundTruth
+
+    rows = [GroundTruth(f"campaign-{h}", "compromise", "cryptominer", h, "web", at(100), at(400),
+                        details={"evidence": ["kworkerds"]}) for h in ("h1", "h2")]
+    hosts = {h: HostSeen(h, "ami-1", "web", at(0), at(3600)) for h in ("h1", "h2", "h3")}
+    info = RunInfo(scenario="lab", seed=0, start=at(0), end=at(3600), warmup_end=at(60), cycle_s=10.0,
+                   host_cohort={h: "ami-1" for h in hosts})
+
+    def campaign(subject: str) -> Finding:
+        return Finding(FindingKind.CAMPAIGN, "h1", "ami-1", "web", at(170), 0.9, Severity.HIGH, subject, "x",
+                       {"hosts": ["h1", "h2"], "scope": "cohort"})
+
+    for subject, found in (("proc:/usr/bin/mkdir|mkdir -p /tmp/.cache|root", False),
+                           ("proc:/tmp/.cache/kworkerds|kworkerds /dev/zero|root", True)):
+        rep = build_report(DetectionRun(findings=[campaign(subject)], rollouts=[], hosts=hosts, start=at(0),
+                                        end=at(3600)), rows, info)
+        table = [s["detected"] for s in rep["scenarios"]]
+        assert table == [found, found]
+        assert rep["summary"]["detected"] == sum(table)
