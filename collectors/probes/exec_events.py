@@ -304,54 +304,27 @@ def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None =
     (the new memory, whose command line is the new one or still empty) and kept only if it still does.
 
     The per-exec path: one syscall per step (a readlink, or open + read + close of a procfs file), paths
-    built once per pid, no per-file helper calls."""
+    built once per pid."""
     now = time.time() if when is None else when
     base = f"{proc}/"
-    readlink, open_, read_, close = os.readlink, os.open, os.read, os.close
-    flags = _READ_FLAGS
     dirs = [f"{base}{pid}/" for pid in pids]
     early = dict(read) if read else None
     exe_list: list[str | None] = []
     for i, (pid, d) in enumerate(zip(pids, dirs, strict=True)):
         if known is not None:
             exe_list.append(known[i])
-            continue
-        if early is not None and pid in early:
+        elif early is not None and pid in early:
             exe_list.append(early.pop(pid))
-            continue
-        try:
-            exe_list.append(readlink(d + "exe"))
-        except OSError:
-            exe_list.append(None)
+        else:
+            exe_list.append(_readlink(d + "exe"))
     argvs: list[bytes | None] = []
     for i, d in enumerate(dirs):
-        if known is not None:  # an exec still under way shows its old program and command line: not read
-            try:
-                if readlink(d + "exe") != exe_list[i]:
-                    argvs.append(None)
-                    continue
-            except OSError:
-                argvs.append(None)
-                continue
-        try:
-            fd = open_(d + "cmdline", flags)
-        except OSError:
-            argvs.append(None)
-            continue
-        try:
-            argvs.append(read_(fd, MAX_CMDLINE_BYTES + 1) or None)
-        except OSError:
-            argvs.append(None)
-        finally:
-            close(fd)
+        # an exec still under way (fanotify) shows its old program and command line: not read
+        under_way = known is not None and _readlink(d + "exe") != exe_list[i]
+        argvs.append(None if under_way else _read(d + "cmdline", MAX_CMDLINE_BYTES) or None)
     for i, d in enumerate(dirs):  # exec'd again since (env, a wrapper): that command line belongs to the next program
-        if argvs[i] is not None:
-            try:
-                again: str | None = readlink(d + "exe")
-            except OSError:
-                again = None
-            if again != exe_list[i]:
-                argvs[i] = None
+        if argvs[i] is not None and _readlink(d + "exe") != exe_list[i]:
+            argvs[i] = None
     cache = exes if exes is not None else {}
     return [_finish(pid, d, exe_list[i], argvs[i], now, base, cache, exes is not None)
             for i, (pid, d) in enumerate(zip(pids, dirs, strict=True))]
@@ -362,25 +335,9 @@ def read_one(pid: int, exe: str | None, base: str, when: float, exes: dict[int, 
     waking: the same reads in the same order, without the batch's lists (this runs for nearly every exec).
     `base` is the proc directory with a trailing slash."""
     d = f"{base}{pid}/"
-    argv = None
-    try:
-        fd = os.open(d + "cmdline", _READ_FLAGS)
-    except OSError:
-        fd = -1
-    if fd >= 0:
-        try:
-            argv = os.read(fd, MAX_CMDLINE_BYTES + 1) or None
-        except OSError:
-            argv = None
-        finally:
-            os.close(fd)
-        if argv is not None:  # exec'd again since: that command line belongs to the next program
-            try:
-                again: str | None = os.readlink(d + "exe")
-            except OSError:
-                again = None
-            if again != exe:
-                argv = None
+    argv = _read(d + "cmdline", MAX_CMDLINE_BYTES) or None
+    if argv is not None and _readlink(d + "exe") != exe:  # exec'd again since: the next program's command line
+        argv = None
     return _finish(pid, d, exe, argv, when, base, exes, True)
 
 
@@ -390,41 +347,21 @@ def _finish(pid: int, d: str, exe: str | None, argv: bytes | None, now: float, b
     zombie still has it), the parent's exe (from `cache`, else read, and learnt when `learn`), the cgroup,
     and what is missing."""
     uid = ppid = None
-    try:
-        fd = os.open(d + "status", _READ_FLAGS)
-    except OSError:
-        fd = -1
-    if fd >= 0:
+    status = _read(d + "status", 8191)
+    if status:
         try:
-            uid, ppid = _status_fields(os.read(fd, 8192))
-        except (OSError, ValueError):
+            uid, ppid = _status_fields(status)
+        except ValueError:
             uid = ppid = None
-        finally:
-            os.close(fd)
     parent = None
     if ppid:
         parent = cache.get(ppid)
         if parent is None:
-            try:
-                parent = os.readlink(f"{base}{ppid}/exe")
-            except OSError:
-                parent = None
+            parent = _readlink(f"{base}{ppid}/exe")
             if parent is not None and learn:
                 cache[ppid] = parent
-    cgroup = None
-    try:
-        fd = os.open(d + "cgroup", _READ_FLAGS)
-    except OSError:
-        fd = -1
-    if fd >= 0:
-        try:
-            cg = os.read(fd, 4096)
-        except OSError:
-            cg = b""
-        finally:
-            os.close(fd)
-        if cg:
-            cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS]
+    cg = _read(d + "cgroup", 4095)
+    cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS] if cg else None
     over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
     if over:
         argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
