@@ -449,3 +449,35 @@ def test_the_reader_sheds_over_the_rate_on_both_paths(tmp_path: Path) -> None:
             one_wakeup(src, rx, tx, events)
         assert src.drain() == []
         assert src.take_shed() == {"rate": len(events)} and src.execs_seen == len(events)
+
+
+exec_seq = st.lists(st.tuples(st.integers(1, 6), st.integers(0, 6), st.sampled_from(["/a", "/b", "/c", None]),
+                              st.sampled_from(["/a", "/b", "/c", None]), st.booleans()), max_size=40)
+
+
+@given(exec_seq)
+def test_no_queued_record_keeps_a_parent_exe_its_parent_execd_into_later(
+        seq: list[tuple[int, int, str | None, str | None, bool]]) -> None:
+    # any kernel-order sequence of execs (pid, ppid, exe, parent exe read, pushed alone or with the previous
+    # batch): a record whose parent exec'd later into the very program read as its parent has it unknown;
+    # every other parent read stays, and nothing is lost or reordered
+    src = ExecSource(proc=Path("/nonexistent"), max_reads_per_s=1e9)
+    recs = [ExecRecord(pid, float(i), exe, None, False, 0, ppid or None, parent, None, [])
+            for i, (pid, ppid, exe, parent, _) in enumerate(seq)]
+    batch: list[ExecRecord] = []
+    for rec, (*_, alone) in zip(recs, seq, strict=True):
+        if alone and batch:
+            src._push_all(batch)
+            batch = []
+        batch.append(rec)
+    if batch:
+        src._push_all(batch)
+    out = src.drain()
+    assert [r.time for r in out if isinstance(r, ExecRecord)] == [float(i) for i in range(len(seq))]
+    for i, (_pid, ppid, _exe, parent, _) in enumerate(seq):
+        rec = out[i]
+        assert isinstance(rec, ExecRecord)
+        nxt = next((e for p, _pp, e, _pe, _a in seq[i + 1:] if p == ppid and e is not None), None)
+        moved = bool(ppid) and parent is not None and nxt == parent
+        assert rec.parent_exe == (None if moved else parent)
+        assert ("parent_exe" in rec.missing) == moved
