@@ -475,9 +475,9 @@ def test_no_queued_record_keeps_a_parent_exe_its_parent_execd_into_later(
     out = src.drain()
     assert [r.time for r in out if isinstance(r, ExecRecord)] == [float(i) for i in range(len(seq))]
     for i, (_pid, ppid, _exe, parent, _) in enumerate(seq):
-        rec = out[i]
-        assert isinstance(rec, ExecRecord)
+        got = out[i]
+        assert isinstance(got, ExecRecord)
         nxt = next((e for p, _pp, e, _pe, _a in seq[i + 1:] if p == ppid and e is not None), None)
         moved = bool(ppid) and parent is not None and nxt == parent
-        assert rec.parent_exe == (None if moved else parent)
-        assert ("parent_exe" in rec.missing) == moved
+        assert got.parent_exe == (None if moved else parent)
+        assert ("parent_exe" in got.missing) == moved
