@@ -501,6 +501,33 @@ class ExecQueue:
         for pid in pids:
             exes.pop(pid, None)
 
+    def complete(self, rec: ExecRecord) -> None:
+        """Read again what the reader could not: the command line (an exec read mid-way shows it empty, and
+        under load it can stay empty through every re-read) and the real uid, of a process still running the
+        program `rec` reported. The probe asks once, a cycle later, before it reports the exec; what still
+        cannot be read stays missing. The same check as at exec time: a command line read while the exe is
+        another program (exec'd again since) is not this exec's."""
+        if rec.exe is None or rec.pid <= 0:
+            return
+        d = f"{self.proc}/{rec.pid}/"
+        if _readlink(d + "exe") != rec.exe:
+            return  # gone, or exec'd again: that is another record's
+        if "cmdline" in rec.missing:
+            argv = _read(d + "cmdline", MAX_CMDLINE_BYTES) or None
+            if argv is not None and _readlink(d + "exe") == rec.exe:
+                rec.argv_over = len(argv) > MAX_CMDLINE_BYTES
+                rec.argv = argv[:MAX_CMDLINE_BYTES]
+                rec.missing.remove("cmdline")
+        if "user" in rec.missing:
+            status = _read(d + "status", 8191)
+            try:
+                uid = _status_fields(status)[0] if status else None
+            except ValueError:
+                uid = None
+            if uid is not None:
+                rec.uid = uid
+                rec.missing.remove("user")
+
     def forget_gone(self, alive: set[int]) -> None:
         """The probe's /proc listing of this cycle: the cached exes of processes no longer alive leave the
         parent cache (no exit events say so; a pid may be reused within seconds where pid_max is small)."""

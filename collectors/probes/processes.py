@@ -23,7 +23,9 @@ aggregated (collectors/probes/exec_storms.py) and at most `max_events_per_cycle`
 one by one per cycle (the rest go into counted reports). Exits come from one /proc listing per cycle
 (names only: no process is read), in both event modes, so a process started and gone within a cycle is
 reported started and exited in that cycle; the full snapshot (every process read again) runs only for
-the periodic inventory. A reader failure falls back to polling.
+the periodic inventory. A reader failure falls back to polling. An exec whose program was read but not its
+command line or user (read mid-exec, under load) is held for one cycle and read again while it runs, so a
+process that lives on is reported with its whole identity; one gone by then is reported as it was.
 
 A detail that could not be read (the process was gone, or /proc refused) is listed in the payload's
 `missing` and left empty; it is never replaced by something else (a process name is never an exe).
@@ -55,6 +57,8 @@ MAX_PARENTS = 8
 MAX_QUIET = 65536
 """Aggregated (not individually reported) processes still alive, remembered until the next inventory."""
 KTHREADD = 2
+MAX_INCOMPLETE = 1024
+"""New execs with a missing command line or user held for one cycle at most (beyond: reported at once)."""
 MAX_KIND_CACHE = 1024
 """Raw exec details -> aggregation kind, remembered for command lines up to MAX_KIND_ARGV bytes (cleared
 when full, so at most ~1 MB)."""
@@ -84,6 +88,8 @@ class ProcessProbe(Probe):
         self.max_events_per_cycle = max_events_per_cycle
         self.storms: ExecAggregator[ExecRecord] = ExecAggregator(exec_window_s)
         self._quiet: dict[int, ExecRecord] = {}
+        self._incomplete: dict[int, ExecRecord] = {}
+        """New execs held for one cycle to read again what was missing (`_hold`)."""
         self._kinds: dict[tuple[str | None, str | None, int | None, bytes | None], tuple[str, ...]] = {}
         self._shed: dict[str, int] = {}
         self.execs_reported = 0
@@ -213,7 +219,7 @@ class ProcessProbe(Probe):
 
     def _fall_back(self, reason: str) -> None:
         assert self.exec_source is not None
-        out = self._drain_events()  # what the reader got before it failed is still reported
+        out = self._drain_events(hold=False)  # what the reader got before it failed is still reported
         self._pending_emits = out
         self.exec_source.close()
         self.exec_source = None
@@ -293,11 +299,19 @@ class ProcessProbe(Probe):
             self.exec_source.forget_gone(alive)
         return out
 
-    def _drain_events(self) -> list[Emit]:
+    def _drain_events(self, hold: bool = True) -> list[Emit]:
         assert self.exec_source is not None
         out: list[Emit] = []
         reported = 0
-        for item in self.exec_source.drain():
+        held, self._incomplete = self._incomplete, {}
+        new = self.exec_source.drain()
+        if held:
+            newer = {item.pid for item in new}
+            for rec in held.values():
+                if rec.pid not in newer:  # else /proc may show the newer exec's command line
+                    self.exec_source.complete(rec)
+        items = [*held.values(), *new]  # the held ones are older
+        for item in self._held_back(items, held) if hold else items:
             if isinstance(item, ExitRecord):
                 gone = self.known.pop(item.pid, None)
                 if gone is not None:
@@ -327,6 +341,26 @@ class ProcessProbe(Probe):
                 self.known[rec.pid] = payload  # still running: its exit is reported when it comes
             else:
                 out.append((Kind.PROCESS_EXIT, payload))  # already gone: keeps the host's state balanced
+        return out
+
+    def _held_back(self, items: list[ExecRecord | ExitRecord],
+                   held: dict[int, ExecRecord]) -> list[ExecRecord | ExitRecord]:
+        """`items` less the new execs whose program was read but not their command line or user (read
+        mid-exec, or under load), kept in `_incomplete` for one cycle so that `complete` can read them again
+        while the process still runs: otherwise it has no identity until the next inventory, and a miner
+        that runs for two minutes can pass unseen. A record is held once (those in `held` come back now), and
+        one whose pid has a newer record in `items` is released before it, as it is."""
+        out: list[ExecRecord | ExitRecord] = []
+        for item in items:
+            earlier = self._incomplete.pop(item.pid, None)
+            if earlier is not None:
+                out.append(earlier)
+            if (isinstance(item, ExecRecord) and item.exe is not None and held.get(item.pid) is not item
+                    and ("cmdline" in item.missing or "user" in item.missing)
+                    and len(self._incomplete) < MAX_INCOMPLETE):
+                self._incomplete[item.pid] = item
+                continue
+            out.append(item)
         return out
 
     def _kind(self, rec: ExecRecord) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
@@ -37,6 +38,9 @@ from collectors.probes.exec_events import (
     read_one,
 )
 from collectors.probes.exec_storms import ExecAggregator, Verdict, normalise
+
+if TYPE_CHECKING:
+    from collectors.probes import ProcessProbe
 
 
 def message(what: int, *fields: int, idx: int = CN_IDX_PROC, val: int = CN_VAL_PROC, ts: int = 123) -> bytes:
@@ -481,3 +485,113 @@ def test_no_queued_record_keeps_a_parent_exe_its_parent_execd_into_later(
         moved = bool(ppid) and parent is not None and nxt == parent
         assert got.parent_exe == (None if moved else parent)
         assert ("parent_exe" in got.missing) == moved
+
+
+def _probe_over(proc: Path, monkeypatch: pytest.MonkeyPatch, alive: set[int]) -> tuple[QueuedSource, ProcessProbe]:
+    from collectors.probes import ProcessProbe
+
+    src = QueuedSource(proc=proc, max_reads_per_s=1e9)
+    probe = ProcessProbe(exec_source=src)
+    monkeypatch.setattr(probe, "pids", lambda: set(alive))
+    monkeypatch.setattr(probe, "read", lambda pid: None)
+    probe.collect(full=True)
+    return src, probe
+
+
+def test_an_exec_read_without_its_command_line_is_read_again_a_cycle_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a miner read mid-exec under load: its exe is known, its command line not yet. Reported as it was, it
+    # would have no identity until the next inventory; held one cycle, it is reported whole while it runs
+    from contract.events import Kind
+
+    alive = {1}
+    src, probe = _probe_over(tmp_path, monkeypatch, alive)
+    fake_proc(tmp_path, 40, "/tmp/.cache/kworkerds", 0, argv=b"")
+    fake_proc(tmp_path, 41, "/usr/bin/date", 1, argv=b"")
+    fake_proc(tmp_path, 42, "/usr/bin/sleep", 1, argv=b"sleep\x0060\x00")
+    alive |= {40, 41, 42}
+    src._push_all([ExecRecord(40, 5.0, "/tmp/.cache/kworkerds", None, False, 0, 0, None, "0::/", ["cmdline",
+                                                                                                    "parent_exe"]),
+                   ExecRecord(41, 5.1, "/usr/bin/date", None, False, None, 1, "/sbin/init", "0::/", ["cmdline",
+                                                                                                     "user"]),
+                   ExecRecord(42, 5.2, "/usr/bin/sleep", b"sleep\x0060\x00", False, 0, 1, "/sbin/init", "0::/", [])])
+    assert [(k, p["pid"]) for k, p in probe.collect(full=False)] == [(Kind.PROCESS_START, 42)]  # 40, 41 held
+    (tmp_path / "40" / "cmdline").write_bytes(b"kworkerds\x00-o\x00pool:3333\x00")
+    alive.discard(41)  # date is gone: reported as it was, started and ended
+    (tmp_path / "41" / "exe").unlink()
+    out = probe.collect(full=False)
+    assert [(k, p["pid"]) for k, p in out] == [(Kind.PROCESS_START, 40), (Kind.PROCESS_START, 41),
+                                              (Kind.PROCESS_EXIT, 41)]
+    miner, date = out[0][1], out[1][1]
+    assert miner["cmdline"] == "kworkerds -o pool:3333" and miner["missing"] == ["parent_exe"]
+    assert date["cmdline"] == "" and set(date["missing"]) == {"cmdline", "user"}
+    assert probe.collect(full=False) == [] and probe._incomplete == {}
+
+
+def test_a_held_exec_whose_process_exec_d_again_keeps_no_later_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the shell read mid-exec then exec'd env: the command line there is env's, never the shell's; and
+    # the shell's record comes out before env's
+    from contract.events import Kind
+
+    alive = {1, 50}
+    src, probe = _probe_over(tmp_path, monkeypatch, alive)
+    fake_proc(tmp_path, 50, "/bin/sh", 1, argv=b"")
+    src._push_all([ExecRecord(50, 5.0, "/bin/sh", None, False, 0, 1, "/sbin/init", "0::/", ["cmdline"])])
+    assert probe.collect(full=False) == []
+    fake_proc(tmp_path, 50, "/usr/bin/env", 1, argv=b"env\x00X=1\x00")
+    src._push_all([ExecRecord(50, 6.0, "/usr/bin/env", b"env\x00X=1\x00", False, 0, 1, "/sbin/init", "0::/", [])])
+    out = probe.collect(full=False)
+    assert [(k, p["exe"], p["cmdline"]) for k, p in out] == [(Kind.PROCESS_START, "/bin/sh", ""),
+                                                             (Kind.PROCESS_START, "/usr/bin/env", "env X=1")]
+
+
+def word(i: int) -> str:
+    """A distinct word per number, with no digits or hex letters (the storm key drops those)."""
+    return "".join("ghijklmnopqrstuvwxyz"[int(d)] for d in str(i))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(10, 14), st.booleans(), st.sampled_from(["/a", "/b"]),
+                          st.sampled_from(["same", "other", "gone"]), st.booleans()), max_size=30))
+def test_held_execs_are_each_reported_once_in_their_pids_order(
+        seq: list[tuple[int, bool, str, str, bool]]) -> None:
+    # any sequence of execs (pid, command line read, exe, what /proc shows of the pid a cycle later, a new
+    # cycle before it), some read without their command line: every exec is reported exactly once, each
+    # pid's in kernel order, and a command line read again only while /proc shows the same program
+    from collectors.probes import ProcessProbe
+
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        proc = Path(tmp)
+        alive: set[int] = set()
+        src = QueuedSource(proc=proc, max_reads_per_s=1e9)
+        probe = ProcessProbe(exec_source=src)
+        mp.setattr(probe, "pids", lambda: set(alive))
+        mp.setattr(probe, "read", lambda pid: None)
+        probe.collect(full=True)
+        starts: list[dict[str, object]] = []
+        for i, (pid, read_cmd, exe, later, cycle) in enumerate(seq):
+            argv = f"p\x00{word(i)}\x00".encode()  # every exec a kind of its own: none is aggregated
+            src._push_all([ExecRecord(pid, float(i), exe, argv if read_cmd else None, False, 0, 1, f"/{word(i)}",
+                                      "0::/", [] if read_cmd else ["cmdline"])])
+            if later == "gone":
+                alive.discard(pid)
+                with contextlib.suppress(FileNotFoundError):
+                    (proc / str(pid) / "exe").unlink()
+            else:
+                alive.add(pid)
+                fake_proc(proc, pid, exe if later == "same" else "/other", 1, argv=argv)
+            if cycle:
+                starts += [p for k, p in probe.collect(full=False) if k.value == "process.start"]
+        for _ in range(2):
+            starts += [p for k, p in probe.collect(full=False) if k.value == "process.start"]
+        assert sorted(float(str(p["start_time"])) for p in starts) == [float(i) for i in range(len(seq))]
+        for pid in {s[0] for s in seq}:
+            times = [float(str(p["start_time"])) for p in starts if p["pid"] == pid]
+            assert times == sorted(times)
+        for p in starts:
+            i = int(float(str(p["start_time"])))
+            _pid, read_cmd, _exe, _later, _cycle = seq[i]
+            assert p["cmdline"] in ("", f"p {word(i)}")
+            if not read_cmd and p["cmdline"]:
+                assert seq[i][3] == "same"  # filled in only from the same program
