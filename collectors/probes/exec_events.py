@@ -4,7 +4,7 @@ The /proc poll sees a process only if it is alive at a poll; a `curl | sh` dropp
 that lives 200 ms slips between two polls. The connector tells us about every exec as it happens.
 `ExecSource` subscribes (root, initial network namespace), and a reader thread reads each new process's
 details from /proc right after its exec event: the resolved exe (/proc/<pid>/exe), the raw command line,
-real uid and parent pid (/proc/<pid>/status), the parent's exe and the cgroup. A process that is already
+real uid and parent pid, the parent's exe and the cgroup. A process that is already
 gone leaves only the event: what could not be read is listed in `missing`, never guessed. The reader
 hands `ExecRecord`s to the probe, which drains them each cycle without ever waiting, and takes exits from
 its own /proc listing each cycle, as in fanotify mode (collectors/probes/processes.py).
@@ -20,9 +20,13 @@ the rest of that one process (`read_one`); otherwise it reads every queued datag
 the batch in stages (`read_execs`). (A negative nice for the reader was tried: under load it took 12-19 %
 more CPU per exec, as it no longer batched the execs queued while it waited; SCHED_BATCH, the other way,
 did not measurably cut it.) A datagram holding one event (what the kernel sends) is decoded with one
-precompiled struct. Each exec costs four file reads and two readlinks, one syscall each (no fstat: these
-are procfs files): exe, cmdline, exe again (exec'd since?), status (real uid and ppid in one read), cgroup.
-The cgroup is read for every process, never taken from its parent: a process that moves itself and then
+precompiled struct. Each exec costs two readlinks and a file read (open, read, close: no fstat, these are
+procfs files): exe, cmdline, exe again (exec'd since?); then a pidfd (open, one PIDFD_GET_INFO ioctl,
+close) gives the real uid, the ppid and the cgroup's id, whose /proc/<pid>/cgroup line is read once per
+cgroup (collectors/probes/pidfd_info.py). That ioctl replaced reading status and cgroup (open, read, close
+each): the kernel formats all of status for two numbers, and they were the dearest reads of an exec. Where
+the kernel lacks it (Linux < 6.13) or refuses it for a process, status and cgroup are read as before. The
+cgroup is read for every process, never taken from its parent: a process that moves itself and then
 execs (cgexec, systemd-run --scope, a container runtime's init) would be reported in its parent's. The
 parent's exe comes from a cache of the exe of every process whose exec we read or whose exe we looked up:
 an exec of a pid drops its entry, the probe's listing drops those of processes gone (`forget`,
@@ -64,6 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from collectors.probes.pidfd_info import PidInfo, cgroup_line
+
 log = logging.getLogger("herdwatch.collector")
 
 NETLINK_CONNECTOR = 11
@@ -100,7 +106,6 @@ ACK_TIMEOUT_S = 1.0
 RECV_TIMEOUT_S = 1.0
 MAX_BATCH = 256
 MAX_CMDLINE_BYTES = 16384
-MAX_CGROUP_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -291,7 +296,7 @@ def _status_fields(raw: bytes) -> tuple[int | None, int | None]:
 
 def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None = None,
                exes: dict[int, str] | None = None, read: dict[int, str | None] | None = None,
-               known: list[str] | None = None) -> list[ExecRecord]:
+               known: list[str] | None = None, info: PidInfo | None = None) -> list[ExecRecord]:
     """The details of processes that have just exec'd, read in stages over the whole batch (every exe
     first, then every command line, then the rest): the exe is the identity, and the newest processes of
     a batch may be gone a moment later. What could not be read is listed in `missing`.
@@ -302,6 +307,9 @@ def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None =
     first record here); `known`, the exe of each record (the file a fanotify event opened, early in the
     execve), read nowhere else: the command line is read only once /proc/<pid>/exe shows that program
     (the new memory, whose command line is the new one or still empty) and kept only if it still does.
+
+    `info` reads the real uid, ppid and cgroup through a pidfd where it can (the real /proc only; see
+    collectors/probes/pidfd_info.py), else they come from status and cgroup.
 
     The per-exec path: one syscall per step (a readlink, or open + read + close of a procfs file), paths
     built once per pid."""
@@ -326,11 +334,12 @@ def read_execs(pids: list[int], proc: Path = Path("/proc"), when: float | None =
         if argvs[i] is not None and _readlink(d + "exe") != exe_list[i]:
             argvs[i] = None
     cache = exes if exes is not None else {}
-    return [_finish(pid, d, exe_list[i], argvs[i], now, base, cache, exes is not None)
+    return [_finish(pid, d, exe_list[i], argvs[i], now, base, cache, exes is not None, info)
             for i, (pid, d) in enumerate(zip(pids, dirs, strict=True))]
 
 
-def read_one(pid: int, exe: str | None, base: str, when: float, exes: dict[int, str]) -> ExecRecord:
+def read_one(pid: int, exe: str | None, base: str, when: float, exes: dict[int, str],
+             info: PidInfo | None = None) -> ExecRecord:
     """`read_execs([pid], read={pid: exe}, exes=exes)` for the one exec of a wakeup, whose exe was read on
     waking: the same reads in the same order, without the batch's lists (this runs for nearly every exec).
     `base` is the proc directory with a trailing slash."""
@@ -338,21 +347,27 @@ def read_one(pid: int, exe: str | None, base: str, when: float, exes: dict[int, 
     argv = _read(d + "cmdline", MAX_CMDLINE_BYTES) or None
     if argv is not None and _readlink(d + "exe") != exe:  # exec'd again since: the next program's command line
         argv = None
-    return _finish(pid, d, exe, argv, when, base, exes, True)
+    return _finish(pid, d, exe, argv, when, base, exes, True, info)
 
 
 def _finish(pid: int, d: str, exe: str | None, argv: bytes | None, now: float, base: str,
-            cache: dict[int, str], learn: bool) -> ExecRecord:
-    """The rest of one exec's record once its exe and command line are read: real uid and ppid (status, a
-    zombie still has it), the parent's exe (from `cache`, else read, and learnt when `learn`), the cgroup,
-    and what is missing."""
-    uid = ppid = None
-    status = _read(d + "status", 8191)
-    if status:
-        try:
-            uid, ppid = _status_fields(status)
-        except ValueError:
-            uid = ppid = None
+            cache: dict[int, str], learn: bool, info: PidInfo | None = None) -> ExecRecord:
+    """The rest of one exec's record once its exe and command line are read: real uid and ppid, the
+    cgroup (from `info`, a pidfd, where it answers; else from status, which a zombie still has, and
+    cgroup), the parent's exe (from `cache`, else read, and learnt when `learn`), and what is missing."""
+    got = info.read(pid) if info is not None else None
+    if got is not None:
+        uid, ppid, cgroup = got
+    else:
+        uid = ppid = None
+        status = _read(d + "status", 8191)
+        if status:
+            try:
+                uid, ppid = _status_fields(status)
+            except ValueError:
+                uid = ppid = None
+        cg = _read(d + "cgroup", 4095)
+        cgroup = cgroup_line(cg) if cg else None
     parent = None
     if ppid:
         parent = cache.get(ppid)
@@ -360,8 +375,6 @@ def _finish(pid: int, d: str, exe: str | None, argv: bytes | None, now: float, b
             parent = _readlink(f"{base}{ppid}/exe")
             if parent is not None and learn:
                 cache[ppid] = parent
-    cg = _read(d + "cgroup", 4095)
-    cgroup = cg.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1][:MAX_CGROUP_CHARS] if cg else None
     over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
     if over:
         argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
@@ -433,6 +446,9 @@ class ExecQueue:
         max_pending), kernel_overflow (the kernel dropped events), and the source's own reasons."""
         self._exes: dict[int, str] = {}
         """pid -> exe of the processes seen exec'ing (the parent cache)."""
+        self._info = PidInfo(str(proc)) if str(proc) == "/proc" else None
+        """Real uid, ppid and cgroup through pidfds (the reader thread's; the real /proc only: a test's fake
+        /proc is read from its files)."""
 
     def _take_tokens(self, n: int) -> int:
         """How many of `n` execs may be looked up now (the token bucket of max_reads_per_s)."""
@@ -654,6 +670,7 @@ class ExecSource(ExecQueue):
         readlink = os.readlink
         base = f"{self.proc}/"
         exes = self._exes
+        info = self._info
         stop = self._stop
         while not stop.is_set():
             try:
@@ -680,7 +697,7 @@ class ExecSource(ExecQueue):
                 if len(exes) > MAX_PARENT_CACHE:
                     exes.clear()
                 if took:
-                    rec = read_one(pid, exe, base, time.time(), exes)
+                    rec = read_one(pid, exe, base, time.time(), exes, info)
                     if exe is not None:
                         exes[pid] = exe
                     self._push_one(rec)
@@ -735,7 +752,7 @@ class ExecSource(ExecQueue):
         if allowed < len(execs):
             self._count("rate", len(execs) - allowed)
         wanted = execs[:allowed]  # the batch's first execs get the tokens
-        records = read_execs(wanted, self.proc, exes=exes, read=early) if wanted else []
+        records = read_execs(wanted, self.proc, exes=exes, read=early, info=self._info) if wanted else []
         for rec in records:  # learnt: this pid's exe, until its next exec or exit event
             if rec.exe is not None:
                 exes[rec.pid] = rec.exe

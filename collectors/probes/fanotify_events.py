@@ -396,7 +396,7 @@ class FanotifySource(ExecQueue):
             return
         pids = [pid for pid, _ in execs]
         known = [path for _, path in execs]
-        records = read_execs(pids, self.proc, exes=exes, known=known)
+        records = read_execs(pids, self.proc, exes=exes, known=known, info=self._info)
         last = {pid: i for i, pid in enumerate(pids)}
         for wait in SETTLE_S:  # the exec is still under way: /proc shows the old program
             unsettled = [i for i, rec in enumerate(records)
@@ -405,7 +405,7 @@ class FanotifySource(ExecQueue):
                 break
             time.sleep(wait)
             again = read_execs([pids[i] for i in unsettled], self.proc, records[0].time, exes=exes,
-                               known=[known[i] for i in unsettled])
+                               known=[known[i] for i in unsettled], info=self._info)
             for i, rec in zip(unsettled, again, strict=True):
                 records[i] = rec
         for rec in records:
