@@ -49,6 +49,9 @@ KEEP = 3
 VIEWS_KEPT = 8
 """Peer views kept per cohort (cut-offs in use at once: hosts with different intervals, late reports)."""
 
+_NO_VIEW: tuple[list[float], dict[str, float]] = ([], {})
+"""The view of a metric no peer reported (never changed)."""
+
 
 def _median_sorted(values: list[float]) -> float:
     n = len(values)
@@ -61,12 +64,12 @@ def _median_without(values: list[float], skip: int) -> float:
     if skip < 0:
         return _median_sorted(values)
     n = len(values) - 1
-    mid = n // 2
-
-    def at(k: int) -> float:
-        return values[k if k < skip else k + 1]
-
-    return at(mid) if n % 2 else 0.5 * (at(mid - 1) + at(mid))
+    mid = n // 2  # index mid of the values without `skip` is values[mid] before it, values[mid + 1] from it
+    upper = values[mid if mid < skip else mid + 1]
+    if n % 2:
+        return upper
+    lower = values[mid - 1 if mid - 1 < skip else mid]
+    return 0.5 * (lower + upper)
 
 
 def _scale(values: list[float], skip: int, med: float) -> float:
@@ -195,13 +198,16 @@ class PeerDeviation(Detector):
         """(sorted values, host -> value) of each host's latest report of `metric` made at or before `cut`
         and at most `window` before it (before `now` when cut is inf); built once per (cut, window)."""
         ref = now if math.isinf(cut) else cut
-        views = self._views.setdefault(image, {})
-        view = views.get((cut, window, ref))
+        views = self._views.get(image)
+        if views is None:
+            views = self._views[image] = {}
+        key = (cut, window, ref)
+        view = views.get(key)
         if view is None:
             if len(views) >= VIEWS_KEPT:  # reports are scored in time order: the oldest cut-off goes
                 del views[min(views)]
-            view = views[(cut, window, ref)] = self._build(image, cut, window, ref)
-        return view.get(metric) or ([], {})
+            view = views[key] = self._build(image, cut, window, ref)
+        return view.get(metric) or _NO_VIEW
 
     def _build(
         self, image: str, cut: float, window: float, ref: float
@@ -256,8 +262,12 @@ class PeerDeviation(Detector):
         view: tuple[float, float] | None = None,
     ) -> tuple[float, float, float, int]:
         """(z, median, scale, peers); z is 0 when the difference is not material or peers are too few. The
-        scale (as in `stats`) is computed only when z is, 0.0 otherwise: most reports deviate in nothing."""
-        arr, skip = self._peers(image, metric, now, host, view)
+        scale (as in `stats`) is computed only when z is, 0.0 otherwise: most reports deviate in nothing.
+        (`_peers`, inlined: this runs for every metric of every report.)"""
+        cut, window = self.cutoff(host, now) if view is None else view
+        arr, by_host = self._view(image, metric, cut, window, now)
+        own = by_host.get(host) if host is not None else None
+        skip = -1 if own is None else bisect_left(arr, own)
         n = len(arr) - (skip >= 0)
         if n == 0:
             return 0.0, 0.0, 0.0, 0
