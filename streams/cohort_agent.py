@@ -9,6 +9,9 @@ The stage's low watermark (streams/cohorts.py) asks `caught_up` whether a teleme
 owned by this worker and handled by its host stage up to the partition's high-water mark, with the
 observations of those messages sent (streams/host_batch.py keeps them back under a backlog).
 
+Table changes are kept in memory at once and their changelog records, one per changed key, written before
+every offset commit (streams/table_writes.py).
+
 An observation the detectors fail on is dead-lettered (component `streams.cohorts`, counted by
 `engine_errors{stage="cohorts"}` and `events_dead_lettered`); the stage goes on with the next.
 """
@@ -23,10 +26,11 @@ from typing import Any
 from contract.events import Rejected
 from streams import codec, signals
 from streams.cohorts import CohortResult, CohortStage
-from streams.faust_fixes import OffsetGuard, committed_offset
+from streams.faust_fixes import OffsetGuard, committed_offset, flush_before_commit
 from streams.outputs import Outputs
 from streams.settings import WorkerSettings
 from streams.stage_loop import handled, run_stage, unsent
+from streams.table_writes import MAX_PENDING, TableWrites, deferred
 from streams.topology import Topology, partitioner
 
 log = logging.getLogger("herdwatch.streams")
@@ -87,7 +91,10 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
             return False
         return wall - behind_at.get(partition, -math.inf) >= CAUGHT_UP_SETTLE_S
 
-    stage = CohortStage(topology.baselines, topology.rollout_state, topology.members,
+    writes = TableWrites()
+    flush_before_commit(app, writes.flush)
+    stage = CohortStage(deferred(topology.baselines, writes), deferred(topology.rollout_state, writes),
+                        deferred(topology.members, writes),
                         partitioner(observations.partitions), ws.host_timeout_s, ws.touch_interval_s, ws.engine,
                         lag_grace_s=ws.lag_grace_s, telemetry_partition_of=partitioner(topology.telemetry.partitions),
                         telemetry_partitions=topology.telemetry.partitions, caught_up=caught_up)
@@ -100,6 +107,9 @@ def add_cohort_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerS
         await outputs.publish_lifecycle(result.lifecycle)
 
     async def on_observations(event: Any) -> None:
+        writes.partition = event.message.partition  # every key the message changes is of its partition
+        if len(writes) > MAX_PENDING:
+            writes.send()
         try:
             progress = codec.decode_progress(event.value or b"")
             if progress is not None:
