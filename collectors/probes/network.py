@@ -13,8 +13,20 @@ only when the kernel's own TCP counters of the namespace (/proc/self/net/snmp: A
 CurrEstab) say the set may have changed: every new connection counts an open, and every connection leaving
 ESTABLISHED or CLOSE_WAIT lowers CurrEstab, so with the counters unchanged and no half-open socket at the
 last walk the set is the same. The walk also runs in the run after any change (a socket is hashed just
-after its open is counted) and every RECHECK_S whatever the counters say. Listeners (asked alone, no hash
-walk) and UDP sockets are dumped every run.
+after its open is counted) and every RECHECK_S whatever the counters say.
+
+Listeners and UDP sockets cost too: each of their four dumps walks a hash of its own (the listening hash,
+the UDP table: 65,536 slots each here), four walks as long as one of the established hash. They are dumped
+when the namespace's in-use counts of TCP, TCP6, UDP and UDP6 sockets (/proc/self/net/sockstat and
+sockstat6; the kernel counts a socket when it enters those hashes and uncounts it when it leaves) or the
+TCP counters above moved, and every RECHECK_S. A new listener or UDP socket always moves a count; what a
+count cannot tell is one socket replaced by another within one run with no TCP open or close meanwhile
+(a listener closed as another opens, or a UDP socket bound earlier that connects): that is seen within
+RECHECK_S. When nothing was dumped again the socket set is the last one, and a run reports nothing without
+diffing it.
+
+The counter files are read with one read each (open, read, close: procfs gives the whole file in one read),
+not through collectors/safe.py's general reader, whose megabyte buffer costs more than the file.
 
 Finding the owning pid means scanning /proc/*/fd, so that scan runs only when a socket appears whose inode
 is not yet known, reads likely owners first (new processes, recent socket holders) and keeps what it found
@@ -35,6 +47,7 @@ from typing import Any
 
 from collectors import signals
 from collectors.probes.base import Emit, Probe
+from collectors.probes.sock_diag import ALL_STATES as ALL
 from collectors.probes.sock_diag import CONNECTED, LISTENING, TCP_BOTH, Dump, DumpError, SockDiag, SockKey
 from collectors.safe import absent, clean, read_text
 from contract.events import Kind
@@ -47,6 +60,9 @@ MAX_FAILURES = 3
 """Netlink dumps failing this many runs in a row: the probe reads /proc/net from then on."""
 SNMP = "/proc/self/net/snmp"
 """The TCP counters of the agent's network namespace (the one its netlink socket dumps)."""
+SOCKSTAT = ("/proc/self/net/sockstat", "/proc/self/net/sockstat6")
+"""The in-use socket counts of that namespace (IPv4, IPv6)."""
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -104,6 +120,36 @@ def tcp_counters(text: str) -> tuple[int, int, int] | None:
         return None
 
 
+def socket_counts(text: str) -> tuple[int, ...] | None:
+    """The in-use counts of the TCP, UDP, TCP6 and UDP6 lines of /proc/net/sockstat + sockstat6 text (the
+    IPv6 ones where the file has them); None without the TCP and UDP lines."""
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] in ("TCP:", "UDP:", "TCP6:", "UDP6:") and words[1] == "inuse":
+            try:
+                found[words[0]] = int(words[2])
+            except ValueError:
+                return None
+    if "TCP:" not in found or "UDP:" not in found:
+        return None
+    return tuple(found.get(name, -1) for name in ("TCP:", "UDP:", "TCP6:", "UDP6:"))
+
+
+def read_small(path: str, limit: int = 65536) -> str:
+    """A small procfs file's text in one read ("" if absent or unreadable)."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, limit).decode("ascii", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
 def _socket_inode(link_path: str) -> int:
     """The socket inode an fd link points to, or 0 for anything else (or a vanished fd)."""
     try:
@@ -133,6 +179,14 @@ class NetworkProbe(Probe):
         self._changed_before = True
         self._half_open = False
         self._walked_at = -1e18
+        self._bound: dict[SockKey, int] | None = None
+        """Listeners and UDP sockets at the last time they were dumped (netlink mode)."""
+        self._inuse: tuple[int, ...] | None = None
+        self._listed_at = -1e18
+        self.listings = 0
+        """Times listeners and UDP sockets were dumped (netlink mode)."""
+        self.unchanged = False
+        """The last `sockets()` dumped nothing again: the set is the one before."""
         self._one_walk = True
         """Both families in one walk (the older request form) until the kernel refuses it."""
         self._open_source(source)
@@ -185,17 +239,23 @@ class NetworkProbe(Probe):
 
     def _netlink_sockets(self, diag: SockDiag) -> dict[SockKey, int] | None:
         """The namespace's sockets from sock_diag (None when a dump failed: counted, and the run reads
-        /proc/net). Established TCP sockets are listed again only when they may have changed (module doc)."""
-        counters = tcp_counters(read_text(SNMP) or "")
+        /proc/net). Each kind is listed again only when it may have changed (module doc)."""
+        counters = tcp_counters(read_small(SNMP))
+        inuse = socket_counts(read_small(SOCKSTAT[0]) + read_small(SOCKSTAT[1]))
         changed = counters is None or counters != self._counters
         now = self.clock()
         walk = (changed or self._changed_before or self._half_open or self._connected is None
                 or now - self._walked_at >= RECHECK_S)
-        found: dict[SockKey, int] = {}
+        relist = (changed or inuse is None or inuse != self._inuse or self._bound is None
+                  or now - self._listed_at >= RECHECK_S)
         try:
-            for table in ("tcp", "tcp6"):
-                for key, inode in diag.dump(table, LISTENING).sockets:
-                    found.setdefault(key, inode)
+            if relist:
+                bound: dict[SockKey, int] = {}
+                for table, states in (("tcp", LISTENING), ("tcp6", LISTENING), ("udp", ALL), ("udp6", ALL)):
+                    for key, inode in diag.dump(table, states).sockets:
+                        bound.setdefault(key, inode)
+                self._bound, self._listed_at = bound, now
+                self.listings += 1
             if walk:
                 connected: dict[SockKey, int] = {}
                 half_open = 0
@@ -205,12 +265,9 @@ class NetworkProbe(Probe):
                         connected.setdefault(key, inode)
                 self._connected, self._half_open, self._walked_at = connected, half_open > 0, now
                 self.walks += 1
-            for table in ("udp", "udp6"):
-                for key, inode in diag.dump(table).sockets:
-                    found.setdefault(key, inode)
         except DumpError as e:
             signals.netlink_errors.emit(reason=e.reason)
-            self._connected = None  # listed again at the next netlink run
+            self._connected = self._bound = None  # listed again at the next netlink run
             self.failures += 1
             if self.failures >= MAX_FAILURES:
                 self.reason = f"sock_diag netlink failed {self.failures} runs in a row (last: {e})"
@@ -219,8 +276,10 @@ class NetworkProbe(Probe):
                 self.diag = None
             return None
         self.failures = 0
-        self._counters, self._changed_before = counters, changed
-        assert self._connected is not None
+        self._counters, self._changed_before, self._inuse = counters, changed, inuse
+        self.unchanged = not walk and not relist
+        assert self._connected is not None and self._bound is not None
+        found = dict(self._bound)
         for key, inode in self._connected.items():
             found.setdefault(key, inode)
         return found
@@ -239,6 +298,7 @@ class NetworkProbe(Probe):
         return [diag.dump("tcp", CONNECTED), diag.dump("tcp6", CONNECTED)]
 
     def sockets(self) -> dict[SockKey, int]:
+        self.unchanged = False
         found = self._netlink_sockets(self.diag) if self.diag is not None else None
         if found is None:
             found = self._proc_sockets()
@@ -314,6 +374,8 @@ class NetworkProbe(Probe):
 
     def collect(self, full: bool) -> list[Emit]:
         now = self.sockets()
+        if self.unchanged and not full and not self._waiting and self._started:
+            return []  # nothing listed again: the same sockets as the last run, nothing to report
         new_keys = [k for k in now if k not in self.open]
         unknown = {now[k] for k in new_keys if now[k] and now[k] not in self._owners}
         final = self.scan_owners(unknown) if unknown else True

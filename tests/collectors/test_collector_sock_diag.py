@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from collectors import signals
 from collectors.probes import network
-from collectors.probes.network import NetworkProbe, tcp_counters
+from collectors.probes.network import NetworkProbe, socket_counts, tcp_counters
 from collectors.probes.sock_diag import (
     CONNECTED,
     LISTENING,
@@ -147,12 +147,29 @@ def test_snmp_counters_are_read() -> None:
     assert tcp_counters(Path("/proc/self/net/snmp").read_text()) is not None
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=400))
+def test_hostile_sockstat_text_gives_counts_or_none(text: str) -> None:
+    got = socket_counts(text)
+    assert got is None or (len(got) == 4 and all(isinstance(v, int) for v in got))
+
+
+def test_sockstat_counts_are_read() -> None:
+    text = ("sockets: used 61\nTCP: inuse 9 orphan 0 tw 3 alloc 70 mem 0\nUDP: inuse 2 mem 0\n"
+            "UDPLITE: inuse 0\nTCP6: inuse 34\nUDP6: inuse 1\n")
+    assert socket_counts(text) == (9, 2, 34, 1)
+    assert socket_counts("TCP: inuse 9\nUDP: inuse 2\n") == (9, 2, -1, -1)  # no IPv6
+    assert socket_counts("TCP: inuse 9\n") is None
+    assert socket_counts(Path("/proc/self/net/sockstat").read_text()) is not None
+
+
 class FakeDiag(SockDiag):
     """sock_diag answers from a table the test sets; `fail` makes the next dumps raise."""
 
     def __init__(self) -> None:
         super().__init__()
         self.listening: list[tuple[SockKey, int]] = []
+        self.udp: list[tuple[SockKey, int]] = []
         self.connected: list[tuple[SockKey, int]] = []
         self.half_open = 0
         self.fail = 0
@@ -169,8 +186,8 @@ class FakeDiag(SockDiag):
             raise DumpError("garbled", "test")
         if table == TCP_BOTH and self.old_form_refused:
             raise DumpError("refused", "EINVAL")
-        if table not in ("tcp", "tcp6", TCP_BOTH):
-            return Dump([], 0)
+        if table in ("udp", "udp6"):
+            return Dump([r for r in self.udp if r[0][1] == table], 0)
         rows = self.listening if states == LISTENING else self.connected
         return Dump([r for r in rows if table in (TCP_BOTH, r[0][1])], self.half_open if states == CONNECTED else 0)
 
@@ -178,6 +195,8 @@ class FakeDiag(SockDiag):
 def fake_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[NetworkProbe, FakeDiag, Path]:
     snmp = tmp_path / "snmp"
     monkeypatch.setattr(network, "SNMP", str(snmp))
+    monkeypatch.setattr(network, "SOCKSTAT", (str(tmp_path / "sockstat"), str(tmp_path / "sockstat6")))
+    set_inuse(tmp_path, 0, 0)
     now = [0.0]
     probe = NetworkProbe(1.0, None, proc=tmp_path, source="proc", clock=lambda: now[0])
     diag = probe.diag = FakeDiag()
@@ -187,6 +206,50 @@ def fake_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Network
 
 def set_counters(snmp: Path, opens: int, estab: int) -> None:
     snmp.write_text(f"Tcp: ActiveOpens PassiveOpens CurrEstab\nTcp: {opens} 0 {estab}\n")
+
+
+def set_inuse(tmp_path: Path, tcp: int, udp: int) -> None:
+    (tmp_path / "sockstat").write_text(f"sockets: used 9\nTCP: inuse {tcp} orphan 0\nUDP: inuse {udp} mem 0\n")
+    (tmp_path / "sockstat6").write_text("TCP6: inuse 0\nUDP6: inuse 0\n")
+
+
+def test_listeners_and_udp_sockets_are_listed_when_their_counts_move(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    probe, diag, snmp = fake_probe(tmp_path, monkeypatch)
+    set_counters(snmp, 10, 0)
+    web = (("listen", "tcp", "0.0.0.0", 80, "", 0), 11)
+    diag.listening = [web]
+    set_inuse(tmp_path, 1, 0)
+    probe.collect(False)
+    probe.collect(False)
+    listings = probe.listings
+    for _ in range(5):
+        assert probe.collect(False) == []
+    assert probe.listings == listings  # counts still: neither hash is walked
+    shell = (("listen", "tcp", "0.0.0.0", 4444, "", 0), 12)
+    diag.listening = [web, shell]
+    set_inuse(tmp_path, 2, 0)  # a new listener is always counted: reported in the same run
+    assert [p["lport"] for k, p in probe.collect(False) if k is Kind.NET_OPEN] == [4444]
+    dns = (("established", "udp", "10.0.0.2", 53000, "192.0.2.53", 53), 13)
+    diag.udp = [dns]
+    set_inuse(tmp_path, 2, 1)
+    assert [p["rport"] for k, p in probe.collect(False) if k is Kind.NET_OPEN] == [53]
+    diag.udp = []
+    set_counters(snmp, 10, 0)
+    set_inuse(tmp_path, 2, 0)
+    assert [k for k, _ in probe.collect(False)] == [Kind.NET_CLOSE]
+    # one listener replaced by another in one run, no TCP open or close: the counts cannot tell; seen
+    # within RECHECK_S (30 runs of this clock), and not before it
+    diag.listening = [web, (("listen", "tcp", "0.0.0.0", 5555, "", 0), 14)]
+    events: list[tuple[int, Kind, int]] = []
+    for run in range(31):
+        events += [(run, k, p["lport"]) for k, p in probe.collect(False)]
+    assert [(k, port) for _run, k, port in events] == [(Kind.NET_CLOSE, 4444), (Kind.NET_OPEN, 5555)]
+    assert events[0][0] >= 20
+    # the TCP counters moving also lists them (a connection closed as a listener opened)
+    diag.listening = [web]
+    set_counters(snmp, 10, 1)
+    assert [k for k, _ in probe.collect(False)] == [Kind.NET_CLOSE]
 
 
 def test_established_sockets_are_listed_when_the_counters_move(tmp_path: Path,
@@ -274,6 +337,16 @@ idle_walks = probe.walks
 for _ in range(5):
     probe.collect(False)
 idle_walks = probe.walks - idle_walks
+idle_listings = probe.listings if sys.argv[1] == "netlink" else 0
+for _ in range(5):
+    probe.collect(False)
+idle_listings = (probe.listings if sys.argv[1] == "netlink" else 0) - idle_listings
+late = socket.socket()
+late.bind(("127.0.0.1", 0))
+late.listen()
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+late_ports = sorted(p["lport"] for k, p in probe.collect(False) if k is Kind.NET_OPEN)
 client = subprocess.Popen([sys.executable, "-c",
                            "import socket, sys, time\n"
                            f"s = socket.create_connection(('127.0.0.1', {port}))\n"
@@ -292,6 +365,8 @@ conn.close()
 client.wait()
 print(json.dumps({"source": probe.source_info(), "port": port, "client_port": client_port,
                   "client_pid": client.pid, "exe": os.path.realpath(sys.executable), "idle_walks": idle_walks,
+                  "idle_listings": idle_listings, "late_ports": late_ports,
+                  "wanted_late": sorted([late.getsockname()[1], udp.getsockname()[1]]),
                   "events": events, "interval": interval}))
 """
 
@@ -315,5 +390,7 @@ def test_a_connection_held_two_seconds_in_a_namespace_is_seen_with_its_owner(sou
     assert [k for k, _ in mine] == ["net.open", "net.close"]  # closed once the client ended
     server_side = [p for k, p in got["events"] if k == "net.open" and p["lport"] == got["port"]]
     assert server_side and server_side[0]["rport"] == got["client_port"]  # the accepted end, its peer exact
+    assert got["late_ports"] == got["wanted_late"]  # a new listener and UDP socket: seen at the next run
     if source == "netlink":
         assert got["idle_walks"] <= 2  # nothing changed in the namespace: the hash is hardly walked
+        assert got["idle_listings"] == 0  # nor the listening hash and the UDP table
