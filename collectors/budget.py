@@ -29,8 +29,12 @@ CLIENT_THREAD_PREFIX = "rdk:"
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
 def thread_cpu(task_dir: str = "/proc/self/task") -> tuple[float, float]:
-    """(CPU seconds of the agent's own threads, CPU seconds of the Kafka client's threads), live threads only."""
+    """(CPU seconds of the agent's own threads, CPU seconds of the Kafka client's threads), live threads only.
+    Each stat file in one read (open, read, close), no buffered file object."""
     own = client = 0.0
     try:
         tids = os.listdir(task_dir)
@@ -38,10 +42,15 @@ def thread_cpu(task_dir: str = "/proc/self/task") -> tuple[float, float]:
         return 0.0, 0.0
     for tid in tids:
         try:
-            with open(f"{task_dir}/{tid}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
+            fd = os.open(f"{task_dir}/{tid}/stat", _READ_FLAGS)
         except OSError:  # the thread just ended
             continue
+        try:
+            stat = os.read(fd, 4096).decode(errors="replace")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         comm = stat[stat.find("(") + 1:stat.rfind(")")]
         fields = stat[stat.rfind(")") + 2:].split()
         if len(fields) < 13:
@@ -61,6 +70,19 @@ def own_usage(proc: psutil.Process | None = None) -> Sample:
     return own, float(p.memory_info().rss)
 
 
+class _OwnSampler:
+    """`own_usage` that keeps the Kafka client's seconds of the same reading of the threads, so a check reads
+    every thread's stat once, not once for each figure."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.client: float | None = None
+
+    def __call__(self) -> Sample:
+        own, self.client = thread_cpu()
+        return own, float(self.proc.memory_info().rss)
+
+
 class Budget:
     def __init__(self, cpu_pct: float = 2.0, rss_mb: float = 80.0, window_s: float = 60.0, max_level: int = 4,
                  sample: Callable[[], Sample] | None = None, clock: Callable[[], float] = time.monotonic,
@@ -71,8 +93,10 @@ class Budget:
         self.max_level = max_level
         self.clock = clock
         self.check_every = check_every_s
-        proc = psutil.Process()
-        self._sample = sample or (lambda: own_usage(proc))
+        self._own: _OwnSampler | None = None
+        if sample is None:
+            sample = self._own = _OwnSampler()
+        self._sample = sample
         self.samples: deque[tuple[float, float]] = deque()
         self.client_samples: deque[tuple[float, float]] = deque()
         self.client_cpu_pct = 0.0
@@ -86,7 +110,8 @@ class Budget:
 
     def _client_check(self, now: float) -> None:
         """The Kafka client's threads, over the same window: reported, never counted against the budget."""
-        _, client = thread_cpu()
+        own = self._own
+        client = own.client if own is not None and own.client is not None else thread_cpu()[1]
         self.client_samples.append((now, client))
         while len(self.client_samples) > 2 and now - self.client_samples[1][0] >= self.window:
             self.client_samples.popleft()

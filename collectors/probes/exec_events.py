@@ -548,7 +548,7 @@ class ExecQueue:
         """The probe's /proc listing of this cycle: the cached exes of processes no longer alive leave the
         parent cache (no exit events say so; a pid may be reused within seconds where pid_max is small)."""
         exes = self._exes
-        for pid in [p for p in list(exes) if p not in alive]:
+        for pid in exes.keys() - alive:  # one set difference: under a storm the cache holds a cycle's execs
             exes.pop(pid, None)
 
 

@@ -3,8 +3,11 @@ what it shed; well under budget for long enough, it speeds back up."""
 
 from __future__ import annotations
 
+import pytest
+
+from collectors import budget as budget_module
 from collectors.agent import Agent
-from collectors.budget import Budget
+from collectors.budget import Budget, thread_cpu
 from collectors.probes.base import Emit, Probe
 from collectors.settings import CollectorSettings
 from contract.events import Kind
@@ -66,3 +69,28 @@ def test_agent_runs_probes_less_often_and_reports_the_shed(agent_settings: Colle
     assert kind is Kind.HEARTBEAT and payload["degrade_level"] == 2
     assert payload["shed"]["counting"] == 3 * (probe.runs - 1)
     agent.delivery.close()
+
+
+def test_own_and_kafka_client_cpu_come_from_one_reading_of_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings: list[tuple[float, float]] = [(1.0, 10.0), (2.0, 40.0)]
+    calls = [0]
+
+    def thread_cpu(task_dir: str = "") -> tuple[float, float]:
+        calls[0] += 1
+        return readings[min(calls[0], len(readings)) - 1]
+
+    monkeypatch.setattr(budget_module, "thread_cpu", thread_cpu)
+    t = [0.0]
+    budget = Budget(clock=lambda: t[0], check_every_s=5.0)
+    budget.check()
+    t[0] = 10.0
+    budget.check()
+    assert calls[0] == 2  # one reading per check, for both figures
+    assert budget.cpu_pct == pytest.approx(10.0) and budget.client_cpu_pct == pytest.approx(300.0)
+
+
+def test_thread_cpu_reads_this_process() -> None:
+    own, client = thread_cpu()
+    sum(range(3_000_000))
+    again = thread_cpu()
+    assert again[0] > own and again[1] >= client >= 0.0
