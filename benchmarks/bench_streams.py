@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from collectors.publisher import producer_config
 from contract.events import Event, decode_batch, encode_batch
@@ -138,6 +138,24 @@ def proc_peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def records_by_topic(kafka: KafkaSettings) -> dict[str, int]:
+    """Records in every topic of this run's prefix (its own topics and its app's changelogs), by kind of
+    topic: the sum of the partitions' high-water marks."""
+    c = Consumer({**kafka.confluent_config(), "group.id": f"count-{uuid.uuid4().hex[:6]}"})
+    try:
+        counts: collections.Counter[str] = collections.Counter()
+        for name, meta in c.list_topics(timeout=10).topics.items():
+            if not name.startswith(kafka.topic_prefix):
+                continue
+            kind = ("changelog " + name.split("-app-", 1)[1].removesuffix("-changelog")
+                    if name.endswith("-changelog") else name.split(".", 1)[-1])
+            for p in meta.partitions:
+                counts[kind] += c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+        return dict(counts)
+    finally:
+        c.close()
 
 
 def code_env(code: Path) -> dict[str, str]:
@@ -254,6 +272,45 @@ def profile_summary(path: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+PROFILE_AREAS = [
+    ("cohort stage (on_observations)", "add_cohort_agent.<locals>.on_observations"),
+    ("  FamilyEngine.process (learn, score)", "FamilyEngine.process"),
+    ("    PeerDeviation (all calls)", "PeerDeviation."),
+    ("  FamilyEngine.tick (multivariate forests, rollouts)", "FamilyEngine.tick"),
+    ("  table writes (Faust records, or kept back)", "FamilyStore.__setitem__"),
+    ("host stage (on_telemetry)", "add_host_agent.<locals>.on_telemetry"),
+    ("  Ed25519 verify", "contract/signing.py"),
+    ("  decode_batch", "decode_batch ("),
+    ("  process_host_batch", "process_host_batch ("),
+    ("host stage sends (HostBatch)", "HostBatch.send"),
+    ("changelog records written at commits", "TableWrites.send"),
+    ("aiokafka produce requests (Sender)", "Sender._send_produce_req"),
+    ("Faust producer buffer (records into aiokafka)", "ProducerBuffer."),
+    ("Faust conductor (per consumed message)", "Conductor."),
+    ("aiokafka fetch", "Fetcher."),
+    ("event loop select", "EpollSelector.select"),
+    ("/metrics scrapes (benchmark)", "socketserver.py"),
+]
+"""(label, substring of a frame) of the profile breakdown: inclusive share of the worker's samples."""
+
+
+def profile_areas(path: Path) -> str:
+    """Inclusive share of the worker's samples under each of PROFILE_AREAS, from py-spy's raw output."""
+    total = 0
+    hits = collections.Counter[str]()
+    if not path.exists():
+        return f"(no profile at {path})"
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        total += int(n)
+        for label, needle in PROFILE_AREAS:
+            if needle in stack:
+                hits[label] += int(n)
+    return "\n".join(f"  {100 * hits[label] / max(total, 1):5.1f} %  {label}" for label, _ in PROFILE_AREAS)
+
+
 # --- parts ----------------------------------------------------------------------------------------------
 
 def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[Message], messages: list[Message],
@@ -270,6 +327,7 @@ def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[Messag
         obs_msgs0 = w.metric("herdwatch_streams_observation_messages_total")
         if profile is not None:
             prof = Profiler(w.procs[0].pid, profile)
+        records0 = records_by_topic(kafka)
         cpu0 = w.cpu_seconds()
         each0 = [proc_cpu(p.pid) for p in w.procs]
         broker0 = sum(proc_cpu(pid) for pid in BROKER_PID)
@@ -289,12 +347,16 @@ def run_backlog(kafka: KafkaSettings, tmp: Path, workers: int, warm: list[Messag
         broker_cpu = sum(proc_cpu(pid) for pid in BROKER_PID) - broker0  # includes producing the backlog
         if prof is not None:
             prof.stop()
+        time.sleep(2)  # the last changelog records go out with the next offset commit (every second)
+        records = {k: v - records0.get(k, 0) for k, v in records_by_topic(kafka).items()}
+        records.pop("telemetry", None)
         seconds = last - first
         obs = w.metric("herdwatch_streams_observations_total") - obs0
         obs_msgs = w.metric("herdwatch_streams_observation_messages_total") - obs_msgs0  # 0: a checkout without it
         return {"seconds": seconds, "cpu": cpu, "events_s": events / seconds, "messages_s": len(messages) / seconds,
                 "observations": obs, "observations_s": obs / seconds, "cpu_us_event": 1e6 * cpu / events,
                 "observation_messages": obs_msgs, "broker_cpu": broker_cpu,
+                **{f"records {k}": v for k, v in records.items() if v},
                 **{f"cpu_{i}": c for i, c in enumerate(each)},
                 "cpu_us_message": 1e6 * cpu / len(messages), "rss": max(w.peak_rss_mb())}
     finally:
@@ -590,9 +652,19 @@ def main() -> int:
                     if r1["observation_messages"]:
                         print(f"[{label[code]}]   observations messages: {r1['observation_messages']:,.0f} for "
                               f"{len(messages):,} telemetry messages")
+                    produced = {k.removeprefix("records "): v for k, v in r1.items() if k.startswith("records ")}
+                    if produced:
+                        n = len(messages)
+                        print(f"[{label[code]}]   records the worker wrote per telemetry message: "
+                              f"{sum(produced.values()) / n:.2f} ("
+                              + ", ".join(f"{k} {v / n:.2f}"
+                                          for k, v in sorted(produced.items(), key=lambda kv: -kv[1]))
+                              + ")")
                     if prof:
                         print(f"[{label[code]}] profile of the worker during the backlog ({prof}):")
                         print(profile_summary(prof))
+                        print(f"[{label[code]}] where the worker's samples were (inclusive):")
+                        print(profile_areas(prof))
             if "ceiling" in parts and first_topic is not None:
                 cl = ceiling(first_topic, len(warm) + len(messages))
                 print(f"ceiling:  {cl['messages_s']:>7,.0f} messages/s  {cl['events_s']:>8,.0f} events/s  "
