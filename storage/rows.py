@@ -97,9 +97,10 @@ def telemetry_rows(value: bytes | None, partition: int, offset: int, max_row_byt
     items, rejected = batch_items(value)
     host = key.decode("utf-8", "replace") if key is not None else None
     out: list[tuple[str, bytes]] = []
+    same: list[Any] = [None]  # the events of one message: identity and tags checked once (check_envelope)
     for item in items:
         try:
-            t = check_envelope(item, key=host, received=received)
+            t = check_envelope(item, key=host, received=received, same=same)
         except ContractError as err:
             rejected.append(Rejected(str(err), raw_of(item)))
             continue

@@ -127,3 +127,53 @@ def test_valid_envelopes_take_the_fast_path() -> None:
     late = copy.deepcopy(VALID[0])
     late["time"] = (NOW - timedelta(days=40)).isoformat()
     assert ev._fast_time(late, "i-0abc", NOW) is None  # re-timed by the full check
+
+
+@pytest.mark.parametrize("received", [None, NOW])
+@pytest.mark.parametrize("key", [None, "i-0abc"])
+def test_one_message_memory_agrees_with_every_check(key: str | None, received: datetime | None) -> None:
+    """Within one message the fast path skips the identity and tag checks of an envelope equal in both to
+    the last one that passed: every broken envelope that follows a valid one is still judged like the
+    full check judges it, and so is a valid one that follows a broken one."""
+    for valid in VALID:
+        for bad in mutations(valid):
+            same: list[Any] = [None]
+            message = [copy.deepcopy(valid), copy.deepcopy(bad), copy.deepcopy(valid)]
+            got = []
+            for obj in message:
+                try:
+                    got.append(("ok", check_envelope(obj, key=key, received=received, same=same), obj))
+                except ContractError as e:
+                    got.append(("rejected", str(e)))
+            want = [verdict(ev._check_envelope_full, obj, key, received) for obj in (valid, bad, valid)]
+            assert got == want, bad
+
+
+def test_map_checks_decide_like_the_value_by_value_check() -> None:
+    """The C-level shortcut of the metrics and inventory map checks gives the per-value check's verdict."""
+    numbers = ev.ITEM_CHECKS[Kind.METRICS.value][1]
+    for values in ({}, {"a": 1}, {"a": 1.5, "b": -2}, {"a": 1e308, "b": 1e308}, {"a": float("inf")},
+                   {"a": float("nan")}, {"a": True}, {"a": "1"}, {"a": None}, {"a": 1, "b": [1]}):
+        assert numbers(values) == ev._str_map(values, ev._is_num), values
+    config = ev.ITEM_CHECKS[Kind.CONFIG_INVENTORY.value][1]
+    packages = ev.ITEM_CHECKS[Kind.PACKAGE_INVENTORY.value][1]
+    for values in ({}, {"a": "x"}, {"a": None}, {"a": 1}, {"a": "x", "b": False}, {"a": ["x"]}):
+        assert config(values) == ev._str_map(values, lambda x: x is None or type(x) is str), values
+        assert packages(values) == ev._str_map(values, lambda x: type(x) is str), values
+
+
+def test_uuid_shortcut_decides_like_the_pattern() -> None:
+    import random
+
+    rng = random.Random(3)
+    good = "01a205b4-453b-70ee-9d01-f4bc7f6530ba"
+    alphabet = "0123456789abcdefABCDEFgG-xé٣ \n"
+    cases = [good, good.upper(), good[:-1], good + "0", good.replace("-", ""), "-" * 36, good[:8] + "x" + good[9:],
+             good[:35] + "\n", "٣" + good[1:], ""]
+    for _ in range(5000):
+        chars = list(good)
+        for _ in range(rng.randrange(1, 4)):
+            chars[rng.randrange(36)] = rng.choice(alphabet)
+        cases.append("".join(chars))
+    for text in cases:
+        assert ev._is_uuid(text) == bool(ev.UUID.fullmatch(text)), text
