@@ -78,7 +78,8 @@ class _Skip:
 
 @dataclass
 class _RecentIds:
-    """A bounded memory of recently stored event ids (two generations, so it never grows past `size`)."""
+    """A bounded memory of recently stored event ids (two generations, so it never holds more than `size` plus
+    one message's ids)."""
 
     size: int
     current: set[str] = field(default_factory=set)
@@ -87,6 +88,12 @@ class _RecentIds:
     def unseen(self, rows: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """The (event_id, row) pairs not seen recently (and remembers them): `seen` for a whole message."""
         if not self.size:
+            return rows
+        ids = [row[0] for row in rows]
+        if self.current.isdisjoint(ids) and self.previous.isdisjoint(ids) and len(set(ids)) == len(ids):
+            self.current.update(ids)  # the usual case, in set operations: nothing seen, no repeat within
+            if len(self.current) >= self.size // 2:
+                self.previous, self.current = self.current, set()
             return rows
         out = []
         for row in rows:
@@ -303,9 +310,11 @@ class Sink:
         """The rows of hosts whose signature passes; each refused host's batch is dead-lettered once."""
         key = m.key()
         by_host: dict[str, list[tuple[str, bytes]]] = {}
-        for row in good:  # with a key, every row is that host's (the contract checked it)
-            host = key.decode("utf-8", "replace") if key is not None else str(orjson.loads(row[1])[3])
-            by_host.setdefault(host, []).append(row)
+        if key is not None:  # every row is that host's (the contract checked it)
+            by_host[key.decode("utf-8", "replace")] = good
+        else:
+            for row in good:
+                by_host.setdefault(str(orjson.loads(row[1])[3]), []).append(row)
         signature = verify(m.headers(), key, m.value())
         kept: list[tuple[str, bytes]] = []
         for host, rows in by_host.items():

@@ -112,3 +112,29 @@ def test_render_formats_and_plain_values():
     assert table.splitlines()[0].split() == ["a", "t"] and table.endswith("(2 rows)")
     assert render(r, "csv").splitlines()[1] == '"x,y",2026-03-01T12:00:00Z'
     assert orjson.loads(render(r, "json"))[0] == {"a": "x,y", "t": "2026-03-01T12:00:00Z"}
+
+
+def test_recent_ids_drop_every_repeat_and_stay_bounded():
+    """The sink's memory of recent event ids drops an id seen before (in an earlier message or earlier in
+    the same one) and keeps the rest in order, whichever path a message takes; it never holds more than its
+    size plus one message."""
+    import random
+
+    from storage.sink import _RecentIds
+
+    rng = random.Random(7)
+    recent, seen = _RecentIds(10_000), set()
+    for _ in range(500):
+        ids = [f"e{rng.randrange(3000)}" for _ in range(rng.randrange(1, 12))]
+        rows = [(i, i.encode()) for i in ids]
+        want = []
+        for i in ids:
+            if i not in seen:
+                seen.add(i)
+                want.append((i, i.encode()))
+        assert recent.unseen(rows) == want
+    small = _RecentIds(100)
+    for n in range(200):
+        small.unseen([(f"m{n}-{i}", b"") for i in range(8)])
+        assert len(small.current) + len(small.previous) <= 100 + 8
+    assert small.unseen([("m199-0", b"")]) == []  # the newest are remembered
