@@ -1,19 +1,27 @@
 """Storage benchmark: sink throughput (with its ceiling) and forensic query latency at 10 M events.
 
     .venv/bin/python benchmarks/bench_storage.py [--sink-events 200000] [--events 10000000] [--hosts 10000]
+        [--code DIR ...] [--rounds 1] [--skip-sink] [--skip-queries]
 
-Part 1 publishes synthetic telemetry to a local Kafka broker and times the sink (first message taken to
-last batch committed), then inserts the same rows with bare clickhouse-connect calls into the same schema
-as the ceiling. Part 2 generates the large history inside the engine (INSERT ... SELECT, so the Python
-generator is not what is measured), then times the point-in-time state of one destroyed host and
-"which hosts ran executable X this week". Everything runs in one embedded store under a temporary dir.
+Part 1 publishes the simulator's own signed traffic to a local Kafka broker and times the sink (first message
+taken to last batch committed) in a subprocess, `--rounds` times per checkout given with `--code DIR`
+(repeatable, alternated; default: this checkout), each run with its own consumer group and its own store, so
+before and after read the same messages in the same run. Then it inserts the same rows with bare
+clickhouse-connect calls into the same schema as the ceiling, and prints what the Python stages cost alone
+(decoding and checking, signature verification). Part 2 generates the large history inside the engine
+(INSERT ... SELECT, so the Python generator is not what is measured), then times the point-in-time state of
+one destroyed host and "which hosts ran executable X this week". Everything runs in embedded stores under a
+temporary dir.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +36,6 @@ from storage.queries import QUERIES
 from storage.query_client import DirectQueryClient
 from storage.rows import EVENT_COLUMNS, EVENTS_FORMAT, TableRows, telemetry_rows
 from storage.schema import migrate
-from storage.settings import SinkSettings
 from storage.state import HOST_ROW, SECTIONS
 
 _NOW = datetime.now(UTC)
@@ -42,7 +49,46 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def bench_sink(root: Path, dsn: str, n_events: int) -> None:
+SINK_SCRIPT = r"""
+import json, resource, sys
+from contract.settings import KafkaSettings, StorageSettings
+from storage.client import connect
+from storage.schema import migrate
+from storage.settings import SinkSettings
+from storage.sink import Sink
+
+bootstrap, prefix, dsn, group = sys.argv[1:5]
+client = connect(StorageSettings(dsn=dsn, database="bench_sink"))
+migrate(client)
+sink = Sink(client, KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix),
+            SinkSettings(batch_size=50_000, batch_timeout=1.0, group_id=group))
+
+def cpu():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+cpu0 = cpu()
+stats = sink.run(until_idle=3)
+print(json.dumps({"rows": stats.rows, "cpu": cpu() - cpu0, "dead_lettered": stats.dead_lettered,
+                  "wall": stats.last_flush_at - stats.first_message_at}))
+"""
+"""One sink (the checkout's `storage.sink.Sink`) from the first committed offset to idle; prints its rows, its
+CPU seconds (every thread of its process: the embedded engine's inserts and librdkafka's included) and the
+wall time from its first message taken to its last batch committed."""
+
+
+def run_sink(code: Path, bootstrap: str, prefix: str, store: Path, group: str) -> dict[str, float]:
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": str(code) + (os.pathsep + path if path else "")}
+    out = subprocess.run([sys.executable, "-c", SINK_SCRIPT, bootstrap, prefix, f"chdb://{store}", group],
+                         env=env, cwd=code, capture_output=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"sink failed: {out.stderr.decode()[-2000:]}")
+    result: dict[str, float] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def bench_sink(root: Path, dsn: str, n_events: int, codes: list[Path], rounds: int) -> None:
     # The simulator's own traffic (normal.yaml: its hosts and default rates, one message per host per
     # collector cycle, about 8 events each), with normal.yaml's cohorts scaled to ~1,000 hosts.
     import yaml
@@ -52,7 +98,6 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
     from herdwatch.kafka_local import LocalKafka, free_port
     from simulator.fleet import Fleet
     from simulator.keys import SIMULATED
-    from storage.sink import Sink
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "simulator/scenarios/normal.yaml").read_text())
     for c in raw["cohorts"]:
@@ -68,10 +113,12 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
             break
     events: list[Event] = [e for b in batches for e in b]
     hosts = {e.host_id for e in events}
-    print(f"sink: {len(events):,} events from {len(hosts):,} hosts (simulator, normal.yaml x8), "
-          f"{len(events) / len(batches):.1f} events per Kafka message")
+    n = len(events)
+    print(f"sink: {n:,} events from {len(hosts):,} hosts (simulator, normal.yaml x8), "
+          f"{n / len(batches):.1f} events per Kafka message")
     broker = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port())
     broker.start()
+    runs: list[tuple[str, dict[str, float]]] = []
     try:
         kafka = KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="bench")
         ensure_topics(kafka, partitions=4)
@@ -79,32 +126,29 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
         for b in batches:
             pub.publish(b)
         assert pub.flush(60) == 0
-        client = connect(StorageSettings(dsn=dsn, database="bench_sink"))
-        migrate(client)
-        sink = Sink(client, kafka, SinkSettings(batch_size=50_000, batch_timeout=1.0))
-        cpu0 = _cpu()
-        stats = sink.run(until_idle=3)
-        sink_cpu = _cpu() - cpu0
-        assert stats.rows == len(events), (stats.rows, len(events))
-        assert stats.first_message_at is not None and stats.last_flush_at is not None
-        sink_s = stats.last_flush_at - stats.first_message_at
+        for r in range(rounds):
+            for i, code in enumerate(codes):
+                result = run_sink(code, broker.bootstrap, "bench", root / f"sink-{r}-{i}", f"bench-sink-{r}-{i}")
+                assert result["rows"] == n, (code, result)
+                runs.append((str(code), result))
     finally:
         broker.stop()
 
     # Ceiling 1: the Python part of the sink alone (decode + validate + row encoding + buffering).
+    # CPU seconds of this process (nothing else runs in it meanwhile).
     messages = [encode_batch(b) for b in batches]
-    t = time.perf_counter()
+    t = _cpu()
     buffered = TableRows("events")
-    for m in messages:
-        buffered.add_message(telemetry_rows(m, 0, 0, 1 << 20)[0], 0, 0)
-    decode_s = time.perf_counter() - t
+    for m, b in zip(messages, batches, strict=True):
+        buffered.add_message(telemetry_rows(m, 0, 0, 1 << 20, key=b[0].host_id.encode())[0], 0, 0)
+    decode_s = _cpu() - t
     lines = buffered.lines()
     from contract.events import decode_batch
 
-    t = time.perf_counter()
+    t = _cpu()
     for m in messages:
         decode_batch(m)
-    contract_s = time.perf_counter() - t
+    contract_s = _cpu() - t
 
     # Ceiling 2: bare clickhouse-connect inserts of the same rows into the same schema (MVs included).
     import uuid
@@ -142,21 +186,35 @@ def bench_sink(root: Path, dsn: str, n_events: int) -> None:
                     column_oriented=True, settings=EVENTS_INSERT_SETTINGS)
     col_s = time.perf_counter() - t
     cpus["column-oriented"] = _cpu() - cpu0
-    n = len(events)
+    # The signature check alone, as the sink runs it (contract.signing.verify, one per message).
+    from contract.signing import verify
+
+    signed = [(m, b[0].host_id.encode(), SIMULATED.headers(b[0].host_id.encode(), m))
+              for m, b in zip(messages, batches, strict=True)]
+    cpu0 = _cpu()
+    for value, key, headers in signed:
+        verify(headers, key, value)
+    verify_cpu = _cpu() - cpu0
+
     ceiling = max(n / compact_s, n / raw_s, n / col_s)
-    print(f"  sink (Kafka -> decode -> dedup -> insert -> commit): {n / sink_s:>12,.0f} events/s "
-          f"({sink_s:.2f} s)")
+    best_cpu = min(cpus.values())
+    for code, res in runs:
+        print(f"  sink {code} (Kafka -> decode -> verify -> dedup -> insert -> commit): "
+              f"{n / res['wall']:,.0f} events/s ({res['wall']:.2f} s), CPU {1e6 * res['cpu'] / n:.1f} us per event; "
+              f"of the best bare insert: {(n / res['wall']) / ceiling:.2f} by events/s, "
+              f"{best_cpu / res['cpu']:.2f} by CPU per event")
     print(f"  ceiling, bare raw_insert as the sink sends, same rows: {n / compact_s:>10,.0f} events/s "
           f"({compact_s:.2f} s)")
     print(f"  ceiling, bare raw_insert JSONEachRow, same rows:     {n / raw_s:>12,.0f} events/s ({raw_s:.2f} s)")
     print(f"  ceiling, bare insert column-oriented, same rows:     {n / col_s:>12,.0f} events/s ({col_s:.2f} s)")
-    print(f"  sink / best bare insert:                             {(n / sink_s) / ceiling:>12.2f}")
-    best_cpu = min(cpus.values())
-    print(f"  CPU per event (this process, all threads, engine included): sink {1e6 * sink_cpu / n:.1f} us, "
-          f"bare inserts " + ", ".join(f"{k} {1e6 * c / n:.1f} us" for k, c in cpus.items()))
-    print(f"  sink / best bare insert by CPU per event:            {best_cpu / sink_cpu:>12.2f}")
-    print(f"  Python decode+validate+encode alone (no Kafka/engine): {n / decode_s:>10,.0f} events/s")
-    print(f"  contract.events.decode_batch alone, for comparison: {n / contract_s:>10,.0f} events/s")
+    print("  CPU per event of the bare inserts (this process, all threads, engine included): "
+          + ", ".join(f"{k} {1e6 * c / n:.1f} us" for k, c in cpus.items()))
+    print(f"  Python decode+validate+encode alone (no Kafka/engine): {1e6 * decode_s / n:>8.1f} us CPU per event")
+    print(f"  contract.events.decode_batch alone, for comparison:    {1e6 * contract_s / n:>8.1f} us CPU per event")
+    print(f"  signature verification alone (one per message):     {1e6 * verify_cpu / n:>10.1f} us CPU per event "
+          f"({1e6 * verify_cpu / len(signed):.0f} us per message)")
+    print(f"  best bare insert + verification alone, by CPU per event: {1e6 * (best_cpu + verify_cpu) / n:.1f} us "
+          f"(what a sink that verifies cannot go below)")
 
 
 def _payload_sql() -> str:
@@ -285,6 +343,9 @@ def main() -> int:
     ap.add_argument("--sink-events", type=int, default=200_000)
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--hosts", type=int, default=10_000)
+    ap.add_argument("--code", action="append", type=Path,
+                    help="checkout to run the sink from (repeatable; default: this one)")
+    ap.add_argument("--rounds", type=int, default=1, help="sink runs per checkout, alternated")
     ap.add_argument("--skip-sink", action="store_true")
     ap.add_argument("--skip-queries", action="store_true")
     args = ap.parse_args()
@@ -292,7 +353,7 @@ def main() -> int:
         root = Path(tmp)
         dsn = f"chdb://{root / 'clickhouse'}"
         if not args.skip_sink:
-            bench_sink(root, dsn, args.sink_events)
+            bench_sink(root, dsn, args.sink_events, args.code or [Path(".")], args.rounds)
         if not args.skip_queries:
             bench_queries(dsn, args.events, args.hosts)
     return 0
