@@ -62,7 +62,7 @@ CLOCK_JUMP_S = 5.0
 SEQ_SAVE_S = 10.0
 
 
-def build_probes(s: CollectorSettings) -> list[Probe]:
+def build_probes(s: CollectorSettings, own_traffic: Callable[[], dict[str, float]] | None = None) -> list[Probe]:
     if s.proc != Path("/proc"):  # e.g. a sidecar reading the host's /proc mounted at /host/proc
         psutil.PROCFS_PATH = str(s.proc)
     redactor = Redactor(s.redact_patterns)  # the one redaction of command lines, shared by the probes
@@ -85,7 +85,7 @@ def build_probes(s: CollectorSettings) -> list[Probe]:
                         state_dir=s.state_dir)
     metrics = MetricsProbe(s.metrics_interval_s, procs=lambda: len(processes.known),
                            conns=lambda: network.count, failed_logins=lambda: logins.failed_total,
-                           cgroups=s.watch_cgroups, own_scope=s.cgroup_own_scope)
+                           cgroups=s.watch_cgroups, own_scope=s.cgroup_own_scope, own_traffic=own_traffic)
     probes: list[Probe] = [processes, network, logins, metrics,
                            ConfigProbe(s.config_interval_s, s.config_inventory_s, s.root, s.proc, redactor),
                            PackageProbe(s.package_interval_s, s.package_inventory_s, s.root),
@@ -144,7 +144,7 @@ class Agent:
         self.delivery = Delivery(kafka, self.spool, self.identity.host.host_id.encode(),
                                  settings.max_inflight, settings.replay_rate_msgs, settings.replay_rate_bytes,
                                  settings.max_message_bytes, settings.spool_memory_bytes, signer=self.host_key)
-        self.probes = probes if probes is not None else build_probes(settings)
+        self.probes = probes if probes is not None else build_probes(settings, self.delivery.traffic.totals)
         self.budget = budget or Budget(settings.cpu_budget_pct, settings.rss_budget_mb,
                                        settings.budget_window_s, settings.max_degrade_level)
         self.runner = ProbeRunner(settings.probe_timeout_s, settings.probe_timeouts, mono)

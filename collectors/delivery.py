@@ -28,6 +28,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from collectors import signals
+from collectors.own_traffic import STATS_INTERVAL_MS, KafkaTraffic
 from collectors.publisher import Publisher, Signer
 from collectors.spool import Record, Spool
 from contract.events import Event, encode_batch, encode_event
@@ -135,10 +136,13 @@ class Delivery:
         self._backoff = 0.5
         self._cursor_dirty = False
         self._cursor_saved_at = 0.0
+        self.traffic = KafkaTraffic()
+        """The agent's own bytes to and from Kafka (collectors/own_traffic.py)."""
         self.publisher = self._new_publisher()
 
     def _new_publisher(self) -> Publisher:
-        return Publisher(self.kafka, self.signer, error_cb=self._on_error, **PRODUCER_OVERRIDES)
+        return Publisher(self.kafka, self.signer, error_cb=self._on_error, stats_cb=self.traffic.on_stats,
+                         **{"statistics.interval.ms": STATS_INTERVAL_MS, **PRODUCER_OVERRIDES})
 
     # -- callbacks (run inside producer.poll/flush, on this thread) --------------------------------
     def _on_error(self, err: KafkaError) -> None:

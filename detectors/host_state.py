@@ -67,6 +67,24 @@ PER_INTERVAL = ("net_bytes_out", "net_bytes_in", "net_packets_out", "net_packets
 """The host's metrics that count what happened in a report's interval (the rest are levels)."""
 
 
+AGENT_TRAFFIC = {"net_bytes_out": "agent_net_bytes_out", "net_bytes_in": "agent_net_bytes_in",
+                 "net_packets_out": "agent_net_requests_out", "net_packets_in": "agent_net_responses_in"}
+"""Interface counter -> the agent's own share of it in the same interval (collectors/own_traffic.py)."""
+
+
+def without_agent_traffic(metrics: dict[str, float]) -> None:
+    """Take the agent's own Kafka traffic out of the host's network counters, and drop its counters: that
+    traffic follows the agent's state (just restarted, replaying its spool, slowed by its self-limit), not
+    the host's behaviour, and clones whose agents are in different states would differ by it alone. Bytes
+    are Kafka protocol bytes (headers and pure ACKs stay); a request or response is counted as one packet
+    (a large one is several), so what is left is at most the host's own plus that remainder. Reports
+    without the agent's counters (older agents, imported metrics) keep the interface counters as sent."""
+    for name, own in AGENT_TRAFFIC.items():
+        mine = metrics.pop(own, None)
+        if mine is not None and name in metrics and mine >= 0.0:
+            metrics[name] = max(0.0, metrics[name] - mine)
+
+
 def per_configured_interval(metrics: dict[str, float], every_s: Any) -> None:
     """Put a host report's per-interval counts on the interval its agent is configured for (`every_s`), and
     leave out `interval_s` itself. An agent over its CPU budget stretches its intervals (collectors/budget.py),
@@ -217,6 +235,7 @@ class HostState:
                 for name in ("auth_failures", "proc_starts", "proc_restarts"):
                     metrics.setdefault(name, self.counters.get(name, 0.0))
                 self.counters = {}
+                without_agent_traffic(metrics)
                 per_configured_interval(metrics, p.get("every_s"))
         elif kind == Kind.PROCESS_START:
             self._proc_start(p, now, added, removed)

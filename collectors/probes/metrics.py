@@ -29,9 +29,13 @@ class MetricsProbe(Probe):
     def __init__(self, interval: float = 30.0, procs: Callable[[], int] | None = None,
                  conns: Callable[[], int] | None = None, failed_logins: Callable[[], int] | None = None,
                  clock: Callable[[], float] = time.monotonic, cgroups: list[str] | None = None,
-                 own_scope: bool = True, cgroup_mount: Path | None = None, proc: Path = Path("/proc")) -> None:
+                 own_scope: bool = True, cgroup_mount: Path | None = None, proc: Path = Path("/proc"),
+                 own_traffic: Callable[[], dict[str, float]] | None = None) -> None:
         super().__init__(interval, None)
         self.procs, self.conns, self.failed_logins = procs, conns, failed_logins
+        self.own_traffic = own_traffic
+        """The agent's own Kafka traffic so far (collectors/own_traffic.py), reported per interval beside the
+        interface counters as agent_net_*, so the host stage can leave it out of the host's."""
         self.clock = clock
         mount = cgroup_mount or cgroup2_mount(proc) or DEFAULT_MOUNT
         paths = list(cgroups or [])
@@ -56,6 +60,8 @@ class MetricsProbe(Probe):
             c["disk_read_bytes"], c["disk_write_bytes"] = disk.read_bytes, disk.write_bytes
         if self.failed_logins is not None:
             c["failed_logins"] = self.failed_logins()
+        if self.own_traffic is not None:
+            c.update(self.own_traffic())
         return c
 
     def collect(self, full: bool) -> list[Emit]:
