@@ -29,6 +29,7 @@ from detectors.baseline import CohortBaseline
 from detectors.calibration import TailCalibrator, report_probability
 from detectors.drift import ConfigDrift
 from detectors.engine_config import EngineConfig
+from detectors.episodes import Episodes
 from detectors.features import (
     DETAIL_ONLY,
     IMMEDIATE_KINDS,
@@ -61,6 +62,11 @@ from detectors.types import Observation
 
 Output = Finding | RolloutEvent
 
+CHECKPOINT_REPORTS = 20
+"""Reports of a host between two writes of its own history (and at least self_history_checkpoint_s of event
+time): every write copies its whole learned state (~100 numbers per metric), which at a 5-minute cadence and
+600 s was every other report, about a tenth of the CPU of a week's backtest; a 10 s or 30 s host is written
+every 600 s as before."""
 ABSENT_KINDS = frozenset({"proc", "listen"})
 """Behaviour that is reported when one host stops showing what (nearly) all its clones show."""
 
@@ -140,8 +146,12 @@ class FamilyEngine:
         )
         """Each host against its own metric history (alone without clones, with the peers otherwise)."""
         self.peer_calibration = TailCalibrator()
+        self.peer_episodes = Episodes(self.own.episodes.gap)
+        """Per host, its open episode of reports the peer view flagged: reported once, and its flagged scores
+        counted once by the peer calibration, by the same rules as the host's own history (Episodes)."""
         self._metric_scores: dict[str, tuple[float, float, float]] = {}
-        self._own_saved: dict[str, float] = {}
+        self._own_saved: dict[str, list[float]] = {}
+        """host -> [event time of its last own-history checkpoint, its reports since]."""
         self.mv = MultivariateOutlier(
             min_hosts=c.mv_min_hosts,
             refit_s=c.mv_refit_s,
@@ -211,6 +221,7 @@ class FamilyEngine:
                 (host,) = METRIC_HISTORY.parse(key)
                 self.own.restore(host, value)
                 self.peer_calibration.load(host, list(value.get("peer_calibration", [])))
+                self.peer_episodes.load(host, list(value.get("peer_episode", [])))
                 continue
             history = self.history.holds(key)
             if not (PENDING.holds(key) or SUPPRESSED.holds(key) or history) or not self.baseline.owns(key):
@@ -810,6 +821,9 @@ class FamilyEngine:
             streaks = self.peers.update_streaks(
                 host, {m: d[0] != 0.0 and abs(d[0]) >= peer_thr for m, d in devs.items()}
             )
+            # an episode of peer-flagged reports is reported once, on its first confirmed report, as the host's
+            # own history does: a host that stays apart from its clones is one alert, not one per metric an hour
+            reported = self.peer_episodes.reported(host)
             for metric, value in obs.metrics.items():
                 z, med, scale, peers = devs[metric]
                 peer_view = peer_view or peers >= self.peers.min_peers
@@ -817,7 +831,7 @@ class FamilyEngine:
                 peer_raw = max(peer_raw, abs(z))
                 deviating = z != 0.0 and abs(z) >= peer_thr
                 streak = streaks[metric]
-                if deviating and streak >= self.peer_persistence:
+                if deviating and streak >= self.peer_persistence and not reported:
                     sev = Severity.HIGH if abs(z) >= 3 * peer_thr else Severity.MEDIUM
                     text = (
                         f"{metric} = {value:g} on host {host} while the {peers} other hosts of image {image} have a "
@@ -845,8 +859,13 @@ class FamilyEngine:
                             "view": "peers",
                         },
                     )
-            if peer_view:  # flagged reports count capped (see SelfHistory.observe)
-                self.peer_calibration.add(host, min(peer_raw, 1.5 * peer_thr))
+            if peer_view:  # a flagged report counts capped, once per episode (see SelfHistory.observe)
+                flagged = peer_raw >= peer_thr
+                if self.peer_episodes.counts(host, flagged):
+                    self.peer_calibration.submit(host, peer_raw, peer_thr)
+                self.peer_episodes.note(host, flagged)
+            if out:  # the episode's first confirmed report: its later flags belong to this alert
+                self.peer_episodes.report(host)
         self.peers.observe(host, image, t, obs.metrics)
         own_score = 0.0
         if self.config.self_history_enabled:
@@ -903,16 +922,20 @@ class FamilyEngine:
         )
 
     def _checkpoint(self, host: str, t: float) -> None:
-        """Write the host's own history to the store every self_history_checkpoint_s of event time."""
+        """Write the host's own history to the store every self_history_checkpoint_s of event time and at
+        least CHECKPOINT_REPORTS of its reports: a restart loses at most that much learning, and a host
+        reporting every 5 minutes is not rewritten in full every other report."""
         last = self._own_saved.get(host)
         if last is None:
-            self._own_saved[host] = t
+            self._own_saved[host] = [t, 0.0]
             return
-        if t - last < self.config.self_history_checkpoint_s:
+        last[1] += 1.0
+        if t - last[0] < self.config.self_history_checkpoint_s or last[1] < CHECKPOINT_REPORTS:
             return
-        self._own_saved[host] = t
+        last[0], last[1] = t, 0.0
         data = self.own.dump(host)
         data["peer_calibration"] = self.peer_calibration.to_json(host)
+        data["peer_episode"] = self.peer_episodes.to_json(host)
         self.store[METRIC_HISTORY.key(host)] = data
 
     def _multivariate(self, image: str, t: float) -> list[Output]:
@@ -970,6 +993,7 @@ class FamilyEngine:
         self.peers.forget(host)
         self.own.forget(host)
         self.peer_calibration.forget(host)
+        self.peer_episodes.forget(host)
         self._metric_scores.pop(host, None)
         self._own_saved.pop(host, None)
         self.store.pop(METRIC_HISTORY.key(host), None)

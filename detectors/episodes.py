@@ -7,7 +7,8 @@ recovery window), not one per report or per hour. `Episodes` keeps, per key (a h
 in a row were not flagged since its last flagged one, and whether its current episode was reported: a
 flagged report opens a new episode unless one is open, and an episode closes after `gap` unflagged reports
 in a row (counted in reports, not seconds: the key's own cadence, and an outage without reports does not
-close it). Within an episode only the first reportable flag is reported.
+close it). Within an episode only the first reportable flag is reported, and only the flag that opened it
+counts for calibration (`counts`).
 
 Memory: two numbers per key with an open episode (a closed one is dropped).
 """
@@ -39,6 +40,14 @@ class Episodes:
             return True
         s[0] = 0.0
         return False
+
+    def counts(self, key: str, flagged: bool) -> bool:
+        """Whether a judged report's score counts for calibration (ask before `note`): an unflagged one does,
+        and a flagged one only when it opens an episode. Counted report by report, each flagged score at 1.5 x
+        a threshold it has just raised (TailCalibrator.submit), a few hours off would ratchet the threshold up
+        many times over and hide the next episode; counted once, the tail keeps the episode without it. Every
+        calibrated metric view (a host's own history, its peers) counts its flags through this rule."""
+        return not (flagged and key in self.state)
 
     def active(self, key: str) -> bool:
         """Whether the key has an open episode (a flagged report within the last `gap` reports)."""

@@ -30,7 +30,8 @@ as far off twice a day before the hours warm up, and those scores would set the 
 for far longer), and drops the scores waiting before a flagged one (their run-up: a score that builds up
 would otherwise lift its own threshold). The tail is fitted at its upper confidence bound
 (`calibrate_margin`, TailCalibrator), so a young calibration errs high, and thresholds start from
-`calibrate_min` settled scores.
+`calibrate_min` settled scores (the level-shift score's from as many independent ones as the smoothed
+score's: it averages ~4 times as many reports, `reports_per_independent`).
 
 It does not learn from what it flags: a flagged report updates the views with a tenth of the weight (a
 lasting change of level is absorbed slowly, a spike hardly at all) and counts for calibration only as
@@ -159,9 +160,13 @@ class SelfHistory(Detector):
         """The smoothed and single-report scores, counted `shifts.warmup` reports late, so a rising score never raises
         its own threshold; the tail is estimated at its upper confidence bound (`calibrate_margin`), so a young
         calibration errs high."""
-        self.shift_calibrator = TailCalibrator(min_count=calibrate_min, delay=calibrate_delay, margin=calibrate_margin)
+        shift_min = math.ceil(calibrate_min * reports_per_independent(shift_rate) / reports_per_independent(smoothing))
+        self.shift_calibrator = TailCalibrator(min_count=shift_min, delay=calibrate_delay, margin=calibrate_margin)
         """The level-shift score, counted `calibrate_delay` reports late (5 shift windows): it builds up over a
-        slow drift for far longer than a shift window, and would raise its own threshold ahead of itself."""
+        slow drift for far longer than a shift window, and would raise its own threshold ahead of itself. It
+        starts from as many independent scores as the smoothed one (1,084 scores at the defaults, against
+        250): it is a mean over ~20 reports, so 250 of its scores hold about 6 independent windows, and a tail
+        fitted on those moved by half with one more score (NAB's rogue_agent_key_hold: from 1.05 to 2.01)."""
         self.episodes = Episodes(episode_gap)
         """Per host, its current episode of flagged reports (flags less than `episode_gap` reports apart): the
         engine reports an episode once."""
@@ -382,7 +387,7 @@ class SelfHistory(Detector):
         # An episode counts its flagged scores once, on the report that opened it: counted report by report, each
         # at 1.5 x a threshold it has just raised, a few hours off would ratchet the threshold up many times over.
         settled = self._settled.pop(host, True)
-        if settled and not ((over or over_report or over_shift) and self.episodes.active(host)):
+        if settled and self.episodes.counts(host, over or over_report or over_shift):
             self.calibrator.submit(host, raw, thr)
             self.calibrator.submit(host + _REPORT, combined, thr_report)
             if moved is not None:
@@ -529,6 +534,14 @@ class SelfHistory(Detector):
         if "recent" in data:
             self.recent[host] = float(data["recent"])
         self.episodes.load(host, list(data.get("episode", [])))
+
+
+def reports_per_independent(rate: float) -> float:
+    """Reports per independent value of an exponentially weighted mean with weight `rate` for the new report:
+    successive values are correlated by 1 - rate, so n of them weigh as about n x rate / (2 - rate)
+    independent ones (the effective sample size of a lag-one correlated series). 9 for the smoothed score
+    (0.2), 39 for the level shift (0.05), 1 for a single report's score."""
+    return (2.0 - rate) / rate
 
 
 def _top_mean(values: list[float], k: int) -> float:

@@ -92,3 +92,46 @@ def test_the_engine_reports_one_lasting_episode_once_and_a_later_one_again() -> 
     assert len(during) == 1 and during[0] <= first + 2, found
     again = [k for k, _ in found if second <= k < second + 24 + 20]
     assert len(again) == 1, found
+
+
+def test_counts_only_the_flag_that_opens_an_episode() -> None:
+    e = Episodes(gap=2)
+    counted = []
+    for f in (False, True, True, False, True, False, False, True):
+        counted.append(e.counts("h", f))
+        e.note("h", f)
+    # unflagged reports always count; of the flags, the first of each episode (the last one opens a new episode)
+    assert counted == [True, True, False, True, False, True, True, True]
+
+
+def test_the_peers_count_and_report_a_lasting_episode_once_and_the_next_one_is_still_found() -> None:
+    """Eight clones at a 1-minute cadence; h3 runs 40 points of cpu above its peers for two hours, then again
+    four hours later. Before, every flagged report counted at 1.5 x the peer threshold it had just raised: the
+    threshold ratcheted up report by report (to 35, past the host's own z, within the 5 reports the
+    persistence rule waits) and neither episode was reported by the peers."""
+    step = 60.0
+    hosts = [f"h{i}" for i in range(8)]
+    rng = random.Random(3)
+    first, second = 600, 960
+    engine = FamilyEngine(config=EngineConfig())
+    peer_found = []
+    thr_before = thr_after = 0.0
+    for k in range(first + 120 + 240 + 60):
+        t = T0 + timedelta(seconds=k * step)
+        for h in hosts:
+            cpu = 40.0 + rng.gauss(0, 3)
+            if h == "h3" and (first <= k < first + 120 or second <= k < second + 30):
+                cpu += 40.0
+            out = engine.process(Observation(h, "ami-c", "c", t, metrics={"cpu_pct": cpu, "conns": 100.0}))
+            metric = [o for o in out if getattr(o, "kind", None) is FindingKind.METRIC_DEVIATION]
+            peer_found += [k for o in metric if o.details["view"] == "peers"]
+        if k == first - 1:
+            thr_before = engine.peer_calibration.threshold("h3", 1e-5) or 0.0
+        if k == second - 1:
+            thr_after = engine.peer_calibration.threshold("h3", 1e-5) or 0.0
+    assert [k for k in peer_found if k < first] == []
+    # one alert for the two hours (before, one per metric each suppress_s while the calibration allowed it)
+    assert len([k for k in peer_found if first <= k < first + 120]) == 1, peer_found
+    # the episode counted once: the calibrated threshold did not run away with it
+    assert thr_after <= max(2.0 * thr_before, 2.0 * engine.peers.min_z), (thr_before, thr_after)
+    assert len([k for k in peer_found if second <= k < second + 30]) == 1, peer_found

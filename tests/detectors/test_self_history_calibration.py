@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from detectors import SelfHistory
 from detectors.calibration import Cadence, TailCalibrator
-from detectors.self_history import _round6
+from detectors.self_history import _round6, reports_per_independent
 
 STEP = 300.0  # five-minute reports
 DAY = int(86400 / STEP)
@@ -132,3 +132,41 @@ def test_cadence_median_follows_observations_and_loads() -> None:
     assert e.interval("h") is None
     c.forget("h")
     assert c.interval("h") is None
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.2, 0.5])
+def test_reports_per_independent_is_the_effective_sample_size_of_an_exponential_mean(rate: float) -> None:
+    """n values of an exponentially weighted mean of independent noise estimate its mean as well as about
+    n / reports_per_independent(rate) independent values would (measured over many runs)."""
+    rng = np.random.default_rng(7)
+    runs, n = 2000, 400
+    noise = rng.normal(size=(runs, n + 200))
+    ewma = np.zeros(runs)
+    values = np.empty((runs, n))
+    for k in range(n + 200):  # 200 reports to forget the start
+        ewma += rate * (noise[:, k] - ewma)
+        if k >= 200:
+            values[:, k - 200] = ewma
+    stationary_var = rate / (2.0 - rate)  # variance of the exponential mean of unit-variance noise
+    var_of_mean = float(values.mean(axis=1).var())
+    effective = stationary_var / var_of_mean
+    assert effective == pytest.approx(n / reports_per_independent(rate), rel=0.15)
+
+
+def test_the_level_shift_calibrates_from_as_many_independent_scores_as_the_smoothed_one() -> None:
+    """The level-shift score averages ~20 reports: its thresholds wait for 250 x 39 / 9 scores, not 250 (a tail
+    fitted on ~6 independent windows gave NAB's rogue_agent_key_hold two false alarms)."""
+    h = SelfHistory()
+    assert h.calibrator.min_count == 250
+    assert h.shift_calibrator.min_count == math.ceil(250 * 39 / 9)
+    rng = random.Random(3)
+    shift_from = smoothed_from = None
+    for k in range(START):
+        t = k * STEP
+        h.observe("h", {"cpu_pct": cpu(k, rng)}, t)
+        if smoothed_from is None and h.threshold("h") is not None:
+            smoothed_from = k
+        if shift_from is None and h.threshold("h", shift=True) is not None:
+            shift_from = k
+    assert smoothed_from is not None and shift_from is not None
+    assert shift_from - smoothed_from >= 800, (smoothed_from, shift_from)
