@@ -250,6 +250,9 @@ class FamilyEngine:
             if self._reports:
                 out += self._score_reports(until)
             self._seen_last(host, t)
+            leaving = b.hosts.get(host)
+            if leaving is not None:
+                self._note_left(leaving.image, host, tuple(b.host_features(host)), t)
             rec = b.leave(host)
             self._forget(host)
             if rec is not None:  # a judgement made late, as of an earlier time, still counts it (_n_at)
@@ -259,6 +262,8 @@ class FamilyEngine:
             return out
         seen = obs.details  # the exact instances go to the pending judgements
         prev = b.hosts.get(host)
+        if obs.removed and prev is not None:
+            self._note_left(prev.image, host, obs.removed, t)
         if obs.metrics:
             self._queue(obs, t)
         joined = b.learn(obs, t, store_metrics=False)
@@ -405,6 +410,24 @@ class FamilyEngine:
                 seen = {**seen, host: details}
         self.store[key] = replace(e, grown=t, hosts=hosts, seen=seen).to_json()
 
+    def _note_left(self, image: str, host: str, features: tuple[str, ...], t: float) -> None:
+        """`host` leaves the cohort, or loses `features`, at `t`: where one of them waits for a judgement that
+        counts the host, note it, so that a judgement made late (a worker catching up on a backlog judges
+        at its low watermark, after later observations were learnt) still counts the host as of when the
+        judgement was due. Without this, a host destroyed minutes after showing a rare behaviour, while the
+        worker was behind, was never reported."""
+        rec = self.baseline.hosts.get(host)
+        if rec is None:
+            return
+        for f in features:
+            key = PENDING.key(image, f)
+            stored = self.store.get(key)
+            if stored is None or host not in stored.get("hosts", ()):
+                continue
+            e = PendingJudgement.from_json(stored)
+            if host not in e.left:
+                self.store[key] = replace(e, left={**e.left, host: (t, rec.family, rec.first)}).to_json()
+
     def _consider_absent(self, image: str, host: str, f: str, t: float, majority: float) -> None:
         b = self.baseline
         n = b.n(image)
@@ -458,19 +481,28 @@ class FamilyEngine:
         absent = f.startswith("-")
         feat = f[1:] if absent else f
         hosts = []
+        gone_with: list[str] = []
+        """Hosts that had the feature when the judgement was due and have left or lost it since."""
         for h in e.hosts:
             rec = b.hosts.get(h)
+            had = not absent and h in e.left and e.left[h][0] >= now  # in order, judged before it left
             if rec is None or rec.image != image:
+                if had:
+                    hosts.append(h)
+                    gone_with.append(h)
                 continue
             has = feat in b.host_features(h)
             if (absent and not has and not self._has_other_value(h, feat)) or (not absent and has):
                 hosts.append(h)
+            elif had:
+                hosts.append(h)
+                gone_with.append(h)
         behaviour = not absent and kind_of(feat) in IMMEDIATE_KINDS
         if not hosts:
             if behaviour:
                 self.history.judged(image, feat, now)
             return []
-        family = b.hosts[hosts[0]].family
+        family = self._host_family_first(hosts[0], e)[0]
         if self.rollout.held(image, family, now):
             return None
         n = self._n_at(image, now)
@@ -480,6 +512,7 @@ class FamilyEngine:
             scope, count, total = "family", b.family_count(family, feat), b.family_n(family)
         else:
             scope, count, total = "self", b.count(image, feat), n
+        count += len(gone_with)
         if absent and scope != "cohort":
             return []  # a missing feature is only judged against an established cohort
         out: list[Output] = []
@@ -499,7 +532,7 @@ class FamilyEngine:
         rare = (lacking if absent else count) <= self.rarity.rare_max(total)
         if scope == "self":
             # No peers to compare with: only what arrived after the host had settled counts as new.
-            hosts = [h for h in hosts if e.hosts[h] - b.hosts[h].first >= self.self_learn_s]
+            hosts = [h for h in hosts if e.hosts[h] - self._host_family_first(h, e)[1] >= self.self_learn_s]
             rare = True
         if behaviour:
             self.history.judged(image, feat, now, hosts if rare else ())
@@ -513,6 +546,14 @@ class FamilyEngine:
             else:
                 out += self._rare_finding(h, image, family, feat, scope, count, total, now, e.seen.get(h))
         return out
+
+    def _host_family_first(self, host: str, e: PendingJudgement) -> tuple[str, float]:
+        """(family, when it joined) of a judged host: live, or as noted when it left (`_note_left`)."""
+        rec = self.baseline.hosts.get(host)
+        if rec is not None:
+            return rec.family, rec.first
+        _, family, first = e.left[host]
+        return family, first
 
     def _n_at(self, image: str, when: float) -> int:
         """Live hosts of the cohort as of `when`: hosts that left later (a judgement made late, as of when

@@ -90,6 +90,10 @@ class PendingJudgement:
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     """host -> the exact instance that brought the feature there (a connection's remote address and port,
     the process holding it), for hosts whose observation carried one; named in the finding."""
+    left: dict[str, tuple[float, str, float]] = field(default_factory=dict)
+    """host -> (when it left the cohort or lost the feature, its family, when it joined), for hosts of
+    `hosts` that did so before the judgement was made: a judgement made late, as of when it was due, still
+    counts a host that had the feature then."""
 
     def due(self, settle_s: float) -> float:
         """When the judgement can be made."""
@@ -105,6 +109,7 @@ class PendingJudgement:
             "policy": self.policy,
             "recheck_at": self.recheck_at,
             **({"seen": {h: dict(d) for h, d in self.seen.items()}} if self.seen else {}),
+            **({"left": {h: list(v) for h, v in self.left.items()}} if self.left else {}),
         }
 
     @classmethod
@@ -117,6 +122,7 @@ class PendingJudgement:
             policy=bool(v.get("policy", False)),
             recheck_at=float(v.get("recheck_at", 0.0)),
             seen={str(h): dict(d) for h, d in (v.get("seen") or {}).items() if isinstance(d, dict)},
+            left={str(h): (float(x[0]), str(x[1]), float(x[2])) for h, x in (v.get("left") or {}).items()},
         )
 
 
