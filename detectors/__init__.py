@@ -1,4 +1,4 @@
-"""herdwatch detectors: a pure library (plain Python and numpy; no Kafka, Faust or ClickHouse).
+"""herdwatch detectors: a pure library (plain Python, numpy, scikit-learn; no Kafka, Faust or ClickHouse).
 
     from detectors import EngineConfig, FamilyEngine, HostState, SequenceGap
 

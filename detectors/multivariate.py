@@ -1,6 +1,5 @@
 """Multivariate outliers: a host whose whole metric vector is unlike its clones', even when no single
-metric is far off. One isolation forest per cohort (detectors/isolation.py, the algorithm of
-scikit-learn's IsolationForest at a fraction of its cost per fit), fitted on the latest metric vector of
+metric is far off. One scikit-learn IsolationForest per cohort, fitted on the latest metric vector of
 every live host (from the store, fixed random_state). The engine scores the latest vectors at most every
 `refit_s` of event time, once at least half the cohort's hosts reported since the last scoring.
 
@@ -33,7 +32,6 @@ import numpy as np
 
 from detectors.base import Detector
 from detectors.baseline import CohortBaseline
-from detectors.isolation import IsolationForest
 from detectors.types import Observation
 
 
@@ -41,12 +39,12 @@ from detectors.types import Observation
 class _Model:
     time: float
     """Event time of the fit."""
-    forest: IsolationForest | None
-    """The fitted forest; None until a scoring first needs it (built from `sample`)."""
+    forest: Any
+    """The fitted IsolationForest; None until a scoring first needs it (built from `sample`)."""
     names: list[str]
-    lo: list[float]
+    lo: np.ndarray
     """Per metric (log-scaled), the low end of the range the forest can judge."""
-    hi: list[float]
+    hi: np.ndarray
     reports: int = 0
     """The cohort's report count (`note`) when the model was fitted."""
     sample: np.ndarray | None = None
@@ -134,13 +132,8 @@ class MultivariateOutlier(Detector):
                 self.fit(image, now)
 
     def _outside(self, m: _Model, values: dict[str, float]) -> bool:
-        # per report of every host: one value at a time, log-scaled as _matrix does, no array built
-        for k, lo, hi in zip(m.names, m.lo, m.hi, strict=True):
-            v = values.get(k, 0.0)
-            x = math.copysign(math.log1p(abs(v)), v)
-            if x < lo or x > hi:
-                return True
-        return False
+        x = self._matrix([values], m.names)
+        return bool(np.any(x < m.lo) or np.any(x > m.hi))
 
     def vectors(self, image: str, now: float) -> tuple[list[str], list[str], np.ndarray]:
         """(hosts, metric names, log-scaled matrix) of the cohort's live hosts' latest metrics."""
@@ -168,17 +161,23 @@ class MultivariateOutlier(Detector):
         self.fits += 1
         lo, hi = x.min(axis=0), x.max(axis=0)
         margin = np.maximum(hi - lo, 0.05)
-        bounds = ((lo - margin).tolist(), (hi + margin).tolist())
-        self._models[image] = _Model(now, None, names, *bounds, self._reports.get(image, 0), x)
+        self._models[image] = _Model(now, None, names, lo - margin, hi + margin, self._reports.get(image, 0), x)
         return True
 
-    def _forest(self, m: _Model) -> IsolationForest:
+    def _forest(self, m: _Model) -> Any:
         """The model's forest, built now if this is its first use."""
         if m.forest is None:
+            from sklearn.ensemble import IsolationForest
+
             assert m.sample is not None
-            m.forest = IsolationForest(m.sample, self.n_estimators, self.max_samples, self.random_state)
+            forest = IsolationForest(
+                n_estimators=self.n_estimators,
+                max_samples=min(self.max_samples, len(m.sample)),
+                random_state=self.random_state,
+            )
+            forest.fit(m.sample)
             self.built += 1
-            m.sample = None
+            m.forest, m.sample = forest, None
         return m.forest
 
     def _recent(self, image: str, now: float, since: float) -> tuple[int, list[dict[str, float]]]:
@@ -194,7 +193,7 @@ class MultivariateOutlier(Detector):
         hosts, new = self._recent(image, now, -math.inf if last is None else last)
         return hosts > 0 and 2 * len(new) >= hosts
 
-    def model(self, image: str, now: float) -> tuple[IsolationForest, list[str]] | None:
+    def model(self, image: str, now: float) -> tuple[Any, list[str]] | None:
         """The cohort's model, fitted first if there is none (refits happen in `note`)."""
         m = self._models.get(image)
         if m is None or now < m.time:
@@ -223,9 +222,9 @@ class MultivariateOutlier(Detector):
         return {h: (float(s), float(zh)) for (h, _), s, zh in zip(rows, scores, z, strict=True)}
 
     @staticmethod
-    def _scores(model: IsolationForest, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _scores(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Isolation scores of the rows of x and their robust z among themselves."""
-        scores = model.scores(x)
+        scores = fast_scores(model, x)
         med = float(np.median(scores))
         scale = 1.4826 * float(np.median(np.abs(scores - med))) or 1e-3
         return scores, (scores - med) / scale
@@ -237,7 +236,7 @@ class MultivariateOutlier(Detector):
         if m is None:
             return 0.0
         model, names = m
-        return float(model.scores(self._matrix([obs.metrics], names))[0])
+        return float(fast_scores(model, self._matrix([obs.metrics], names))[0])
 
     def contributions(self, image: str, host: str, now: float, top: int = 3) -> list[tuple[str, float, float]]:
         """The metrics that set the host apart most: (name, host value, peer median), by robust z."""
@@ -255,3 +254,26 @@ class MultivariateOutlier(Detector):
         out.sort(reverse=True)
         return [(k, x, med) for z, k, x, med in out[:top] if math.isfinite(z)]
 
+
+def _average_path_length(n: float) -> float:
+    if n <= 1:
+        return 0.0
+    if n == 2:
+        return 1.0
+    return 2.0 * (math.log(n - 1.0) + 0.5772156649) - 2.0 * (n - 1.0) / n
+
+
+def fast_scores(model: Any, x: np.ndarray) -> np.ndarray:
+    """IsolationForest anomaly scores (as -score_samples: ~0.5 normal, near 1 outlier) without the
+    per-call overhead of scikit-learn's parallel scorer; falls back to it when its internals differ."""
+    lengths = getattr(model, "_decision_path_lengths", None)
+    averages = getattr(model, "_average_path_length_per_tree", None)
+    if lengths is None or averages is None:
+        return np.asarray(-model.score_samples(x))
+    x32 = np.asarray(x, dtype=np.float32)
+    depths = np.zeros(x32.shape[0])
+    for tree, features, dl, ap in zip(model.estimators_, model.estimators_features_, lengths, averages, strict=True):
+        leaves = tree.tree_.apply(np.ascontiguousarray(x32[:, features]))
+        depths += dl[leaves] + ap[leaves] - 1.0
+    denom = len(model.estimators_) * _average_path_length(model.max_samples_)
+    return np.asarray(2.0 ** (-depths / max(denom, 1e-9)))
