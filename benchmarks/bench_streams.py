@@ -40,6 +40,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,15 @@ class Profiler:
             self.proc.kill()
 
 
+
+def collapsed_stacks(path: Path) -> Iterator[tuple[str, int]]:
+    """(stack, samples) of each line of py-spy's raw (collapsed) output; malformed lines are skipped."""
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack and n.isdigit():
+            yield stack, int(n)
+
+
 def profile_summary(path: Path, top: int = 25) -> str:
     """Top functions by own samples and by inclusive samples, from py-spy's raw output."""
     own: collections.Counter[str] = collections.Counter()
@@ -253,11 +263,7 @@ def profile_summary(path: Path, top: int = 25) -> str:
     total = 0
     if not path.exists():
         return f"(no profile at {path})"
-    for line in path.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        count = int(n)
+    for stack, count in collapsed_stacks(path):
         total += count
         frames = [f.split(" (", 1)[0] + " (" + f.split(" (", 1)[1].rsplit(":", 1)[0].split("/")[-1] + ")"
                   if " (" in f else f for f in stack.split(";")]
@@ -300,14 +306,11 @@ def profile_areas(path: Path) -> str:
     hits = collections.Counter[str]()
     if not path.exists():
         return f"(no profile at {path})"
-    for line in path.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        total += int(n)
+    for stack, count in collapsed_stacks(path):
+        total += count
         for label, needle in PROFILE_AREAS:
             if needle in stack:
-                hits[label] += int(n)
+                hits[label] += count
     return "\n".join(f"  {100 * hits[label] / max(total, 1):5.1f} %  {label}" for label, _ in PROFILE_AREAS)
 
 
