@@ -115,6 +115,7 @@ class FamilyEngine:
         self.recheck_s = c.recheck_s
         self.host_timeout_s = c.host_timeout_s
         self.self_learn_s = c.self_learn_s
+        self.campaign_after_s = c.campaign_after_s
         self.image_retention_s = c.image_retention_s
         self.peer_persistence = c.peer_persistence
         self.mv_enabled = c.mv_enabled
@@ -492,6 +493,11 @@ class FamilyEngine:
                     gone_with.append(h)
                 continue
             has = feat in b.host_features(h)
+            if has and not absent and h in e.left and rec.first <= e.left[h][0] < now:
+                # it lost the feature during the wait (a sample: a polled short-lived process or connection
+                # leaves at once) and shows it again: a periodic thing caught twice on this clone, not a
+                # presence the judgement can count on
+                has = False
             if (absent and not has and not self._has_other_value(h, feat)) or (not absent and has):
                 hosts.append(h)
             elif had:
@@ -519,7 +525,8 @@ class FamilyEngine:
         kind = kind_of(feat)
         if e.policy and not absent:
             out += self._policy_findings(image, family, feat, hosts, count, total, now)
-        if behaviour and scope == "cohort":
+        young = behaviour and self._young(image, family, e.first)  # the episode began in a young image
+        if behaviour and scope == "cohort" and not young:
             earlier = self.history.campaign_hosts(image, feat, now, self.rarity.sticky(feat))
             campaign = list(dict.fromkeys([*earlier, *hosts]))
             if len(campaign) > 1 and (count <= self.rarity.campaign_max(total) or earlier):
@@ -535,7 +542,11 @@ class FamilyEngine:
             hosts = [h for h in hosts if e.hosts[h] - self._host_family_first(h, e)[1] >= self.self_learn_s]
             rare = True
         if behaviour:
-            self.history.judged(image, feat, now, hosts if rare else ())
+            # a young image's reports are not followed: its clones showing it later is the image's behaviour
+            # (a periodic job's child first read whole on one host), except a program run from /tmp or a
+            # hidden directory
+            followed = rare and (not young or self.rarity.sticky(feat))
+            self.history.judged(image, feat, now, hosts if followed else ())
         if not rare:
             return out
         for h in hosts:
@@ -547,6 +558,16 @@ class FamilyEngine:
                 out += self._rare_finding(h, image, family, feat, scope, count, total, now, e.seen.get(h))
         return out
 
+    def _young(self, image: str, family: str, now: float) -> bool:
+        """True while the behaviour history of `image` (its own and that of the images it replaced) spans
+        less than campaign_after_s: "never seen in the image" means little yet, so no campaigns. Found in the
+        lab: a job's `hostname` (it lives a millisecond; most of its execs were read without a command line)
+        was first read whole on one, then two hosts of a two-minute-old image and reported as a campaign,
+        then again each time it reached another clone."""
+        firsts = self.baseline.images.get(family, {})
+        born = min((firsts[i] for i in (image, *self.history.lineage.get(image, ())) if i in firsts), default=now)
+        return now - born < self.campaign_after_s
+
     def _host_family_first(self, host: str, e: PendingJudgement) -> tuple[str, float]:
         """(family, when it joined) of a judged host: live, or as noted when it left (`_note_left`)."""
         rec = self.baseline.hosts.get(host)
@@ -556,12 +577,12 @@ class FamilyEngine:
         return family, first
 
     def _n_at(self, image: str, when: float) -> int:
-        """Live hosts of the cohort as of `when`: hosts that left later (a judgement made late, as of when
-        it was due) still count."""
+        """Live hosts of the cohort as of `when`: hosts that left then or later (a judgement made late, as of
+        when it was due) still count, as `_judge` counts a host that had the feature then."""
         n = self.baseline.n(image)
         times = self._departed.get(image)
         if times:
-            times[:] = [x for x in times if x > when]  # judgement times only grow
+            times[:] = [x for x in times if x >= when]  # judgement times only grow
             n += len(times)
         return n
 

@@ -118,6 +118,10 @@ class EngineConfig:
     campaign_window_s: float = _number(
         600.0, "after a report, more hosts gaining the same new behaviour within this long join its campaign", ge=0
     )
+    campaign_after_s: float = _number(
+        180.0, "an image whose history (its own and the images it replaced) is younger than this has no basis for "
+        "campaigns: behaviour on several of its hosts is its own, and one reported on a host is not followed", ge=0
+    )
     mv_enabled: bool = _flag(True, "look for multivariate outliers (IsolationForest per cohort)")
     mv_min_hosts: int = _integer(8, "reporting hosts a cohort needs for the multivariate model", ge=2)
     mv_refit_s: float = _number(

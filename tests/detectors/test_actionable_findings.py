@@ -73,7 +73,7 @@ def test_inventory_socket_details_survive_and_the_engine_store_stays_json() -> N
 
 def test_campaign_names_each_new_hosts_connection() -> None:
     e = FamilyEngine(config=EngineConfig(host_timeout_s=1e6))
-    join(e, "ami-web", 20)
+    join(e, "ami-web", 20, s=-600.0)  # an established image: a young one has no basis for campaigns
     feature = "dest:tcp/4444@10.77.0.0/24"
     for i, pid in ((3, 812), (4, 913)):
         e.process(Observation(f"ami-web-h{i:02d}", "ami-web", "web", at(100 + i),
