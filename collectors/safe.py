@@ -130,6 +130,22 @@ def read_bounded(path: Path | str, limit: int) -> tuple[bytes, bool] | None:
     return absent(read)
 
 
+def read_proc_file(path: str, limit: int) -> bytes | None:
+    """At most `limit` bytes of a small kernel file (/proc/sys/..., /proc/<pid>/...) in one read: open
+    (non-blocking, no final link followed), read, close; no fstat, as procfs entries are kernel files and
+    each of these reads runs every probe cycle. None if absent or unreadable."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_text(path: Path | str, limit: int = 4_000_000, what: str = "file") -> str | None:
     """A file's text (see read_bounded); a file over `limit` bytes is cut and counted as `what`."""
     got = read_bounded(path, limit)

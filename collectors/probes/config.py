@@ -1,9 +1,14 @@
 """Security-relevant configuration: file hashes and modes, parsed sshd/passwd/group settings,
 sudoers, crontabs, authorized_keys and kernel sysctls.
 
-Change detection is cheap: each source is re-read only when the stat signature (inode, size, mtime,
-mode, owner) of one of its files, or the listing of its directory, changed. Sysctls are tiny /proc
-reads and are read every cycle. A change is reported as config.change {key, before, after}.
+Change detection is cheap, as nearly every run finds nothing changed: each source is re-read only when
+the stat signature (device, inode, size, mtime, ctime, mode, owner; collectors/probes/file_sigs.py) of one
+of its files, or the listing of its directory, changed, or when the last signature was taken in the same
+clock tick as a change ("racy": a second change in that tick could hide). Directory listings, the homes
+parsed from /etc/passwd and the mount table's parse are kept while what they come from is unchanged, and a
+run that re-read nothing and found the sysctls and mounts as before returns without diffing. Sysctls are
+tiny /proc reads (open, read, close each) and are read every cycle. A change is reported as config.change
+{key, before, after}.
 
 Files are read with collectors.safe (never blocking, never through a symlink, size-capped). A watched
 path that is a symlink is reported as `file.link:<path>` = its target, never read through (e.g. the
@@ -20,14 +25,16 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from collectors.probes.base import Emit, Probe, diff_maps
+from collectors.probes.file_sigs import Listings, Sig, racy, sig_of, stat_sig
 from collectors.probes.hardening_inputs import HardeningInputs
 from collectors.redact import Redactor
-from collectors.safe import absent, clean, lstat_below, read_below, read_bounded, to_text
+from collectors.safe import absent, clean, read_below, read_bounded, read_proc_file, to_text
 from contract import ssh_keys
 from contract.events import Kind
 
@@ -57,19 +64,43 @@ SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf
            "kernel.sysrq", "net.core.bpf_jit_harden", "dev.tty.ldisc_autoload", "fs.protected_fifos",
            "fs.protected_regular")
 
-Signature = tuple[tuple[str, int, int, int, int, int] | None, ...]
+Signature = tuple[Sig | None, ...]
+KEY_FILES = ("authorized_keys", "authorized_keys2")
 
 
-def stat_sig(path: Path) -> tuple[str, int, int, int, int, int] | None:
-    st = absent(lambda: os.lstat(path))
-    if st is None:
-        return None
-    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
-def _is_dir(path: Path) -> bool:
-    st = absent(lambda: os.lstat(path))
-    return st is not None and stat.S_ISDIR(st.st_mode)
+def key_file_sigs(home: str, shown: str) -> tuple[Sig | None, Sig | None]:
+    """The signatures of <home>/.ssh/authorized_keys and authorized_keys2, never through a link below the
+    home folder (as collectors.safe.lstat_below: `home` itself is trusted), with `.ssh` opened once for
+    both; `shown` is the home as /etc/passwd gives it (the signatures' paths)."""
+    try:
+        home_fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None, None
+    try:
+        ssh_fd = os.open(".ssh", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=home_fd)
+    except OSError:
+        return None, None
+    finally:
+        os.close(home_fd)
+    try:
+        sigs: list[Sig | None] = []
+        for name in KEY_FILES:
+            try:
+                st = os.stat(name, dir_fd=ssh_fd, follow_symlinks=False)
+            except OSError:
+                sigs.append(None)
+                continue
+            sigs.append(sig_of(f"{shown}/.ssh/{name}", st))
+        return sigs[0], sigs[1]
+    finally:
+        os.close(ssh_fd)
 
 
 def _file_type(mode: int) -> str:
@@ -136,27 +167,61 @@ class ConfigProbe(Probe):
         self.values: dict[str, str] = {}
         self._sigs: dict[str, Signature] = {}
         self._parts: dict[str, dict[str, str]] = {}
+        self._racy: set[str] = set()
+        """Sources whose last signature was racy (file_sigs): read again at the next run."""
         self._started = False
-        self.hardening = HardeningInputs(self.host, proc)
+        self._host_paths: dict[str, str] = {}
+        self.listings = Listings()
+        self._passwd: tuple[Sig, list[tuple[str, str]]] | None = None
+        """/etc/passwd's signature and the (user, home) pairs parsed from it."""
+        self._sysctl_paths = [(f"sysctl.{name}", f"{proc}/sys/{name.replace('.', '/')}") for name in SYSCTLS]
+        self._last_read: tuple[dict[str, str], dict[str, str]] | None = None
+        """The sysctls and the hardening inputs read every run, as last read."""
+        self.rereads = 0
+        """Sources read again because their signature changed or was racy (for tests and benchmarks)."""
+        self.hardening = HardeningInputs(self.host, proc, self._host_listing)
 
     def host(self, path: str) -> Path:
         return self.root / path.lstrip("/")
 
+    def host_path(self, path: str) -> str:
+        """`host(path)` as a string, made once per path (the signatures are taken from strings)."""
+        got = self._host_paths.get(path)
+        if got is None:
+            got = self._host_paths[path] = str(self.host(path))
+        return got
+
+    def _host_listing(self, host_dir: Path | str) -> list[str]:
+        return self.listings.names(os.fspath(host_dir))
+
     def _listing(self, directory: str) -> list[str]:
-        names = absent(lambda: os.listdir(self.host(directory))) or []
+        names = self.listings.names(self.host_path(directory))
         return sorted(f"{directory}/{n}" for n in names if not n.startswith("."))
 
     def _homes(self) -> list[tuple[str, str]]:
-        """(user, home) from /etc/passwd, without homes that are links a user could have made."""
-        text = to_text((read_bounded(self.host("/etc/passwd"), MAX_FILE) or (b"", False))[0])[0]
+        """(user, home) from /etc/passwd, without homes that are links a user could have made. The parse is
+        kept while /etc/passwd's signature is unchanged (and not racy); the homes are looked at every time."""
+        passwd = self.host_path("/etc/passwd")
+        sig = stat_sig(passwd)
+        if sig is not None and self._passwd is not None and self._passwd[0] == sig:
+            candidates = self._passwd[1]
+        else:
+            text = to_text((read_bounded(passwd, MAX_FILE) or (b"", False))[0])[0]
+            candidates = []
+            for line in text.splitlines():
+                f = line.split(":")
+                if len(f) >= 7 and f[5].startswith("/") and ".." not in f[5].split("/"):
+                    candidates.append((clean(f[0], 64)[0], f[5]))
+            self._passwd = None if sig is None or racy(sig, time.time_ns()) else (sig, candidates)
         homes = []
-        for line in text.splitlines():
-            f = line.split(":")
-            if len(f) >= 7 and f[5].startswith("/") and ".." not in f[5].split("/"):
-                st = absent(lambda h=f[5]: os.lstat(self.host(h)))  # type: ignore[misc]
-                if st is not None and stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
-                    continue
-                homes.append((clean(f[0], 64)[0], f[5]))
+        for user, home in candidates:
+            try:
+                st = os.lstat(self.host_path(home))
+            except OSError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode) and st.st_uid != 0:
+                continue
+            homes.append((user, home))
         return homes
 
     def sources(self) -> dict[str, tuple[list[str], Callable[[list[str]], dict[str, str]]]]:
@@ -167,24 +232,22 @@ class ConfigProbe(Probe):
         src["/etc/ssh/sshd_config"] = (["/etc/ssh/sshd_config", *self._listing("/etc/ssh/sshd_config.d")],
                                        self._read_file)  # Include'd files change sshd.* keys too
         for directory in WATCHED_DIRS:
-            files = [p for p in self._listing(directory) if not _is_dir(self.host(p))]
+            files = [p for p in self._listing(directory) if not _is_dir(self.host_path(p))]
             src[directory] = ([directory, *files], self._read_dir)
         sudoers = ["/etc/sudoers", "/etc/sudoers.d", *self._listing("/etc/sudoers.d")]
         src["sudoers"] = (sudoers, self._read_sudoers)
-        names = ("authorized_keys", "authorized_keys2")
-        keys = [f"{home}/.ssh/{n}" for _, home in self._homes() for n in names]
+        keys = [f"{home}/.ssh/{n}" for _, home in self._homes() for n in KEY_FILES]
         src["authorized_keys"] = (["/etc/passwd", *keys], self._read_authorized_keys)
         src.update(self.hardening.sources())  # parsed values for the hardening checks
         return src
 
     def _signature(self, name: str, paths: list[str]) -> Signature:
         if name != "authorized_keys":
-            return tuple(stat_sig(self.host(p)) for p in paths)
-        sig: list[tuple[str, int, int, int, int, int] | None] = [stat_sig(self.host(paths[0]))]
-        for path in paths[1:]:  # under a home: never stat through a link the user made
-            home, _, rel = path.partition("/.ssh/")
-            st = lstat_below(self.host(home), f".ssh/{rel}")
-            sig.append(None if st is None else (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid))
+            return tuple(stat_sig(self.host_path(p)) for p in paths)
+        sig: list[Sig | None] = [stat_sig(self.host_path(paths[0]))]
+        for i in range(1, len(paths), len(KEY_FILES)):  # under a home: never stat through a link the user made
+            home = paths[i].partition("/.ssh/")[0]
+            sig += key_file_sigs(self.host_path(home), home)
         return tuple(sig)
 
     def _read_file(self, paths: list[str]) -> dict[str, str]:
@@ -271,27 +334,43 @@ class ConfigProbe(Probe):
 
     def sysctls(self) -> dict[str, str]:
         out = {}
-        for name in SYSCTLS:
-            got = read_bounded(self.proc / "sys" / name.replace(".", "/"), 4096)
+        for key, path in self._sysctl_paths:
+            got = read_proc_file(path, 4096)
             if got is not None:
-                out[f"sysctl.{name}"] = " ".join(to_text(got[0])[0].split())
+                out[key] = " ".join(to_text(got)[0].split())
         return out
 
     def current(self) -> dict[str, str]:
-        values: dict[str, str] = {}
+        """Every value now. When no source was read again and the per-run reads are as before, this is
+        the last result itself (the same object), so `collect` knows there is nothing to diff."""
+        changed = not self._started
+        now_ns = time.time_ns()
+        racy_now: set[str] = set()
         for name, (paths, reader) in self.sources().items():
             sig = self._signature(name, paths)
-            if self._sigs.get(name) != sig or name not in self._parts:
-                self._parts[name] = reader(paths)
+            if self._sigs.get(name) != sig or name not in self._parts or name in self._racy:
+                part = reader(paths)
+                changed = changed or part != self._parts.get(name)
+                self._parts[name] = part
                 self._sigs[name] = sig
-            values.update(self._parts[name])
-        values.update(self.sysctls())
-        values.update(self.hardening.per_cycle())
+                self.rereads += 1
+            if any(racy(s, now_ns) for s in sig):
+                racy_now.add(name)
+        self._racy = racy_now
+        per_run = (self.sysctls(), self.hardening.per_cycle())
+        if not changed and per_run == self._last_read and self.values:
+            return self.values
+        self._last_read = per_run
+        values: dict[str, str] = {}
+        for part in self._parts.values():
+            values.update(part)
+        values.update(per_run[0])
+        values.update(per_run[1])
         return values
 
     def collect(self, full: bool) -> list[Emit]:
         now = self.current()
-        out = diff_maps(Kind.CONFIG_CHANGE, self.values, now) if self._started else []
+        out = diff_maps(Kind.CONFIG_CHANGE, self.values, now) if self._started and now is not self.values else []
         self.values, self._started = now, True
         if full:
             out.append((Kind.CONFIG_INVENTORY, {"items": dict(sorted(now.items()))}))

@@ -276,9 +276,14 @@ class HardeningInputs:
     """Sources for the config probe: name -> (paths whose stat signature triggers a re-read, reader);
     `per_cycle()` reads the tiny /proc files every cycle."""
 
-    def __init__(self, host: Callable[[str], Path], proc: Path) -> None:
+    def __init__(self, host: Callable[[str], Path], proc: Path,
+                 listdir: Callable[[Path], list[str]] | None = None) -> None:
         self.host = host
         self.proc = proc
+        self.listdir = listdir or (lambda d: absent(lambda: os.listdir(d)) or [])
+        """Entry names of a host directory ([] if absent); the config probe's keeps unchanged listings."""
+        self._mounts: tuple[str, dict[str, str]] | None = None
+        """The mount table as last read and its parse (parsed again only when its text changed)."""
 
     def _text(self, path: str) -> str | None:
         return read_host_text(self.host(path))
@@ -287,7 +292,7 @@ class HardeningInputs:
         return [t for p in paths if (t := self._text(p)) is not None]
 
     def _listing(self, directory: str, suffix: str = "") -> list[str]:
-        names = absent(lambda: os.listdir(self.host(directory))) or []
+        names = self.listdir(self.host(directory))
         return sorted(f"{directory}/{n}" for n in names if not n.startswith(".") and n.endswith(suffix))
 
     def _glob(self, pattern: str) -> list[str]:
@@ -328,7 +333,9 @@ class HardeningInputs:
         out = {"hardening.inputs": INPUTS_VERSION}
         mounts = read_host_text(self.proc / "1" / "mounts") or read_host_text(self.proc / "self" / "mounts")
         if mounts is not None:
-            out.update(parse_mounts(mounts))
+            if self._mounts is None or self._mounts[0] != mounts:
+                self._mounts = (mounts, parse_mounts(mounts))
+            out.update(self._mounts[1])
         cmdline = read_host_text(self.proc / "cmdline")
         if cmdline is not None:
             out.update(parse_cmdline(cmdline))

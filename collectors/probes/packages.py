@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from collectors.probes.base import Emit, Probe, diff_maps
-from collectors.probes.config import stat_sig
+from collectors.probes.file_sigs import stat_sig
 from collectors.safe import read_text
 from contract.events import Kind
 
