@@ -14,8 +14,10 @@ metrics (the maximum over the metrics is printed too, pooled, as `max-z`).
 NAB realKnownCause and artificialWithAnomaly: every series a host of its own. A window is detected if a
 METRIC_DEVIATION finding falls inside it; false positives (`FP`) are the findings outside every window, each
 one an alert (the engine already reports an episode of flagged reports once); `FP runs` is the count used
-before, a run of findings less than suppress_s + 2 reporting intervals apart counted once. NAB is read from
-its path and never copied.
+before, a run of findings less than suppress_s + 2 reporting intervals apart counted once. Each false
+positive is then explained: the score that flagged it (smoothed, single report or level shift) as a multiple
+of its calibrated threshold, and its rank in that multiple over all the series' judged reports beside the best
+rank inside each window (SelfHistory.judged). NAB is read from its path and never copied.
 """
 
 from __future__ import annotations
@@ -164,8 +166,11 @@ def nab_job(args: tuple[str, str, list[list[str]]]) -> dict:
         ]
     engine = FamilyEngine(config=EngineConfig())
     findings: list[datetime] = []
+    judged: dict[datetime, tuple[float | None, float | None, float | None]] = {}
     for k, (t, v) in enumerate(rows):
-        out = engine.process(Observation(name, name, name, t, metrics={"value": v}))
+        metrics = {"value": v}
+        judged[t] = engine.own.judged(name, metrics, t.timestamp())  # a host without clones: its own history alone
+        out = engine.process(Observation(name, name, name, t, metrics=metrics))
         findings += [o.time for o in out if isinstance(o, Finding) and o.kind is FindingKind.METRIC_DEVIATION]
         if k % 10 == 0:
             engine.tick(t)
@@ -175,6 +180,7 @@ def nab_job(args: tuple[str, str, list[list[str]]]) -> dict:
     ]
     detected = sum(1 for a, b in spans if any(a <= t <= b for t in findings))
     outside = sorted(t for t in findings if not any(a <= t <= b for a, b in spans))
+    explained = [explain(t, judged, spans) for t in outside]
     steps = sorted((rows[i + 1][0] - rows[i][0]).total_seconds() for i in range(len(rows) - 1))
     gap = EngineConfig().suppress_s + 2 * steps[len(steps) // 2]
     runs = sum(1 for i, t in enumerate(outside) if i == 0 or (t - outside[i - 1]).total_seconds() > gap)
@@ -185,7 +191,36 @@ def nab_job(args: tuple[str, str, list[list[str]]]) -> dict:
         "fp": len(outside),
         "fp_runs": runs,
         "findings": len(findings),
+        "explained": explained,
     }
+
+
+JUDGED = ("smoothed", "report", "shift")
+"""The host's own history judges three scores per report (detectors/self_history.py)."""
+
+
+def explain(
+    t: datetime,
+    judged: dict[datetime, tuple[float | None, float | None, float | None]],
+    spans: list[tuple[datetime, datetime]],
+) -> str:
+    """One false positive: which score flagged it (the one furthest above its calibrated threshold), by how much
+    (score / threshold), and where that ratio ranks among all the series' judged reports (1 = the highest),
+    beside the best rank inside each labelled window. A false positive that ranks above a window's best is not
+    removed by raising that score's thresholds by a common factor (a wider margin, a stricter tail) before that
+    window is lost; only judging its report differently removes it first."""
+    ratios = judged.get(t, (None, None, None))
+    known = [(r, i) for i, r in enumerate(ratios) if r is not None]
+    if not known:
+        return f"{t:%a %Y-%m-%d %H:%M} (not judged by the host's own history)"
+    ratio, i = max(known)
+    column = sorted(((r[i], when) for when, r in judged.items() if r[i] is not None), reverse=True)
+    rank = {when: k + 1 for k, (_, when) in enumerate(column)}
+    best = [min((rank[w] for w in rank if a <= w <= b), default=0) for a, b in spans]
+    return (
+        f"{t:%a %Y-%m-%d %H:%M} {JUDGED[i]} score {ratio:.2f} x its threshold, rank {rank[t]} of {len(column)} "
+        f"judged reports; windows' best ranks {', '.join(str(b) if b else '-' for b in best)}"
+    )
 
 
 def main() -> int:
@@ -264,6 +299,10 @@ def main() -> int:
                 f"windows detected {tot_d}/{tot_w} ({100 * tot_d / max(tot_w, 1):.0f}%), "
                 f"series with at most one FP: {ok}/{len(rows)}"
             )
+            print("\nFalse positives: the score that flagged each and its rank in that score over the series")
+            for r in rows:
+                for line in r["explained"]:
+                    print(f"{r['series']:55} {line}")
     return 0
 
 

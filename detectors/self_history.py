@@ -291,6 +291,31 @@ class SelfHistory(Detector):
         _, smoothed, top = self._scores(host, metrics, t)
         return smoothed, top
 
+    def judged(self, host: str, metrics: dict[str, float], t: float) -> tuple[float | None, float | None, float | None]:
+        """How far above its threshold each judged score of a report would be, without learning it: (smoothed,
+        single report, level shift), each as score / its calibrated threshold (None while that threshold is not
+        known, or the report is not judged). For explanations and benchmarks: a false positive far above its
+        threshold and above every real anomaly of the host in the same score cannot be removed by calibration,
+        only by judging the report differently."""
+        pending, settled = self._pending.get(host), self._settled.get(host)
+        combined, smoothed, top, change, moved = self._all_scores(host, metrics, t)
+        # put back what `_assess` left for `observe` to commit: judging a report learns nothing
+        self._pending.pop(host, None)
+        self._settled.pop(host, None)
+        if pending is not None:
+            self._pending[host] = pending
+        if settled is not None:
+            self._settled[host] = settled
+        if top is None:
+            return None, None, None
+        thr, thr_report = self.threshold(host), self.threshold(host, report=True)
+        thr_shift = self.threshold(host, shift=True)
+        return (
+            smoothed / thr if thr else None,
+            combined / thr_report if thr_report else None,
+            change / thr_shift if thr_shift and moved is not None else None,
+        )
+
     def _scores(self, host: str, metrics: dict[str, float], t: float) -> tuple[float, float, MetricJudgement | None]:
         """(the report's combined score, the recent reports' smoothed score, the top judgement)."""
         combined, smoothed, top, _, _ = self._all_scores(host, metrics, t)
