@@ -58,6 +58,7 @@ import select
 import struct
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from collectors.probes.exec_events import ExecQueue, ExecSourceUnavailable, read_execs
@@ -408,8 +409,14 @@ class FanotifySource(ExecQueue):
                                known=[known[i] for i in unsettled], info=self._info)
             for i, rec in zip(unsettled, again, strict=True):
                 records[i] = rec
-        for rec in records:
-            if rec.exe is not None:
+        for i, rec in enumerate(records):
+            if rec.argv is None and rec.exe is not None and is_loader(rec.exe):
+                # A loader's event without its program's (the agent subscribed mid-exec, a queue overflow):
+                # unless /proc shows the loader as the program (`ld.so /bin/x`), the exec's program is not
+                # known, and never the loader. Found in the lab: a host's agent starting during a job's exec
+                # reported `dash` starting the loader, new to the image.
+                records[i] = replace(rec, exe=None, missing=["exe", *rec.missing])
+            elif rec.exe is not None:
                 exes[rec.pid] = rec.exe
         self._push_all(records)
 

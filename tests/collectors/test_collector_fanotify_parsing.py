@@ -224,3 +224,22 @@ def test_generated_buffers_never_crash_leak_or_close_ours(parts: list[tuple[str,
             if fd not in trusted and still_ours(fd):
                 os.close(fd)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_loaders_event_without_its_programs_names_no_program(tmp_path: Path) -> None:
+    """The agent subscribed in the middle of an exec (or the queue overflowed): the first event of pid 400 is
+    the loader's. Its program is not known, and never the loader (found in the lab: `dash` starting the
+    loader, new to the image, on a host whose agent had just started); the loader run as a program
+    (`ld.so /bin/x`, pid 401), which /proc shows as the process's exe, still is one."""
+    loader = tmp_path / "ld-linux-x86-64.so.2"
+    loader.write_bytes(b"\x7fELF")
+    proc = tmp_path / "proc"
+    for pid, exe in ((400, "/usr/bin/curl"), (401, str(loader))):
+        (proc / str(pid)).mkdir(parents=True)
+        os.symlink(exe, proc / str(pid) / "exe")
+        (proc / str(pid) / "cmdline").write_bytes(b"ld.so\0/bin/x\0" if pid == 401 else b"curl\0-fsS\0")
+    src = FanotifySource(proc=proc, max_reads_per_s=1e9)
+    src.handle(record(os.open(loader, os.O_RDONLY), 400) + record(os.open(loader, os.O_RDONLY), 401))
+    recs = {r.pid: r for r in src.drain() if isinstance(r, ExecRecord)}
+    assert recs[400].exe is None and "exe" in recs[400].missing
+    assert recs[401].exe == str(loader) and recs[401].argv == b"ld.so\0/bin/x\0"
