@@ -9,11 +9,11 @@ similar data would, and cannot isolate one outside it. So a model is refitted
 - when a new vector lies more than `leave_widths` (2) times the sample's width past its range on some
   metric while most of the cohort's latest vectors do not: a host that left the pack is refitted into the
   sample before it is judged (a report just past the range is the noise of a 12-row sample: in a week of
-  simulated clones at a 5-minute cadence 77 of 104 refits were of that kind, none of them a finding);
+  simulated clones at a 5-minute cadence 55 refits were of that kind, none of them a finding);
 - when `refit_reports` reports per host arrived since the fit (or the last such check) and the cohort's
   live hosts changed: another number of hosts or of metrics, or a latest vector `drift_widths` (1) past
   the sample's range (a cohort that drifted or moved as a whole). A cohort that stays what it was is not
-  refitted; before, every `refit_reports` reports per host were a refit (19 of the week's 104);
+  refitted; before, every `refit_reports` reports per host were a refit (42 of the week's 104);
 - when a scoring finds a candidate outlier (score >= threshold, z >= 0.75 min_z) with a model fitted
   before the vectors it judges: it refits and scores again.
 `fits` counts refits. Models are derived caches: never stored, only rebuilt.
