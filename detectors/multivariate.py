@@ -3,20 +3,13 @@ metric is far off. One scikit-learn IsolationForest per cohort, fitted on the la
 every live host (from the store, fixed random_state). The engine scores the latest vectors at most every
 `refit_s` of event time, once at least half the cohort's hosts reported since the last scoring.
 
-Refits are triggered by changes in the data, not by the clock or the mere count of reports: a forest's
-splits lie within the range of its sample, so it judges a vector inside that range much as a refit on
-similar data would, and cannot isolate one outside it. So a model is refitted
-- when a new vector lies more than `leave_widths` (2) times the sample's width past its range on some
-  metric while most of the cohort's latest vectors do not: a host that left the pack is refitted into the
-  sample before it is judged (a report just past the range is the noise of a 12-row sample: in a week of
-  simulated clones at a 5-minute cadence 55 refits were of that kind, none of them a finding);
-- when `refit_reports` reports per host arrived since the fit (or the last such check) and the cohort's
-  live hosts changed: another number of hosts or of metrics, or a latest vector `drift_widths` (1) past
-  the sample's range (a cohort that drifted or moved as a whole). A cohort that stays what it was is not
-  refitted; before, every `refit_reports` reports per host were a refit (42 of the week's 104);
-- when a scoring finds a candidate outlier (score >= threshold, z >= 0.75 min_z) with a model fitted
-  before the vectors it judges: it refits and scores again.
-`fits` counts refits. Models are derived caches: never stored, only rebuilt.
+Refits are triggered by data, not by the clock, so their cost grows with the reports, not with event time:
+a model is refitted when `refit_reports` new reports per host arrived since it was fitted, or when a new
+vector falls outside the range the model was fitted on (widened by its width on each side) while most of
+the cohort's latest vectors are still inside it: an isolation forest cannot isolate a point outside that
+range, so a host that left the pack is refitted into the sample before it is judged. A scoring that finds a
+candidate outlier (score >= threshold, z >= 0.75 min_z) with a model fitted before the vectors it judges
+refits and scores again. `fits` counts refits. Models are derived caches: never stored, only rebuilt.
 
 A refit takes the cohort's vectors and their range at once (the range decides the next refit), but builds
 the forest only when a scoring first needs it: a refit replaced by another before any scoring (a backlog
@@ -31,7 +24,7 @@ host's score together, does not alert.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
@@ -50,25 +43,12 @@ class _Model:
     """The fitted IsolationForest; None until a scoring first needs it (built from `sample`)."""
     names: list[str]
     lo: np.ndarray
-    """Per metric (log-scaled), the lowest value of the sample: the forest's splits lie within [lo, hi]."""
+    """Per metric (log-scaled), the low end of the range the forest can judge."""
     hi: np.ndarray
     reports: int = 0
-    """The cohort's report count (`note`) when the model was fitted (or last found still good)."""
+    """The cohort's report count (`note`) when the model was fitted."""
     sample: np.ndarray | None = None
     """The vectors the forest is (to be) fitted on; dropped once it is built."""
-    rows: int = 0
-    """Hosts in the sample."""
-    ranges: dict[float, list[tuple[str, float, float]]] = field(default_factory=dict)
-    """widths -> (name, low, high) per metric, as plain floats: the range check runs on every report."""
-
-    def bounds(self, widths: float) -> list[tuple[str, float, float]]:
-        """Per metric, the sample's range widened by `widths` times its width (at least 0.05) on each side."""
-        out = self.ranges.get(widths)
-        if out is None:
-            margin = widths * np.maximum(self.hi - self.lo, 0.05)
-            lo, hi = (self.lo - margin).tolist(), (self.hi + margin).tolist()
-            out = self.ranges[widths] = list(zip(self.names, lo, hi, strict=True))
-        return out
 
 
 class MultivariateOutlier(Detector):
@@ -86,12 +66,8 @@ class MultivariateOutlier(Detector):
         random_state: int = 0,
         baseline: CohortBaseline | None = None,
         refit_reports: int = 48,
-        leave_widths: float = 2.0,
-        drift_widths: float = 1.0,
     ) -> None:
         super().__init__(baseline)
-        self.leave_widths = float(leave_widths)
-        self.drift_widths = float(drift_widths)
         self.refit_reports = int(refit_reports)
         self.n_estimators = int(n_estimators)
         self.min_hosts = int(min_hosts)
@@ -147,39 +123,17 @@ class MultivariateOutlier(Detector):
             return
         reports = self.baseline.metrics.get(image, {})
         if count - m.reports >= self.refit_reports * max(len(reports), 1):
-            if self._drifted(m, image, now):
-                self.fit(image, now)
-            else:
-                m.reports = count  # the model still covers the cohort: checked again after as many reports
-        elif self._outside(m, values, self.leave_widths):
+            self.fit(image, now)
+        elif self._outside(m, values):
             # a host that left the pack is refitted into the sample; a cohort that moved as a whole (the
-            # time of day, a traffic spike) waits for the scheduled check: its hosts' scores move together
-            outside = sum(1 for _, v in reports.values() if self._outside(m, v, self.leave_widths))
+            # time of day, a traffic spike) waits for the scheduled refit: its hosts' scores move together
+            outside = sum(1 for _, v in reports.values() if self._outside(m, v))
             if 2 * outside <= len(reports):
                 self.fit(image, now)
 
-    def _drifted(self, m: _Model, image: str, now: float) -> bool:
-        """Whether the cohort's live hosts are no longer what the model was fitted on: another number of
-        hosts or of metrics, or a latest vector `drift_widths` past the sample's range. The forest judges a
-        vector within that range much as a refit on similar data would, so a cohort that stays what it was
-        is not refitted, and one that drifts or changes is refitted once per `refit_reports` reports per host."""
-        hosts, names, x = self.vectors(image, now)
-        if len(hosts) != m.rows or names != m.names:
-            return True
-        margin = self.drift_widths * np.maximum(m.hi - m.lo, 0.05)
-        return bool(np.any(x < m.lo - margin) or np.any(x > m.hi + margin))
-
-    @staticmethod
-    def _outside(m: _Model, values: dict[str, float], widths: float) -> bool:
-        """Whether a report lies more than `widths` times the sample's width past its range (on the log
-        scale of `_matrix`). Run on every report: plain floats, not a one-row numpy array."""
-        log1p = math.log1p
-        for name, lo, hi in m.bounds(widths):
-            v = values.get(name, 0.0)
-            x = log1p(v) if v >= 0.0 else -log1p(-v)
-            if x < lo or x > hi:
-                return True
-        return False
+    def _outside(self, m: _Model, values: dict[str, float]) -> bool:
+        x = self._matrix([values], m.names)
+        return bool(np.any(x < m.lo) or np.any(x > m.hi))
 
     def vectors(self, image: str, now: float) -> tuple[list[str], list[str], np.ndarray]:
         """(hosts, metric names, log-scaled matrix) of the cohort's live hosts' latest metrics."""
@@ -205,9 +159,9 @@ class MultivariateOutlier(Detector):
             self._models.pop(image, None)
             return False
         self.fits += 1
-        self._models[image] = _Model(
-            now, None, names, x.min(axis=0), x.max(axis=0), self._reports.get(image, 0), x, len(hosts)
-        )
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        margin = np.maximum(hi - lo, 0.05)
+        self._models[image] = _Model(now, None, names, lo - margin, hi + margin, self._reports.get(image, 0), x)
         return True
 
     def _forest(self, m: _Model) -> Any:
