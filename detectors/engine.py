@@ -486,14 +486,16 @@ class FamilyEngine:
         """Hosts that had the feature when the judgement was due and have left or lost it since."""
         for h in e.hosts:
             rec = b.hosts.get(h)
-            had = not absent and h in e.left and e.left[h][0] >= now  # in order, judged before it left
+            # when it left the cohort or lost the feature, if it did before this judgement was made
+            left_at = e.left[h][0] if not absent and h in e.left else None
+            had = left_at is not None and left_at >= now  # in order, judged before it left
             if rec is None or rec.image != image:
                 if had:
                     hosts.append(h)
                     gone_with.append(h)
                 continue
             has = feat in b.host_features(h)
-            if has and not absent and h in e.left and rec.first <= e.left[h][0] < now:
+            if has and left_at is not None and rec.first <= left_at < now:
                 # it lost the feature during the wait (a sample: a polled short-lived process or connection
                 # leaves at once) and shows it again: a periodic thing caught twice on this clone, not a
                 # presence the judgement can count on

@@ -27,11 +27,9 @@ RACY_NS = 2_000_000_000
 def stat_sig(path: str | os.PathLike[str]) -> Sig | None:
     """The signature of `path` itself (a link is not followed), or None if it is absent or refused."""
     try:
-        st = os.lstat(path)
+        return sig_of(os.fspath(path), os.lstat(path))
     except OSError:
         return None
-    return (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode,
-            st.st_uid)
 
 
 def sig_of(path: str, st: os.stat_result) -> Sig:
