@@ -29,7 +29,7 @@ the command line only once /proc/<pid>/exe shows the event's program (the new me
 it still does after; where the exec is still under way it waits a little (SETTLE_S, 6.3 ms in all) and
 reads again; what could still not be read is listed in `missing`, never guessed. A script whose
 interpreter's event is not in the same read is held back for the next one (SCRIPT_WAIT_S), so its exec
-is reported once, as the interpreter /proc/<pid>/exe shows.
+is reported once, as the interpreter /proc/<pid>/exe shows; so is a lower layer whose program is not.
 
 fanotify reports no exits: the probe notices them by listing /proc each cycle (processes.py).
 
@@ -94,6 +94,8 @@ SCRIPT_WAIT_S = 0.002
 """How long a script's exec waits for its interpreter's event (queued microseconds later by the same
 execve) before it is reported as it is."""
 MAX_HELD = 256
+WAITING = ("script", "shadow")
+"""group_execs states of an exec whose next file opened is still part of it (the interpreter, the program)."""
 SETTLE_S = (0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032)
 """Waits before reading again an exec still under way (6.3 ms in all)."""
 MAX_ERRORS_IN_A_ROW = 64
@@ -139,14 +141,13 @@ def group_execs(opened: list[tuple[int, str, bool, bool]],
     in kernel order (see the module doc). A shadow is a file whose path is not where this namespace sees
     it: overlayfs opens a program's lower-layer file itself, through a mount of its own, just before the
     program; a shadow followed by the pid's next program is that exec (the program's path is the one
-    kept). `state` (pid -> "open" or "script") carries each pid's last exec from one read to the next:
-    still open (its loader may follow), or a script waiting for its interpreter; it is updated in place."""
+    kept). `state` (pid -> "open", "script" or "shadow") carries each pid's last exec from one read to the
+    next: still open (its loader may follow), a script waiting for its interpreter, or seen through a
+    shadow only, waiting for its program; it is updated in place."""
     st = state if state is not None else {}
     execs: list[tuple[int, str]] = []
     index: dict[int, int] = {}
     """pid -> index in `execs` of its exec still open in this read."""
-    shadowed: dict[int, bool] = {}
-    """pid -> its exec open in this read was seen through a shadow only."""
     for pid, path, script, shadow in opened:
         prev = st.get(pid)
         if is_loader(path):
@@ -156,8 +157,8 @@ def group_execs(opened: list[tuple[int, str, bool, bool]],
                 del st[pid]  # the loader ends the exec it belongs to
             index.pop(pid, None)
             continue
-        if prev == "script" or (prev == "open" and shadowed.get(pid)):  # the interpreter of the script just
-            # opened, or the program whose lower layer came first: the same exec, its real program
+        if prev in WAITING:  # the interpreter of the script just opened, or the program whose lower layer
+            # came first (in this read or the one before): the same exec, its real program
             if pid in index:
                 execs[index[pid]] = (pid, path)
             else:  # the script came in an earlier read and was reported there
@@ -166,8 +167,7 @@ def group_execs(opened: list[tuple[int, str, bool, bool]],
         else:
             execs.append((pid, path))
             index[pid] = len(execs) - 1
-        shadowed[pid] = shadow
-        st[pid] = "script" if script else "open"
+        st[pid] = "script" if script else "shadow" if shadow else "open"
     return execs
 
 
@@ -364,10 +364,12 @@ class FanotifySource(ExecQueue):
         execs = group_execs(opened, self._execs)
         held = self._held
         for pid, _path in execs:
-            held.pop(pid, None)  # its interpreter came: this exec replaces the script held back
-        # a script whose interpreter is not read yet (the next read has it): held back, so the exec is
-        # reported once, with the program /proc/<pid>/exe shows
-        waiting = {pid: i for i, (pid, _path) in enumerate(execs) if self._execs.get(pid) == "script"}
+            held.pop(pid, None)  # its interpreter or program came: this exec replaces the one held back
+        # held back and since closed by its loader: nothing will replace it
+        execs.extend((pid, held.pop(pid)) for pid in [p for p in held if self._execs.get(p) not in WAITING])
+        # a script whose interpreter is not read yet, or a lower layer whose program is not (the next read
+        # has it): held back, so the exec is reported once, with the program /proc/<pid>/exe shows
+        waiting = {pid: i for i, (pid, _path) in enumerate(execs) if self._execs.get(pid) in WAITING}
         if waiting:
             for pid, i in waiting.items():
                 held[pid] = execs[i][1]

@@ -93,7 +93,42 @@ def test_an_exec_split_over_two_reads_stays_one() -> None:
     assert group_execs([o(20, LD)], state) == []  # the loader of the exec already reported
     assert group_execs([o(21, "/tmp/run.sh", script=True)], state) == [(21, "/tmp/run.sh")]
     assert group_execs([o(21, "/usr/bin/bash"), o(21, LD)], state) == [(21, "/usr/bin/bash")]
+    # a lower layer at the end of one read, its program at the start of the next: the same exec
+    assert group_execs([o(22, "/usr/bin/sleep", shadow=True)], state) == [(22, "/usr/bin/sleep")]
+    assert state == {22: "shadow"}
+    assert group_execs([o(22, "/merged/usr/bin/sleep"), o(22, LD)], state) == [(22, "/merged/usr/bin/sleep")]
     assert state == {}
+
+
+def test_a_lower_layer_is_held_until_its_program_or_loader(tmp_path: Path) -> None:
+    # overlayfs's own open of the lower file and the program's open can land in two reads: one exec, the
+    # program's (this made a program on overlayfs two execs now and then on a loaded machine)
+    prog = tmp_path / "prog"
+    prog.write_bytes(b"\x7fELF")
+    loader = tmp_path / "ld-linux-x86-64.so.2"
+    loader.write_bytes(b"\x7fELF")
+    src = FanotifySource(proc=tmp_path / "proc", max_reads_per_s=1e9)
+
+    def shadow_fd() -> int:
+        lower = tmp_path / "lower"
+        lower.write_bytes(b"\x7fELF")
+        fd = os.open(lower, os.O_RDONLY)
+        lower.unlink()  # its path no longer names the descriptor's file: a shadow
+        return fd
+
+    src.handle(record(shadow_fd(), 400))
+    assert src.drain() == []
+    src.handle(record(os.open(prog, os.O_RDONLY), 400))
+    assert [(r.pid, r.exe) for r in src.drain() if isinstance(r, ExecRecord)] == [(400, str(prog))]
+    # closed by its loader in the next read: reported then, as it is
+    src.handle(record(shadow_fd(), 401))
+    src.handle(record(os.open(prog, os.O_RDONLY), 402) + record(os.open(loader, os.O_RDONLY), 401))
+    got = [(r.pid, r.exe) for r in src.drain() if isinstance(r, ExecRecord)]
+    assert got == [(402, str(prog)), (401, f"{tmp_path}/lower (deleted)")] and src.execs_seen == 3
+    # the program never came: reported as it is once the reader is idle
+    src.handle(record(shadow_fd(), 403))
+    src._flush_held()
+    assert [r.pid for r in src.drain() if isinstance(r, ExecRecord)] == [403]
 
 
 def test_mounts_to_mark() -> None:
