@@ -49,12 +49,16 @@ listing every 5 s (1 s by default) plus a slow cycle."""
 """Behaviour features kept per host; beyond this new ones collapse into `<kind>:<overflow>`."""
 
 
-def metric_scope_suffix(payload: dict[str, Any]) -> str:
+def metric_scope_suffix(payload: dict[str, Any]) -> str | None:
     """How a metrics event's values are named: the host's own as they are; a cgroup's (payload scope
     "cgroup:<path>", collectors/cgroups.py) as `<name>@<unit>`, the last path component, so a watched
     service compares with the same service on its clones and never overwrites the host's figures; the
-    agent's own cgroup (`own`: true, e.g. its container) as `<name>@own`, whatever its per-host path."""
+    agent's own cgroup (`own`: true, e.g. its container) as `<name>@own`, whatever its per-host path.
+    None for the machine's figures seen from a namespace (scope "machine", collectors/probes/metrics.py):
+    every workload on that machine shares them, so they say nothing of this host (they stay in storage)."""
     scope = payload.get("scope")
+    if scope == "machine":
+        return None
     if not isinstance(scope, str) or not scope.startswith("cgroup:"):
         return ""
     if payload.get("own") is True:
@@ -228,10 +232,10 @@ class HostState:
                     self.born = {}
         elif kind == Kind.METRICS:
             suffix = metric_scope_suffix(p)
-            for name, value in p.get("values", {}).items():
+            for name, value in (p.get("values", {}) if suffix is not None else {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     metrics[name + suffix] = float(value)
-            if not suffix:  # the host's own event carries the per-interval counters
+            if suffix == "":  # the host's own event carries the per-interval counters
                 for name in ("auth_failures", "proc_starts", "proc_restarts"):
                     metrics.setdefault(name, self.counters.get(name, 0.0))
                 self.counters = {}

@@ -5,6 +5,13 @@ Per workload, from cgroup v2 (collectors/cgroups.py): one more metrics event per
 payload `scope`: "cgroup:<path>". Watched are the cgroups listed in the settings and, when the agent runs
 in a container or sidecar (its own cgroup v2 path is not "/"), its own cgroup. The host's figures stay in
 the host event.
+
+In a PID namespace of its own (a container, a sidecar, a lab host) the kernel's machine-wide figures (CPU,
+load, memory, swap, the root filesystem and disk I/O) are the whole machine's, the same for every
+workload on it: they go in an event of their own, payload `scope`: "machine", and the host event keeps
+what the namespace makes its own (network, processes, connections, logins). The detectors judge a host by
+its own figures only: two namespaced clones on one machine whose sampling intervals are offset by a few
+seconds see different slices of the machine's disk reads, a difference neither of them made.
 """
 
 from __future__ import annotations
@@ -22,6 +29,22 @@ from collectors.probes.base import Emit, Probe
 from collectors.safe import absent
 from contract.events import Kind
 
+MACHINE_WIDE = frozenset({"cpu_pct", "load1", "load5", "load15", "mem_pct", "mem_used_bytes", "mem_total_bytes",
+                          "swap_pct", "disk_root_pct", "disk_read_bytes", "disk_write_bytes"})
+"""Figures psutil reads from the kernel's machine-wide counters, whatever namespace the agent is in."""
+
+INITIAL_PID_NAMESPACE = "pid:[4026531836]"
+"""/proc/self/ns/pid in the machine's initial PID namespace (the kernel's fixed PROC_PID_INIT_INO)."""
+
+
+def in_own_pid_namespace(proc: Path = Path("/proc")) -> bool:
+    """True when this process runs in a PID namespace other than the machine's (a container, a lab host);
+    False in the initial one or when it cannot be told (the link is unreadable)."""
+    try:
+        return os.readlink(proc / "self" / "ns" / "pid") != INITIAL_PID_NAMESPACE
+    except OSError:
+        return False
+
 
 class MetricsProbe(Probe):
     name = "metrics"
@@ -30,8 +53,12 @@ class MetricsProbe(Probe):
                  conns: Callable[[], int] | None = None, failed_logins: Callable[[], int] | None = None,
                  clock: Callable[[], float] = time.monotonic, cgroups: list[str] | None = None,
                  own_scope: bool = True, cgroup_mount: Path | None = None, proc: Path = Path("/proc"),
-                 own_traffic: Callable[[], dict[str, float]] | None = None) -> None:
+                 own_traffic: Callable[[], dict[str, float]] | None = None,
+                 machine_scope: bool | None = None) -> None:
         super().__init__(interval, None)
+        self.machine_scope = in_own_pid_namespace(proc) if machine_scope is None else machine_scope
+        """Machine-wide figures in a "machine" event of their own, not the host's (None: when the agent runs
+        in a PID namespace of its own)."""
         self.procs, self.conns, self.failed_logins = procs, conns, failed_logins
         self.own_traffic = own_traffic
         """The agent's own Kafka traffic so far (collectors/own_traffic.py), reported per interval beside the
@@ -93,9 +120,15 @@ class MetricsProbe(Probe):
                 # a counter that went backwards was reset (e.g. interface re-created): count from zero
                 values[name] = value - before if before is not None and value >= before else value
         self._last, self._last_t = counters, now
+        every = float(self.interval)  # as configured: the budget may stretch interval_s
         host: dict[str, Any] = {"values": {k: float(v) for k, v in values.items()}, "scope": "host",
-                                "every_s": float(self.interval)}  # as configured: the budget may stretch interval_s
+                                "every_s": every}
         out: list[Emit] = [(Kind.METRICS, host)]
+        if self.machine_scope:
+            machine = {k: host["values"].pop(k) for k in list(host["values"]) if k in MACHINE_WIDE}
+            if "interval_s" in host["values"]:
+                machine["interval_s"] = host["values"]["interval_s"]
+            out.append((Kind.METRICS, {"values": machine, "scope": "machine", "every_s": every}))
         for meter in self.cgroups:
             scoped = meter.values()
             if scoped is not None:

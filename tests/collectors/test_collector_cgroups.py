@@ -15,6 +15,7 @@ import pytest
 
 from collectors.cgroups import CgroupMeter, cgroup2_mount, own_cgroup, read_cgroup
 from collectors.probes import MetricsProbe
+from collectors.probes.metrics import INITIAL_PID_NAMESPACE, MACHINE_WIDE
 from contract.events import Kind
 
 
@@ -135,3 +136,19 @@ def test_busy_and_idle_workloads_measured_apart(two_cgroups: tuple[Path, str, st
           f"host cpu_pct {by_scope['host'].get('cpu_pct', float('nan')):.1f}")
     # a CPU loop gets at least a fair share of a core even on a loaded 2-core machine; the idle one ~0
     assert busy_pct > 20.0 and idle_pct < 10.0 and busy_pct > idle_pct + 15.0
+
+
+def test_in_a_pid_namespace_the_machines_figures_are_not_the_hosts(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "self" / "ns").mkdir(parents=True)
+    (proc / "self" / "ns" / "pid").symlink_to("pid:[4026532999]")  # a namespace of its own
+    probe = MetricsProbe(1.0, procs=lambda: 3, proc=proc, own_scope=False)
+    host, machine = (p for kind, p in probe.collect(False) if kind is Kind.METRICS)
+    assert (host["scope"], machine["scope"]) == ("host", "machine")
+    assert host["values"]["procs"] == 3.0
+    assert not MACHINE_WIDE & host["values"].keys()
+    assert {"mem_pct", "load1", "disk_root_pct"} <= machine["values"].keys() and "procs" not in machine["values"]
+    (proc / "self" / "ns" / "pid").unlink()
+    (proc / "self" / "ns" / "pid").symlink_to(INITIAL_PID_NAMESPACE)  # the machine's own namespace
+    alone = [p for kind, p in MetricsProbe(1.0, proc=proc, own_scope=False).collect(False) if kind is Kind.METRICS]
+    assert [p["scope"] for p in alone] == ["host"] and "mem_pct" in alone[0]["values"]

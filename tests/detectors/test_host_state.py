@@ -199,3 +199,21 @@ def test_cgroup_metrics_never_overwrite_the_hosts_own() -> None:
                                                       "scope": "cgroup:/kubepods/pod1/c0ffee"}, time=t))
     assert obs is not None and obs.metrics["cpu_pct@nginx.service"] == 95.0 and "cpu_pct" not in obs.metrics
     assert own is not None and own.metrics["cpu_pct@own"] == 3.0
+
+
+def test_the_machines_figures_are_kept_out_of_the_hosts_metrics() -> None:
+    from datetime import UTC, datetime
+
+    from contract.events import Event, HostIdentity, Kind
+    from detectors import HostState
+
+    host = HostIdentity("i-1", "b-1", "ami-1", "web")
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    hs = HostState("i-1", "ami-1", "web")
+    hs.counters = {"proc_starts": 7.0}
+    machine = hs.apply(Event.new(host, Kind.METRICS, 1, {"values": {"cpu_pct": 99.0, "disk_read_bytes": 9e5},
+                                                          "scope": "machine"}, time=t))
+    assert machine is None or not {"cpu_pct", "disk_read_bytes", "proc_starts"} & machine.metrics.keys()
+    own = hs.apply(Event.new(host, Kind.METRICS, 2, {"values": {"procs": 4.0}, "scope": "host"}, time=t))
+    assert own is not None and own.metrics["procs"] == 4.0 and "cpu_pct" not in own.metrics
+    assert own.metrics["proc_starts"] == 7.0  # the counters went with the host's own event, not the machine's
