@@ -402,6 +402,20 @@ MIGRATIONS.append(Migration(3, "host key pins", lambda s: [HOST_KEYS]))
 MIGRATIONS.append(Migration(4, "lifecycle: events written but never received at a timeout", lambda s: [
     "ALTER TABLE lifecycle ADD COLUMN IF NOT EXISTS missing_events UInt64 DEFAULT 0 AFTER reason"]))
 
+METRICS_SCOPED_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_mv TO metrics AS
+SELECT host_id, kv.1 AS name, if(JSONHas(payload, 'scope'), JSONExtractString(payload, 'scope'), 'host') AS scope,
+       time, kv.2 AS value, image_id, image_family
+FROM events
+ARRAY JOIN JSONExtractKeysAndValues(payload, 'values', 'Float64') AS kv
+WHERE kind = 'metrics'"""
+"""A metrics event's scope (docs/contract.md, "Metrics scope") beside each value: `host`, `machine` or
+`cgroup:<path>`, so a container's or the machine's cpu_pct is never read as the host's own."""
+
+MIGRATIONS.append(Migration(5, "metrics: the scope of each value (host, machine, cgroup)", lambda s: [
+    "ALTER TABLE metrics ADD COLUMN IF NOT EXISTS scope LowCardinality(String) DEFAULT 'host' AFTER name",
+    "DROP VIEW IF EXISTS metrics_mv", METRICS_SCOPED_MV]))
+
 
 def applied_versions(client: Client) -> set[int]:
     client.command("""CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -66,3 +66,23 @@ def test_retention_follows_settings(storage_settings):
     assert " TTL " not in engine("events")
     migrate(client, SinkSettings(ttl_metrics_days=7, ttl_events_days=365))
     assert "toIntervalDay(7)" in engine("metrics") and "toIntervalDay(365)" in engine("events")
+
+
+def test_metric_values_keep_their_scope(storage_settings):
+    from datetime import UTC, datetime
+
+    from contract.events import Event, HostIdentity, Kind
+    from storage.load import load_events
+
+    client = connect(storage_settings)
+    migrate(client)
+    host = HostIdentity("i-1", "b-1", "ami-1", "web")
+    t = datetime.now(UTC)  # inside the metrics table's retention
+    load_events(client, [
+        Event.new(host, Kind.METRICS, 1, {"values": {"cpu_pct": 2.0}, "scope": "host"}, time=t),
+        Event.new(host, Kind.METRICS, 2, {"values": {"cpu_pct": 97.0}, "scope": "machine"}, time=t),
+        Event.new(host, Kind.METRICS, 3, {"values": {"cpu_pct": 40.0}, "scope": "cgroup:/kubepods/pod1"}, time=t),
+        Event.new(host, Kind.METRICS, 4, {"values": {"procs": 9.0}}, time=t)])  # older agents send no scope
+    rows = client.query("SELECT scope, name, value FROM metrics ORDER BY value").result_rows
+    assert [tuple(r) for r in rows] == [("host", "cpu_pct", 2.0), ("host", "procs", 9.0),
+                                        ("cgroup:/kubepods/pod1", "cpu_pct", 40.0), ("machine", "cpu_pct", 97.0)]
