@@ -37,6 +37,7 @@ READY_S = 30.0
 MOUNTS = [("/etc/ssh", "etc_ssh"), ("/etc/passwd", "passwd"), ("/etc/hosts", "hosts"),
           ("/root/.ssh", "root_ssh"), ("/home", "home"), ("/var/log", "var_log"), ("/tmp", "tmp")]
 LAB_USER = "deploy:x:2101:2101:lab deploy user:/home/deploy:/bin/sh\n"
+MACHINE_PASSWD = Path("/etc/passwd")
 
 
 def outside_reach(path: Path) -> bool:
@@ -251,11 +252,21 @@ class Lab:
             (fs / sub).mkdir(parents=True, exist_ok=True)
         (fs / "tmp").chmod(0o1777)
         (fs / "root_ssh").chmod(0o700)
-        (fs / "passwd").write_text(Path("/etc/passwd").read_text() + LAB_USER)
+        (fs / "passwd").write_text(self._image_passwd())
         (fs / "var_log" / "auth.log").touch()
         self._write_image_files(fs, image)
         for sub in ("state", "control", "logs"):
             (self.host_dir(host) / sub).mkdir(exist_ok=True)
+
+    def _image_passwd(self) -> str:
+        """The /etc/passwd every host of the lab boots with: the machine's, read once when the first host is
+        prepared, plus the lab's user. Read at each boot instead, a package installed on the machine during
+        a long run (it added a system user) gave every later host a passwd none of its older clones had,
+        and each was reported, rightly, for drifting from them."""
+        base = self.lab_dir / "passwd"
+        if not base.exists():
+            base.write_text(MACHINE_PASSWD.read_text() + LAB_USER)
+        return base.read_text()
 
     def _mount_targets(self) -> None:
         """A mount needs its target: make missing ones (removed again by `down`). Before every boot: another

@@ -120,6 +120,31 @@ def test_a_host_added_after_a_config_push_boots_with_it(tmp_path: Path) -> None:
     assert hosts[0] == hosts[1] and "config.lab.internal" in hosts[1] and "web.lab.internal" not in hosts[1]
 
 
+def test_every_host_boots_with_the_passwd_of_the_labs_start(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package installed on the machine during a long run added a system user to /etc/passwd; every host
+    booted after it copied the new file and was reported (config_drift file.sha256:/etc/passwd) for
+    differing from its older clones. The lab's passwd is now the machine's at the first host, for all."""
+    from herdwatch.lab import fleet
+    from herdwatch.lab.state import HostRecord, LabState
+
+    machine = tmp_path / "machine-passwd"
+    machine.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    monkeypatch.setattr(fleet, "MACHINE_PASSWD", machine)
+    state = LabState(lab_id="hwl0000", lab_dir=str(tmp_path / "lab"), subnet="10.213.49", bridge="b",
+                     bridge_mac="m", topic_prefix="p", kafka_root="k", kafka_port=1, controller_port=2, lab_port=3,
+                     started="")
+    lab = fleet.Lab(state)
+    hosts = [HostRecord(slot=f"worker-{i}", host_id=f"h{i}", image="worker", image_id="worker-v1", family="worker",
+                        ns="n", ip=f"10.213.49.1{i}", veth="v") for i in range(2)]
+    lab._prepare_files(hosts[0], load_image("worker"))
+    machine.write_text(machine.read_text() + "prometheus:x:102:105::/var/lib/prometheus:/usr/sbin/nologin\n")
+    lab._prepare_files(hosts[1], load_image("worker"))
+    copies = [(lab.host_dir(h) / "fs" / "passwd").read_text() for h in hosts]
+    assert copies[0] == copies[1]
+    assert copies[0].startswith("root:x:0:0") and fleet.LAB_USER in copies[0] and "prometheus" not in copies[0]
+
+
 def test_mount_targets_are_left_while_another_lab_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """One lab's `down` removed /root/.ssh (it had made it) while another lab ran: that lab's next host restart
     failed ("mount point does not exist"). Now `down` leaves them while another lab's bridge is up, and every
