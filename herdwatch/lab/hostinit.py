@@ -2,7 +2,8 @@
 
     python -m herdwatch.lab.hostinit SPEC.json
 
-Bind-mounts the host's own copies of its configuration over the real paths, sets the hostname, starts
+Bind-mounts the host's own copies of its configuration over the real paths (and again whenever the machine
+replaces one of those paths, which detaches the mount), sets the hostname, starts
 the image's services (restarted when they die) and its periodic jobs (each run a short-lived child),
 runs `herdwatch collect` (restarted when it exits), reaps every orphan, and obeys requests dropped into
 its control folder: `restart-agent` (an agent restart) and `stop`. SIGTERM stops the host gracefully:
@@ -42,6 +43,26 @@ class Host:
         socket.sethostname(self.spec["hostname"])
         for src, dst in self.spec["mounts"]:
             subprocess.run(["mount", "--bind", src, dst], check=True)
+
+    def keep_mounts(self) -> list[str]:
+        """Bind again each copy whose mount is gone, and return their paths. When the machine replaces a
+        file that a host's copy is mounted over (a package install renames a new /etc/passwd over the old
+        one), the kernel detaches the mounts on the replaced file in every other mount namespace, and the
+        host reads the machine's file instead of its own: its agent reported a passwd none of its clones
+        had. A path the machine removed is left alone (nothing to mount on)."""
+        again = []
+        for src, dst in self.spec["mounts"]:
+            try:
+                own, seen = os.stat(src), os.stat(dst)
+            except OSError:
+                continue
+            if (own.st_dev, own.st_ino) != (seen.st_dev, seen.st_ino):
+                subprocess.run(["mount", "--bind", src, dst], check=True)
+                again.append(dst)
+        if again:
+            print(f"hostinit: mounted again over {', '.join(again)} (the machine replaced them)", file=sys.stderr,
+                  flush=True)
+        return again
 
     def log(self, name: str) -> IO[bytes]:
         return open(self.log_dir / f"{name}.log", "ab")
@@ -109,6 +130,7 @@ class Host:
         self.setup()
         (self.control / "ready").write_text(str(os.getpid()))
         while not self.stopping:
+            self.keep_mounts()
             self.supervise()
             self.run_jobs()
             self.requests()

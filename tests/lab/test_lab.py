@@ -145,6 +145,48 @@ def test_every_host_boots_with_the_passwd_of_the_labs_start(tmp_path: Path,
     assert copies[0].startswith("root:x:0:0") and fleet.LAB_USER in copies[0] and "prometheus" not in copies[0]
 
 
+HOLD_A_COPY = """
+import sys
+from herdwatch.lab.hostinit import Host
+host = Host.__new__(Host)
+host.spec = {"mounts": [(sys.argv[1], sys.argv[2])]}
+import subprocess
+subprocess.run(["mount", "--bind", sys.argv[1], sys.argv[2]], check=True)
+print("mounted", flush=True)
+sys.stdin.readline()
+print("seen:" + open(sys.argv[2]).read().strip(), flush=True)
+print("again:" + ",".join(host.keep_mounts()), flush=True)
+print("seen:" + open(sys.argv[2]).read().strip(), flush=True)
+print("again:" + ",".join(host.keep_mounts()), flush=True)
+"""
+
+
+def test_a_host_mounts_its_copy_again_when_the_machine_replaces_the_file(tmp_path: Path) -> None:
+    """A package installed on the machine during a long run renamed a new /etc/passwd over the old one:
+    the kernel detached every lab host's bind mount on it, and hosts read the machine's passwd (4 config
+    drift findings against their clones). A host's init now mounts its copy again. Real mount namespace."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare (a mount namespace of its own)")
+    machine, copy = tmp_path / "passwd", tmp_path / "host-passwd"
+    machine.write_text("machine v1")
+    copy.write_text("the host's own")
+    child = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", HOLD_A_COPY,
+                              str(copy), str(machine)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "mounted"
+        (tmp_path / "passwd.new").write_text("machine v2")
+        os.rename(tmp_path / "passwd.new", machine)  # what adduser does, outside the host's namespace
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out = [child.stdout.readline().strip() for _ in range(4)]
+    finally:
+        child.kill()
+        child.wait()
+    assert out == ["seen:machine v2", f"again:{machine}", "seen:the host's own", "again:"]
+
+
 def test_mount_targets_are_left_while_another_lab_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """One lab's `down` removed /root/.ssh (it had made it) while another lab ran: that lab's next host restart
     failed ("mount point does not exist"). Now `down` leaves them while another lab's bridge is up, and every
