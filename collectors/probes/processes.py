@@ -22,7 +22,8 @@ In both event modes each cycle drains the reader's records without waiting; iden
 aggregated (collectors/probes/exec_storms.py) and at most `max_events_per_cycle` new kinds are reported
 one by one per cycle (the rest go into counted reports). Exits come from one /proc listing per cycle
 (names only: no process is read), in both event modes, so a process started and gone within a cycle is
-reported started and exited in that cycle; the full snapshot (every process read again) runs only for
+reported started and exited in that cycle; in the initial PID namespace the listing is skipped when the
+machine created and ended no task since the last one (/proc/loadavg); the full snapshot (every process read again) runs only for
 the periodic inventory. A reader failure falls back to polling. An exec whose program was read but not its
 command line or user (read mid-exec, under load) is held for one cycle and read again while it runs, so a
 process that lives on is reported with its whole identity; one gone by then is reported as it was.
@@ -44,7 +45,7 @@ import psutil
 
 from collectors import signals
 from collectors.probes.base import Emit, Probe
-from collectors.probes.exec_events import ExecRecord, ExecSource, ExitRecord
+from collectors.probes.exec_events import ExecRecord, ExecSource, ExitRecord, in_initial_pid_namespace
 from collectors.probes.exec_storms import ExecAggregator, Verdict, normalise
 from collectors.probes.fanotify_events import FanotifySource
 from collectors.redact import Redactor
@@ -95,6 +96,11 @@ class ProcessProbe(Probe):
         self.execs_reported = 0
         self._pending_emits: list[Emit] = []
         """Execs accounted for in process.start events: one each, or `count` of a counted report."""
+        self.tasks_file: str | None = (
+            "/proc/loadavg" if str(proc) == "/proc" and in_initial_pid_namespace(proc) else None
+        )
+        """Where the machine's count of tasks and its last pid are read (`_tasks_mark`); None: list every cycle."""
+        self._listed_at_mark: bytes | None = None
         signals.set_process_source(self.mode)
 
     # -- which source ----------------------------------------------------------------------------------
@@ -285,9 +291,31 @@ class ProcessProbe(Probe):
                 self.known[pid] = item
         self._quiet = {}
 
+    def _tasks_mark(self) -> bytes | None:
+        """The machine's count of tasks (processes and threads) and the last pid it allocated, from
+        /proc/loadavg ("0.20 0.18 0.12 1/80 11206": 80 and 11206), or None where it cannot be used. Both
+        unchanged means no task was created (the last pid would move) and none ended (the count would
+        fall without a creation) in between. In the initial PID namespace only: in another, the last pid is
+        that namespace's while the count is the machine's, so a creation outside and an exit inside would
+        cancel out."""
+        if self.tasks_file is None:
+            return None
+        try:
+            with open(self.tasks_file, "rb") as f:
+                fields = f.read(256).split()
+            return fields[3].split(b"/")[1] + b" " + fields[4]
+        except (OSError, IndexError):
+            return None
+
     def _exits(self) -> list[Emit]:
         """Processes gone since the last cycle, from one listing of /proc: an exit for each reported one,
-        the rest forgotten (also by the reader's parent cache)."""
+        the rest forgotten (also by the reader's parent cache). The listing (a getdents of every pid, most of
+        an idle cycle) is skipped when no task was created or ended since the last one (`_tasks_mark`, read
+        before the listing, so a change during it shows at the next cycle)."""
+        mark = self._tasks_mark()
+        if mark is not None and mark == self._listed_at_mark:
+            return []
+        self._listed_at_mark = mark
         alive = self.pids()
         gone = sorted(self.known.keys() - alive)  # set differences: no Python loop over what is alive
         out: list[Emit] = [(Kind.PROCESS_EXIT, self.known.pop(pid)) for pid in gone]

@@ -300,6 +300,7 @@ def test_a_process_caught_inside_its_exec_is_looked_at_once_more(monkeypatch: py
     listed: set[int] = set()
     looks: list[dict[str, object]] = []
     monkeypatch.setattr(probe, "pids", lambda: set(listed))
+    monkeypatch.setattr(probe, "tasks_file", None)  # a faked listing: list every cycle
     monkeypatch.setattr(probe, "read", lambda pid: looks.pop(0) if looks else None)
     assert probe.collect(full=False) == []
     item = {"pid": 77, "ppid": 1, "exe": "/usr/bin/sleep", "user": "root", "start_time": 1.0, "name": "sleep",
@@ -423,6 +424,7 @@ def test_exits_in_event_modes_come_from_the_listing_also_on_an_inventory_cycle(m
     probe = ProcessProbe(exec_source=src)
     alive = {1, 50}
     monkeypatch.setattr(probe, "pids", lambda: set(alive))
+    monkeypatch.setattr(probe, "tasks_file", None)  # a faked listing: list every cycle
     monkeypatch.setattr(probe, "read", lambda pid: {"pid": pid, "ppid": 0, "exe": f"/bin/p{pid}", "cmdline": "",
                                                     "user": "root", "start_time": 1.0, "name": f"p{pid}"})
     probe.collect(full=True)
@@ -493,6 +495,7 @@ def _probe_over(proc: Path, monkeypatch: pytest.MonkeyPatch, alive: set[int]) ->
     src = QueuedSource(proc=proc, max_reads_per_s=1e9)
     probe = ProcessProbe(exec_source=src)
     monkeypatch.setattr(probe, "pids", lambda: set(alive))
+    monkeypatch.setattr(probe, "tasks_file", None)  # a faked listing: list every cycle
     monkeypatch.setattr(probe, "read", lambda pid: None)
     probe.collect(full=True)
     return src, probe
@@ -567,6 +570,7 @@ def test_held_execs_are_each_reported_once_in_their_pids_order(
         src = QueuedSource(proc=proc, max_reads_per_s=1e9)
         probe = ProcessProbe(exec_source=src)
         mp.setattr(probe, "pids", lambda: set(alive))
+        mp.setattr(probe, "tasks_file", None)  # a faked listing: list every cycle
         mp.setattr(probe, "read", lambda pid: None)
         probe.collect(full=True)
         starts: list[dict[str, object]] = []
