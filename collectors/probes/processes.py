@@ -23,10 +23,11 @@ aggregated (collectors/probes/exec_storms.py) and at most `max_events_per_cycle`
 one by one per cycle (the rest go into counted reports). Exits come from one /proc listing per cycle
 (names only: no process is read), in both event modes, so a process started and gone within a cycle is
 reported started and exited in that cycle; in the initial PID namespace the listing is skipped when the
-machine created and ended no task since the last one (/proc/loadavg); the full snapshot (every process read again) runs only for
-the periodic inventory. A reader failure falls back to polling. An exec whose program was read but not its
-command line or user (read mid-exec, under load) is held for one cycle and read again while it runs, so a
-process that lives on is reported with its whole identity; one gone by then is reported as it was.
+machine created and ended no task since the last one (/proc/loadavg); the full snapshot (every process
+read again) runs only for the periodic inventory. A reader failure falls back to polling. An exec whose
+program was read but not its command line or user (read mid-exec, under load) is held for one cycle and read
+again while it runs, so a process that lives on is reported with its whole identity; one gone by then is
+reported as it was.
 
 A detail that could not be read (the process was gone, or /proc refused) is listed in the payload's
 `missing` and left empty; it is never replaced by something else (a process name is never an exe).
