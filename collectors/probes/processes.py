@@ -50,7 +50,7 @@ from collectors.probes.exec_events import ExecRecord, ExecSource, ExitRecord, in
 from collectors.probes.exec_storms import ExecAggregator, Verdict, normalise
 from collectors.probes.fanotify_events import FanotifySource
 from collectors.redact import Redactor
-from collectors.safe import absent, clean, read_bounded, to_text
+from collectors.safe import absent, clean, read_bounded, read_proc_file, to_text
 from contract.events import Kind
 
 log = logging.getLogger("herdwatch.collector")
@@ -299,14 +299,11 @@ class ProcessProbe(Probe):
         fall without a creation) in between. In the initial PID namespace only: in another, the last pid is
         that namespace's while the count is the machine's, so a creation outside and an exit inside would
         cancel out."""
-        if self.tasks_file is None:
+        raw = read_proc_file(self.tasks_file, 256) if self.tasks_file is not None else None
+        fields = raw.split() if raw else []
+        if len(fields) < 5 or b"/" not in fields[3]:
             return None
-        try:
-            with open(self.tasks_file, "rb") as f:
-                fields = f.read(256).split()
-            return fields[3].split(b"/")[1] + b" " + fields[4]
-        except (OSError, IndexError):
-            return None
+        return fields[3].split(b"/")[1] + b" " + fields[4]
 
     def _exits(self) -> list[Emit]:
         """Processes gone since the last cycle, from one listing of /proc: an exit for each reported one,

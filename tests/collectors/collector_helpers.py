@@ -6,6 +6,7 @@ import time
 
 from confluent_kafka import Consumer
 
+from collectors.probes.exec_events import ExecSource
 from contract.events import Event, decode_batch
 from contract.settings import KafkaSettings
 
@@ -40,3 +41,10 @@ def read_events(kafka: KafkaSettings, until: int | None = None, timeout: float =
     finally:
         consumer.close()
     return out
+
+
+class QueuedSource(ExecSource):
+    """The connector's queue without a kernel: records are pushed by the test."""
+
+    def open(self) -> None:
+        pass

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from collector_helpers import QueuedSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -408,12 +409,6 @@ def test_cached_exes_of_processes_gone_are_forgotten(tmp_path: Path) -> None:
     src.forget_gone({1, 6})
     assert src._exes == {6: "/usr/bin/make"}
 
-
-class QueuedSource(ExecSource):
-    """The connector's queue without a kernel: records are pushed by the test."""
-
-    def open(self) -> None:
-        pass
 
 
 def test_exits_in_event_modes_come_from_the_listing_also_on_an_inventory_cycle(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,19 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collector_helpers import QueuedSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectors.probes import ProcessProbe
-from collectors.probes.exec_events import ExecSource
 from contract.events import Kind
-
-
-class QueuedSource(ExecSource):
-    """The connector's queue without a kernel (nothing is pushed: exits only)."""
-
-    def open(self) -> None:
-        pass
 
 
 class Machine:
