@@ -33,9 +33,18 @@
    lost its tail the same way and is sought back too; if nothing comes after that seek either, the log
    has no messages there (a marker at the end) and the position is accepted.
 
+   Faust's commits do not know about such losses either, and can pass them: a message missing just after
+   the committed offset is not seen as a gap (`Consumer._new_offset` allows one offset of difference,
+   off by one: the committed offset is already the next one to read), and a jump in what is fetched is
+   counted as done (`Consumer._add_gap`). The skipped messages after a loss are acknowledged like any
+   other, so Faust committed past the lost one before the guard had fetched it again; a worker killed
+   then never handled it (seen: a false sequence gap after a kill -9). `cap_commits` makes every commit
+   stop at the guard's next offset: nothing is committed that the stage has not handled.
+
 Both lean on Faust internals (`ProducerBuffer`, `Consumer._committed_offset`, `Consumer.seek` resetting
-the read offset); tests/streams/test_stream_faust_fixes.py checks that those still exist and still
-behave as described, so a Faust upgrade that changes them fails the tests instead of losing data.
+the read offset, `Consumer._filter_committable_offsets`); tests/streams/test_stream_faust_fixes.py checks
+that those still exist and still behave as described, so a Faust upgrade that changes them fails the tests
+instead of losing data.
 """
 
 from __future__ import annotations
@@ -201,6 +210,12 @@ class OffsetGuard:
             out.append(Refetch(tp, loss.want, loss.first - loss.want))
         return out
 
+    def committable(self, tp: Any, offset: int) -> int | None:
+        """The offset to commit for `tp` when Faust proposes `offset`: never past the next message the
+        handler must see (None: nothing handled since the assignment, nothing to commit)."""
+        want = self.next.get(tp)
+        return None if want is None else min(offset, want)
+
     def stalled(self, tp: Any, position: int | None, committed: int | None) -> int | None:
         """The offset to seek `tp` back to if its fetch position passed messages that never arrived."""
         want = self.next.get(tp, committed)
@@ -240,8 +255,27 @@ def admit(guard: OffsetGuard, app: Any, event: Any) -> bool:
     return False
 
 
+def cap_commits(consumer: Any, guard: OffsetGuard) -> None:
+    """Make `consumer` commit no offset past what `guard` saw handled (once per consumer; see above)."""
+    if getattr(consumer, "_herdwatch_capped_by", None) is guard:
+        return
+    propose = consumer._filter_committable_offsets
+
+    def committable(tps: Iterable[Any]) -> dict[Any, int]:
+        offsets = {}
+        for tp, offset in propose(tps).items():
+            capped = guard.committable(tp, offset)
+            if capped is not None and consumer._should_commit(tp, capped):
+                offsets[tp] = capped
+        return offsets
+
+    consumer._filter_committable_offsets = committable
+    consumer._herdwatch_capped_by = guard
+
+
 def add_refetch_timer(app: Any, guard: OffsetGuard, sources: Iterable[str], interval_s: float = 1.0) -> None:
-    """Seek back partitions whose fetched messages Faust lost; forget the guard's offsets on rebalances."""
+    """Seek back partitions whose fetched messages Faust lost; forget the guard's offsets on rebalances;
+    cap the consumer's commits at the guard's offsets."""
     topics = frozenset(sources)
 
     # A timer must never raise: an exception in a timer crashes the whole Faust app. During a rebalance
@@ -271,6 +305,7 @@ def add_refetch_timer(app: Any, guard: OffsetGuard, sources: Iterable[str], inte
 
     def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         guard.reset()  # partitions restart from their committed offsets
+        cap_commits(app.consumer, guard)  # before the first assignment's first commit
 
     app.on_partitions_revoked.connect(on_rebalance)
     app.on_partitions_assigned.connect(on_rebalance)

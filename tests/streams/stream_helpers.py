@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from contract.settings import KafkaSettings
 from herdwatch.kafka_local import free_port
@@ -138,6 +138,17 @@ class StreamEnv:
         w = Worker(proc, log, port)
         self.workers.append(w)
         return w
+
+    def committed(self, topic: str) -> int:
+        """How many of `topic`'s messages the workers' consumer group has committed (all partitions)."""
+        conf = self.kafka.confluent_config()
+        conf["group.id"] = self.app_id
+        consumer = Consumer(conf)
+        try:
+            tps = [TopicPartition(topic, p) for p in range(int(self.worker_env["PARTITIONS"]))]
+            return sum(max(0, tp.offset) for tp in consumer.committed(tps, timeout=10))
+        finally:
+            consumer.close()
 
     def topic(self, name: str) -> Topic:
         t = Topic(self.kafka, name)

@@ -15,7 +15,14 @@ import pytest
 from faust.transport.producer import Producer, ProducerBuffer
 from faust.types import TP as TopicPartition
 
-from streams.faust_fixes import ChangelogBuffer, ChangelogWriteFailed, committed_offset
+from streams.faust_fixes import (
+    ChangelogBuffer,
+    ChangelogWriteFailed,
+    OffsetGuard,
+    Verdict,
+    cap_commits,
+    committed_offset,
+)
 
 
 def make_buffer() -> ChangelogBuffer:
@@ -205,3 +212,37 @@ def test_canary_seek_resets_the_read_offset_and_lower_offsets_are_dropped(tmp_pa
         return delivered
 
     assert asyncio.run(scenario()) == [5, 6, 9]
+
+
+def test_canary_faust_commits_past_one_message_it_never_delivered_and_the_cap_stops_it(tmp_path: Path) -> None:
+    """Faust's _new_offset treats the committed offset as the last one handled (it is the next one to
+    read): a single message missing right after it is committed past. cap_commits holds the commit."""
+    app = worker_app(tmp_path, "t-canary-gap")
+    consumer = app.consumer
+    consumer._committed_offset[T] = 31
+    consumer._acked[T] = [32, 33, 34, 35, 36, 37]  # 31 was never delivered: the guard skips 32-37 meanwhile
+    assert consumer._filter_committable_offsets([T]) == {T: 38}  # the fault
+
+    guard = OffsetGuard()
+    assert guard.admit(T, 32, 31) is Verdict.LOST
+    cap_commits(consumer, guard)
+    cap_commits(consumer, guard)  # once per consumer
+    consumer._acked[T] = [32, 33, 34, 35, 36, 37]
+    assert consumer._filter_committable_offsets([T]) == {}  # nothing past 31 is handled
+    for o in range(31, 38):  # the re-fetch delivers 31 and what came after it again
+        guard.admit(T, o, 31)
+    consumer._acked[T] = list(range(31, 38))
+    assert consumer._filter_committable_offsets([T]) == {T: 38}
+
+
+def test_the_worker_app_caps_its_commits_once_partitions_are_assigned(tmp_path: Path) -> None:
+    app = worker_app(tmp_path, "t-cap")
+
+    async def scenario() -> Any:
+        await app.on_partitions_assigned.send(set())
+        return app.consumer
+
+    consumer = asyncio.run(scenario())
+    assert isinstance(getattr(consumer, "_herdwatch_capped_by", None), OffsetGuard)
+    consumer._acked[T] = [5, 6]
+    assert consumer._filter_committable_offsets([T]) == {}  # the app's guard has handled nothing

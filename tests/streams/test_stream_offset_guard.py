@@ -116,3 +116,22 @@ def test_progress_or_a_caught_up_position_is_not_a_stall() -> None:
     assert guard.stalled("t-0", 50, 0) is None  # it moved: the clock starts again
     assert guard.stalled("t-0", 10, 0) is None  # everything fetched was processed
     assert guard.stalled("t-3", 50, None) is None  # nothing known about this partition yet
+
+
+def test_commits_stop_at_the_next_message_the_handler_must_see() -> None:
+    clock = Clock()
+    guard = OffsetGuard(clock=clock)
+    assert guard.committable("t-0", 40) is None  # nothing handled since the assignment
+    for o in (31, 32):
+        guard.admit("t-0", o, 31)
+    assert guard.committable("t-0", 33) == 33
+    assert guard.admit("t-0", 34, 31) is Verdict.LOST  # 33 lost on the way; 34-37 skipped until it comes
+    for o in (35, 36, 37):
+        guard.admit("t-0", o, 31)
+    assert guard.committable("t-0", 38) == 33  # whatever Faust counts as done past the loss
+    clock.t = 3.0
+    assert [r.offset for r in guard.refetches()] == [33]
+    for o in range(33, 38):
+        guard.admit("t-0", o, 31)
+    assert guard.committable("t-0", 38) == 38
+    assert guard.committable("t-0", 36) == 36  # and never past what Faust itself proposes

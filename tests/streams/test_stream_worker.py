@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,6 +157,7 @@ def _kill_scenario(fleet: Clones) -> tuple[list[list[Event]], list[list[Event]]]
 def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> None:
     start = datetime.now(UTC) - timedelta(seconds=900)
     runs = {}
+    losses = {}
     envs = {name: stream_env_factory() for name in ("steady", "killed")}
     batches = {name: _kill_scenario(Clones(8, start=start)) for name in envs}
     host_ids = [h.host_id for h in Clones(8, start=start).hosts]  # the same clones for the same seed
@@ -175,6 +177,11 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
     life = killed.topic(killed.kafka.topics.lifecycle)
     a = killed.start_worker("a")
     assert life.wait_for(lambda ms: len(ms) >= 8, 60), dump_logs(killed)
+    telemetry = killed.kafka.topics.telemetry
+    deadline = time.monotonic() + 30
+    while killed.committed(telemetry) < len(batches["killed"][0]) and time.monotonic() < deadline:
+        time.sleep(0.2)  # B must go on from A's commits, the path a lost commit guarantee would break
+    assert killed.committed(telemetry) == len(batches["killed"][0]), dump_logs(killed)
     for events in batches["killed"][1][:60]:
         pub.publish(events)
     pub.flush()
@@ -182,7 +189,7 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
     for events in batches["killed"][1][60:]:
         pub.publish(events)
     pub.flush()
-    killed.start_worker("b")
+    b = killed.start_worker("b")
 
     for name, env in envs.items():
         topic = env.topic(env.kafka.topics.anomalies)
@@ -191,9 +198,13 @@ def test_killed_worker_recovers_and_finds_the_same(stream_env_factory: Any) -> N
         assert ok, dump_logs(env)
         topic.settle()  # metric findings need several cycles: compare what each run said in the end
         runs[name] = host_findings(topic.values())
+        losses[name] = [f for f in topic.values() if f["kind"] == "data_loss"]
     life.poll(1.0)
-    assert runs["killed"] == runs["steady"]
+    assert runs["killed"] == runs["steady"], (losses, dump_logs(killed))
     assert ("data_loss", host_ids[4], "seq") in runs["killed"]
+    # B went on from A's commits: of what A had handled, only messages after its last commit come again
+    consumed, new = b.metric("herdwatch_streams_messages_in_total"), len(batches["killed"][1]) - 60
+    assert new <= consumed <= new + 60, dump_logs(killed)
     # recovered membership: B announces no host anew. Delivery is at least once, so a message A sent just
     # before the kill may come again from B, but only as the same event (storage keeps one row of it).
     ups = {(e["host_id"], e["time"]) for e in life.values() if e["status"] == "up"}
