@@ -18,7 +18,8 @@
    stage handler once per assignment, in offset order.
 
    Per source partition it keeps the next offset the handler must see, starting where the partition was
-   assigned (its committed offset). A message
+   assigned (its committed offset; without one, the log's first offset at the assignment, where the
+   consumer starts: `auto_offset_reset=earliest`). A message
 
    - at that offset is processed;
    - below it was processed already since the assignment (a second delivery) and is skipped;
@@ -167,6 +168,8 @@ class OffsetGuard:
         self.clock = clock
         self.next: dict[Any, int] = {}
         """partition -> next offset the handler must see."""
+        self.start: dict[Any, int] = {}
+        """partition -> its log's first offset when assigned (the start of a partition never committed)."""
         self.lost: dict[Any, Loss] = {}
         self.since: dict[Any, tuple[int, float, bool]] = {}
         """partition -> (next offset, clock time it was first seen stuck there, sought back since)."""
@@ -174,12 +177,13 @@ class OffsetGuard:
     def reset(self) -> None:
         """Forget everything (on every rebalance: partitions restart from their committed offsets)."""
         self.next.clear()
+        self.start.clear()
         self.lost.clear()
         self.since.clear()
 
     def admit(self, tp: Any, offset: int, committed: int | None) -> Verdict:
         """What the handler does with the message at `offset` of `tp`."""
-        want = self.next.get(tp, committed)
+        want = self._want(tp, committed)
         if want is None or offset == want:
             self.next[tp] = offset + 1
             self.lost.pop(tp, None)
@@ -210,6 +214,10 @@ class OffsetGuard:
             out.append(Refetch(tp, loss.want, loss.first - loss.want))
         return out
 
+    def _want(self, tp: Any, committed: int | None) -> int | None:
+        """The next offset the handler must see (None: unknown, the first message to arrive sets it)."""
+        return self.next.get(tp, committed if committed is not None else self.start.get(tp))
+
     def committable(self, tp: Any, offset: int) -> int | None:
         """The offset to commit for `tp` when Faust proposes `offset`: never past the next message the
         handler must see (None: nothing handled since the assignment, nothing to commit)."""
@@ -218,7 +226,7 @@ class OffsetGuard:
 
     def stalled(self, tp: Any, position: int | None, committed: int | None) -> int | None:
         """The offset to seek `tp` back to if its fetch position passed messages that never arrived."""
-        want = self.next.get(tp, committed)
+        want = self._want(tp, committed)
         if want is None or position is None or position <= want or tp in self.lost:
             self.since.pop(tp, None)
             return None
@@ -303,9 +311,18 @@ def add_refetch_timer(app: Any, guard: OffsetGuard, sources: Iterable[str], inte
         except Exception as e:
             log.warning("re-fetch skipped: %r", e)
 
-    def on_rebalance(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         guard.reset()  # partitions restart from their committed offsets
-        cap_commits(app.consumer, guard)  # before the first assignment's first commit
 
-    app.on_partitions_revoked.connect(on_rebalance)
-    app.on_partitions_assigned.connect(on_rebalance)
+    async def on_assigned(sender: Any, assigned: Iterable[Any], /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        guard.reset()
+        cap_commits(app.consumer, guard)  # before the first assignment's first commit
+        mine = [tp for tp in assigned if tp.topic in topics]
+        if mine:  # where a partition without a committed offset starts; unknown (as before) if this fails
+            try:
+                guard.start.update(await app.consumer.earliest_offsets(*mine))
+            except Exception as e:
+                log.warning("log start offsets unknown: %r", e)
+
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_assigned.connect(on_assigned)

@@ -236,13 +236,22 @@ def test_canary_faust_commits_past_one_message_it_never_delivered_and_the_cap_st
 
 
 def test_the_worker_app_caps_its_commits_once_partitions_are_assigned(tmp_path: Path) -> None:
+    from contract.settings import KafkaSettings
+
     app = worker_app(tmp_path, "t-cap")
+    TELEMETRY = TopicPartition(KafkaSettings(bootstrap="127.0.0.1:1").topics.telemetry, 0)
+
+    async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+        return dict.fromkeys(tps, 3)
 
     async def scenario() -> Any:
-        await app.on_partitions_assigned.send(set())
+        app.consumer.earliest_offsets = earliest_offsets
+        await app.on_partitions_assigned.send({TELEMETRY, TopicPartition("elsewhere", 0)})
         return app.consumer
 
     consumer = asyncio.run(scenario())
-    assert isinstance(getattr(consumer, "_herdwatch_capped_by", None), OffsetGuard)
+    guard = consumer._herdwatch_capped_by
+    assert isinstance(guard, OffsetGuard)
+    assert guard.start == {TELEMETRY: 3}  # its source partitions' log starts
     consumer._acked[T] = [5, 6]
     assert consumer._filter_committable_offsets([T]) == {}  # the app's guard has handled nothing

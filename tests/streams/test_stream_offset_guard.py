@@ -51,6 +51,16 @@ def test_without_a_committed_offset_the_first_message_sets_the_start() -> None:
     assert guard.admit("t-2", 42, None) is Verdict.LOST
 
 
+def test_without_a_committed_offset_the_log_start_is_the_start_when_known() -> None:
+    guard = OffsetGuard()
+    guard.start["t-2"] = 7  # a partition never committed starts at the log's first offset
+    assert guard.admit("t-2", 9, None) is Verdict.LOST  # 7 and 8 were lost on the way
+    assert guard.lost["t-2"].want == 7
+    assert guard.admit("t-3", 4, 4) is Verdict.PROCESS  # a committed offset comes first
+    guard.reset()
+    assert guard.start == {} and guard.admit("t-2", 9, None) is Verdict.PROCESS
+
+
 def test_a_gap_the_log_really_has_is_given_up_on_after_max_refetch_seeks() -> None:
     clock = Clock()
     guard = OffsetGuard(refetch_every_s=1.0, max_refetch=3, clock=clock)
