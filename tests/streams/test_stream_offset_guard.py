@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from stream_helpers import Clock
 
 from streams.faust_fixes import OffsetGuard, Verdict
@@ -145,3 +147,50 @@ def test_commits_stop_at_the_next_message_the_handler_must_see() -> None:
         guard.admit("t-0", o, 31)
     assert guard.committable("t-0", 38) == 38
     assert guard.committable("t-0", 36) == 36  # and never past what Faust itself proposes
+
+
+# What a consumer may do to a partition's messages between a seek and the next: deliver one, lose one on
+# the way, deliver one a second time, or be sought back to the guard's missing offset (the refetch).
+STEP = st.sampled_from(["deliver", "deliver", "deliver", "lose", "again", "seek"])
+
+
+@given(start=st.integers(0, 50), steps=st.lists(STEP, max_size=60))
+def test_generated_deliveries_never_commit_past_an_unhandled_message(start: int, steps: list[str]) -> None:
+    clock = Clock()
+    guard = OffsetGuard(refetch_every_s=1.0, max_refetch=10**6, clock=clock)
+    handled: list[int] = []
+    position = start  # the consumer's next fetch
+
+    def check() -> None:
+        assert len(handled) == len(set(handled))  # once per assignment
+        assert handled == list(range(start, start + len(handled)))  # in offset order, from the start
+        capped = guard.committable("t-0", position + 100)  # whatever Faust proposes
+        assert capped is None or capped <= start + len(handled)  # never past an unhandled message
+
+    for step in steps:
+        if step == "lose":
+            position += 1
+        elif step == "again" and position > start:
+            if guard.admit("t-0", position - 1, start) is Verdict.PROCESS:
+                handled.append(position - 1)
+        elif step == "seek":
+            clock.t += 1.0
+            for r in guard.refetches():
+                position = r.offset
+        else:
+            if guard.admit("t-0", position, start) is Verdict.PROCESS:
+                handled.append(position)
+            position += 1
+        check()
+    end = position + 1
+    for _ in range(3):  # then the consumer fetches the rest of the log as it is, refetching as asked
+        while position < end:
+            if guard.admit("t-0", position, start) is Verdict.PROCESS:
+                handled.append(position)
+            position += 1
+            check()
+        clock.t += 1.0
+        for r in guard.refetches():
+            position = r.offset
+    assert handled == list(range(start, end))  # nothing lost for good
+    assert guard.committable("t-0", end) == end
