@@ -19,6 +19,7 @@ from typing import Any
 from contract.events import Event, Rejected, arrival_time, decode_batch, encode_event
 from contract.signing import verify
 from streams import codec, signals
+from streams.faults import LoseOnce
 from streams.faust_fixes import OffsetGuard, flush_before_commit
 from streams.host_batch import MAX_WAIT_S, HostBatch
 from streams.host_keys import HostKey, check_identity
@@ -191,9 +192,17 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
         if batch.due(idle=fetched_all()):
             await batch.send()
 
+    fault = LoseOnce(telemetry_name, ws.fault_lose_message) if ws.fault_lose_message else None
+    if fault is not None:
+        def install_fault(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            fault.install(app.consumer)
+
+        app.on_partitions_assigned.connect(install_fault)
+
     @app.agent(topology.telemetry, concurrency=1)  # higher concurrency can commit past unfinished messages
     async def hosts(stream: Any) -> None:
-        await run_stage(app, stream, "hosts", on_telemetry, guard, outputs, after=after)
+        await run_stage(app, stream, "hosts", on_telemetry, guard, outputs, after=after,
+                        lose=fault.loses if fault is not None else None)
 
     # A timer must never raise: an exception in a timer crashes the whole Faust app.
     @app.timer(MAX_WAIT_S)

@@ -52,6 +52,10 @@ class WorkerSettings(BaseSettings):
     """Warm copies of each table partition kept by other workers (Faust's table_standby_replicas): a worker
     taking partitions over starts from its copy instead of replaying their changelogs, but every worker also
     reads every changelog record the others write (its cost: docs/benchmarks.md, Stream workers). 0: none."""
+    fault_lose_message: str = Field(default="", pattern=r"^(\d+:\d+)?$")
+    """Fault injection for crash tests ("" = off): "<partition>:<offset>" of the telemetry topic. Its first
+    delivery is lost, as Faust can lose fetched messages, and the worker kills itself (SIGKILL) at its first
+    offset commit a second or more later, before the lost message is fetched again (streams/faults.py)."""
     loglevel: str = "warn"
     require_signatures: bool = True
     """Refuse telemetry batches that are not signed by a host key (docs/security.md, "Host identity"). With

@@ -26,6 +26,8 @@ log = logging.getLogger("herdwatch.streams")
 Handler = Callable[[Any], Awaitable[None]]
 After = Callable[[Any], Awaitable[None]]
 """Called with the stream after each handled message (the host stage sends its pending outputs there)."""
+Lose = Callable[[Any], bool]
+"""Fault injection only: whether a delivered message is lost before the stage sees it (streams/faults.py)."""
 
 handled: dict[Any, int] = {}
 """Source partition (TP) -> the offset after the last message a stage of this process finished handling."""
@@ -35,9 +37,11 @@ unsent: set[Any] = set()
 
 
 async def run_stage(app: Any, stream: Any, stage: str, handle: Handler, guard: OffsetGuard,
-                    outputs: Outputs, after: After | None = None) -> None:
+                    outputs: Outputs, after: After | None = None, lose: Lose | None = None) -> None:
     seconds = metrics.processing_seconds.labels(stage)  # looked up once, not per message
     async for event in stream.events():
+        if lose is not None and lose(event.message):
+            continue  # fault injection (streams/faults.py): lost before the stage saw it
         if not admit(guard, app, event):
             continue
         started = time.perf_counter()

@@ -124,11 +124,13 @@ class StreamEnv:
         self.topics: list[Topic] = []
         prepare_topics(kafka, WorkerSettings(app_id=self.app_id, partitions=4))
 
-    def start_worker(self, name: str = "w") -> Worker:
+    def start_worker(self, name: str = "w", **worker: Any) -> Worker:
+        """A `herdwatch worker` with the env's settings and `worker`'s (HERDWATCH_WORKER_<NAME>) for it alone."""
         env = dict(os.environ)
         env.update({"HERDWATCH_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
                     "HERDWATCH_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix})
         env.update({f"HERDWATCH_WORKER_{k}": v for k, v in self.worker_env.items()})
+        env.update({f"HERDWATCH_WORKER_{k.upper()}": str(v) for k, v in worker.items()})
         port = free_port()
         env["HERDWATCH_WORKER_METRICS_PORT"] = str(port)
         log = self.tmp / f"{name}.log"
@@ -139,14 +141,29 @@ class StreamEnv:
         self.workers.append(w)
         return w
 
-    def committed(self, topic: str) -> int:
-        """How many of `topic`'s messages the workers' consumer group has committed (all partitions)."""
+    def committed_offsets(self, topic: str) -> list[int]:
+        """The workers' consumer group's committed offset of each of `topic`'s partitions (0: none)."""
         conf = self.kafka.confluent_config()
         conf["group.id"] = self.app_id
         consumer = Consumer(conf)
         try:
             tps = [TopicPartition(topic, p) for p in range(int(self.worker_env["PARTITIONS"]))]
-            return sum(max(0, tp.offset) for tp in consumer.committed(tps, timeout=10))
+            return [max(0, tp.offset) for tp in consumer.committed(tps, timeout=10)]
+        finally:
+            consumer.close()
+
+    def committed(self, topic: str) -> int:
+        """How many of `topic`'s messages the workers' consumer group has committed (all partitions)."""
+        return sum(self.committed_offsets(topic))
+
+    def high_watermarks(self, topic: str) -> list[int]:
+        """The offset after the last message of each of `topic`'s partitions."""
+        conf = self.kafka.confluent_config()
+        conf["group.id"] = f"test-{uuid.uuid4().hex[:8]}"
+        consumer = Consumer(conf)
+        try:
+            return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in range(int(self.worker_env["PARTITIONS"]))]
         finally:
             consumer.close()
 
