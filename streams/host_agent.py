@@ -194,6 +194,9 @@ def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSet
 
     fault = LoseOnce(telemetry_name, ws.fault_lose_message) if ws.fault_lose_message else None
     if fault is not None:
+        log.warning("fault injection on (HERDWATCH_WORKER_FAULT_LOSE_MESSAGE=%s): for crash tests only; this "
+                    "worker will lose that message once and kill itself", ws.fault_lose_message)
+
         def install_fault(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             fault.install(app.consumer)
 
