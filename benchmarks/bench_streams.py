@@ -601,6 +601,8 @@ def main() -> int:
     ap.add_argument("--fleet-hosts", type=int, default=2000, help="fleet cost: simulated hosts")
     ap.add_argument("--fleet-minutes", type=float, default=10.0, help="fleet cost: minutes of fleet time")
     args = ap.parse_args()
+    if args.profile is not None and not (Path(sys.executable).parent / "py-spy").exists():
+        ap.error(f"--profile needs py-spy beside this Python: {Path(sys.executable).parent / 'pip'} install py-spy")
     parts = set(args.only.split(","))
     codes: list[Path] = [c.resolve() for c in (args.code or [ROOT])]
     label = {c: c.name for c in codes}
