@@ -2,7 +2,9 @@
 # The lighter collector-only image is deploy/Dockerfile.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY contract contract
+COPY simulator simulator
 COPY herdwatch herdwatch
 COPY collectors collectors
 COPY streams streams

@@ -1,4 +1,5 @@
-# herdwatch developer commands. Prerequisites: Python 3.11+, Java 17+, Maven. Everything else is
+# herdwatch developer commands. Prerequisites: Python 3.11+, Java 17+, Maven, a C compiler (optional: the
+# exec reader's C part; without one the agent reads exec events in Python). Everything else is
 # installed by these targets into ./.venv and ./deploy/kafka/libs.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ JARS   := deploy/kafka/libs/.stamp
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py collectors/probes/_execread.c
 	$(PYTHON) -c 'import sys; sys.exit("herdwatch needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -71,8 +71,9 @@ def build_probes(s: CollectorSettings, own_traffic: Callable[[], dict[str, float
                              exec_source=source, source_reason=reason, exec_window_s=s.exec_window_s,
                              max_events_per_cycle=s.exec_max_events_per_cycle)
     if source is not None:
-        log.info("process events: %s (every exec)", "kernel connector" if source.mode == "connector" else
-                 "fanotify FAN_OPEN_EXEC, the connector being refused here")
+        log.info("process events: %s (every exec)",
+                 f"kernel connector, {getattr(source, 'reader', 'python')} reader" if source.mode == "connector"
+                 else "fanotify FAN_OPEN_EXEC, the connector being refused here")
     else:
         log.info("process events: /proc polling every %.1f s (%s)", s.process_interval_s, reason)
     network = NetworkProbe(s.network_interval_s, s.network_inventory_s, s.proc, s.max_sockets,

@@ -33,6 +33,13 @@ an exec of a pid drops its entry, the probe's listing drops those of processes g
 `forget_gone`), and a kernel overflow (events lost) clears it. Where the kernel refuses socket filters,
 every event reaches Python, which skips what is not an exec.
 
+Two readers do this, with the same reads in the same order. Where it is built (`pip install` compiles it
+with any C compiler; optional), the C reader (collectors/probes/_execread.c, `ExecSource._run_native`) waits
+and reads with the GIL released and hands Python a batch of records when execs pause or a quarter second
+after the batch's first: the thread is still woken per exec, but the wakeup and the reads cost no Python.
+It keeps the parent exes it read for a second (an exec of the pid replaces its entry). Elsewhere, or with
+`ExecSource(native=False)`, the Python reader below runs; the agent logs which one.
+
 Bounds: the reader looks up at most `max_reads_per_s` execs per second (a token bucket) and keeps at
 most `max_pending` records between two drains; execs beyond either, and events the kernel dropped
 because our socket buffer was full (ENOBUFS), are counted (`shed`), never silently lost.
@@ -66,9 +73,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 from collectors.probes.pidfd_info import PidInfo, cgroup_line
+
+_execread: ModuleType | None
+try:
+    from collectors.probes import _execread
+except ImportError:  # not built (no C compiler at install, not Linux): the Python reader runs
+    _execread = None
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -106,6 +120,11 @@ ACK_TIMEOUT_S = 1.0
 RECV_TIMEOUT_S = 1.0
 MAX_BATCH = 256
 MAX_CMDLINE_BYTES = 16384
+NATIVE_GAP_MS = 50
+NATIVE_HOLD_MS = 250
+"""The C reader hands a batch to Python when execs pause for NATIVE_GAP_MS, or at most NATIVE_HOLD_MS after
+its first exec (the probe drains once a cycle, so a batch would wait there anyway): one Python wakeup per
+batch instead of one per exec."""
 
 
 @dataclass(frozen=True)
@@ -394,6 +413,45 @@ def _finish(pid: int, d: str, exe: str | None, argv: bytes | None, now: float, b
     return ExecRecord(pid, now, exe, argv, over, uid, ppid, parent, cgroup, missing)
 
 
+NativeRow = tuple[int, float, str | None, bytes | None, int | None, int | None, str | None, bytes | None]
+"""What the C reader read of one exec: pid, time, exe, argv (up to MAX_CMDLINE_BYTES + 1 bytes), real uid,
+ppid, the parent's exe and the raw cgroup line; None where it could not be read."""
+
+
+def finish_native(rows: list[NativeRow], exes: dict[int, str]) -> list[ExecRecord]:
+    """The records of a batch the C reader read, in kernel order, with what `_finish` adds: the parent's
+    exe as read at the exec (else from `exes`, the parent cache, which learns each record's exe), the
+    command line's cut, the cgroup line, and what is missing."""
+    out = []
+    for pid, when, exe, argv, uid, ppid, parent, raw_cgroup in rows:
+        exes.pop(pid, None)  # exec'd: its exe is new
+        if parent is None and ppid:
+            parent = exes.get(ppid)
+        over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
+        if over:
+            argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
+        cgroup = cgroup_line(raw_cgroup) if raw_cgroup else None
+        missing = []
+        if exe is None:
+            missing.append("exe")
+        else:
+            exes[pid] = exe
+        if argv is None:
+            missing.append("cmdline")
+        if uid is None:
+            missing.append("user")
+        if ppid is None:
+            missing.append("ppid")
+        if parent is None:
+            missing.append("parent_exe")
+        if cgroup is None:
+            missing.append("cgroup")
+        out.append(ExecRecord(pid, when, exe, argv, over, uid, ppid, parent, cgroup, missing))
+    if len(exes) > MAX_PARENT_CACHE:
+        exes.clear()
+    return out
+
+
 def read_exec(pid: int, proc: Path = Path("/proc"), when: float | None = None) -> ExecRecord:
     """The details of one process that has just exec'd (see read_execs)."""
     return read_execs([pid], proc, when)[0]
@@ -558,8 +616,14 @@ class ExecSource(ExecQueue):
     mode = "connector"
 
     def __init__(self, proc: Path = Path("/proc"), max_reads_per_s: float = 2000.0,
-                 max_pending: int = 20000) -> None:
+                 max_pending: int = 20000, native: bool | None = None) -> None:
         super().__init__(proc, max_reads_per_s, max_pending)
+        if native and _execread is None:
+            raise ExecSourceUnavailable("the C exec reader (collectors/probes/_execread.c) is not built: "
+                                        "reinstall herdwatch with a C compiler present (pip install -e .)")
+        use_native = (_execread is not None and str(proc) == "/proc") if native is None else native
+        self.reader = "native" if use_native else "python"
+        """Which reader runs: "native" (the C reader, where it is built; the real /proc only) or "python"."""
         self._sock: socket.socket | None = None
         self.failed: str | None = None
         """Set when the reader stopped on a socket error: the probe falls back to polling."""
@@ -658,6 +722,40 @@ class ExecSource(ExecQueue):
 
     # -- the reader thread ---------------------------------------------------------------------------
     def _run(self) -> None:
+        if self.reader == "native":
+            self._run_native()
+        else:
+            self._run_python()
+
+    def _run_native(self) -> None:
+        """The same reads in C (collectors/probes/_execread.c): one call waits, with the GIL released, and
+        reads every exec's details as it comes, and hands back a batch when execs pause (NATIVE_GAP_MS, the
+        socket's receive timeout) or NATIVE_HOLD_MS after its first exec; the records of a batch are then
+        finished here (parent cache, missing, queue)."""
+        sock = self._sock
+        assert sock is not None and _execread is not None
+        read_batch = _execread.read_batch
+        fd = sock.fileno()
+        exes = self._exes
+        stop = self._stop
+        wait_ms = int(RECV_TIMEOUT_S * 1000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, NATIVE_GAP_MS * 1000))
+        while not stop.is_set():
+            budget = self._take_tokens(MAX_BATCH)
+            rows, execs, over, overflows, err = read_batch(fd, wait_ms, NATIVE_HOLD_MS, budget, MAX_BATCH)
+            self._tokens += budget - len(rows)  # tokens not used go back
+            self.execs_seen += execs
+            if over:
+                self._count("rate", over)
+            if overflows:
+                self._count("kernel_overflow", overflows)
+                exes.clear()  # events were lost: what the cache knows may be stale
+            if rows:
+                self._push_all(finish_native(rows, exes))
+            if err and not self._error(OSError(err, os.strerror(err))):
+                return
+
+    def _run_python(self) -> None:
         """One wakeup per exec the kernel reports while the reader waits (execs queued meanwhile are read in
         the same wakeup). The common case, one exec and nothing else queued, takes a short path: the exe at
         once, then `read_one`; anything else goes through `_handle`."""

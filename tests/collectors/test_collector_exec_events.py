@@ -38,9 +38,14 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the process events c
               pytest.mark.alone]
 
 
-@pytest.fixture
-def source() -> Iterator[ExecSource]:
-    src = ExecSource()
+READERS = ["native", "python"]
+"""Every test of the connector runs with each reader: the C one (collectors/probes/_execread.c) and Python's."""
+
+
+@pytest.fixture(params=READERS)
+def source(request: pytest.FixtureRequest) -> Iterator[ExecSource]:
+    src = ExecSource(native=request.param == "native")
+    assert src.reader == request.param
     src.open()
     try:
         yield src
@@ -304,7 +309,7 @@ def test_exec_command_lines_are_redacted(source: ExecSource) -> None:
 
 
 def test_close_wakes_the_reader_it_does_not_wait_for_its_timeout() -> None:
-    src = ExecSource()
+    src = ExecSource(native=False)
     src.open()
     assert src._sock is not None and src._thread is not None
     # a read that would wait 30 s: only close()'s own datagram can end it within the join
@@ -313,3 +318,22 @@ def test_close_wakes_the_reader_it_does_not_wait_for_its_timeout() -> None:
     thread = src._thread
     src.close()
     assert not thread.is_alive()
+
+
+def test_close_wakes_the_native_reader_it_does_not_wait_for_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = ExecSource(native=True)
+    monkeypatch.setattr(exec_events_module, "RECV_TIMEOUT_S", 30.0)  # the C reader's wait for a first exec
+    src.open()
+    assert src._thread is not None
+    time.sleep(0.5)
+    thread = src._thread
+    started = time.monotonic()
+    src.close()  # joins for up to 31 s: returning at once means close()'s datagram woke the reader
+    assert not thread.is_alive() and time.monotonic() - started < 10.0
+
+
+def test_the_native_reader_is_built_here() -> None:
+    assert exec_events_module._execread is not None, (
+        "collectors/probes/_execread.c was not compiled: reinstall with a C compiler (pip install -e .)")
+    assert ExecSource().reader == "native"
+    assert ExecSource(proc=Path("/tmp")).reader == "python"  # a fake /proc: only Python reads its files
