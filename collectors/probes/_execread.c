@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,9 @@ static double now_ms(void) {
 }
 
 static int pidfd_enabled = 1;
+/* Held while one exec is read (its reads and both caches): two sources in one process (a test, a
+ * benchmark) each have a reader thread, and the caches are the module's. */
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 /* The exe of each pid whose exec or whose exe we read in the last EXE_TTL_MS, for the parent of the next
  * execs: a shell's or a job runner's children cost no readlink of it. An exec of the pid replaces its
  * entry (kernel order); a pid's entry outlives it by at most EXE_TTL_MS (the probe's listing forgets the
@@ -418,7 +422,9 @@ static PyObject *read_batch(PyObject *self, PyObject *args) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
             if (errno == ENOBUFS) {
                 overflows++;
+                pthread_mutex_lock(&cache_lock);
                 exe_clear(); /* events were lost: what the cache knows may be stale */
+                pthread_mutex_unlock(&cache_lock);
                 continue;
             }
             err = errno;
@@ -433,7 +439,9 @@ static PyObject *read_batch(PyObject *self, PyObject *args) {
             continue;
         }
         budget--;
+        pthread_mutex_lock(&cache_lock);
         read_exec(pid, &recs[n], argv_buf);
+        pthread_mutex_unlock(&cache_lock);
         if (n++ == 0) first = now_ms();
         if (n >= max_records) break;
     }
@@ -445,11 +453,22 @@ static PyObject *read_batch(PyObject *self, PyObject *args) {
         if (list != NULL) {
             PyObject *argv = r->argv != NULL ? PyBytes_FromStringAndSize(r->argv, r->argv_len) : Py_NewRef(Py_None);
             PyObject *cg = r->cgroup != NULL ? PyBytes_FromStringAndSize(r->cgroup, r->cgroup_len) : Py_NewRef(Py_None);
-            PyObject *t = Py_BuildValue("(idNNNNNN)", r->pid, r->time, str_or_none(r->exe, r->exe_len), argv,
-                                        int_or_none(r->uid), int_or_none(r->ppid),
-                                        str_or_none(r->parent, r->parent_len), cg);
-            if (t == NULL) Py_CLEAR(list);
-            else PyList_SET_ITEM(list, i, t);
+            PyObject *t = PyTuple_New(8);
+            PyObject *items[8] = {PyLong_FromLong(r->pid), PyFloat_FromDouble(r->time),
+                                  str_or_none(r->exe, r->exe_len), argv, int_or_none(r->uid),
+                                  int_or_none(r->ppid), str_or_none(r->parent, r->parent_len), cg};
+            int ok = t != NULL;
+            for (int k = 0; k < 8; k++) {
+                if (items[k] == NULL) ok = 0;
+                else if (t != NULL) PyTuple_SET_ITEM(t, k, items[k]);
+                else Py_DECREF(items[k]);
+            }
+            if (!ok) {
+                Py_XDECREF(t); /* frees the items it holds; NULL slots are skipped */
+                Py_CLEAR(list);
+            } else {
+                PyList_SET_ITEM(list, i, t);
+            }
         }
         free_rec(r);
     }

@@ -337,3 +337,20 @@ def test_the_native_reader_is_built_here() -> None:
         "collectors/probes/_execread.c was not compiled: reinstall with a C compiler (pip install -e .)")
     assert ExecSource().reader == "native"
     assert ExecSource(proc=Path("/tmp")).reader == "python"  # a fake /proc: only Python reads its files
+
+
+def test_two_native_readers_in_one_process_each_see_every_exec() -> None:
+    sources = [ExecSource(native=True) for _ in range(2)]  # their C readers share the module's caches
+    for src in sources:
+        src.open()
+    try:
+        me = os.path.realpath(f"/proc/{os.getpid()}/exe")
+        pids = [run_and_wait(["/bin/sleep", "0.005"]) for _ in range(40)]
+        for src in sources:
+            got = [r for r in drain_until(src, set(pids), execs_each=1) if isinstance(r, ExecRecord)]
+            mine = {r.pid: r for r in got if r.pid in pids}
+            assert set(mine) == set(pids)
+            assert all(r.exe == SLEEP and r.parent_exe == me and r.missing == [] for r in mine.values())
+    finally:
+        for src in sources:
+            src.close()
