@@ -394,6 +394,13 @@ def _finish(pid: int, d: str, exe: str | None, argv: bytes | None, now: float, b
             parent = _readlink(f"{base}{ppid}/exe")
             if parent is not None and learn:
                 cache[ppid] = parent
+    return _record(pid, now, exe, argv, uid, ppid, parent, cgroup)
+
+
+def _record(pid: int, when: float, exe: str | None, argv: bytes | None, uid: int | None, ppid: int | None,
+            parent: str | None, cgroup: str | None) -> ExecRecord:
+    """One exec's record from what was read: the command line cut to MAX_CMDLINE_BYTES (and marked so),
+    and every detail not read listed in `missing`."""
     over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
     if over:
         argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
@@ -410,7 +417,7 @@ def _finish(pid: int, d: str, exe: str | None, argv: bytes | None, now: float, b
         missing.append("parent_exe")
     if cgroup is None:
         missing.append("cgroup")
-    return ExecRecord(pid, now, exe, argv, over, uid, ppid, parent, cgroup, missing)
+    return ExecRecord(pid, when, exe, argv, over, uid, ppid, parent, cgroup, missing)
 
 
 NativeRow = tuple[int, float, str | None, bytes | None, int | None, int | None, str | None, bytes | None]
@@ -427,26 +434,9 @@ def finish_native(rows: list[NativeRow], exes: dict[int, str]) -> list[ExecRecor
         exes.pop(pid, None)  # exec'd: its exe is new
         if parent is None and ppid:
             parent = exes.get(ppid)
-        over = argv is not None and len(argv) > MAX_CMDLINE_BYTES
-        if over:
-            argv = argv[:MAX_CMDLINE_BYTES]  # type: ignore[index]
-        cgroup = cgroup_line(raw_cgroup) if raw_cgroup else None
-        missing = []
-        if exe is None:
-            missing.append("exe")
-        else:
+        if exe is not None:
             exes[pid] = exe
-        if argv is None:
-            missing.append("cmdline")
-        if uid is None:
-            missing.append("user")
-        if ppid is None:
-            missing.append("ppid")
-        if parent is None:
-            missing.append("parent_exe")
-        if cgroup is None:
-            missing.append("cgroup")
-        out.append(ExecRecord(pid, when, exe, argv, over, uid, ppid, parent, cgroup, missing))
+        out.append(_record(pid, when, exe, argv, uid, ppid, parent, cgroup_line(raw_cgroup) if raw_cgroup else None))
     if len(exes) > MAX_PARENT_CACHE:
         exes.clear()
     return out
