@@ -142,3 +142,38 @@ def test_bad_arguments_get_a_clear_error() -> None:
     with pytest.raises(ValueError, match="max_records"):
         native.read_batch(0, 0, 0, 0, 0)
     assert native.read_batch(-1, 0, 0, 0, 1) == ([], 0, 0, 0, 0)  # no socket: nothing to wait for, nothing read
+
+
+names = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+argv0s = st.one_of(st.binary(min_size=1, max_size=64), st.integers(16_000, 17_000).map(lambda n: b"x" * n)).filter(
+    lambda b: b"\0" not in b)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=names, argv0=argv0s)
+def test_it_reads_what_the_python_reader_reads_of_hostile_processes(
+        pair: tuple[socket.socket, socket.socket], tmp_path_factory: pytest.TempPathFactory, name: bytes,
+        argv0: bytes) -> None:
+    # a program under any file name (newlines, invalid UTF-8, spaces) and any command line, as long as 17 KB
+    folder = tmp_path_factory.mktemp("exe")
+    exe = os.path.join(os.fsencode(folder), name)
+    with open(SLEEP, "rb") as src, open(exe, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(exe, 0o755)
+    send, recv = pair
+    proc = subprocess.Popen([argv0, b"30"], executable=exe)
+    try:
+        send.send(exec_datagram(proc.pid))
+        send.send(b"stop")
+        rows, *_ = native.read_batch(recv.fileno(), 1000, 10_000, 1, 4)
+        got = ee.finish_native(rows, {})
+        want = ee.read_execs([proc.pid], info=ee.PidInfo())
+        assert got[0].exe == want[0].exe == os.fsdecode(os.path.realpath(exe))
+        assert (got[0].argv, got[0].argv_over) == (want[0].argv, want[0].argv_over)
+        assert (got[0].argv or b"").startswith(argv0[:16384])
+        assert (got[0].uid, got[0].ppid, got[0].parent_exe, got[0].cgroup, got[0].missing) == (
+            want[0].uid, want[0].ppid, want[0].parent_exe, want[0].cgroup, want[0].missing)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.unlink(exe)
