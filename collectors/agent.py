@@ -236,7 +236,7 @@ class Agent:
                 payload["network_source"] = probe.source_info()
 
     def process_source(self) -> dict[str, str] | None:
-        """Where process events come from: {"mode": "connector"|"poll", "reason": why it polls}."""
+        """Where process events come from (ProcessProbe.source_info)."""
         for probe in self.probes:
             if isinstance(probe, ProcessProbe):
                 return probe.source_info()

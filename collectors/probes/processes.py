@@ -112,10 +112,13 @@ class ProcessProbe(Probe):
         return source.mode if source is not None and source.failed is None else "poll"
 
     def source_info(self) -> dict[str, str]:
-        """For agent.hello and heartbeats: {"mode": ..., "reason": why it polls}."""
+        """For agent.hello and heartbeats: {"mode": ..., "reason": why it polls}; in connector mode also
+        "reader": "native" (the C reader) or "python"."""
         info = {"mode": self.mode}
         if self.mode == "poll":
             info["reason"] = self.source_reason or "configured"
+        elif self.mode == "connector":
+            info["reader"] = getattr(self.exec_source, "reader", "python")
         return info
 
     def take_shed(self) -> dict[str, int]:

@@ -272,7 +272,7 @@ def test_connector_mode_is_reported_and_a_reader_failure_falls_back(agent_settin
     probes = build_probes(agent_settings)
     processes = next(p for p in probes if isinstance(p, ProcessProbe))
     try:
-        assert processes.source_info() == {"mode": "connector"}
+        assert processes.source_info() == {"mode": "connector", "reader": "native"}
         assert signals.process_source.labels("connector")._value.get() == 1
         processes.collect(True)
         assert processes.exec_source is not None

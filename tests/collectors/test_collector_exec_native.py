@@ -8,7 +8,9 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -57,6 +59,15 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         b.close()
 
 
+def wait_for_cmdline(pid: int) -> None:
+    """Popen returns once the exec is past its point of no return, before the kernel has set up the new
+    command line (read then, it is empty, and the probe reads it again a cycle later): the readers are
+    compared on a finished exec."""
+    deadline = time.monotonic() + 10.0
+    while not Path(f"/proc/{pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def dead_pid() -> int:
     p = subprocess.Popen(["/bin/true"])
     p.wait()
@@ -90,6 +101,8 @@ def test_it_reads_real_processes_as_proc_shows_them(pair: tuple[socket.socket, s
     kids = [subprocess.Popen(["/bin/sleep", "30", f"0.{i}"]) for i in range(3)]
     gone = dead_pid()
     try:
+        for k in kids:
+            wait_for_cmdline(k.pid)
         for d in [exec_datagram(k.pid) for k in kids] + [exec_datagram(gone), exec_datagram(kids[0].pid, 1)]:
             send.send(d)
         send.send(b"stop")
@@ -163,6 +176,7 @@ def test_it_reads_what_the_python_reader_reads_of_hostile_processes(
     send, recv = pair
     proc = subprocess.Popen([argv0, b"30"], executable=exe)
     try:
+        wait_for_cmdline(proc.pid)
         send.send(exec_datagram(proc.pid))
         send.send(b"stop")
         rows, *_ = native.read_batch(recv.fileno(), 1000, 10_000, 1, 4)
