@@ -1,4 +1,4 @@
-/* The connector reader's per-exec path in C (collectors/probes/exec_events.py, `NativeReader`).
+/* The connector reader's per-exec path in C (collectors/probes/exec_events.py, `ExecSource._run_native`).
  *
  * Why: the exec reader runs for every exec on the host, and a Python thread woken per exec costs more than
  * the reads themselves (GIL hand-over, the interpreter on a cold cache). Here one call, with the GIL
@@ -191,7 +191,7 @@ static int pid_info(int pidfd, struct pidfd_info_v1 *info) {
 
 static int unsupported(int e) { return e == ENOTTY || e == EINVAL || e == EOPNOTSUPP || e == ENOSYS; }
 
-/* The cgroup line of `pid` from its file; `out` gets a malloc'd copy. */
+/* The cgroup line from <dir>cgroup, a malloc'd copy into r->cgroup (left NULL if unreadable). */
 static void file_cgroup(const char *dir, struct rec *r) {
     char path[64], buf[MAX_CGROUP_FILE + 1], *line;
     snprintf(path, sizeof path, "%scgroup", dir);
@@ -477,20 +477,13 @@ static PyObject *read_batch(PyObject *self, PyObject *args) {
     return Py_BuildValue("(Niiii)", list, execs, over, overflows, err);
 }
 
-static PyObject *pidfd_state(PyObject *self, PyObject *noargs) {
-    (void)self;
-    (void)noargs;
-    return PyBool_FromLong(pidfd_enabled);
-}
-
 static PyMethodDef methods[] = {
     {"read_batch", read_batch, METH_VARARGS, read_batch_doc},
-    {"pidfd_enabled", pidfd_state, METH_NOARGS, "False once the kernel refused pidfd info: files are read."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_execread",
-                                    "The connector reader's per-exec path (see exec_events.NativeReader).", -1,
+                                    "The connector reader's per-exec path (see exec_events.ExecSource._run_native).", -1,
                                     methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__execread(void) { return PyModule_Create(&module); }

@@ -73,16 +73,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from collectors.probes.pidfd_info import PidInfo, cgroup_line
 
-_execread: ModuleType | None
 try:
     from collectors.probes import _execread
 except ImportError:  # not built (no C compiler at install, not Linux): the Python reader runs
-    _execread = None
+    _execread = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from collectors.probes._execread import NativeRow
 
 log = logging.getLogger("herdwatch.collector")
 
@@ -418,11 +418,6 @@ def _record(pid: int, when: float, exe: str | None, argv: bytes | None, uid: int
     if cgroup is None:
         missing.append("cgroup")
     return ExecRecord(pid, when, exe, argv, over, uid, ppid, parent, cgroup, missing)
-
-
-NativeRow = tuple[int, float, str | None, bytes | None, int | None, int | None, str | None, bytes | None]
-"""What the C reader read of one exec: pid, time, exe, argv (up to MAX_CMDLINE_BYTES + 1 bytes), real uid,
-ppid, the parent's exe and the raw cgroup line; None where it could not be read."""
 
 
 def finish_native(rows: list[NativeRow], exes: dict[int, str]) -> list[ExecRecord]:
