@@ -49,7 +49,7 @@ from confluent_kafka import (
 
 from contract.events import Rejected, arrival_time, dead_letter_message
 from contract.settings import KafkaSettings
-from contract.signing import fingerprint, judge, verify
+from contract.signing import fingerprint, judge, load_verifier, verify
 from storage import rows as r
 from storage import signals
 from storage.load import EVENTS_INSERT_SETTINGS, INSERT_SETTINGS
@@ -152,6 +152,7 @@ class Sink:
 
     def __init__(self, client: InsertClient, kafka: KafkaSettings, settings: SinkSettings | None = None,
                  consumer_overrides: dict[str, Any] | None = None) -> None:
+        load_verifier()  # fails here, with the fix, if the install lacks the signature check
         self.client = client
         self.kafka = kafka
         self.settings = settings or SinkSettings()

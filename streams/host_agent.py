@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from contract.events import Event, Rejected, arrival_time, decode_batch, encode_event
-from contract.signing import verify
+from contract.signing import load_verifier, verify
 from streams import codec, signals
 from streams.faults import LoseOnce
 from streams.faust_fixes import OffsetGuard, flush_before_commit
@@ -98,6 +98,7 @@ class HostSweep:
 
 
 def add_host_agent(app: Any, topology: Topology, outputs: Outputs, ws: WorkerSettings, guard: OffsetGuard) -> None:
+    load_verifier()  # fails here, with the fix, if the install lacks the signature check
     host_seq, host_state, observations = topology.host_seq, topology.host_state, topology.observations
     host_keys = topology.host_keys
     sweep = HostSweep(topology, ws.host_retention_s, topology.telemetry.partitions)

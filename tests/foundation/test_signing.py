@@ -3,6 +3,12 @@ host_id), the signature or the public key makes it fail; and `judge` applies tru
 
 from __future__ import annotations
 
+import sys
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +21,8 @@ from contract.signing import (
     Status,
     fingerprint,
     judge,
+    load_verifier,
+    signature_matches,
     verify,
 )
 from simulator.keys import SimulatedKeys
@@ -151,3 +159,66 @@ def test_fingerprints_look_like_ssh_ones() -> None:
     fp = fingerprint(KEYS.key_for(b"h").public)
     assert fp.startswith("SHA256:") and len(fp) == 7 + 43 and "=" not in fp
     assert fingerprint(None) == "none"
+
+
+# ---- the check itself: libsodium (PyNaCl), measured against OpenSSL's (cryptography) ------------------------
+
+def openssl_accepts(signature: bytes, message: bytes, public_key: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=512), st.data())
+@settings(max_examples=EXAMPLES, deadline=None)
+def test_the_check_agrees_with_openssl_on_honest_tampered_and_random_signatures(
+        seed: bytes, message: bytes, data: st.DataObject) -> None:
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    signature = private.sign(message)
+    how = data.draw(st.sampled_from(["honest", "signature bit", "message bit", "key bit", "random signature",
+                                     "random key"]))
+    index, bit = data.draw(st.integers(0, 10**6)), data.draw(st.integers(0, 7))
+    if how == "signature bit":
+        signature = flip(signature, index, bit)
+    elif how == "message bit":
+        message = flip(message, index, bit) if message else b"\x00"
+    elif how == "key bit":
+        public = flip(public, index, bit)
+    elif how == "random signature":
+        signature = data.draw(st.binary(min_size=64, max_size=64))
+    elif how == "random key":
+        public = data.draw(st.binary(min_size=32, max_size=32))
+    got = signature_matches(signature, message, public)
+    assert got == openssl_accepts(signature, message, public), how
+    assert got is (how == "honest")
+
+
+@given(st.binary(max_size=256), st.sampled_from([
+    b"\x01" + bytes(31),  # the identity point
+    bytes(32),  # order 4 (y = 0)
+    b"\xec" + b"\xff" * 30 + b"\x7f",  # order 2 (y = -1)
+]))
+@settings(max_examples=EXAMPLES // 4, deadline=None)
+def test_a_small_order_key_cannot_sign_everything(message: bytes, small_order_key: bytes) -> None:
+    """With a small-order public key, R = the same point and S = 0 satisfy Ed25519's equation for every
+    message; OpenSSL accepts the identity point's, libsodium refuses them all."""
+    forged = small_order_key + bytes(32)
+    if small_order_key == b"\x01" + bytes(31):
+        assert openssl_accepts(forged, message, small_order_key)  # what the stricter check keeps out
+    assert not signature_matches(forged, message, small_order_key)
+    host = b"web-1"
+    headers = [(HEADER_SIGNATURE, small_order_key + bytes(32)), (HEADER_PUBLIC_KEY, small_order_key)]
+    assert verify(headers, host, message).status is Status.INVALID
+
+
+def test_a_missing_pynacl_is_a_fix_it_error_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    load_verifier.cache_clear()
+    monkeypatch.setitem(sys.modules, "nacl.bindings", None)  # an install without PyNaCl
+    try:
+        with pytest.raises(ImportError, match=r"pip install 'herdwatch\[streams\]'"):
+            load_verifier()
+    finally:
+        load_verifier.cache_clear()
