@@ -72,7 +72,7 @@ def build_probes(s: CollectorSettings, own_traffic: Callable[[], dict[str, float
                              max_events_per_cycle=s.exec_max_events_per_cycle)
     if source is not None:
         log.info("process events: %s (every exec)",
-                 f"kernel connector, {getattr(source, 'reader', 'python')} reader" if source.mode == "connector"
+                 f"kernel connector, {source.reader} reader" if source.mode == "connector"
                  else "fanotify FAN_OPEN_EXEC, the connector being refused here")
     else:
         log.info("process events: /proc polling every %.1f s (%s)", s.process_interval_s, reason)

@@ -472,6 +472,9 @@ class ExecQueue:
     """What every exec source shares: a reader thread's queue of records for the probe (bounded by
     `max_pending`), the token bucket of `max_reads_per_s` lookups, and the counts of what was shed."""
 
+    reader = "python"
+    """Which reader runs: "python", or "native" (the connector's C reader, ExecSource)."""
+
     def __init__(self, proc: Path, max_reads_per_s: float, max_pending: int) -> None:
         self.proc = proc
         self.max_reads_per_s = float(max_reads_per_s)
@@ -607,8 +610,7 @@ class ExecSource(ExecQueue):
             raise ExecSourceUnavailable("the C exec reader (collectors/probes/_execread.c) is not built: "
                                         "reinstall herdwatch with a C compiler present (pip install -e .)")
         use_native = (_execread is not None and str(proc) == "/proc") if native is None else native
-        self.reader = "native" if use_native else "python"
-        """Which reader runs: "native" (the C reader, where it is built; the real /proc only) or "python"."""
+        self.reader = "native" if use_native else "python"  # the C reader where it is built, real /proc only
         self._sock: socket.socket | None = None
         self.failed: str | None = None
         """Set when the reader stopped on a socket error: the probe falls back to polling."""

@@ -117,8 +117,8 @@ class ProcessProbe(Probe):
         info = {"mode": self.mode}
         if self.mode == "poll":
             info["reason"] = self.source_reason or "configured"
-        elif self.mode == "connector":
-            info["reader"] = getattr(self.exec_source, "reader", "python")
+        elif self.exec_source is not None and self.exec_source.mode == "connector":
+            info["reader"] = self.exec_source.reader
         return info
 
     def take_shed(self) -> dict[str, int]:
